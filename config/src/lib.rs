@@ -1,1 +1,301 @@
-//! placeholder
+//! The data plane's configuration model: serde types and validation only.
+//!
+//! No DPDK and no protobuf here: the data plane loads this from YAML, and the
+//! xDS agent (later) fills the same types from Envoy resources. Whatever loaded
+//! it, [`Config::validate`] is the one gate, and it reports every problem at
+//! once, each with the field's path, the offending value and the reason.
+//!
+//! Units are in field names (`_ms`, `_us`); every field but `ports` has a
+//! default, documented in `docs/config.md`.
+#![forbid(unsafe_code)]
+
+mod validate;
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use validate::{ConfigError, ConfigErrors};
+
+/// The default configuration compiled into the binary.
+pub const DEFAULT_YAML: &str = include_str!("../default.yaml");
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub eal: EalConfig,
+    #[serde(default)]
+    pub workers: WorkersConfig,
+    #[serde(default)]
+    pub mempool: MempoolConfig,
+    pub ports: Vec<PortConfig>,
+    #[serde(default)]
+    pub ip: IpConfig,
+    #[serde(default)]
+    pub arp: ArpConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// How DPDK's EAL is started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EalConfig {
+    /// `--file-prefix`: separates this process's shared files from other DPDK
+    /// processes on the host. Each concurrent instance needs its own.
+    pub file_prefix: String,
+    /// `--in-memory`: no hugepage or runtime files on disk, so nothing is left
+    /// behind even after a crash. Turn off only to attach secondary processes
+    /// (dpdk-pdump, dpdk-proc-info).
+    pub in_memory: bool,
+    /// `--no-huge -m memory_mb`: run on ordinary memory (slower, for hosts
+    /// without hugepages).
+    pub no_huge: bool,
+    /// Memory to reserve in MiB (`-m`); 0 lets EAL decide (needs `no_huge: false`).
+    pub memory_mb: u32,
+    /// Extra EAL arguments, appended verbatim (also possible after `--` on the
+    /// command line).
+    pub extra_args: Vec<String>,
+}
+
+impl Default for EalConfig {
+    fn default() -> Self {
+        EalConfig { file_prefix: "dataplane".into(), in_memory: true, no_huge: false, memory_mb: 0, extra_args: vec![] }
+    }
+}
+
+/// Worker cores and their loop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkersConfig {
+    /// CPU ids to run one worker each on. Each worker owns one RX/TX queue pair
+    /// on every port.
+    pub cores: Vec<u32>,
+    /// CPUs the control thread (admin socket, signals) may run on; empty: every
+    /// CPU not in `cores`, or all CPUs if that leaves none.
+    pub control_cores: Vec<u32>,
+    /// Packets per RX burst and per TX batch.
+    pub burst_size: u16,
+    pub idle: IdleConfig,
+}
+
+impl Default for WorkersConfig {
+    fn default() -> Self {
+        WorkersConfig { cores: vec![1], control_cores: vec![], burst_size: 32, idle: IdleConfig::default() }
+    }
+}
+
+/// What a worker does when its queues are empty.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdleConfig {
+    pub mode: IdleMode,
+    /// Consecutive empty polls before sleeping (adaptive mode).
+    pub spin_polls: u32,
+    /// Sleep per idle round after that (adaptive mode), in microseconds.
+    pub sleep_us: u32,
+}
+
+impl Default for IdleConfig {
+    fn default() -> Self {
+        IdleConfig { mode: IdleMode::Adaptive, spin_polls: 512, sleep_us: 50 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdleMode {
+    /// Poll continuously: lowest latency, one full core per worker.
+    Busy,
+    /// Poll under load; after `spin_polls` empty polls sleep `sleep_us`
+    /// between polls until traffic returns.
+    Adaptive,
+}
+
+/// Packet buffer pools: one per (port, queue), on the worker's NUMA socket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MempoolConfig {
+    /// Buffers per RX queue's pool. Best as 2^n - 1.
+    pub mbufs_per_queue: u32,
+    /// Per-lcore cache (0..=512).
+    pub cache_size: u32,
+    /// Bytes per buffer including DPDK's 128-byte headroom.
+    pub data_room: u16,
+}
+
+impl Default for MempoolConfig {
+    fn default() -> Self {
+        MempoolConfig { mbufs_per_queue: 8191, cache_size: 256, data_room: 2176 }
+    }
+}
+
+/// One Ethernet port and the IPv4 interface on it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortConfig {
+    /// Name used in stats and logs.
+    pub name: String,
+    /// The DPDK device: a virtual device string as for `--vdev`
+    /// (`net_af_xdp0,iface=eth1`, `net_af_packet0,iface=eth1`,
+    /// `net_memif0,role=server,socket=/run/memif.sock`, `net_tap0,iface=tap0`)
+    /// or a PCI address bound to vfio-pci (`0000:01:00.0`).
+    pub device: String,
+    /// This interface's IPv4 address and prefix, `10.0.0.1/24`. The prefix is
+    /// the connected route.
+    pub address: String,
+    /// Next hop for the default route (must be inside `address`'s subnet). At
+    /// most one port may have one.
+    #[serde(default)]
+    pub gateway: Option<String>,
+    #[serde(default = "default_mtu")]
+    pub mtu: u16,
+    #[serde(default = "default_desc")]
+    pub rx_descriptors: u16,
+    #[serde(default = "default_desc")]
+    pub tx_descriptors: u16,
+    /// How RX checksums are checked: `verify` always in software; `offload`
+    /// trusts the device's verdict where it gives one and verifies otherwise.
+    #[serde(default)]
+    pub rx_checksum: RxChecksumPolicy,
+    /// Receive frames for any destination MAC.
+    #[serde(default)]
+    pub promiscuous: bool,
+}
+
+fn default_mtu() -> u16 {
+    1500
+}
+fn default_desc() -> u16 {
+    1024
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RxChecksumPolicy {
+    Verify,
+    #[default]
+    Offload,
+}
+
+/// An IPv4 address with a prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Net {
+    pub addr: Ipv4Addr,
+    pub prefix_len: u8,
+}
+
+impl Ipv4Net {
+    /// Parse `a.b.c.d/len`. The error says why, in words for a config user.
+    pub fn parse(s: &str) -> Result<Ipv4Net, String> {
+        let (a, p) = s.split_once('/').ok_or("expected IPv4 address with prefix length, like 10.0.0.1/24")?;
+        let addr = parse_ipv4(a)?;
+        let prefix_len: u8 = p.parse().map_err(|_| format!("prefix length {p:?} is not a number 0-32"))?;
+        if prefix_len > 32 {
+            return Err(format!("prefix length {prefix_len} is larger than 32"));
+        }
+        Ok(Ipv4Net { addr, prefix_len })
+    }
+
+    pub fn mask(&self) -> u32 {
+        if self.prefix_len == 0 { 0 } else { u32::MAX << (32 - self.prefix_len) }
+    }
+
+    pub fn network(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) & self.mask())
+    }
+
+    pub fn broadcast(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) | !self.mask())
+    }
+
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & self.mask() == u32::from(self.addr) & self.mask()
+    }
+}
+
+/// Parse a bare IPv4 address, saying plainly when it is IPv6.
+pub fn parse_ipv4(s: &str) -> Result<Ipv4Addr, String> {
+    if s.contains(':') && s.parse::<std::net::Ipv6Addr>().is_ok() {
+        return Err("IPv6 is not supported yet; use an IPv4 address".into());
+    }
+    s.parse().map_err(|_| format!("{s:?} is not an IPv4 address"))
+}
+
+/// IPv4 behaviour.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IpConfig {
+    /// TTL of packets we originate.
+    pub ttl: u8,
+}
+
+impl Default for IpConfig {
+    fn default() -> Self {
+        IpConfig { ttl: 64 }
+    }
+}
+
+/// Neighbour resolution.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArpConfig {
+    /// How long a learned entry is used before it must be confirmed again.
+    pub entry_ttl_ms: u64,
+    /// Gap between ARP requests for one unresolved neighbour.
+    pub request_interval_ms: u64,
+    /// Requests sent before giving up and dropping what waits for the neighbour.
+    pub max_requests: u32,
+    /// Packets held per unresolved neighbour; more are dropped and counted.
+    pub max_pending_per_neighbor: u32,
+    /// Packets held for all unresolved neighbours of one core.
+    pub max_pending_total: u32,
+    /// Entries per core; when full, new neighbours are not cached (counted).
+    pub max_entries: u32,
+}
+
+impl Default for ArpConfig {
+    fn default() -> Self {
+        ArpConfig {
+            entry_ttl_ms: 60_000,
+            request_interval_ms: 1_000,
+            max_requests: 3,
+            max_pending_per_neighbor: 8,
+            max_pending_total: 1024,
+            max_entries: 4096,
+        }
+    }
+}
+
+/// The local admin socket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Unix socket path (created mode 0600; a stale socket is replaced).
+    pub socket: PathBuf,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig { socket: PathBuf::from("/run/dataplane/admin.sock") }
+    }
+}
+
+impl Config {
+    /// Parse YAML and validate. Syntax and type errors come from the parser
+    /// with their location; semantic errors are all collected.
+    pub fn from_yaml(text: &str) -> Result<Config, ConfigErrors> {
+        let cfg: Config = serde_saphyr::from_str(text).map_err(|e| {
+            ConfigErrors(vec![ConfigError { path: "(file)".into(), value: String::new(), reason: e.to_string() }])
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The embedded default.
+    pub fn default_config() -> Config {
+        Config::from_yaml(DEFAULT_YAML).expect("embedded default config is valid")
+    }
+}

@@ -1,0 +1,329 @@
+//! Semantic validation: every error at once, each with path, value and reason.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use crate::{Config, IdleMode, Ipv4Net, parse_ipv4};
+
+/// One problem in a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Path of the field, e.g. `ports[1].address`.
+    pub path: String,
+    /// The offending value as written (empty when not applicable).
+    pub value: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.value.is_empty() {
+            write!(f, "{}: {}", self.path, self.reason)
+        } else {
+            write!(f, "{} = {}: {}", self.path, self.value, self.reason)
+        }
+    }
+}
+
+/// Every problem found, in field order.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration ({} error{}):", self.0.len(), if self.0.len() == 1 { "" } else { "s" })?;
+        for e in &self.0 {
+            write!(f, "\n  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+struct Errors(Vec<ConfigError>);
+
+impl Errors {
+    fn push(&mut self, path: impl Into<String>, value: impl fmt::Display, reason: impl Into<String>) {
+        self.0.push(ConfigError { path: path.into(), value: value.to_string(), reason: reason.into() });
+    }
+    fn check(&mut self, ok: bool, path: impl Into<String>, value: impl fmt::Display, reason: impl Into<String>) {
+        if !ok {
+            self.push(path, value, reason);
+        }
+    }
+}
+
+/// Largest number of worker cores (and so queue pairs per port) we accept.
+pub const MAX_WORKERS: usize = 64;
+
+impl Config {
+    /// Check everything a running data plane relies on. Returns every problem.
+    pub fn validate(&self) -> Result<(), ConfigErrors> {
+        let mut e = Errors(Vec::new());
+
+        // --- eal
+        let p = &self.eal.file_prefix;
+        e.check(
+            !p.is_empty() && p.len() <= 64 && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+            "eal.file_prefix",
+            format!("{p:?}"),
+            "must be 1-64 characters of letters, digits, '-' or '_'",
+        );
+        if self.eal.in_memory && self.eal.no_huge {
+            e.push("eal.no_huge", "true", "cannot be combined with eal.in_memory: true (EAL refuses --no-huge with --in-memory); set one of them false");
+        }
+        if self.eal.no_huge && self.eal.memory_mb == 0 {
+            e.push("eal.memory_mb", "0", "must be set (e.g. 512) when eal.no_huge is true");
+        }
+
+        // --- workers
+        let w = &self.workers;
+        e.check(!w.cores.is_empty(), "workers.cores", "[]", "at least one worker core is needed");
+        e.check(
+            w.cores.len() <= MAX_WORKERS,
+            "workers.cores",
+            w.cores.len(),
+            format!("at most {MAX_WORKERS} worker cores"),
+        );
+        let mut seen = HashMap::new();
+        for (i, c) in w.cores.iter().enumerate() {
+            if let Some(j) = seen.insert(*c, i) {
+                e.push(format!("workers.cores[{i}]"), c, format!("core {c} is already listed at workers.cores[{j}]"));
+            }
+        }
+        e.check(
+            (1..=256).contains(&w.burst_size),
+            "workers.burst_size",
+            w.burst_size,
+            "must be between 1 and 256",
+        );
+        if w.idle.mode == IdleMode::Adaptive {
+            e.check(w.idle.spin_polls > 0, "workers.idle.spin_polls", 0, "must be at least 1 in adaptive mode");
+            e.check(
+                (1..=100_000).contains(&w.idle.sleep_us),
+                "workers.idle.sleep_us",
+                w.idle.sleep_us,
+                "must be between 1 and 100000 (100 ms) in adaptive mode",
+            );
+        }
+
+        // --- mempool
+        let m = &self.mempool;
+        e.check(m.cache_size <= 512, "mempool.cache_size", m.cache_size, "must be at most 512 (DPDK's limit)");
+        e.check(
+            m.cache_size <= m.mbufs_per_queue / 2,
+            "mempool.cache_size",
+            m.cache_size,
+            format!("must be at most half of mempool.mbufs_per_queue ({})", m.mbufs_per_queue),
+        );
+
+        // --- ports
+        e.check(!self.ports.is_empty(), "ports", "[]", "at least one port is needed");
+        let mut names = HashMap::new();
+        let mut devices = HashMap::new();
+        let mut nets: Vec<(usize, Ipv4Net)> = Vec::new();
+        let mut gateway_port = None;
+        for (i, port) in self.ports.iter().enumerate() {
+            let at = |f: &str| format!("ports[{i}].{f}");
+            if port.name.is_empty() {
+                e.push(at("name"), "\"\"", "must not be empty");
+            } else if let Some(j) = names.insert(port.name.as_str(), i) {
+                e.push(at("name"), &port.name, format!("already used by ports[{j}]"));
+            }
+            let dev = port.device.split(',').next().unwrap_or("").trim();
+            if dev.is_empty() {
+                e.push(at("device"), format!("{:?}", port.device), "must name a DPDK device, e.g. net_af_xdp0,iface=eth1 or 0000:01:00.0");
+            } else if let Some(j) = devices.insert(dev.to_owned(), i) {
+                e.push(at("device"), &port.device, format!("device {dev} is already used by ports[{j}]"));
+            }
+            match Ipv4Net::parse(&port.address) {
+                Err(why) => e.push(at("address"), &port.address, why),
+                Ok(net) => {
+                    if net.prefix_len == 0 || net.prefix_len > 30 && net.prefix_len != 32 {
+                        e.push(at("address"), &port.address, "prefix length must be 1-30 or 32");
+                    } else if net.addr.is_unspecified() || net.addr.is_multicast() || net.addr.is_broadcast() {
+                        e.push(at("address"), &port.address, "must be a unicast address");
+                    } else if net.prefix_len < 31 && (net.addr == net.network() || net.addr == net.broadcast()) {
+                        e.push(at("address"), &port.address, "is the subnet's network or broadcast address");
+                    }
+                    for (j, other) in &nets {
+                        if other.contains(net.addr) || net.contains(other.addr) {
+                            e.push(
+                                at("address"),
+                                &port.address,
+                                format!("subnet overlaps ports[{j}].address ({}/{})", other.addr, other.prefix_len),
+                            );
+                        }
+                    }
+                    if let Some(gw) = &port.gateway {
+                        match parse_ipv4(gw) {
+                            Err(why) => e.push(at("gateway"), gw, why),
+                            Ok(g) if !net.contains(g) => e.push(
+                                at("gateway"),
+                                gw,
+                                format!("is not inside this port's subnet {}/{}", net.network(), net.prefix_len),
+                            ),
+                            Ok(g) if g == net.addr => e.push(at("gateway"), gw, "is this port's own address"),
+                            Ok(_) => {}
+                        }
+                    }
+                    nets.push((i, net));
+                }
+            }
+            if port.gateway.is_some() {
+                if let Some(j) = gateway_port {
+                    e.push(at("gateway"), port.gateway.as_deref().unwrap_or(""), format!("ports[{j}] already has the default gateway; only one default route is supported"));
+                }
+                gateway_port = Some(i);
+            }
+            e.check((68..=9000).contains(&port.mtu), at("mtu"), port.mtu, "must be between 68 and 9000");
+            // One frame must fit one buffer: we do not enable scattered RX.
+            let need = u32::from(port.mtu) + 14 + 4 + 128;
+            e.check(
+                u32::from(m.data_room) >= need,
+                at("mtu"),
+                port.mtu,
+                format!("a frame of this MTU needs mempool.data_room >= {need} (MTU + 18 bytes of Ethernet + 128 headroom), it is {}", m.data_room),
+            );
+            for (f, v) in [("rx_descriptors", port.rx_descriptors), ("tx_descriptors", port.tx_descriptors)] {
+                e.check(
+                    v.is_power_of_two() && (64..=16384).contains(&v),
+                    at(f),
+                    v,
+                    "must be a power of two between 64 and 16384",
+                );
+            }
+            // The RX ring holds rx_descriptors buffers all the time; the TX ring
+            // up to tx_descriptors; each lcore cache up to 1.5x cache_size; the
+            // worker keeps a burst in hand.
+            let need = u64::from(port.rx_descriptors)
+                + u64::from(port.tx_descriptors)
+                + u64::from(m.cache_size) * 3 / 2
+                + u64::from(w.burst_size) * 2;
+            e.check(
+                u64::from(m.mbufs_per_queue) >= need,
+                "mempool.mbufs_per_queue",
+                m.mbufs_per_queue,
+                format!(
+                    "too small for ports[{i}]: needs at least {need} (rx_descriptors + tx_descriptors + 1.5 x cache_size + 2 x burst_size)"
+                ),
+            );
+        }
+
+        // --- ip / arp
+        e.check(self.ip.ttl > 0, "ip.ttl", self.ip.ttl, "must be at least 1");
+        let a = &self.arp;
+        e.check(a.entry_ttl_ms >= 1000, "arp.entry_ttl_ms", a.entry_ttl_ms, "must be at least 1000");
+        e.check(
+            (10..=60_000).contains(&a.request_interval_ms),
+            "arp.request_interval_ms",
+            a.request_interval_ms,
+            "must be between 10 and 60000",
+        );
+        e.check((1..=100).contains(&a.max_requests), "arp.max_requests", a.max_requests, "must be between 1 and 100");
+        e.check(
+            (1..=1024).contains(&a.max_pending_per_neighbor),
+            "arp.max_pending_per_neighbor",
+            a.max_pending_per_neighbor,
+            "must be between 1 and 1024",
+        );
+        e.check(
+            a.max_pending_total >= a.max_pending_per_neighbor,
+            "arp.max_pending_total",
+            a.max_pending_total,
+            format!("must be at least arp.max_pending_per_neighbor ({})", a.max_pending_per_neighbor),
+        );
+        e.check(a.max_entries >= 1, "arp.max_entries", a.max_entries, "must be at least 1");
+
+        // --- admin
+        let s = &self.admin.socket;
+        e.check(s.is_absolute(), "admin.socket", s.display(), "must be an absolute path");
+        // sun_path holds 108 bytes including the NUL.
+        e.check(
+            s.as_os_str().len() < 108,
+            "admin.socket",
+            s.display(),
+            "is longer than a Unix socket path may be (107 bytes)",
+        );
+
+        if e.0.is_empty() { Ok(()) } else { Err(ConfigErrors(e.0)) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Config, DEFAULT_YAML};
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let c = Config::from_yaml(DEFAULT_YAML).unwrap();
+        assert_eq!(c.ports.len(), 1);
+        assert_eq!(c.ports[0].address, "10.10.1.1/24");
+        assert_eq!(c.workers.cores, vec![1]);
+    }
+
+    #[test]
+    fn reports_every_error_with_path_value_and_reason() {
+        let y = r#"
+workers: { cores: [1, 1], burst_size: 0 }
+ports:
+  - name: a
+    device: net_af_xdp0,iface=x
+    address: 10.0.0.1/24
+    gateway: 10.9.0.1
+  - name: a
+    device: net_af_xdp0,iface=y
+    address: fe80::1/64
+  - name: c
+    device: net_tap0
+    address: 10.0.0.7/16
+    mtu: 20
+    rx_descriptors: 1000
+"#;
+        let err = Config::from_yaml(y).unwrap_err();
+        let paths: Vec<&str> = err.0.iter().map(|e| e.path.as_str()).collect();
+        for want in [
+            "workers.cores[1]",
+            "workers.burst_size",
+            "ports[0].gateway",
+            "ports[1].name",
+            "ports[1].device",
+            "ports[1].address",
+            "ports[2].address",
+            "ports[2].mtu",
+            "ports[2].rx_descriptors",
+        ] {
+            assert!(paths.contains(&want), "missing {want} in {err}");
+        }
+        let v6 = err.0.iter().find(|e| e.path == "ports[1].address").unwrap();
+        assert_eq!(v6.value, "fe80::1/64");
+        assert!(v6.reason.contains("IPv6 is not supported"), "{v6}");
+        let text = err.to_string();
+        assert!(text.contains("ports[0].gateway = 10.9.0.1: is not inside this port's subnet 10.0.0.0/24"), "{text}");
+    }
+
+    #[test]
+    fn unknown_field_is_rejected_with_its_name() {
+        let err = Config::from_yaml("ports: []\nworkrs: {}\n").unwrap_err();
+        assert!(err.to_string().contains("workrs"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_rejected() {
+        let err = Config::from_yaml("ports:\n  - {name: a, device: x, address: 10.0.0.1/24, mtu: big}\n").unwrap_err();
+        assert!(err.to_string().contains("mtu") || err.to_string().contains("big"), "{err}");
+    }
+
+    #[test]
+    fn small_pool_names_the_minimum() {
+        let y = "mempool: {mbufs_per_queue: 1000, cache_size: 0}\nports:\n  - {name: a, device: x, address: 10.0.0.1/24}\n";
+        let err = Config::from_yaml(y).unwrap_err();
+        assert!(err.to_string().contains("needs at least 2112"), "{err}");
+    }
+
+    #[test]
+    fn no_huge_with_in_memory_is_rejected() {
+        let y = "eal: {no_huge: true, in_memory: true, memory_mb: 256}\nports:\n  - {name: a, device: x, address: 10.0.0.1/24}\n";
+        let err = Config::from_yaml(y).unwrap_err();
+        assert_eq!(err.0[0].path, "eal.no_huge");
+    }
+}
