@@ -1,0 +1,459 @@
+//! One core's IPv4 host stack over Ethernet: receive, answer, resolve, route.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, Icmpv4Message, Icmpv4Packet,
+    IpProtocol, Ipv4Packet,
+};
+
+use crate::arp::{ArpCache, Due};
+use crate::frame::{Frame, FramePool, RxChecksum};
+use crate::route::{Route, RouteTable};
+use crate::stats::{DropReason, Stats};
+use crate::time::Instant;
+
+const ETH_LEN: usize = 14;
+const ARP_LEN: usize = 28;
+const IPV4_MIN: usize = 20;
+
+/// Where the stack sends frames. The caller batches them per port queue.
+pub trait Transmit<F> {
+    fn transmit(&mut self, iface: usize, frame: F);
+}
+
+/// One interface: a port's MAC and its IPv4 address.
+#[derive(Debug, Clone)]
+pub struct IfaceConfig {
+    pub mac: EthernetAddress,
+    pub addr: Ipv4Addr,
+    pub prefix_len: u8,
+    /// Default route via this interface.
+    pub gateway: Option<Ipv4Addr>,
+    /// Trust the device's RX checksum verdict when it gives one (offload);
+    /// otherwise every header is checked in software.
+    pub trust_rx_checksum: bool,
+}
+
+/// Neighbour resolution parameters.
+#[derive(Debug, Clone)]
+pub struct ArpParams {
+    pub entry_ttl: Duration,
+    pub request_interval: Duration,
+    pub max_requests: u32,
+    pub max_pending_per_neighbor: usize,
+    pub max_pending_total: usize,
+    pub max_entries: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct StackConfig {
+    pub ifaces: Vec<IfaceConfig>,
+    /// TTL of packets we originate.
+    pub ttl: u8,
+    pub arp: ArpParams,
+}
+
+#[derive(Debug)]
+struct Iface {
+    mac: EthernetAddress,
+    addr: Ipv4Addr,
+    mask: u32,
+    broadcast: Ipv4Addr,
+    trust_rx_checksum: bool,
+}
+
+impl Iface {
+    fn on_link(&self, ip: Ipv4Addr) -> bool {
+        (u32::from(ip) ^ u32::from(self.addr)) & self.mask == 0 && ip != self.broadcast
+    }
+}
+
+/// The L2/L3 stack of one core. See the crate docs for its contract.
+#[derive(Debug)]
+pub struct Stack<F> {
+    ifaces: Vec<Iface>,
+    routes: RouteTable,
+    arp: ArpCache<F>,
+    stats: Arc<Stats>,
+    ttl: u8,
+    ident: u16,
+    due: Vec<Due>,
+}
+
+impl<F: Frame> Stack<F> {
+    pub fn new(cfg: StackConfig) -> Self {
+        let mut routes = RouteTable::default();
+        let mut ifaces = Vec::with_capacity(cfg.ifaces.len());
+        for (i, c) in cfg.ifaces.iter().enumerate() {
+            let mask = if c.prefix_len == 0 { 0 } else { u32::MAX << (32 - c.prefix_len.min(32)) };
+            let net = Ipv4Addr::from(u32::from(c.addr) & mask);
+            // A /32 or /31 has no broadcast address of its own (RFC 3021).
+            let broadcast =
+                if c.prefix_len >= 31 { Ipv4Addr::BROADCAST } else { Ipv4Addr::from(u32::from(c.addr) | !mask) };
+            routes.add(Route { prefix: net, prefix_len: c.prefix_len, iface: i, gateway: None });
+            if let Some(gw) = c.gateway {
+                routes.add(Route { prefix: Ipv4Addr::UNSPECIFIED, prefix_len: 0, iface: i, gateway: Some(gw) });
+            }
+            ifaces.push(Iface { mac: c.mac, addr: c.addr, mask, broadcast, trust_rx_checksum: c.trust_rx_checksum });
+        }
+        Stack {
+            ifaces,
+            routes,
+            arp: ArpCache::new(cfg.arp),
+            stats: Arc::new(Stats::default()),
+            ttl: cfg.ttl,
+            ident: 0,
+            due: Vec::new(),
+        }
+    }
+
+    /// This core's counters; clone the `Arc` to read them from another thread.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
+    pub fn routes(&self) -> &RouteTable {
+        &self.routes
+    }
+
+    fn is_ours(&self, ip: Ipv4Addr) -> bool {
+        self.ifaces.iter().any(|i| i.addr == ip)
+    }
+
+    /// Handle one frame received on interface `iface`. Replies go to `tx`, or
+    /// wait for ARP; `pool` supplies buffers for ARP requests.
+    pub fn receive<P, T>(&mut self, now: Instant, iface: usize, frame: F, pool: &mut P, tx: &mut T)
+    where
+        P: FramePool<Frame = F>,
+        T: Transmit<F>,
+    {
+        self.stats.rx_frames.inc();
+        let Some(ifc) = self.ifaces.get(iface) else {
+            return self.stats.record_drop(DropReason::EthNotForUs);
+        };
+        let Ok(eth) = EthernetFrame::new_checked(frame.data()) else {
+            return self.stats.record_drop(DropReason::EthTruncated);
+        };
+        let dst = eth.dst_addr();
+        if dst != ifc.mac && !dst.is_broadcast() {
+            return self.stats.record_drop(DropReason::EthNotForUs);
+        }
+        if !eth.src_addr().is_unicast() {
+            return self.stats.record_drop(DropReason::EthBadSource);
+        }
+        match eth.ethertype() {
+            EthernetProtocol::Arp => self.receive_arp(now, iface, frame, tx),
+            EthernetProtocol::Ipv4 => self.receive_ipv4(now, iface, frame, pool, tx),
+            _ => self.stats.record_drop(DropReason::EthUnsupportedType),
+        }
+    }
+
+    fn receive_arp<T: Transmit<F>>(&mut self, now: Instant, iface: usize, mut frame: F, tx: &mut T) {
+        let ifc = &self.ifaces[iface];
+        let Ok(pkt) = ArpPacket::new_checked(&frame.data()[ETH_LEN..]) else {
+            return self.stats.record_drop(DropReason::ArpMalformed);
+        };
+        let Ok(ArpRepr::EthernetIpv4 {
+            operation,
+            source_hardware_addr: sha,
+            source_protocol_addr: spa,
+            target_protocol_addr: tpa,
+            ..
+        }) = ArpRepr::parse(&pkt)
+        else {
+            return self.stats.record_drop(DropReason::ArpMalformed);
+        };
+        if !sha.is_unicast() {
+            return self.stats.record_drop(DropReason::ArpBadSender);
+        }
+        if spa == ifc.addr && sha != ifc.mac {
+            return self.stats.record_drop(DropReason::ArpAddressConflict);
+        }
+        // An RFC 5227 probe (sender 0.0.0.0) asking for our address gets a reply
+        // but teaches us nothing.
+        let probe = spa.is_unspecified();
+        let on_link = ifc.on_link(spa) && spa != Ipv4Addr::from(u32::from(ifc.addr) & ifc.mask);
+        if tpa != ifc.addr {
+            if on_link {
+                // RFC 826 merge: refresh an entry we already have.
+                if let Some(waiting) = self.arp.learn(now, iface, spa, sha, false) {
+                    self.flush_waiting(iface, sha, waiting, tx);
+                }
+            }
+            return self.stats.record_drop(DropReason::ArpNotForUs);
+        }
+        if !on_link && !probe {
+            return self.stats.record_drop(DropReason::ArpBadSender);
+        }
+        match operation {
+            ArpOperation::Request => {
+                self.stats.arp_requests_rx.inc();
+                if !probe && let Some(waiting) = self.arp.learn(now, iface, spa, sha, true) {
+                    self.flush_waiting(iface, sha, waiting, tx);
+                }
+                // Answer in place: the request's buffer becomes the reply.
+                let ifc = &self.ifaces[iface];
+                let reply = ArpRepr::EthernetIpv4 {
+                    operation: ArpOperation::Reply,
+                    source_hardware_addr: ifc.mac,
+                    source_protocol_addr: ifc.addr,
+                    target_hardware_addr: sha,
+                    target_protocol_addr: spa,
+                };
+                let mac = ifc.mac;
+                frame.truncate(ETH_LEN + ARP_LEN);
+                let data = frame.data_mut();
+                write_eth(data, sha, mac, EthernetProtocol::Arp);
+                reply.emit(&mut ArpPacket::new_unchecked(&mut data[ETH_LEN..]));
+                self.stats.arp_replies_tx.inc();
+                self.send(iface, frame, tx);
+            }
+            ArpOperation::Reply => {
+                self.stats.arp_replies_rx.inc();
+                // Only solicited replies create entries (as Linux with arp_accept=0).
+                if !probe && let Some(waiting) = self.arp.learn(now, iface, spa, sha, false) {
+                    self.flush_waiting(iface, sha, waiting, tx);
+                }
+            }
+            _ => self.stats.record_drop(DropReason::ArpUnsupportedOp),
+        }
+    }
+
+    fn receive_ipv4<P, T>(&mut self, now: Instant, iface: usize, mut frame: F, pool: &mut P, tx: &mut T)
+    where
+        P: FramePool<Frame = F>,
+        T: Transmit<F>,
+    {
+        self.stats.ipv4_rx.inc();
+        let ifc = &self.ifaces[iface];
+        let Ok(ip) = Ipv4Packet::new_checked(&frame.data()[ETH_LEN..]) else {
+            return self.stats.record_drop(DropReason::Ipv4Malformed);
+        };
+        if ip.version() != 4 {
+            return self.stats.record_drop(DropReason::Ipv4BadVersion);
+        }
+        let device_says = if ifc.trust_rx_checksum { frame.rx_ipv4_checksum() } else { RxChecksum::Unknown };
+        match device_says {
+            RxChecksum::Good => self.stats.rx_checksum_offloaded.inc(),
+            RxChecksum::Bad => return self.stats.record_drop(DropReason::Ipv4BadChecksum),
+            RxChecksum::Unknown if !ip.verify_checksum() => return self.stats.record_drop(DropReason::Ipv4BadChecksum),
+            RxChecksum::Unknown => {}
+        }
+        if ip.more_frags() || ip.frag_offset() != 0 {
+            return self.stats.record_drop(DropReason::Ipv4Fragment);
+        }
+        let (src, dst) = (ip.src_addr(), ip.dst_addr());
+        if !self.is_ours(dst) {
+            let ifc = &self.ifaces[iface];
+            let why = if dst.is_broadcast() || dst == ifc.broadcast || dst.is_multicast() {
+                DropReason::Ipv4Broadcast
+            } else {
+                DropReason::Ipv4NotForUs
+            };
+            return self.stats.record_drop(why);
+        }
+        if src.is_broadcast()
+            || src.is_multicast()
+            || src.is_unspecified()
+            || src.is_loopback()
+            || self.is_ours(src)
+            || src == self.ifaces[iface].broadcast
+        {
+            return self.stats.record_drop(DropReason::Ipv4BadSource);
+        }
+        let header_len = usize::from(ip.header_len());
+        let total_len = usize::from(ip.total_len());
+        let protocol = ip.next_header();
+        // Drop Ethernet padding past the IP datagram.
+        frame.truncate(ETH_LEN + total_len);
+        match protocol {
+            IpProtocol::Icmp => self.receive_icmp(now, frame, header_len, src, dst, pool, tx),
+            _ => self.stats.record_drop(DropReason::Ipv4UnsupportedProtocol),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn receive_icmp<P, T>(
+        &mut self,
+        now: Instant,
+        mut frame: F,
+        header_len: usize,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        pool: &mut P,
+        tx: &mut T,
+    ) where
+        P: FramePool<Frame = F>,
+        T: Transmit<F>,
+    {
+        let l4 = ETH_LEN + header_len;
+        let Ok(icmp) = Icmpv4Packet::new_checked(&frame.data()[l4..]) else {
+            return self.stats.record_drop(DropReason::IcmpMalformed);
+        };
+        if !icmp.verify_checksum() {
+            return self.stats.record_drop(DropReason::IcmpBadChecksum);
+        }
+        if icmp.msg_type() != Icmpv4Message::EchoRequest || icmp.msg_code() != 0 {
+            return self.stats.record_drop(DropReason::IcmpUnsupportedType);
+        }
+        self.stats.icmp_echo_rx.inc();
+
+        // The reply reuses the request's buffer. IP options are not echoed:
+        // move the ICMP message up against a plain 20-byte header.
+        let icmp_len = frame.data().len() - l4;
+        if header_len > IPV4_MIN {
+            frame.data_mut().copy_within(l4.., ETH_LEN + IPV4_MIN);
+            frame.truncate(ETH_LEN + IPV4_MIN + icmp_len);
+        }
+        self.ident = self.ident.wrapping_add(1);
+        let (ttl, ident) = (self.ttl, self.ident);
+        let data = frame.data_mut();
+        {
+            let mut icmp = Icmpv4Packet::new_unchecked(&mut data[ETH_LEN + IPV4_MIN..]);
+            icmp.set_msg_type(Icmpv4Message::EchoReply);
+            icmp.fill_checksum();
+        }
+        {
+            let mut ip = Ipv4Packet::new_unchecked(&mut data[ETH_LEN..]);
+            ip.set_header_len(IPV4_MIN as u8);
+            ip.set_total_len((IPV4_MIN + icmp_len) as u16);
+            ip.set_ident(ident);
+            ip.clear_flags();
+            ip.set_hop_limit(ttl);
+            ip.set_src_addr(dst);
+            ip.set_dst_addr(src);
+            ip.fill_checksum();
+        }
+        self.stats.icmp_echo_tx.inc();
+        self.output(now, frame, src, pool, tx);
+    }
+
+    /// Send an IPv4 packet that starts after 14 bytes reserved for Ethernet:
+    /// route it, fill in the Ethernet header, and transmit it, or hold it while
+    /// the next hop resolves. Drops are counted.
+    pub fn send_ipv4<P, T>(&mut self, now: Instant, frame: F, pool: &mut P, tx: &mut T)
+    where
+        P: FramePool<Frame = F>,
+        T: Transmit<F>,
+    {
+        let Ok(ip) = Ipv4Packet::new_checked(frame.data().get(ETH_LEN..).unwrap_or(&[])) else {
+            return self.stats.record_drop(DropReason::Ipv4Malformed);
+        };
+        let dst = ip.dst_addr();
+        self.output(now, frame, dst, pool, tx);
+    }
+
+    fn output<P, T>(&mut self, now: Instant, mut frame: F, dst: Ipv4Addr, pool: &mut P, tx: &mut T)
+    where
+        P: FramePool<Frame = F>,
+        T: Transmit<F>,
+    {
+        let Some((iface, next_hop)) = self.routes.lookup(dst) else {
+            return self.stats.record_drop(DropReason::NoRoute);
+        };
+        let ifc = &self.ifaces[iface];
+        let mac = ifc.mac;
+        let neighbour = if next_hop.is_broadcast() || next_hop == ifc.broadcast {
+            Some(EthernetAddress::BROADCAST)
+        } else {
+            self.arp.lookup(now, iface, next_hop)
+        };
+        if let Some(dst_mac) = neighbour {
+            write_eth(frame.data_mut(), dst_mac, mac, EthernetProtocol::Ipv4);
+            return self.send(iface, frame, tx);
+        }
+        match self.arp.enqueue(now, iface, next_hop, frame) {
+            Ok(true) => self.send_arp_request(iface, next_hop, pool, tx),
+            Ok(false) => {}
+            Err(why) => self.stats.record_drop(why),
+        }
+    }
+
+    fn send_arp_request<P, T>(&mut self, iface: usize, target: Ipv4Addr, pool: &mut P, tx: &mut T)
+    where
+        P: FramePool<Frame = F>,
+        T: Transmit<F>,
+    {
+        let ifc = &self.ifaces[iface];
+        let Some(mut frame) = pool.alloc() else {
+            return self.stats.record_drop(DropReason::NoBuffer);
+        };
+        let Some(data) = frame.append(ETH_LEN + ARP_LEN) else {
+            return self.stats.record_drop(DropReason::NoBuffer);
+        };
+        write_eth(data, EthernetAddress::BROADCAST, ifc.mac, EthernetProtocol::Arp);
+        ArpRepr::EthernetIpv4 {
+            operation: ArpOperation::Request,
+            source_hardware_addr: ifc.mac,
+            source_protocol_addr: ifc.addr,
+            target_hardware_addr: EthernetAddress([0; 6]),
+            target_protocol_addr: target,
+        }
+        .emit(&mut ArpPacket::new_unchecked(&mut data[ETH_LEN..]));
+        self.stats.arp_requests_tx.inc();
+        self.send(iface, frame, tx);
+    }
+
+    fn flush_waiting<T: Transmit<F>>(
+        &mut self,
+        iface: usize,
+        dst: EthernetAddress,
+        waiting: impl IntoIterator<Item = F>,
+        tx: &mut T,
+    ) {
+        let src = self.ifaces[iface].mac;
+        for mut frame in waiting {
+            write_eth(frame.data_mut(), dst, src, EthernetProtocol::Ipv4);
+            self.send(iface, frame, tx);
+        }
+    }
+
+    #[inline]
+    fn send<T: Transmit<F>>(&mut self, iface: usize, frame: F, tx: &mut T) {
+        self.stats.tx_frames.inc();
+        tx.transmit(iface, frame);
+    }
+
+    /// Run timers that are due: ARP retransmissions and give-ups. Call when
+    /// [`Stack::poll_at`] has passed (calling more often is harmless).
+    pub fn poll<P, T>(&mut self, now: Instant, pool: &mut P, tx: &mut T)
+    where
+        P: FramePool<Frame = F>,
+        T: Transmit<F>,
+    {
+        let mut due = std::mem::take(&mut self.due);
+        self.arp.poll(now, &mut due);
+        for d in &due {
+            match *d {
+                Due::Request(iface, ip) => self.send_arp_request(iface, ip, pool, tx),
+                Due::Unresolved(n) => {
+                    for _ in 0..n {
+                        self.stats.record_drop(DropReason::ArpUnresolved);
+                    }
+                }
+            }
+        }
+        self.due = due;
+    }
+
+    /// When [`Stack::poll`] next has work, if ever.
+    #[must_use]
+    pub fn poll_at(&self) -> Option<Instant> {
+        self.arp.poll_at()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn arp_entries(&self) -> usize {
+        self.arp.len()
+    }
+}
+
+fn write_eth(data: &mut [u8], dst: EthernetAddress, src: EthernetAddress, ty: EthernetProtocol) {
+    let mut eth = EthernetFrame::new_unchecked(data);
+    eth.set_dst_addr(dst);
+    eth.set_src_addr(src);
+    eth.set_ethertype(ty);
+}

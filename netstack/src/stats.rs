@@ -1,0 +1,191 @@
+//! Per-core counters: written by the owning core, read by anyone.
+//!
+//! Each counter is a relaxed atomic with a single writer, so an increment is a
+//! plain load and store (no locked instruction) and a reader on another thread
+//! sees a recent value without tearing.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Why the stack refused a frame. Each has its own counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum DropReason {
+    /// Shorter than an Ethernet header.
+    EthTruncated,
+    /// Destination MAC is neither ours nor broadcast.
+    EthNotForUs,
+    /// Source MAC is broadcast or multicast.
+    EthBadSource,
+    /// Not ARP or IPv4 (IPv6, VLAN-tagged, ...).
+    EthUnsupportedType,
+    /// ARP too short, or not Ethernet/IPv4 ARP.
+    ArpMalformed,
+    /// ARP whose target is not our address.
+    ArpNotForUs,
+    /// ARP from a sender outside the interface's subnet, or with a bad MAC.
+    ArpBadSender,
+    /// ARP operation other than request/reply.
+    ArpUnsupportedOp,
+    /// Another host claims our address.
+    ArpAddressConflict,
+    /// IPv4 header too short, bad IHL, or total length past the frame.
+    Ipv4Malformed,
+    /// Version field is not 4.
+    Ipv4BadVersion,
+    Ipv4BadChecksum,
+    /// A fragment (reassembly is not supported).
+    Ipv4Fragment,
+    /// Destination is not one of our addresses.
+    Ipv4NotForUs,
+    /// Destination is a broadcast or multicast address.
+    Ipv4Broadcast,
+    /// Source is broadcast, multicast, unspecified, loopback or ours.
+    Ipv4BadSource,
+    /// A protocol this stack does not (yet) handle.
+    Ipv4UnsupportedProtocol,
+    /// ICMP shorter than its header.
+    IcmpMalformed,
+    IcmpBadChecksum,
+    /// ICMP type we do not answer.
+    IcmpUnsupportedType,
+    /// No route to the destination.
+    NoRoute,
+    /// Neighbour queue full (per neighbour or per core).
+    ArpPendingFull,
+    /// Neighbour did not answer `max_requests` ARP requests.
+    ArpUnresolved,
+    /// Neighbour table full.
+    ArpTableFull,
+    /// No buffer to build a packet in (mempool empty).
+    NoBuffer,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 25] = [
+        DropReason::EthTruncated,
+        DropReason::EthNotForUs,
+        DropReason::EthBadSource,
+        DropReason::EthUnsupportedType,
+        DropReason::ArpMalformed,
+        DropReason::ArpNotForUs,
+        DropReason::ArpBadSender,
+        DropReason::ArpUnsupportedOp,
+        DropReason::ArpAddressConflict,
+        DropReason::Ipv4Malformed,
+        DropReason::Ipv4BadVersion,
+        DropReason::Ipv4BadChecksum,
+        DropReason::Ipv4Fragment,
+        DropReason::Ipv4NotForUs,
+        DropReason::Ipv4Broadcast,
+        DropReason::Ipv4BadSource,
+        DropReason::Ipv4UnsupportedProtocol,
+        DropReason::IcmpMalformed,
+        DropReason::IcmpBadChecksum,
+        DropReason::IcmpUnsupportedType,
+        DropReason::NoRoute,
+        DropReason::ArpPendingFull,
+        DropReason::ArpUnresolved,
+        DropReason::ArpTableFull,
+        DropReason::NoBuffer,
+    ];
+
+    /// Stable snake_case name for stats output.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::EthTruncated => "eth_truncated",
+            DropReason::EthNotForUs => "eth_not_for_us",
+            DropReason::EthBadSource => "eth_bad_source",
+            DropReason::EthUnsupportedType => "eth_unsupported_type",
+            DropReason::ArpMalformed => "arp_malformed",
+            DropReason::ArpNotForUs => "arp_not_for_us",
+            DropReason::ArpBadSender => "arp_bad_sender",
+            DropReason::ArpUnsupportedOp => "arp_unsupported_op",
+            DropReason::ArpAddressConflict => "arp_address_conflict",
+            DropReason::Ipv4Malformed => "ipv4_malformed",
+            DropReason::Ipv4BadVersion => "ipv4_bad_version",
+            DropReason::Ipv4BadChecksum => "ipv4_bad_checksum",
+            DropReason::Ipv4Fragment => "ipv4_fragment",
+            DropReason::Ipv4NotForUs => "ipv4_not_for_us",
+            DropReason::Ipv4Broadcast => "ipv4_broadcast",
+            DropReason::Ipv4BadSource => "ipv4_bad_source",
+            DropReason::Ipv4UnsupportedProtocol => "ipv4_unsupported_protocol",
+            DropReason::IcmpMalformed => "icmp_malformed",
+            DropReason::IcmpBadChecksum => "icmp_bad_checksum",
+            DropReason::IcmpUnsupportedType => "icmp_unsupported_type",
+            DropReason::NoRoute => "no_route",
+            DropReason::ArpPendingFull => "arp_pending_full",
+            DropReason::ArpUnresolved => "arp_unresolved",
+            DropReason::ArpTableFull => "arp_table_full",
+            DropReason::NoBuffer => "no_buffer",
+        }
+    }
+}
+
+/// A counter with one writer (the owning core).
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    #[inline]
+    pub fn inc(&self) {
+        self.add(1)
+    }
+    /// Single-writer add: not a read-modify-write instruction.
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed)
+    }
+    #[inline]
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// Everything one core's stack counts.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub rx_frames: Counter,
+    pub tx_frames: Counter,
+    pub arp_requests_rx: Counter,
+    pub arp_replies_rx: Counter,
+    pub arp_requests_tx: Counter,
+    pub arp_replies_tx: Counter,
+    pub icmp_echo_rx: Counter,
+    pub icmp_echo_tx: Counter,
+    pub ipv4_rx: Counter,
+    /// Frames whose checksum the device had already verified.
+    pub rx_checksum_offloaded: Counter,
+    drops: [Counter; DropReason::ALL.len()],
+}
+
+impl Stats {
+    #[inline]
+    pub fn record_drop(&self, why: DropReason) {
+        self.drops[why as usize].inc();
+    }
+
+    pub fn dropped(&self, why: DropReason) -> u64 {
+        self.drops[why as usize].get()
+    }
+
+    pub fn dropped_total(&self) -> u64 {
+        self.drops.iter().map(Counter::get).sum()
+    }
+
+    /// Every counter by name: outcomes first, then `drop_<reason>`.
+    pub fn for_each(&self, mut f: impl FnMut(&'static str, u64)) {
+        f("rx_frames", self.rx_frames.get());
+        f("tx_frames", self.tx_frames.get());
+        f("ipv4_rx", self.ipv4_rx.get());
+        f("arp_requests_rx", self.arp_requests_rx.get());
+        f("arp_replies_rx", self.arp_replies_rx.get());
+        f("arp_requests_tx", self.arp_requests_tx.get());
+        f("arp_replies_tx", self.arp_replies_tx.get());
+        f("icmp_echo_rx", self.icmp_echo_rx.get());
+        f("icmp_echo_tx", self.icmp_echo_tx.get());
+        f("rx_checksum_offloaded", self.rx_checksum_offloaded.get());
+        for d in DropReason::ALL {
+            f(d.name(), self.dropped(d));
+        }
+    }
+}
