@@ -16,9 +16,14 @@ const INSTALL_HINT: &str = "install DPDK's development files: \
 (or run scripts/setup-host.sh as root)";
 
 fn pkg_config(args: &[&str]) -> String {
-    let out = Command::new("pkg-config").args(args).arg("libdpdk").output();
+    let out = Command::new("pkg-config")
+        .args(args)
+        .arg("libdpdk")
+        .output();
     match out {
-        Ok(o) if o.status.success() => String::from_utf8(o.stdout).expect("pkg-config output is UTF-8"),
+        Ok(o) if o.status.success() => {
+            String::from_utf8(o.stdout).expect("pkg-config output is UTF-8")
+        }
         Ok(o) => fail(&format!(
             "`pkg-config {} libdpdk` failed: {}",
             args.join(" "),
@@ -31,7 +36,9 @@ fn pkg_config(args: &[&str]) -> String {
 fn fail(why: &str) -> ! {
     // A panic in build.rs is what cargo shows as the build error; make it say
     // what to do rather than leave the user with a wall of missing symbols.
-    panic!("\n\ndpdk-sys: libdpdk >= {MIN_MAJOR}.{MIN_MINOR} is required: {why}.\nTo fix: {INSTALL_HINT}\n\n");
+    panic!(
+        "\n\ndpdk-sys: libdpdk >= {MIN_MAJOR}.{MIN_MINOR} is required: {why}.\nTo fix: {INSTALL_HINT}\n\n"
+    );
 }
 
 fn check_version() {
@@ -51,7 +58,10 @@ fn main() {
     println!("cargo:rerun-if-env-changed=PKG_CONFIG_PATH");
 
     check_version();
-    let cflags: Vec<String> = pkg_config(&["--cflags"]).split_whitespace().map(str::to_owned).collect();
+    let cflags: Vec<String> = pkg_config(&["--cflags"])
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
     let libs = pkg_config(&["--libs"]);
 
     let out = PathBuf::from(env::var("OUT_DIR").unwrap());
@@ -74,13 +84,23 @@ fn main() {
         .generate_comments(false)
         .prepend_enum_name(false)
         .generate()
-        .unwrap_or_else(|e| fail(&format!("bindgen could not parse DPDK's headers ({e}); is libclang-dev installed?")));
-    bindings.write_to_file(out.join("bindings.rs")).expect("write bindings.rs");
+        .unwrap_or_else(|e| {
+            fail(&format!(
+                "bindgen could not parse DPDK's headers ({e}); is libclang-dev installed?"
+            ))
+        });
+    bindings
+        .write_to_file(out.join("bindings.rs"))
+        .expect("write bindings.rs");
 
     // The generated C file defines a real (non-inline) symbol for every static
     // inline function the allowlist reached.
     let mut build = cc::Build::new();
-    build.file(extern_c.with_extension("c")).include(header.parent().unwrap()).opt_level(3).warnings(false);
+    build
+        .file(extern_c.with_extension("c"))
+        .include(header.parent().unwrap())
+        .opt_level(3)
+        .warnings(false);
     for f in &cflags {
         build.flag(f);
     }

@@ -62,7 +62,13 @@ pub struct EalConfig {
 
 impl Default for EalConfig {
     fn default() -> Self {
-        EalConfig { file_prefix: "dataplane".into(), in_memory: true, no_huge: false, memory_mb: 0, extra_args: vec![] }
+        EalConfig {
+            file_prefix: "dataplane".into(),
+            in_memory: true,
+            no_huge: false,
+            memory_mb: 0,
+            extra_args: vec![],
+        }
     }
 }
 
@@ -79,11 +85,29 @@ pub struct WorkersConfig {
     /// Packets per RX burst and per TX batch.
     pub burst_size: u16,
     pub idle: IdleConfig,
+    /// `stack`: the network stack (normal operation). `l2_reflect`: swap MACs
+    /// and send every frame back out of the port it came in on, with no stack:
+    /// a benchmark of the raw RX→TX loop, like `dpdk-testpmd --forward-mode=macswap`.
+    pub mode: WorkerMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerMode {
+    #[default]
+    Stack,
+    L2Reflect,
 }
 
 impl Default for WorkersConfig {
     fn default() -> Self {
-        WorkersConfig { cores: vec![1], control_cores: vec![], burst_size: 32, idle: IdleConfig::default() }
+        WorkersConfig {
+            cores: vec![1],
+            control_cores: vec![],
+            burst_size: 32,
+            idle: IdleConfig::default(),
+            mode: WorkerMode::Stack,
+        }
     }
 }
 
@@ -100,7 +124,11 @@ pub struct IdleConfig {
 
 impl Default for IdleConfig {
     fn default() -> Self {
-        IdleConfig { mode: IdleMode::Adaptive, spin_polls: 512, sleep_us: 50 }
+        IdleConfig {
+            mode: IdleMode::Adaptive,
+            spin_polls: 512,
+            sleep_us: 50,
+        }
     }
 }
 
@@ -128,7 +156,11 @@ pub struct MempoolConfig {
 
 impl Default for MempoolConfig {
     fn default() -> Self {
-        MempoolConfig { mbufs_per_queue: 8191, cache_size: 256, data_room: 2176 }
+        MempoolConfig {
+            mbufs_per_queue: 8191,
+            cache_size: 256,
+            data_room: 2176,
+        }
     }
 }
 
@@ -190,9 +222,13 @@ pub struct Ipv4Net {
 impl Ipv4Net {
     /// Parse `a.b.c.d/len`. The error says why, in words for a config user.
     pub fn parse(s: &str) -> Result<Ipv4Net, String> {
-        let (a, p) = s.split_once('/').ok_or("expected IPv4 address with prefix length, like 10.0.0.1/24")?;
+        let (a, p) = s
+            .split_once('/')
+            .ok_or("expected IPv4 address with prefix length, like 10.0.0.1/24")?;
         let addr = parse_ipv4(a)?;
-        let prefix_len: u8 = p.parse().map_err(|_| format!("prefix length {p:?} is not a number 0-32"))?;
+        let prefix_len: u8 = p
+            .parse()
+            .map_err(|_| format!("prefix length {p:?} is not a number 0-32"))?;
         if prefix_len > 32 {
             return Err(format!("prefix length {prefix_len} is larger than 32"));
         }
@@ -200,7 +236,11 @@ impl Ipv4Net {
     }
 
     pub fn mask(&self) -> u32 {
-        if self.prefix_len == 0 { 0 } else { u32::MAX << (32 - self.prefix_len) }
+        if self.prefix_len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - self.prefix_len)
+        }
     }
 
     pub fn network(&self) -> Ipv4Addr {
@@ -221,7 +261,8 @@ pub fn parse_ipv4(s: &str) -> Result<Ipv4Addr, String> {
     if s.contains(':') && s.parse::<std::net::Ipv6Addr>().is_ok() {
         return Err("IPv6 is not supported yet; use an IPv4 address".into());
     }
-    s.parse().map_err(|_| format!("{s:?} is not an IPv4 address"))
+    s.parse()
+        .map_err(|_| format!("{s:?} is not an IPv4 address"))
 }
 
 /// IPv4 behaviour.
@@ -279,7 +320,9 @@ pub struct AdminConfig {
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        AdminConfig { socket: PathBuf::from("/run/dataplane/admin.sock") }
+        AdminConfig {
+            socket: PathBuf::from("/run/dataplane/admin.sock"),
+        }
     }
 }
 
@@ -288,7 +331,11 @@ impl Config {
     /// with their location; semantic errors are all collected.
     pub fn from_yaml(text: &str) -> Result<Config, ConfigErrors> {
         let cfg: Config = serde_saphyr::from_str(text).map_err(|e| {
-            ConfigErrors(vec![ConfigError { path: "(file)".into(), value: String::new(), reason: e.to_string() }])
+            ConfigErrors(vec![ConfigError {
+                path: "(file)".into(),
+                value: String::new(),
+                reason: e.to_string(),
+            }])
         })?;
         cfg.validate()?;
         Ok(cfg)

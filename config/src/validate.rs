@@ -31,7 +31,12 @@ pub struct ConfigErrors(pub Vec<ConfigError>);
 
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid configuration ({} error{}):", self.0.len(), if self.0.len() == 1 { "" } else { "s" })?;
+        write!(
+            f,
+            "invalid configuration ({} error{}):",
+            self.0.len(),
+            if self.0.len() == 1 { "" } else { "s" }
+        )?;
         for e in &self.0 {
             write!(f, "\n  - {e}")?;
         }
@@ -42,10 +47,25 @@ impl fmt::Display for ConfigErrors {
 struct Errors(Vec<ConfigError>);
 
 impl Errors {
-    fn push(&mut self, path: impl Into<String>, value: impl fmt::Display, reason: impl Into<String>) {
-        self.0.push(ConfigError { path: path.into(), value: value.to_string(), reason: reason.into() });
+    fn push(
+        &mut self,
+        path: impl Into<String>,
+        value: impl fmt::Display,
+        reason: impl Into<String>,
+    ) {
+        self.0.push(ConfigError {
+            path: path.into(),
+            value: value.to_string(),
+            reason: reason.into(),
+        });
     }
-    fn check(&mut self, ok: bool, path: impl Into<String>, value: impl fmt::Display, reason: impl Into<String>) {
+    fn check(
+        &mut self,
+        ok: bool,
+        path: impl Into<String>,
+        value: impl fmt::Display,
+        reason: impl Into<String>,
+    ) {
         if !ok {
             self.push(path, value, reason);
         }
@@ -63,7 +83,10 @@ impl Config {
         // --- eal
         let p = &self.eal.file_prefix;
         e.check(
-            !p.is_empty() && p.len() <= 64 && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+            !p.is_empty()
+                && p.len() <= 64
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
             "eal.file_prefix",
             format!("{p:?}"),
             "must be 1-64 characters of letters, digits, '-' or '_'",
@@ -72,12 +95,21 @@ impl Config {
             e.push("eal.no_huge", "true", "cannot be combined with eal.in_memory: true (EAL refuses --no-huge with --in-memory); set one of them false");
         }
         if self.eal.no_huge && self.eal.memory_mb == 0 {
-            e.push("eal.memory_mb", "0", "must be set (e.g. 512) when eal.no_huge is true");
+            e.push(
+                "eal.memory_mb",
+                "0",
+                "must be set (e.g. 512) when eal.no_huge is true",
+            );
         }
 
         // --- workers
         let w = &self.workers;
-        e.check(!w.cores.is_empty(), "workers.cores", "[]", "at least one worker core is needed");
+        e.check(
+            !w.cores.is_empty(),
+            "workers.cores",
+            "[]",
+            "at least one worker core is needed",
+        );
         e.check(
             w.cores.len() <= MAX_WORKERS,
             "workers.cores",
@@ -87,7 +119,11 @@ impl Config {
         let mut seen = HashMap::new();
         for (i, c) in w.cores.iter().enumerate() {
             if let Some(j) = seen.insert(*c, i) {
-                e.push(format!("workers.cores[{i}]"), c, format!("core {c} is already listed at workers.cores[{j}]"));
+                e.push(
+                    format!("workers.cores[{i}]"),
+                    c,
+                    format!("core {c} is already listed at workers.cores[{j}]"),
+                );
             }
         }
         e.check(
@@ -97,7 +133,12 @@ impl Config {
             "must be between 1 and 256",
         );
         if w.idle.mode == IdleMode::Adaptive {
-            e.check(w.idle.spin_polls > 0, "workers.idle.spin_polls", 0, "must be at least 1 in adaptive mode");
+            e.check(
+                w.idle.spin_polls > 0,
+                "workers.idle.spin_polls",
+                0,
+                "must be at least 1 in adaptive mode",
+            );
             e.check(
                 (1..=100_000).contains(&w.idle.sleep_us),
                 "workers.idle.sleep_us",
@@ -108,16 +149,29 @@ impl Config {
 
         // --- mempool
         let m = &self.mempool;
-        e.check(m.cache_size <= 512, "mempool.cache_size", m.cache_size, "must be at most 512 (DPDK's limit)");
+        e.check(
+            m.cache_size <= 512,
+            "mempool.cache_size",
+            m.cache_size,
+            "must be at most 512 (DPDK's limit)",
+        );
         e.check(
             m.cache_size <= m.mbufs_per_queue / 2,
             "mempool.cache_size",
             m.cache_size,
-            format!("must be at most half of mempool.mbufs_per_queue ({})", m.mbufs_per_queue),
+            format!(
+                "must be at most half of mempool.mbufs_per_queue ({})",
+                m.mbufs_per_queue
+            ),
         );
 
         // --- ports
-        e.check(!self.ports.is_empty(), "ports", "[]", "at least one port is needed");
+        e.check(
+            !self.ports.is_empty(),
+            "ports",
+            "[]",
+            "at least one port is needed",
+        );
         let mut names = HashMap::new();
         let mut devices = HashMap::new();
         let mut nets: Vec<(usize, Ipv4Net)> = Vec::new();
@@ -127,30 +181,58 @@ impl Config {
             if port.name.is_empty() {
                 e.push(at("name"), "\"\"", "must not be empty");
             } else if let Some(j) = names.insert(port.name.as_str(), i) {
-                e.push(at("name"), &port.name, format!("already used by ports[{j}]"));
+                e.push(
+                    at("name"),
+                    &port.name,
+                    format!("already used by ports[{j}]"),
+                );
             }
             let dev = port.device.split(',').next().unwrap_or("").trim();
             if dev.is_empty() {
-                e.push(at("device"), format!("{:?}", port.device), "must name a DPDK device, e.g. net_af_xdp0,iface=eth1 or 0000:01:00.0");
+                e.push(
+                    at("device"),
+                    format!("{:?}", port.device),
+                    "must name a DPDK device, e.g. net_af_xdp0,iface=eth1 or 0000:01:00.0",
+                );
             } else if let Some(j) = devices.insert(dev.to_owned(), i) {
-                e.push(at("device"), &port.device, format!("device {dev} is already used by ports[{j}]"));
+                e.push(
+                    at("device"),
+                    &port.device,
+                    format!("device {dev} is already used by ports[{j}]"),
+                );
             }
             match Ipv4Net::parse(&port.address) {
                 Err(why) => e.push(at("address"), &port.address, why),
                 Ok(net) => {
                     if net.prefix_len == 0 || net.prefix_len > 30 && net.prefix_len != 32 {
-                        e.push(at("address"), &port.address, "prefix length must be 1-30 or 32");
-                    } else if net.addr.is_unspecified() || net.addr.is_multicast() || net.addr.is_broadcast() {
+                        e.push(
+                            at("address"),
+                            &port.address,
+                            "prefix length must be 1-30 or 32",
+                        );
+                    } else if net.addr.is_unspecified()
+                        || net.addr.is_multicast()
+                        || net.addr.is_broadcast()
+                    {
                         e.push(at("address"), &port.address, "must be a unicast address");
-                    } else if net.prefix_len < 31 && (net.addr == net.network() || net.addr == net.broadcast()) {
-                        e.push(at("address"), &port.address, "is the subnet's network or broadcast address");
+                    } else if net.prefix_len < 31
+                        && (net.addr == net.network() || net.addr == net.broadcast())
+                    {
+                        e.push(
+                            at("address"),
+                            &port.address,
+                            "is the subnet's network or broadcast address",
+                        );
                     }
                     for (j, other) in &nets {
                         if other.contains(net.addr) || net.contains(other.addr) {
                             e.push(
                                 at("address"),
                                 &port.address,
-                                format!("subnet overlaps ports[{j}].address ({}/{})", other.addr, other.prefix_len),
+                                format!(
+                                    "subnet overlaps ports[{j}].address ({}/{})",
+                                    other.addr, other.prefix_len
+                                ),
                             );
                         }
                     }
@@ -160,9 +242,15 @@ impl Config {
                             Ok(g) if !net.contains(g) => e.push(
                                 at("gateway"),
                                 gw,
-                                format!("is not inside this port's subnet {}/{}", net.network(), net.prefix_len),
+                                format!(
+                                    "is not inside this port's subnet {}/{}",
+                                    net.network(),
+                                    net.prefix_len
+                                ),
                             ),
-                            Ok(g) if g == net.addr => e.push(at("gateway"), gw, "is this port's own address"),
+                            Ok(g) if g == net.addr => {
+                                e.push(at("gateway"), gw, "is this port's own address")
+                            }
                             Ok(_) => {}
                         }
                     }
@@ -175,7 +263,12 @@ impl Config {
                 }
                 gateway_port = Some(i);
             }
-            e.check((68..=9000).contains(&port.mtu), at("mtu"), port.mtu, "must be between 68 and 9000");
+            e.check(
+                (68..=9000).contains(&port.mtu),
+                at("mtu"),
+                port.mtu,
+                "must be between 68 and 9000",
+            );
             // One frame must fit one buffer: we do not enable scattered RX.
             let need = u32::from(port.mtu) + 14 + 4 + 128;
             e.check(
@@ -184,7 +277,10 @@ impl Config {
                 port.mtu,
                 format!("a frame of this MTU needs mempool.data_room >= {need} (MTU + 18 bytes of Ethernet + 128 headroom), it is {}", m.data_room),
             );
-            for (f, v) in [("rx_descriptors", port.rx_descriptors), ("tx_descriptors", port.tx_descriptors)] {
+            for (f, v) in [
+                ("rx_descriptors", port.rx_descriptors),
+                ("tx_descriptors", port.tx_descriptors),
+            ] {
                 e.check(
                     v.is_power_of_two() && (64..=16384).contains(&v),
                     at(f),
@@ -212,14 +308,24 @@ impl Config {
         // --- ip / arp
         e.check(self.ip.ttl > 0, "ip.ttl", self.ip.ttl, "must be at least 1");
         let a = &self.arp;
-        e.check(a.entry_ttl_ms >= 1000, "arp.entry_ttl_ms", a.entry_ttl_ms, "must be at least 1000");
+        e.check(
+            a.entry_ttl_ms >= 1000,
+            "arp.entry_ttl_ms",
+            a.entry_ttl_ms,
+            "must be at least 1000",
+        );
         e.check(
             (10..=60_000).contains(&a.request_interval_ms),
             "arp.request_interval_ms",
             a.request_interval_ms,
             "must be between 10 and 60000",
         );
-        e.check((1..=100).contains(&a.max_requests), "arp.max_requests", a.max_requests, "must be between 1 and 100");
+        e.check(
+            (1..=100).contains(&a.max_requests),
+            "arp.max_requests",
+            a.max_requests,
+            "must be between 1 and 100",
+        );
         e.check(
             (1..=1024).contains(&a.max_pending_per_neighbor),
             "arp.max_pending_per_neighbor",
@@ -230,13 +336,26 @@ impl Config {
             a.max_pending_total >= a.max_pending_per_neighbor,
             "arp.max_pending_total",
             a.max_pending_total,
-            format!("must be at least arp.max_pending_per_neighbor ({})", a.max_pending_per_neighbor),
+            format!(
+                "must be at least arp.max_pending_per_neighbor ({})",
+                a.max_pending_per_neighbor
+            ),
         );
-        e.check(a.max_entries >= 1, "arp.max_entries", a.max_entries, "must be at least 1");
+        e.check(
+            a.max_entries >= 1,
+            "arp.max_entries",
+            a.max_entries,
+            "must be at least 1",
+        );
 
         // --- admin
         let s = &self.admin.socket;
-        e.check(s.is_absolute(), "admin.socket", s.display(), "must be an absolute path");
+        e.check(
+            s.is_absolute(),
+            "admin.socket",
+            s.display(),
+            "must be an absolute path",
+        );
         // sun_path holds 108 bytes including the NUL.
         e.check(
             s.as_os_str().len() < 108,
@@ -245,7 +364,11 @@ impl Config {
             "is longer than a Unix socket path may be (107 bytes)",
         );
 
-        if e.0.is_empty() { Ok(()) } else { Err(ConfigErrors(e.0)) }
+        if e.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(e.0))
+        }
     }
 }
 
@@ -256,7 +379,7 @@ mod tests {
     #[test]
     fn embedded_default_is_valid() {
         let c = Config::from_yaml(DEFAULT_YAML).unwrap();
-        assert_eq!(c.ports.len(), 1);
+        assert_eq!(c.ports.len(), 2);
         assert_eq!(c.ports[0].address, "10.10.1.1/24");
         assert_eq!(c.workers.cores, vec![1]);
     }
@@ -298,7 +421,12 @@ ports:
         assert_eq!(v6.value, "fe80::1/64");
         assert!(v6.reason.contains("IPv6 is not supported"), "{v6}");
         let text = err.to_string();
-        assert!(text.contains("ports[0].gateway = 10.9.0.1: is not inside this port's subnet 10.0.0.0/24"), "{text}");
+        assert!(
+            text.contains(
+                "ports[0].gateway = 10.9.0.1: is not inside this port's subnet 10.0.0.0/24"
+            ),
+            "{text}"
+        );
     }
 
     #[test]
@@ -309,8 +437,13 @@ ports:
 
     #[test]
     fn wrong_type_is_rejected() {
-        let err = Config::from_yaml("ports:\n  - {name: a, device: x, address: 10.0.0.1/24, mtu: big}\n").unwrap_err();
-        assert!(err.to_string().contains("mtu") || err.to_string().contains("big"), "{err}");
+        let err =
+            Config::from_yaml("ports:\n  - {name: a, device: x, address: 10.0.0.1/24, mtu: big}\n")
+                .unwrap_err();
+        assert!(
+            err.to_string().contains("mtu") || err.to_string().contains("big"),
+            "{err}"
+        );
     }
 
     #[test]

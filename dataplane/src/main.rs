@@ -1,1 +1,419 @@
-fn main(){}
+//! `dataplane`: the per-node kernel-bypass data plane.
+//!
+//! The main thread starts EAL, brings the ports up, launches one worker per
+//! configured core (each owning one RX/TX queue pair on every port and its own
+//! network stack), then serves the admin socket until SIGINT/SIGTERM, after
+//! which it stops the workers, closes the ports (detaching AF_XDP programs)
+//! and cleans EAL up.
+#![forbid(unsafe_code)]
+
+mod admin;
+mod eal_args;
+mod stats;
+mod worker;
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+use dataplane_config::{Config, Ipv4Net, RxChecksumPolicy, WorkerMode, parse_ipv4};
+use dpdk::{Eal, Mempool, Port, PortConfig};
+use netstack::{ArpParams, EthernetAddress, IfaceConfig, Stack, StackConfig};
+use serde_json::json;
+
+use crate::worker::{Engine, LoopStats, Worker};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "dataplane",
+    version,
+    about = "Kernel-bypass data plane on DPDK with a user-space network stack",
+    long_about = "Kernel-bypass data plane on DPDK with a user-space network stack.\n\n\
+Without a subcommand it runs: it starts DPDK's EAL, brings up the ports named in the config \
+(DPDK virtual devices such as net_af_xdp, or PCI NICs bound to vfio-pci), runs one worker per \
+configured core, and answers ARP and ping on each port's address. SIGINT/SIGTERM stop it \
+cleanly. Without --config it uses the embedded default (see `dataplane default-config`), which \
+matches the namespaces that `scripts/topology.sh up` builds.\n\n\
+EAL arguments can be appended after `--`, e.g. `dataplane -c dp.yaml -- --log-level=lib.eal:debug`.",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run the data plane (the default).
+    Run(RunArgs),
+    /// Print a running data plane's per-core counters, read through its admin socket.
+    Stats(StatsArgs),
+    /// Print the embedded default configuration.
+    DefaultConfig,
+}
+
+#[derive(Args, Debug, Default)]
+struct RunArgs {
+    /// YAML configuration file (docs/config.md); the embedded default if absent.
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Validate the configuration (and this host's CPUs) and exit: 0 if valid, 2 if not.
+    #[arg(long)]
+    check: bool,
+    /// Extra EAL arguments, after `--`.
+    #[arg(last = true, value_name = "EAL_ARGS")]
+    eal_args: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+struct StatsArgs {
+    /// Admin socket of the data plane to ask.
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Take the admin socket path from this configuration file.
+    #[arg(short, long, value_name = "FILE", conflicts_with = "socket")]
+    config: Option<PathBuf>,
+    /// Print the raw JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Some(Cmd::Stats(a)) => cmd_stats(a),
+        Some(Cmd::DefaultConfig) => {
+            print!("{}", dataplane_config::DEFAULT_YAML);
+            Ok(())
+        }
+        Some(Cmd::Run(a)) => cmd_run(a),
+        None => cmd_run(cli.run),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Config(msg)) => {
+            eprintln!("{msg}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(msg)) => {
+            eprintln!("dataplane: error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+enum Failure {
+    /// Bad configuration: exit 2.
+    Config(String),
+    /// Anything else: exit 1.
+    Runtime(String),
+}
+
+impl From<String> for Failure {
+    fn from(s: String) -> Self {
+        Failure::Runtime(s)
+    }
+}
+
+fn load_config(path: Option<&Path>) -> Result<Config, Failure> {
+    let (text, origin) = match path {
+        Some(p) => (
+            std::fs::read_to_string(p)
+                .map_err(|e| Failure::Config(format!("cannot read config {}: {e}", p.display())))?,
+            p.display().to_string(),
+        ),
+        None => (
+            dataplane_config::DEFAULT_YAML.to_string(),
+            "embedded default".to_string(),
+        ),
+    };
+    Config::from_yaml(&text).map_err(|e| Failure::Config(format!("{origin}: {e}")))
+}
+
+fn cmd_stats(a: StatsArgs) -> Result<(), Failure> {
+    let socket = match (a.socket, a.config) {
+        (Some(s), _) => s,
+        (None, c) => load_config(c.as_deref())?.admin.socket,
+    };
+    let v = admin::request(&socket, &json!({"cmd": "stats"}))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    } else {
+        print!("{}", stats::render(&v));
+    }
+    Ok(())
+}
+
+fn cmd_run(a: RunArgs) -> Result<(), Failure> {
+    let cfg = load_config(a.config.as_deref())?;
+    let online = eal_args::online_cpus();
+    let host = eal_args::host_errors(&cfg, &online);
+    if !host.is_empty() {
+        return Err(Failure::Config(format!(
+            "invalid configuration for this host:\n  - {}",
+            host.join("\n  - ")
+        )));
+    }
+    if a.check {
+        println!(
+            "configuration OK: {} port(s), {} worker core(s) {:?}, admin socket {}",
+            cfg.ports.len(),
+            cfg.workers.cores.len(),
+            cfg.workers.cores,
+            cfg.admin.socket.display()
+        );
+        return Ok(());
+    }
+
+    // Stop on the first SIGINT/SIGTERM; a second one exits at once.
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(sig, 130, stop.clone())
+            .and_then(|_| signal_hook::flag::register(sig, stop.clone()))
+            .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    }
+
+    // Bind the admin socket before EAL so a clash fails fast.
+    let admin = admin::AdminServer::bind(&cfg.admin.socket)?;
+    let result = run(&cfg, &online, &a.eal_args, &stop, &admin);
+    drop(admin);
+    cleanup_eal_files(&cfg);
+    result
+}
+
+fn run(
+    cfg: &Config,
+    online: &[u32],
+    passthrough: &[String],
+    stop: &Arc<AtomicBool>,
+    admin: &admin::AdminServer,
+) -> Result<(), Failure> {
+    let started = Instant::now();
+    let args = eal_args::build(cfg, online, passthrough);
+    tracing::info!("starting EAL: {}", args[1..].join(" "));
+    let eal =
+        Eal::init(&args).map_err(|e| format!("{e} (EAL arguments: {})", args[1..].join(" ")))?;
+    let lcores = eal.worker_lcores();
+    if lcores.len() != cfg.workers.cores.len() {
+        return Err(format!(
+            "EAL started {} worker lcores, config asks for {}",
+            lcores.len(),
+            cfg.workers.cores.len()
+        )
+        .into());
+    }
+    let nq = cfg.workers.cores.len() as u16;
+
+    // Ports: one pool per (port, queue), on the NUMA socket of the queue's worker.
+    let mut ports = Vec::new();
+    for (pi, pc) in cfg.ports.iter().enumerate() {
+        let name = eal_args::device_name(&pc.device);
+        let mut pools = Vec::new();
+        for (q, &lcore) in lcores.iter().enumerate() {
+            let pool = Mempool::new(
+                &eal,
+                &format!("dp{pi}q{q}"),
+                cfg.mempool.mbufs_per_queue,
+                cfg.mempool.cache_size,
+                cfg.mempool.data_room,
+                eal.lcore_socket(lcore),
+            )
+            .map_err(|e| format!("ports[{pi}] ({}): mempool: {e} (are hugepages reserved? see scripts/setup-host.sh)", pc.name))?;
+            pools.push(Arc::new(pool));
+        }
+        let pcfg = PortConfig {
+            queues: nq,
+            rx_descriptors: pc.rx_descriptors,
+            tx_descriptors: pc.tx_descriptors,
+            mtu: (pc.mtu != 1500).then_some(pc.mtu),
+            promiscuous: pc.promiscuous,
+            ..PortConfig::default()
+        };
+        let port = Port::start(&eal, name, &pcfg, &pools)
+            .map_err(|e| format!("ports[{pi}] ({}): {e}", pc.name))?;
+        let caps = port.capabilities_of();
+        tracing::info!(
+            "port {} ({}, driver {}): mac {} link {} queues {} rss {} tx offloads: multi-seg {} ipv4-cksum {} l4-cksum {} tso {}; rx checksum offload {}",
+            pc.name,
+            name,
+            caps.driver,
+            fmt_mac(port.mac()),
+            if port.link().up { "up" } else { "down" },
+            nq,
+            port.rss_enabled(),
+            caps.tx_multi_segs(),
+            caps.tx_ipv4_cksum(),
+            caps.tx_l4_cksum(),
+            caps.tx_tso(),
+            caps.rx_ipv4_cksum(),
+        );
+        ports.push((port, pools));
+    }
+
+    // Workers.
+    let worker_stop = Arc::new(AtomicBool::new(false));
+    let mut handles = Vec::new();
+    let mut views = Vec::new();
+    for (wi, &lcore) in lcores.iter().enumerate() {
+        let q = wi as u16;
+        let rx = ports
+            .iter()
+            .map(|(p, _)| p.rx_queue(q).expect("queue taken once"))
+            .collect();
+        let tx = ports
+            .iter()
+            .map(|(p, _)| {
+                p.tx_queue(q, usize::from(cfg.workers.burst_size))
+                    .expect("queue taken once")
+            })
+            .collect();
+        let engine = match cfg.workers.mode {
+            WorkerMode::Stack => Engine::Stack(Box::new(Stack::new(stack_config(cfg, &ports)))),
+            WorkerMode::L2Reflect => Engine::L2Reflect,
+        };
+        let stack_stats = match &engine {
+            Engine::Stack(s) => Some(s.stats().clone()),
+            Engine::L2Reflect => None,
+        };
+        let loop_stats = Arc::new(LoopStats::default());
+        let w = Worker {
+            rx,
+            tx,
+            pool: ports[0].1[wi].clone(),
+            engine,
+            burst: cfg.workers.burst_size,
+            idle: cfg.workers.idle.clone(),
+            stats: loop_stats.clone(),
+            stop: worker_stop.clone(),
+            tsc_hz: eal.tsc_hz(),
+        };
+        handles.push(
+            eal.launch(lcore, move || w.run())
+                .map_err(|e| e.to_string())?,
+        );
+        views.push(stats::WorkerView {
+            lcore,
+            cpu: cfg.workers.cores[wi],
+            loop_stats,
+            stack_stats,
+        });
+    }
+    tracing::info!(
+        "running: {} worker(s) on CPUs {:?}, mode {:?}; admin socket {}",
+        lcores.len(),
+        cfg.workers.cores,
+        cfg.workers.mode,
+        cfg.admin.socket.display()
+    );
+
+    // Control loop: admin requests, stop signal, worker health.
+    let tsc_hz = eal.tsc_hz();
+    let mut failed = None;
+    while !stop.load(Ordering::Relaxed) {
+        admin.serve_pending(&mut |req| match req.get("cmd").and_then(|c| c.as_str()) {
+            Some("stats") => stats::snapshot(cfg, &ports, &views, started.elapsed(), tsc_hz),
+            Some(other) => json!({"error": format!("unknown cmd {other:?}; known: stats")}),
+            None => json!({"error": "missing \"cmd\""}),
+        });
+        if let Some(v) = views
+            .iter()
+            .find(|v| v.loop_stats.exited.load(Ordering::Relaxed))
+        {
+            failed = Some(format!("worker on CPU {} stopped unexpectedly", v.cpu));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    tracing::info!("stopping");
+    worker_stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        let lcore = h.lcore();
+        let rc = h.join();
+        if rc != 0 {
+            failed.get_or_insert(format!("worker on lcore {lcore} failed (code {rc})"));
+        }
+    }
+    let final_stats = stats::snapshot(cfg, &ports, &views, started.elapsed(), tsc_hz);
+    drop(ports); // stop + close: AF_XDP detaches its XDP program here
+    drop(eal); // rte_eal_cleanup once the last DPDK object is gone
+    tracing::info!(
+        "stopped cleanly: rx {} tx {} packets",
+        final_stats["totals"]["rx_packets"],
+        final_stats["totals"]["tx_packets"]
+    );
+    match failed {
+        Some(f) => Err(f.into()),
+        None => Ok(()),
+    }
+}
+
+fn stack_config(cfg: &Config, ports: &[(Port, Vec<Arc<Mempool>>)]) -> StackConfig {
+    let ifaces = cfg
+        .ports
+        .iter()
+        .zip(ports)
+        .map(|(pc, (port, _))| {
+            // Validated already: these parse.
+            let net = Ipv4Net::parse(&pc.address).unwrap_or(Ipv4Net {
+                addr: Ipv4Addr::UNSPECIFIED,
+                prefix_len: 32,
+            });
+            IfaceConfig {
+                mac: EthernetAddress(port.mac()),
+                addr: net.addr,
+                prefix_len: net.prefix_len,
+                gateway: pc.gateway.as_deref().and_then(|g| parse_ipv4(g).ok()),
+                trust_rx_checksum: pc.rx_checksum == RxChecksumPolicy::Offload,
+            }
+        })
+        .collect();
+    let a = &cfg.arp;
+    StackConfig {
+        ifaces,
+        ttl: cfg.ip.ttl,
+        arp: ArpParams {
+            entry_ttl: Duration::from_millis(a.entry_ttl_ms),
+            request_interval: Duration::from_millis(a.request_interval_ms),
+            max_requests: a.max_requests,
+            max_pending_per_neighbor: a.max_pending_per_neighbor as usize,
+            max_pending_total: a.max_pending_total as usize,
+            max_entries: a.max_entries as usize,
+        },
+    }
+}
+
+/// Remove what EAL may leave on disk for our prefix (nothing with
+/// `in_memory`): hugepage files and the runtime directory.
+fn cleanup_eal_files(cfg: &Config) {
+    let prefix = &cfg.eal.file_prefix;
+    if let Ok(dir) = std::fs::read_dir("/dev/hugepages") {
+        for e in dir.flatten() {
+            if e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{prefix}map_"))
+            {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(Path::new("/var/run/dpdk").join(prefix));
+}
+
+pub(crate) fn fmt_mac(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}

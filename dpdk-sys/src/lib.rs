@@ -7,8 +7,17 @@
 //! fast-path functions (`rte_eth_rx_burst`, `rte_pktmbuf_alloc`, ...) are
 //! reached through C wrappers that bindgen generates and `cc` compiles; each is
 //! one real call, so callers batch (bursts, bulk alloc/free).
-#![allow(non_upper_case_globals, non_camel_case_types, non_snake_case, dead_code)]
-#![allow(clippy::all, clippy::undocumented_unsafe_blocks, unsafe_op_in_unsafe_fn)]
+#![allow(
+    non_upper_case_globals,
+    non_camel_case_types,
+    non_snake_case,
+    dead_code
+)]
+#![allow(
+    clippy::all,
+    clippy::undocumented_unsafe_blocks,
+    unsafe_op_in_unsafe_fn
+)]
 #![allow(missing_debug_implementations)]
 
 include!(concat!(env!("OUT_DIR"), "/bindings.rs"));

@@ -61,15 +61,23 @@ impl Eal {
         if STARTED.swap(true, Ordering::SeqCst) {
             return Err(EalError::AlreadyStarted);
         }
-        let argv: &'static mut [*mut c_char] =
-            Vec::leak(c_args.into_iter().map(CString::into_raw).collect::<Vec<_>>());
+        let argv: &'static mut [*mut c_char] = Vec::leak(
+            c_args
+                .into_iter()
+                .map(CString::into_raw)
+                .collect::<Vec<_>>(),
+        );
         // SAFETY: argv holds argc valid NUL-terminated strings that are never
         // freed; EAL may permute the pointer array, which it owns from here on.
         let ret = unsafe { dpdk_sys::rte_eal_init(argv.len() as c_int, argv.as_mut_ptr()) };
         if ret < 0 {
             return Err(EalError::Init(Error::from_code("rte_eal_init", ret)));
         }
-        Ok(Eal { inner: Arc::new(EalInner { consumed: ret as usize }) })
+        Ok(Eal {
+            inner: Arc::new(EalInner {
+                consumed: ret as usize,
+            }),
+        })
     }
 
     /// How many leading arguments EAL consumed.
@@ -127,9 +135,16 @@ impl Eal {
         if ret != 0 {
             // SAFETY: launch failed, so the trampoline never ran: reclaim the job.
             drop(unsafe { Box::from_raw(arg.cast::<Job>()) });
-            return Err(Error::from_code(format!("rte_eal_remote_launch(lcore {lcore})"), ret));
+            return Err(Error::from_code(
+                format!("rte_eal_remote_launch(lcore {lcore})"),
+                ret,
+            ));
         }
-        Ok(LcoreJoin { lcore, eal: self.clone(), done: false })
+        Ok(LcoreJoin {
+            lcore,
+            eal: self.clone(),
+            done: false,
+        })
     }
 
     /// TSC ticks per second.

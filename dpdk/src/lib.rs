@@ -50,11 +50,19 @@ impl Error {
             // SAFETY: reads this thread's rte_errno; no preconditions.
             unsafe { dpdk_sys::dp_errno() }
         };
-        Error { op: op.into(), code, reason: strerror(code) }
+        Error {
+            op: op.into(),
+            code,
+            reason: strerror(code),
+        }
     }
 
     pub(crate) fn other(op: impl Into<String>, reason: impl Into<String>) -> Self {
-        Error { op: op.into(), code: 0, reason: reason.into() }
+        Error {
+            op: op.into(),
+            code: 0,
+            reason: reason.into(),
+        }
     }
 }
 

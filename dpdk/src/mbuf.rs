@@ -97,7 +97,10 @@ impl Mbuf {
         // SAFETY: buf_addr+data_off..+data_len lies inside the buffer and was
         // written (by the NIC, or through append/prepend which initialise).
         unsafe {
-            std::slice::from_raw_parts((m.buf_addr as *const u8).add(m.data_off as usize), m.data_len as usize)
+            std::slice::from_raw_parts(
+                (m.buf_addr as *const u8).add(m.data_off as usize),
+                m.data_len as usize,
+            )
         }
     }
 
@@ -112,7 +115,10 @@ impl Mbuf {
         let m = self.m_mut();
         // SAFETY: as in `data`, and the buffer is not shared with any other holder.
         unsafe {
-            std::slice::from_raw_parts_mut((m.buf_addr as *mut u8).add(m.data_off as usize), m.data_len as usize)
+            std::slice::from_raw_parts_mut(
+                (m.buf_addr as *mut u8).add(m.data_off as usize),
+                m.data_len as usize,
+            )
         }
     }
 
@@ -180,14 +186,16 @@ impl Mbuf {
     pub fn adj(&mut self, n: usize) -> bool {
         self.assert_sole_header("adj");
         // SAFETY: valid owned mbuf; DPDK checks the length.
-        n <= u16::MAX as usize && !unsafe { dpdk_sys::rte_pktmbuf_adj(self.raw.as_ptr(), n as u16) }.is_null()
+        n <= u16::MAX as usize
+            && !unsafe { dpdk_sys::rte_pktmbuf_adj(self.raw.as_ptr(), n as u16) }.is_null()
     }
 
     /// Drop `n` bytes from the end of the last segment. False if too long.
     pub fn trim(&mut self, n: usize) -> bool {
         self.assert_sole_header("trim");
         // SAFETY: valid owned mbuf; DPDK checks the length.
-        n <= u16::MAX as usize && unsafe { dpdk_sys::rte_pktmbuf_trim(self.raw.as_ptr(), n as u16) } == 0
+        n <= u16::MAX as usize
+            && unsafe { dpdk_sys::rte_pktmbuf_trim(self.raw.as_ptr(), n as u16) } == 0
     }
 
     /// Shorten a single-segment buffer to `len` bytes (no-op if already shorter).
@@ -217,7 +225,10 @@ impl Mbuf {
 
     /// The bytes of every segment, in order.
     pub fn segments(&self) -> Segments<'_> {
-        Segments { cur: Some(self.raw), _owner: std::marker::PhantomData }
+        Segments {
+            cur: Some(self.raw),
+            _owner: std::marker::PhantomData,
+        }
     }
 
     /// Copy a chain into one contiguous segment when it fits. False if it does
@@ -253,7 +264,8 @@ impl Mbuf {
     pub fn rss_hash(&self) -> Option<u32> {
         let m = self.m();
         // SAFETY: `hash` is a union; `rss` is valid when RSS_HASH is flagged.
-        (m.ol_flags & dpdk_sys::RTE_MBUF_F_RX_RSS_HASH as u64 != 0).then(|| unsafe { m.__bindgen_anon_2.hash.rss })
+        (m.ol_flags & dpdk_sys::RTE_MBUF_F_RX_RSS_HASH as u64 != 0)
+            .then(|| unsafe { m.__bindgen_anon_2.hash.rss })
     }
 
     /// The device's verdict on the IPv4 header checksum.
@@ -328,7 +340,10 @@ impl<'a> Iterator for Segments<'a> {
         unsafe {
             let m = seg.as_ref();
             self.cur = NonNull::new(m.next);
-            Some(std::slice::from_raw_parts((m.buf_addr as *const u8).add(m.data_off as usize), m.data_len as usize))
+            Some(std::slice::from_raw_parts(
+                (m.buf_addr as *const u8).add(m.data_off as usize),
+                m.data_len as usize,
+            ))
         }
     }
 }

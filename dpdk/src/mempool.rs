@@ -28,20 +28,42 @@ impl Mempool {
     /// Create a pool of `n` buffers with `data_room` bytes each (headroom
     /// included, see `RTE_MBUF_DEFAULT_BUF_SIZE`), a per-lcore cache of `cache`
     /// buffers, on NUMA `socket` (-1 for any).
-    pub fn new(eal: &Eal, name: &str, n: u32, cache: u32, data_room: u16, socket: i32) -> crate::Result<Mempool> {
-        let c_name = CString::new(name).map_err(|_| Error::other("rte_pktmbuf_pool_create", "name contains NUL"))?;
+    pub fn new(
+        eal: &Eal,
+        name: &str,
+        n: u32,
+        cache: u32,
+        data_room: u16,
+        socket: i32,
+    ) -> crate::Result<Mempool> {
+        let c_name = CString::new(name)
+            .map_err(|_| Error::other("rte_pktmbuf_pool_create", "name contains NUL"))?;
         if cache > dpdk_sys::RTE_MEMPOOL_CACHE_MAX_SIZE {
             return Err(Error::other(
                 format!("mempool {name}"),
-                format!("cache size {cache} exceeds DPDK's maximum {}", dpdk_sys::RTE_MEMPOOL_CACHE_MAX_SIZE),
+                format!(
+                    "cache size {cache} exceeds DPDK's maximum {}",
+                    dpdk_sys::RTE_MEMPOOL_CACHE_MAX_SIZE
+                ),
             ));
         }
         // SAFETY: EAL is initialised (we hold an Eal); name is NUL-terminated.
-        let raw = unsafe { dpdk_sys::rte_pktmbuf_pool_create(c_name.as_ptr(), n, cache, 0, data_room, socket) };
+        let raw = unsafe {
+            dpdk_sys::rte_pktmbuf_pool_create(c_name.as_ptr(), n, cache, 0, data_room, socket)
+        };
         let raw = NonNull::new(raw).ok_or_else(|| {
-            Error::from_code(format!("rte_pktmbuf_pool_create({name}, n={n}, data_room={data_room}, socket={socket})"), 0)
+            Error::from_code(
+                format!(
+                    "rte_pktmbuf_pool_create({name}, n={n}, data_room={data_room}, socket={socket})"
+                ),
+                0,
+            )
         })?;
-        Ok(Mempool { raw, name: name.to_owned(), eal: Some(eal.clone()) })
+        Ok(Mempool {
+            raw,
+            name: name.to_owned(),
+            eal: Some(eal.clone()),
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -64,7 +86,8 @@ impl Mempool {
         // SAFETY: Mbuf is repr(transparent) over NonNull<rte_mbuf>, so the spare
         // capacity is n writable `*mut rte_mbuf` slots; on success DPDK fills all n.
         let ok = unsafe {
-            dpdk_sys::rte_pktmbuf_alloc_bulk(self.raw.as_ptr(), spare.as_mut_ptr().cast(), n as u32) == 0
+            dpdk_sys::rte_pktmbuf_alloc_bulk(self.raw.as_ptr(), spare.as_mut_ptr().cast(), n as u32)
+                == 0
         };
         if ok {
             // SAFETY: the n slots were initialised with valid owned buffers.

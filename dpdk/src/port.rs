@@ -177,7 +177,10 @@ impl Port {
         if rc != 0 {
             return Err(Error::other(
                 format!("port {name}"),
-                format!("no such DPDK device (EAL knows: {})", Self::all_names().join(", ")),
+                format!(
+                    "no such DPDK device (EAL knows: {})",
+                    Self::all_names().join(", ")
+                ),
             ));
         }
         Ok(id)
@@ -204,13 +207,18 @@ impl Port {
         // SAFETY: valid out pointer; DPDK validates the id.
         let rc = unsafe { sys::rte_eth_dev_info_get(id, &mut info) };
         if rc != 0 {
-            return Err(Error::from_code(format!("rte_eth_dev_info_get(port {id})"), rc));
+            return Err(Error::from_code(
+                format!("rte_eth_dev_info_get(port {id})"),
+                rc,
+            ));
         }
         let driver = if info.driver_name.is_null() {
             String::new()
         } else {
             // SAFETY: driver_name is a static string of the PMD.
-            unsafe { CStr::from_ptr(info.driver_name) }.to_string_lossy().into_owned()
+            unsafe { CStr::from_ptr(info.driver_name) }
+                .to_string_lossy()
+                .into_owned()
         };
         Ok(Capabilities {
             driver,
@@ -228,7 +236,12 @@ impl Port {
 
     /// Configure device `name` with `cfg.queues` queue pairs, queue `i`
     /// receiving into `pools[i]`, and start it.
-    pub fn start(eal: &Eal, name: &str, cfg: &PortConfig, pools: &[Arc<Mempool>]) -> crate::Result<Port> {
+    pub fn start(
+        eal: &Eal,
+        name: &str,
+        cfg: &PortConfig,
+        pools: &[Arc<Mempool>],
+    ) -> crate::Result<Port> {
         let id = Self::lookup(eal, name)?;
         let caps = Self::capabilities(eal, id)?;
         let fail = |what: &str, rc: i32| Error::from_code(format!("port {name}: {what}"), rc);
@@ -243,7 +256,10 @@ impl Port {
             ));
         }
         if pools.len() != q as usize {
-            return Err(Error::other(format!("port {name}"), "need one mempool per queue"));
+            return Err(Error::other(
+                format!("port {name}"),
+                "need one mempool per queue",
+            ));
         }
 
         let mut conf = sys::rte_eth_conf::default();
@@ -281,17 +297,31 @@ impl Port {
         }
         // SAFETY: valid id.
         let socket = unsafe { sys::rte_eth_dev_socket_id(id) };
-        let socket = if socket < 0 { sys::SOCKET_ID_ANY } else { socket } as u32;
+        let socket = if socket < 0 {
+            sys::SOCKET_ID_ANY
+        } else {
+            socket
+        } as u32;
         for (i, pool) in pools.iter().enumerate() {
             // SAFETY: valid id/queue; NULL confs pick the device defaults with
             // the port-level offloads configured above; the pool outlives the
             // port (Shared keeps it).
-            let rc = unsafe { sys::rte_eth_rx_queue_setup(id, i as u16, nrx, socket, std::ptr::null(), pool.as_ptr()) };
+            let rc = unsafe {
+                sys::rte_eth_rx_queue_setup(
+                    id,
+                    i as u16,
+                    nrx,
+                    socket,
+                    std::ptr::null(),
+                    pool.as_ptr(),
+                )
+            };
             if rc != 0 {
                 return Err(fail(&format!("rx queue {i} setup"), rc));
             }
             // SAFETY: as above.
-            let rc = unsafe { sys::rte_eth_tx_queue_setup(id, i as u16, ntx, socket, std::ptr::null()) };
+            let rc =
+                unsafe { sys::rte_eth_tx_queue_setup(id, i as u16, ntx, socket, std::ptr::null()) };
             if rc != 0 {
                 return Err(fail(&format!("tx queue {i} setup"), rc));
             }
@@ -316,7 +346,10 @@ impl Port {
                 rx_offloads,
                 rss_enabled,
                 queues: q,
-                control: Mutex::new(Taken { rx: vec![false; q as usize], tx: vec![false; q as usize] }),
+                control: Mutex::new(Taken {
+                    rx: vec![false; q as usize],
+                    tx: vec![false; q as usize],
+                }),
                 _pools: pools.to_vec(),
                 _eal: eal.clone(),
             }),
@@ -352,7 +385,11 @@ impl Port {
         if std::mem::replace(slot, true) {
             return None;
         }
-        Some(RxQueue { id: self.shared.id, q, _port: self.shared.clone() })
+        Some(RxQueue {
+            id: self.shared.id,
+            q,
+            _port: self.shared.clone(),
+        })
     }
 
     /// Take the TX handle of queue `q`, batching up to `batch` packets per burst.
@@ -432,7 +469,9 @@ impl Port {
             .filter_map(|v| {
                 let name = names.get(v.id as usize)?;
                 // SAFETY: DPDK writes NUL-terminated names into the fixed array.
-                let s = unsafe { CStr::from_ptr(name.name.as_ptr()) }.to_string_lossy().into_owned();
+                let s = unsafe { CStr::from_ptr(name.name.as_ptr()) }
+                    .to_string_lossy()
+                    .into_owned();
                 Some((s, v.value))
             })
             .collect()
@@ -447,11 +486,17 @@ fn port_name(id: u16) -> String {
         return format!("port{id}");
     }
     // SAFETY: NUL-terminated on success.
-    unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned()
+    unsafe { CStr::from_ptr(buf.as_ptr()) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 fn link_from(l: &sys::rte_eth_link) -> Link {
-    Link { up: l.link_status() != 0, speed_mbps: l.link_speed, full_duplex: l.link_duplex() != 0 }
+    Link {
+        up: l.link_status() != 0,
+        speed_mbps: l.link_speed,
+        full_duplex: l.link_duplex() != 0,
+    }
 }
 
 // === impl RxQueue ===
@@ -473,7 +518,8 @@ impl RxQueue {
         // SAFETY: this handle is the only user of (port, queue) — &mut self and
         // single issue of handles; `spare` has room for `max` pointers and Mbuf
         // is repr(transparent) over the pointer.
-        let n = unsafe { sys::rte_eth_rx_burst(self.id, self.q, spare.as_mut_ptr().cast(), max) } as usize;
+        let n = unsafe { sys::rte_eth_rx_burst(self.id, self.q, spare.as_mut_ptr().cast(), max) }
+            as usize;
         // SAFETY: DPDK wrote n owned mbufs.
         unsafe { out.set_len(out.len() + n) };
         n
@@ -530,7 +576,9 @@ impl TxQueue {
             return 0;
         }
         // SAFETY: single owner of (port, queue); bufs holds len owned mbufs.
-        let n = unsafe { sys::rte_eth_tx_burst(self.id, self.q, bufs.as_mut_ptr().cast(), len as u16) } as usize;
+        let n =
+            unsafe { sys::rte_eth_tx_burst(self.id, self.q, bufs.as_mut_ptr().cast(), len as u16) }
+                as usize;
         // SAFETY: the first n now belong to the driver: forget them, then free
         // the unsent tail through its own handles.
         unsafe {

@@ -16,8 +16,15 @@ type Key = (usize, Ipv4Addr);
 
 #[derive(Debug)]
 enum Entry<F> {
-    Reachable { mac: EthernetAddress, expires: Instant },
-    Incomplete { requests: u32, next_request: Instant, pending: VecDeque<F> },
+    Reachable {
+        mac: EthernetAddress,
+        expires: Instant,
+    },
+    Incomplete {
+        requests: u32,
+        next_request: Instant,
+        pending: VecDeque<F>,
+    },
 }
 
 /// What a timer poll asks the stack to do.
@@ -54,7 +61,12 @@ impl<F> ArpCache<F> {
     /// The neighbour's MAC if known and fresh. An expired entry is forgotten,
     /// so the caller resolves it again.
     #[inline]
-    pub(crate) fn lookup(&mut self, now: Instant, iface: usize, ip: Ipv4Addr) -> Option<EthernetAddress> {
+    pub(crate) fn lookup(
+        &mut self,
+        now: Instant,
+        iface: usize,
+        ip: Ipv4Addr,
+    ) -> Option<EthernetAddress> {
         match self.entries.get(&(iface, ip)) {
             Some(Entry::Reachable { mac, expires }) if *expires > now => Some(*mac),
             Some(Entry::Reachable { .. }) => {
@@ -67,7 +79,13 @@ impl<F> ArpCache<F> {
 
     /// Hold `frame` until `ip` resolves. `Ok(true)`: this is a new neighbour
     /// and the caller must send the first request now.
-    pub(crate) fn enqueue(&mut self, now: Instant, iface: usize, ip: Ipv4Addr, frame: F) -> Result<bool, DropReason> {
+    pub(crate) fn enqueue(
+        &mut self,
+        now: Instant,
+        iface: usize,
+        ip: Ipv4Addr,
+        frame: F,
+    ) -> Result<bool, DropReason> {
         if self.pending_total >= self.p.max_pending_total {
             return Err(DropReason::ArpPendingFull);
         }
@@ -88,7 +106,11 @@ impl<F> ArpCache<F> {
         self.pending_total += 1;
         self.entries.insert(
             key,
-            Entry::Incomplete { requests: 1, next_request: now + self.p.request_interval, pending },
+            Entry::Incomplete {
+                requests: 1,
+                next_request: now + self.p.request_interval,
+                pending,
+            },
         );
         self.incomplete.push(key);
         Ok(true)
@@ -106,7 +128,10 @@ impl<F> ArpCache<F> {
         create: bool,
     ) -> Option<VecDeque<F>> {
         let key = (iface, ip);
-        let fresh = Entry::Reachable { mac, expires: now + self.p.entry_ttl };
+        let fresh = Entry::Reachable {
+            mac,
+            expires: now + self.p.entry_ttl,
+        };
         if let Some(e) = self.entries.get_mut(&key) {
             return match std::mem::replace(e, fresh) {
                 Entry::Incomplete { pending, .. } => {
@@ -129,7 +154,12 @@ impl<F> ArpCache<F> {
         let mut i = 0;
         while i < self.incomplete.len() {
             let key = self.incomplete[i];
-            let Some(Entry::Incomplete { requests, next_request, pending }) = self.entries.get_mut(&key) else {
+            let Some(Entry::Incomplete {
+                requests,
+                next_request,
+                pending,
+            }) = self.entries.get_mut(&key)
+            else {
                 self.incomplete.swap_remove(i);
                 continue;
             };
@@ -169,10 +199,13 @@ impl<F> ArpCache<F> {
         if self.entries.len() < self.p.max_entries {
             return true;
         }
-        let due = self.last_sweep.is_none_or(|t| now.saturating_since(t) >= self.p.request_interval);
+        let due = self
+            .last_sweep
+            .is_none_or(|t| now.saturating_since(t) >= self.p.request_interval);
         if due {
             self.last_sweep = Some(now);
-            self.entries.retain(|_, e| !matches!(e, Entry::Reachable { expires, .. } if *expires <= now));
+            self.entries
+                .retain(|_, e| !matches!(e, Entry::Reachable { expires, .. } if *expires <= now));
         }
         self.entries.len() < self.p.max_entries
     }

@@ -45,10 +45,18 @@ impl HeapFrame {
     pub const DEFAULT_CAPACITY: usize = 2048;
 
     pub fn new(bytes: &[u8]) -> HeapFrame {
-        HeapFrame { buf: bytes.to_vec(), cap: Self::DEFAULT_CAPACITY.max(bytes.len()), ip_checksum: RxChecksum::Unknown }
+        HeapFrame {
+            buf: bytes.to_vec(),
+            cap: Self::DEFAULT_CAPACITY.max(bytes.len()),
+            ip_checksum: RxChecksum::Unknown,
+        }
     }
     pub fn empty(cap: usize) -> HeapFrame {
-        HeapFrame { buf: Vec::with_capacity(cap), cap, ip_checksum: RxChecksum::Unknown }
+        HeapFrame {
+            buf: Vec::with_capacity(cap),
+            cap,
+            ip_checksum: RxChecksum::Unknown,
+        }
     }
     pub fn into_vec(self) -> Vec<u8> {
         self.buf

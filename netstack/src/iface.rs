@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use smoltcp::wire::{
-    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, Icmpv4Message, Icmpv4Packet,
-    IpProtocol, Ipv4Packet,
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+    Icmpv4Message, Icmpv4Packet, IpProtocol, Ipv4Packet,
 };
 
 use crate::arp::{ArpCache, Due};
@@ -88,16 +88,39 @@ impl<F: Frame> Stack<F> {
         let mut routes = RouteTable::default();
         let mut ifaces = Vec::with_capacity(cfg.ifaces.len());
         for (i, c) in cfg.ifaces.iter().enumerate() {
-            let mask = if c.prefix_len == 0 { 0 } else { u32::MAX << (32 - c.prefix_len.min(32)) };
+            let mask = if c.prefix_len == 0 {
+                0
+            } else {
+                u32::MAX << (32 - c.prefix_len.min(32))
+            };
             let net = Ipv4Addr::from(u32::from(c.addr) & mask);
             // A /32 or /31 has no broadcast address of its own (RFC 3021).
-            let broadcast =
-                if c.prefix_len >= 31 { Ipv4Addr::BROADCAST } else { Ipv4Addr::from(u32::from(c.addr) | !mask) };
-            routes.add(Route { prefix: net, prefix_len: c.prefix_len, iface: i, gateway: None });
+            let broadcast = if c.prefix_len >= 31 {
+                Ipv4Addr::BROADCAST
+            } else {
+                Ipv4Addr::from(u32::from(c.addr) | !mask)
+            };
+            routes.add(Route {
+                prefix: net,
+                prefix_len: c.prefix_len,
+                iface: i,
+                gateway: None,
+            });
             if let Some(gw) = c.gateway {
-                routes.add(Route { prefix: Ipv4Addr::UNSPECIFIED, prefix_len: 0, iface: i, gateway: Some(gw) });
+                routes.add(Route {
+                    prefix: Ipv4Addr::UNSPECIFIED,
+                    prefix_len: 0,
+                    iface: i,
+                    gateway: Some(gw),
+                });
             }
-            ifaces.push(Iface { mac: c.mac, addr: c.addr, mask, broadcast, trust_rx_checksum: c.trust_rx_checksum });
+            ifaces.push(Iface {
+                mac: c.mac,
+                addr: c.addr,
+                mask,
+                broadcast,
+                trust_rx_checksum: c.trust_rx_checksum,
+            });
         }
         Stack {
             ifaces,
@@ -151,7 +174,13 @@ impl<F: Frame> Stack<F> {
         }
     }
 
-    fn receive_arp<T: Transmit<F>>(&mut self, now: Instant, iface: usize, mut frame: F, tx: &mut T) {
+    fn receive_arp<T: Transmit<F>>(
+        &mut self,
+        now: Instant,
+        iface: usize,
+        mut frame: F,
+        tx: &mut T,
+    ) {
         let ifc = &self.ifaces[iface];
         let Ok(pkt) = ArpPacket::new_checked(&frame.data()[ETH_LEN..]) else {
             return self.stats.record_drop(DropReason::ArpMalformed);
@@ -222,8 +251,14 @@ impl<F: Frame> Stack<F> {
         }
     }
 
-    fn receive_ipv4<P, T>(&mut self, now: Instant, iface: usize, mut frame: F, pool: &mut P, tx: &mut T)
-    where
+    fn receive_ipv4<P, T>(
+        &mut self,
+        now: Instant,
+        iface: usize,
+        mut frame: F,
+        pool: &mut P,
+        tx: &mut T,
+    ) where
         P: FramePool<Frame = F>,
         T: Transmit<F>,
     {
@@ -235,11 +270,17 @@ impl<F: Frame> Stack<F> {
         if ip.version() != 4 {
             return self.stats.record_drop(DropReason::Ipv4BadVersion);
         }
-        let device_says = if ifc.trust_rx_checksum { frame.rx_ipv4_checksum() } else { RxChecksum::Unknown };
+        let device_says = if ifc.trust_rx_checksum {
+            frame.rx_ipv4_checksum()
+        } else {
+            RxChecksum::Unknown
+        };
         match device_says {
             RxChecksum::Good => self.stats.rx_checksum_offloaded.inc(),
             RxChecksum::Bad => return self.stats.record_drop(DropReason::Ipv4BadChecksum),
-            RxChecksum::Unknown if !ip.verify_checksum() => return self.stats.record_drop(DropReason::Ipv4BadChecksum),
+            RxChecksum::Unknown if !ip.verify_checksum() => {
+                return self.stats.record_drop(DropReason::Ipv4BadChecksum);
+            }
             RxChecksum::Unknown => {}
         }
         if ip.more_frags() || ip.frag_offset() != 0 {
@@ -384,7 +425,12 @@ impl<F: Frame> Stack<F> {
         let Some(data) = frame.append(ETH_LEN + ARP_LEN) else {
             return self.stats.record_drop(DropReason::NoBuffer);
         };
-        write_eth(data, EthernetAddress::BROADCAST, ifc.mac, EthernetProtocol::Arp);
+        write_eth(
+            data,
+            EthernetAddress::BROADCAST,
+            ifc.mac,
+            EthernetProtocol::Arp,
+        );
         ArpRepr::EthernetIpv4 {
             operation: ArpOperation::Request,
             source_hardware_addr: ifc.mac,

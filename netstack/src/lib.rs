@@ -35,7 +35,7 @@ mod dpdk;
 pub use frame::{Frame, FramePool, HeapFrame, HeapPool, RxChecksum};
 pub use iface::{ArpParams, IfaceConfig, Stack, StackConfig, Transmit};
 pub use route::{Route, RouteTable};
-pub use stats::{DropReason, Stats};
+pub use stats::{Counter, DropReason, Stats};
 pub use time::Instant;
 
 /// Re-exported wire types callers need to build configs.

@@ -13,7 +13,11 @@ pub struct Route {
 
 impl Route {
     fn mask(&self) -> u32 {
-        if self.prefix_len == 0 { 0 } else { u32::MAX << (32 - self.prefix_len) }
+        if self.prefix_len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - self.prefix_len)
+        }
     }
     fn matches(&self, dst: Ipv4Addr) -> bool {
         (u32::from(dst) ^ u32::from(self.prefix)) & self.mask() == 0
@@ -29,7 +33,9 @@ pub struct RouteTable {
 
 impl RouteTable {
     pub fn add(&mut self, r: Route) {
-        let at = self.routes.partition_point(|x| x.prefix_len >= r.prefix_len);
+        let at = self
+            .routes
+            .partition_point(|x| x.prefix_len >= r.prefix_len);
         self.routes.insert(at, r);
     }
 
@@ -52,14 +58,43 @@ mod tests {
     #[test]
     fn longest_prefix_wins_and_default_catches_the_rest() {
         let mut t = RouteTable::default();
-        t.add(Route { prefix: Ipv4Addr::UNSPECIFIED, prefix_len: 0, iface: 0, gateway: Some(Ipv4Addr::new(10, 0, 0, 254)) });
-        t.add(Route { prefix: Ipv4Addr::new(10, 0, 0, 0), prefix_len: 24, iface: 0, gateway: None });
-        t.add(Route { prefix: Ipv4Addr::new(10, 1, 0, 0), prefix_len: 16, iface: 1, gateway: None });
-        assert_eq!(t.lookup(Ipv4Addr::new(10, 0, 0, 9)), Some((0, Ipv4Addr::new(10, 0, 0, 9))));
-        assert_eq!(t.lookup(Ipv4Addr::new(10, 1, 7, 9)), Some((1, Ipv4Addr::new(10, 1, 7, 9))));
-        assert_eq!(t.lookup(Ipv4Addr::new(8, 8, 8, 8)), Some((0, Ipv4Addr::new(10, 0, 0, 254))));
+        t.add(Route {
+            prefix: Ipv4Addr::UNSPECIFIED,
+            prefix_len: 0,
+            iface: 0,
+            gateway: Some(Ipv4Addr::new(10, 0, 0, 254)),
+        });
+        t.add(Route {
+            prefix: Ipv4Addr::new(10, 0, 0, 0),
+            prefix_len: 24,
+            iface: 0,
+            gateway: None,
+        });
+        t.add(Route {
+            prefix: Ipv4Addr::new(10, 1, 0, 0),
+            prefix_len: 16,
+            iface: 1,
+            gateway: None,
+        });
+        assert_eq!(
+            t.lookup(Ipv4Addr::new(10, 0, 0, 9)),
+            Some((0, Ipv4Addr::new(10, 0, 0, 9)))
+        );
+        assert_eq!(
+            t.lookup(Ipv4Addr::new(10, 1, 7, 9)),
+            Some((1, Ipv4Addr::new(10, 1, 7, 9)))
+        );
+        assert_eq!(
+            t.lookup(Ipv4Addr::new(8, 8, 8, 8)),
+            Some((0, Ipv4Addr::new(10, 0, 0, 254)))
+        );
         let mut no_default = RouteTable::default();
-        no_default.add(Route { prefix: Ipv4Addr::new(10, 0, 0, 0), prefix_len: 24, iface: 0, gateway: None });
+        no_default.add(Route {
+            prefix: Ipv4Addr::new(10, 0, 0, 0),
+            prefix_len: 24,
+            iface: 0,
+            gateway: None,
+        });
         assert_eq!(no_default.lookup(Ipv4Addr::new(8, 8, 8, 8)), None);
     }
 }

@@ -135,6 +135,11 @@ impl Counter {
     pub fn add(&self, n: u64) {
         self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed)
     }
+    /// Publish a total kept elsewhere by the same writer.
+    #[inline]
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Relaxed)
+    }
     #[inline]
     pub fn get(&self) -> u64 {
         self.0.load(Relaxed)

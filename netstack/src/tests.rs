@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use smoltcp::wire::{EthernetAddress, Icmpv4Packet, Ipv4Packet};
 
-use crate::{ArpParams, DropReason, HeapFrame, HeapPool, IfaceConfig, Instant, RxChecksum, Stack, StackConfig, Transmit};
+use crate::{
+    ArpParams, DropReason, HeapFrame, HeapPool, IfaceConfig, Instant, RxChecksum, Stack,
+    StackConfig, Transmit,
+};
 
 const US: EthernetAddress = EthernetAddress([2, 0, 0, 0, 0, 1]);
 
@@ -98,7 +101,12 @@ impl Harness {
             },
         };
         tweak(&mut cfg);
-        Harness { stack: Stack::new(cfg), pool: HeapPool::new(1000), wire: Wire::default(), now: Instant::from_millis(1) }
+        Harness {
+            stack: Stack::new(cfg),
+            pool: HeapPool::new(1000),
+            wire: Wire::default(),
+            now: Instant::from_millis(1),
+        }
     }
 
     fn rx(&mut self, bytes: &[u8]) {
@@ -106,7 +114,8 @@ impl Harness {
     }
 
     fn rx_frame(&mut self, f: HeapFrame) {
-        self.stack.receive(self.now, 0, f, &mut self.pool, &mut self.wire);
+        self.stack
+            .receive(self.now, 0, f, &mut self.pool, &mut self.wire);
     }
 
     fn advance(&mut self, d: Duration) {
@@ -134,7 +143,11 @@ fn with_ip_checksum(mut b: Vec<u8>) -> Vec<u8> {
 fn arp_request_for_us_is_answered_in_place_and_teaches_the_sender() {
     let mut h = Harness::new();
     h.rx(&ARP_REQUEST);
-    assert_eq!(h.sent(), vec![ARP_REPLY_EXPECTED.to_vec()], "reply must be exact and drop the dirty padding");
+    assert_eq!(
+        h.sent(),
+        vec![ARP_REPLY_EXPECTED.to_vec()],
+        "reply must be exact and drop the dirty padding"
+    );
     assert_eq!(h.stack.stats().arp_requests_rx.get(), 1);
     assert_eq!(h.stack.stats().arp_replies_tx.get(), 1);
     // The sender was learned: an echo request is answered at once, no ARP.
@@ -203,7 +216,11 @@ fn malformed_and_truncated_arp_is_counted_not_panicking() {
 fn reply_to_unknown_neighbour_waits_for_arp_then_goes_out() {
     let mut h = Harness::new();
     h.rx(&ECHO_REQUEST);
-    assert_eq!(h.sent(), vec![ARP_REQUEST_FROM_US.to_vec()], "must ask who has 10.0.0.2 first");
+    assert_eq!(
+        h.sent(),
+        vec![ARP_REQUEST_FROM_US.to_vec()],
+        "must ask who has 10.0.0.2 first"
+    );
     h.rx(&ECHO_REQUEST); // a second one waits too, without a second request
     assert!(h.sent().is_empty());
     h.rx(&ARP_REPLY_FROM_PEER);
@@ -239,7 +256,11 @@ fn pending_queue_is_bounded_per_neighbour_and_per_core() {
     for _ in 0..6 {
         h.rx(&ECHO_REQUEST);
     }
-    assert_eq!(h.dropped(DropReason::ArpPendingFull), 2, "4 may wait for one neighbour");
+    assert_eq!(
+        h.dropped(DropReason::ArpPendingFull),
+        2,
+        "4 may wait for one neighbour"
+    );
     // Other neighbours fill the per-core budget of 16.
     for host in 3..10u8 {
         let mut e = ECHO_REQUEST.to_vec();
@@ -262,7 +283,11 @@ fn learned_entries_expire_and_are_resolved_again() {
     assert_eq!(h.sent(), vec![ECHO_REPLY_EXPECTED.to_vec()]);
     h.advance(Duration::from_secs(2));
     h.rx(&ECHO_REQUEST);
-    assert_eq!(h.sent(), vec![ARP_REQUEST_FROM_US.to_vec()], "expired: ask again");
+    assert_eq!(
+        h.sent(),
+        vec![ARP_REQUEST_FROM_US.to_vec()],
+        "expired: ask again"
+    );
 }
 
 #[test]
@@ -273,7 +298,11 @@ fn off_subnet_replies_go_through_the_gateway() {
     h.rx(&with_ip_checksum(e));
     let out = h.sent();
     assert_eq!(out.len(), 1);
-    assert_eq!(&out[0][38..42], &[10, 0, 0, 254], "ARP for the gateway, not the far host");
+    assert_eq!(
+        &out[0][38..42],
+        &[10, 0, 0, 254],
+        "ARP for the gateway, not the far host"
+    );
 }
 
 #[test]
@@ -307,7 +336,11 @@ fn echo_reply_is_exact_and_checksums_verify() {
     assert_eq!(out, vec![ECHO_REPLY_EXPECTED.to_vec()]);
     let ip = Ipv4Packet::new_checked(&out[0][14..]).unwrap();
     assert!(ip.verify_checksum());
-    assert!(Icmpv4Packet::new_checked(ip.payload()).unwrap().verify_checksum());
+    assert!(
+        Icmpv4Packet::new_checked(ip.payload())
+            .unwrap()
+            .verify_checksum()
+    );
 }
 
 #[test]
@@ -460,7 +493,12 @@ fn stats_name_every_drop_reason_once() {
 #[test]
 fn mutated_frames_never_panic_and_every_frame_is_accounted() {
     let mut h = Harness::new();
-    let fixtures: [&[u8]; 4] = [&ARP_REQUEST, &ECHO_REQUEST, &ECHO_REQUEST_WITH_OPTIONS, &ARP_REPLY_FROM_PEER];
+    let fixtures: [&[u8]; 4] = [
+        &ARP_REQUEST,
+        &ECHO_REQUEST,
+        &ECHO_REQUEST_WITH_OPTIONS,
+        &ARP_REPLY_FROM_PEER,
+    ];
     let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
     let mut rand = move || {
         seed ^= seed << 13;
@@ -478,7 +516,10 @@ fn mutated_frames_never_panic_and_every_frame_is_accounted() {
             let len = (rand() as usize) % (f.len() + 1);
             f.truncate(len);
         }
-        if rand() % 3 == 0 && f.len() >= 14 + usize::from(f.get(14).map_or(0, |b| b & 0xf)) * 4 && f.len() > 34 {
+        if rand() % 3 == 0
+            && f.len() >= 14 + usize::from(f.get(14).map_or(0, |b| b & 0xf)) * 4
+            && f.len() > 34
+        {
             f = with_ip_checksum(f); // get past the header checksum more often
         }
         h.rx(&f);
@@ -502,5 +543,8 @@ fn mutated_frames_never_panic_and_every_frame_is_accounted() {
     let handled = s.arp_requests_rx.get() + s.arp_replies_rx.get() + s.icmp_echo_rx.get();
     assert_eq!(s.rx_frames.get(), 50_000);
     assert_eq!(s.dropped_total() - output_drops + handled, 50_000);
-    assert!(s.icmp_echo_rx.get() > 0 && s.arp_requests_rx.get() > 0, "the mutation kept some frames valid");
+    assert!(
+        s.icmp_echo_rx.get() > 0 && s.arp_requests_rx.get() > 0,
+        "the mutation kept some frames valid"
+    );
 }

@@ -1,1 +1,330 @@
-//! e2e
+//! Harness for end-to-end tests: real namespaces, the real `dataplane` binary
+//! as a child process, kernel peers. Everything a test sets up is torn down by
+//! `Drop`, also when the test fails.
+//!
+//! EAL starts once per process and these tests share CPUs and hugepages, so
+//! they run one at a time: a process-wide lock here (for `cargo test`) and a
+//! nextest test group of one thread (`.config/nextest.toml`).
+#![forbid(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Hold for the whole test: one DPDK process at a time.
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The `dataplane` binary built in the same profile as this test.
+pub fn dataplane_bin() -> PathBuf {
+    // target/<profile>/deps/<test> -> target/<profile>/dataplane
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("dataplane");
+    assert!(
+        bin.exists(),
+        "{} not built: run `cargo build --release --workspace` first (scripts/test.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+pub fn require_root() {
+    let uid = Command::new("id").arg("-u").output().expect("run id");
+    assert_eq!(
+        String::from_utf8_lossy(&uid.stdout).trim(),
+        "0",
+        "end-to-end tests need root (namespaces, XDP, hugepages)"
+    );
+}
+
+/// Run a command; panic with its output if it fails.
+pub fn sh(cmd: &str) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .expect("spawn sh");
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Run a command and return its full output, whatever the status.
+pub fn sh_output(cmd: &str) -> Output {
+    Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .expect("spawn sh")
+}
+
+/// A short prefix unique to this test process, for namespaces and names.
+pub fn unique_prefix(tag: &str) -> String {
+    format!("{}{}", tag, std::process::id() % 100_000)
+}
+
+// === Topology ===
+
+/// `scripts/topology.sh` namespaces; removed on drop.
+#[derive(Debug)]
+pub struct Topology {
+    pub prefix: String,
+}
+
+impl Topology {
+    pub fn up(prefix: &str) -> Topology {
+        let t = Topology {
+            prefix: prefix.to_string(),
+        };
+        sh(&format!(
+            "{}/scripts/topology.sh up -p {prefix}",
+            root().display()
+        ));
+        t
+    }
+    pub fn ns(&self, role: &str) -> String {
+        format!("{}-{role}", self.prefix)
+    }
+    /// Run `cmd` inside namespace `<prefix>-<role>`.
+    pub fn exec(&self, role: &str, cmd: &str) -> Output {
+        sh_output(&format!(
+            "ip netns exec {} sh -c '{}'",
+            self.ns(role),
+            cmd.replace('\'', r"'\''")
+        ))
+    }
+    pub fn xdp_attached(&self, ifname: &str) -> bool {
+        let out = sh_output(&format!("ip -n {} -d link show {ifname}", self.ns("dut")));
+        String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        let _ = sh_output(&format!(
+            "{}/scripts/topology.sh down -p {}",
+            root().display(),
+            self.prefix
+        ));
+    }
+}
+
+pub fn netns_exists(name: &str) -> bool {
+    String::from_utf8_lossy(&sh_output("ip netns list").stdout)
+        .lines()
+        .any(|l| l.split_whitespace().next() == Some(name))
+}
+
+// === Data plane ===
+
+/// A running `dataplane` in the topology's DUT namespace; SIGTERM'd on drop.
+#[derive(Debug)]
+pub struct Dataplane {
+    child: Option<Child>,
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    pub file_prefix: String,
+    log: PathBuf,
+}
+
+impl Dataplane {
+    /// Write `config_yaml` (with `{dir}` replaced by a private directory) and
+    /// start the binary in `<prefix>-dut`; wait until its admin socket answers.
+    pub fn start(topo: &Topology, config_yaml: &str) -> Dataplane {
+        let dir = std::env::temp_dir().join(format!("dp-e2e-{}", topo.prefix));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = config_yaml
+            .replace("{dir}", &dir.display().to_string())
+            .replace("{p}", &topo.prefix);
+        let cfg_path = dir.join("dataplane.yaml");
+        std::fs::write(&cfg_path, &cfg).unwrap();
+        let socket = dir.join("admin.sock");
+        let log = dir.join("dataplane.log");
+        let logf = std::fs::File::create(&log).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &topo.ns("dut")])
+            .arg(dataplane_bin())
+            .arg("--config")
+            .arg(&cfg_path)
+            .stdout(Stdio::from(logf.try_clone().unwrap()))
+            .stderr(Stdio::from(logf))
+            .spawn()
+            .expect("spawn dataplane");
+        let mut dp = Dataplane {
+            child: Some(child),
+            dir,
+            socket,
+            file_prefix: format!("e2e-{}", topo.prefix),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = dp.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("dataplane exited during start ({status}):\n{}", dp.log());
+            }
+            if dp.try_stats().is_some() {
+                return dp;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "dataplane did not answer on its admin socket within 30 s:\n{}",
+                dp.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn try_stats(&self) -> Option<Value> {
+        let out = Command::new(dataplane_bin())
+            .args(["stats", "--json", "--socket"])
+            .arg(&self.socket)
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// The stats document, read with `dataplane stats --json`.
+    pub fn stats(&self) -> Value {
+        self.try_stats()
+            .unwrap_or_else(|| panic!("dataplane stats failed:\n{}", self.log()))
+    }
+
+    /// A counter summed over workers (`totals`).
+    pub fn total(&self, name: &str) -> u64 {
+        let s = self.stats();
+        s["totals"][name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no counter {name} in {s}"))
+    }
+
+    pub fn port_mac(&self, port: usize) -> String {
+        self.stats()["ports"][port]["mac"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        // `ip netns exec` execs the binary, so the child's pid is the data plane.
+        let _ = sh_output(&format!("kill -TERM {}", child.id()));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("dataplane ignored SIGTERM for 20 s:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Hugepage and runtime files EAL left for this instance's prefix.
+    pub fn eal_leftovers(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if let Ok(d) = std::fs::read_dir("/dev/hugepages") {
+            for e in d.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if n.starts_with(&format!("{}map_", self.file_prefix)) {
+                    v.push(format!("/dev/hugepages/{n}"));
+                }
+            }
+        }
+        let run = Path::new("/var/run/dpdk").join(&self.file_prefix);
+        if run.exists() {
+            v.push(run.display().to_string());
+        }
+        v
+    }
+}
+
+impl Drop for Dataplane {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = sh_output(&format!("kill -TERM {}", c.id()));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // Whatever happened, leave no hugepage files behind.
+        for f in self.eal_leftovers() {
+            let _ = std::fs::remove_dir_all(&f).or_else(|_| std::fs::remove_file(&f));
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!(
+                "dataplane log kept at {}:\n{}",
+                self.log.display(),
+                self.log()
+            );
+        }
+    }
+}
+
+/// A data plane config on the topology's two veths, with `{driver}` as the
+/// vdev kind (`af_xdp` or `af_packet`).
+pub fn two_port_config(driver: &str, in_memory: bool) -> String {
+    format!(
+        r#"
+eal:
+  file_prefix: e2e-{{p}}
+  in_memory: {in_memory}
+workers:
+  cores: [1]
+  idle: {{ mode: adaptive, spin_polls: 256, sleep_us: 50 }}
+mempool:
+  mbufs_per_queue: 4095
+  cache_size: 128
+ports:
+  - name: client
+    device: net_{driver}0,iface={{p}}-c0
+    address: 10.10.1.1/24
+  - name: upstream
+    device: net_{driver}1,iface={{p}}-u0
+    address: 10.10.2.1/24
+arp:
+  request_interval_ms: 200
+admin:
+  socket: {{dir}}/admin.sock
+"#
+    )
+}

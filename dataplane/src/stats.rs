@@ -1,0 +1,163 @@
+//! The stats document served on the admin socket, and its table rendering.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dataplane_config::Config;
+use dpdk::{Mempool, Port};
+use netstack::Stats;
+use serde_json::{Map, Value, json};
+
+use crate::worker::LoopStats;
+
+/// What the control thread keeps of each worker.
+pub struct WorkerView {
+    pub lcore: u32,
+    pub cpu: u32,
+    pub loop_stats: Arc<LoopStats>,
+    pub stack_stats: Option<Arc<Stats>>,
+}
+
+pub fn snapshot(
+    cfg: &Config,
+    ports: &[(Port, Vec<Arc<Mempool>>)],
+    workers: &[WorkerView],
+    uptime: Duration,
+    tsc_hz: u64,
+) -> Value {
+    let mut totals = Map::new();
+    let mut add = |k: &str, v: u64| {
+        let e = totals.entry(k.to_string()).or_insert(json!(0));
+        *e = json!(e.as_u64().unwrap_or(0) + v);
+    };
+    let mut wj = Vec::new();
+    for w in workers {
+        let l = &w.loop_stats;
+        let lp = json!({
+            "busy_polls": l.busy_polls.get(),
+            "idle_polls": l.idle_polls.get(),
+            "busy_cycles": l.busy_cycles.get(),
+            "idle_cycles": l.idle_cycles.get(),
+            "sleeps": l.sleeps.get(),
+            "rx_packets": l.rx_packets.get(),
+            "tx_packets": l.tx_packets.get(),
+            "tx_ring_full": l.tx_ring_full.get(),
+        });
+        for (k, v) in lp.as_object().into_iter().flatten() {
+            add(k, v.as_u64().unwrap_or(0));
+        }
+        let mut stack = Map::new();
+        if let Some(s) = &w.stack_stats {
+            s.for_each(|k, v| {
+                stack.insert(k.to_string(), json!(v));
+                add(k, v);
+            });
+        }
+        wj.push(json!({"lcore": w.lcore, "cpu": w.cpu, "loop": lp, "stack": stack}));
+    }
+    let pj: Vec<Value> = cfg
+        .ports
+        .iter()
+        .zip(ports)
+        .map(|(pc, (p, pools))| {
+            let s = p.stats();
+            let caps = p.capabilities_of();
+            let link = p.link();
+            json!({
+                "name": pc.name,
+                "device": pc.device,
+                "driver": caps.driver,
+                "address": pc.address,
+                "mac": crate::fmt_mac(p.mac()),
+                "link": {"up": link.up, "speed_mbps": link.speed_mbps},
+                "queues": p.queues(),
+                "rss": p.rss_enabled(),
+                "offloads": {
+                    "tx_multi_segs": caps.tx_multi_segs(),
+                    "tx_ipv4_cksum": caps.tx_ipv4_cksum(),
+                    "tx_l4_cksum": caps.tx_l4_cksum(),
+                    "tx_tso": caps.tx_tso(),
+                    "rx_ipv4_cksum": caps.rx_ipv4_cksum(),
+                    "rx_l4_cksum": caps.rx_l4_cksum(),
+                },
+                "stats": {
+                    "rx_packets": s.rx_packets, "tx_packets": s.tx_packets,
+                    "rx_bytes": s.rx_bytes, "tx_bytes": s.tx_bytes,
+                    "rx_missed": s.rx_missed, "rx_errors": s.rx_errors,
+                    "tx_errors": s.tx_errors, "rx_nombuf": s.rx_nombuf,
+                },
+                "xstats": p.xstats().into_iter().map(|(k, v)| (k, json!(v))).collect::<Map<String, Value>>(),
+                "mempools": pools.iter().map(|m| json!({"name": m.name(), "available": m.available(), "in_use": m.in_use()})).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({
+        "dpdk": dpdk::version(),
+        "uptime_ms": uptime.as_millis() as u64,
+        "tsc_hz": tsc_hz,
+        "mode": format!("{:?}", cfg.workers.mode),
+        "ports": pj,
+        "workers": wj,
+        "totals": totals,
+    })
+}
+
+/// A human-readable table: ports, then per-core counters (non-zero drops only).
+pub fn render(v: &Value) -> String {
+    let mut out = String::new();
+    let u = |v: &Value| v.as_u64().unwrap_or(0);
+    out.push_str(&format!(
+        "uptime {:.1}s, DPDK {}\n",
+        u(&v["uptime_ms"]) as f64 / 1000.0,
+        v["dpdk"].as_str().unwrap_or("?")
+    ));
+    for p in v["ports"].as_array().into_iter().flatten() {
+        let s = &p["stats"];
+        out.push_str(&format!(
+            "port {} ({}, {}) {} mac {} link {}: rx {} pkts / {} B, tx {} pkts / {} B, missed {}, nombuf {}\n",
+            p["name"].as_str().unwrap_or(""),
+            p["device"].as_str().unwrap_or(""),
+            p["driver"].as_str().unwrap_or(""),
+            p["address"].as_str().unwrap_or(""),
+            p["mac"].as_str().unwrap_or(""),
+            if p["link"]["up"].as_bool() == Some(true) { "up" } else { "down" },
+            u(&s["rx_packets"]),
+            u(&s["rx_bytes"]),
+            u(&s["tx_packets"]),
+            u(&s["tx_bytes"]),
+            u(&s["rx_missed"]),
+            u(&s["rx_nombuf"]),
+        ));
+    }
+    for w in v["workers"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "worker lcore {} (CPU {}):\n",
+            u(&w["lcore"]),
+            u(&w["cpu"])
+        ));
+        let mut line = |m: &Value| {
+            for (k, val) in m.as_object().into_iter().flatten() {
+                let n = u(val);
+                let is_drop = !matches!(
+                    k.as_str(),
+                    "rx_frames"
+                        | "tx_frames"
+                        | "ipv4_rx"
+                        | "arp_requests_rx"
+                        | "arp_replies_rx"
+                        | "arp_requests_tx"
+                        | "arp_replies_tx"
+                        | "icmp_echo_rx"
+                        | "icmp_echo_tx"
+                        | "rx_checksum_offloaded"
+                );
+                if n != 0 || !is_drop {
+                    out.push_str(&format!("  {k:<28} {n}\n"));
+                }
+            }
+        };
+        line(&w["loop"]);
+        line(&w["stack"]);
+    }
+    out
+}

@@ -1,0 +1,177 @@
+//! The per-core run-to-completion loop: timers → RX burst → bounded
+//! processing → TX flush, with configurable idle back-off.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::Duration;
+
+use dataplane_config::{IdleConfig, IdleMode};
+use dpdk::{Mbuf, Mempool, RxQueue, TxQueue};
+use netstack::{Counter, FramePool, Instant, Stack, Transmit};
+
+/// How often stack timers (ARP retries) are run.
+const TIMER_TICK_US: u64 = 1_000;
+
+/// Loop counters of one worker, readable from the admin thread.
+#[derive(Debug, Default)]
+pub struct LoopStats {
+    /// Polls (loop iterations) that received at least one packet.
+    pub busy_polls: Counter,
+    /// Polls that found every RX queue empty.
+    pub idle_polls: Counter,
+    /// TSC cycles spent in busy polls (RX, processing and TX of real work).
+    pub busy_cycles: Counter,
+    /// TSC cycles spent in idle polls, not counting sleeps.
+    pub idle_cycles: Counter,
+    /// Sleeps taken by adaptive idle back-off.
+    pub sleeps: Counter,
+    pub rx_packets: Counter,
+    pub tx_packets: Counter,
+    /// Packets dropped because a TX ring was full.
+    pub tx_ring_full: Counter,
+    /// Set when the loop has returned.
+    pub exited: AtomicBool,
+}
+
+/// What a worker forwards with.
+pub enum Engine {
+    Stack(Box<Stack<Mbuf>>),
+    /// Swap MACs and send back out of the same port (benchmark mode).
+    L2Reflect,
+}
+
+/// Everything one core owns.
+pub struct Worker {
+    pub rx: Vec<RxQueue>,
+    pub tx: Vec<TxQueue>,
+    /// Buffers for packets the stack originates (ARP requests).
+    pub pool: Arc<Mempool>,
+    pub engine: Engine,
+    pub burst: u16,
+    pub idle: IdleConfig,
+    pub stats: Arc<LoopStats>,
+    pub stop: Arc<AtomicBool>,
+    pub tsc_hz: u64,
+}
+
+struct Tx<'a>(&'a mut [TxQueue]);
+
+impl Transmit<Mbuf> for Tx<'_> {
+    #[inline]
+    fn transmit(&mut self, iface: usize, frame: Mbuf) {
+        self.0[iface].push(frame);
+    }
+}
+
+struct Pool<'a>(&'a Mempool);
+
+impl FramePool for Pool<'_> {
+    type Frame = Mbuf;
+    #[inline]
+    fn alloc(&mut self) -> Option<Mbuf> {
+        self.0.alloc()
+    }
+}
+
+impl Worker {
+    /// Run until `stop` is set. Returns 0.
+    pub fn run(mut self) -> i32 {
+        let tsc0 = dpdk::eal::rdtsc();
+        let ticks_per_us = (self.tsc_hz / 1_000_000).max(1);
+        let sleep = Duration::from_micros(u64::from(self.idle.sleep_us));
+        let mut rxbuf: Vec<Mbuf> = Vec::with_capacity(usize::from(self.burst));
+        let mut empty_polls: u32 = 0;
+        let mut next_tick = 0u64;
+        let s = self.stats.clone();
+
+        while !self.stop.load(Relaxed) {
+            let t0 = dpdk::eal::rdtsc();
+            let now = Instant::from_micros((t0 - tsc0) / ticks_per_us);
+
+            // 1. timers
+            if let Engine::Stack(stack) = &mut self.engine
+                && now.as_micros() >= next_tick
+            {
+                stack.poll(now, &mut Pool(&self.pool), &mut Tx(&mut self.tx));
+                next_tick = now.as_micros() + TIMER_TICK_US;
+            }
+
+            // 2-3. RX bursts, each processed to completion
+            let mut got = 0usize;
+            for (port, rxq) in self.rx.iter_mut().enumerate() {
+                let n = rxq.burst(&mut rxbuf, self.burst);
+                if n == 0 {
+                    continue;
+                }
+                got += n;
+                match &mut self.engine {
+                    Engine::Stack(stack) => {
+                        let (mut pool, mut tx) = (Pool(&self.pool), Tx(&mut self.tx));
+                        for m in rxbuf.drain(..) {
+                            stack.receive(now, port, m, &mut pool, &mut tx);
+                        }
+                    }
+                    Engine::L2Reflect => {
+                        for m in rxbuf.iter_mut() {
+                            swap_macs(m.data_mut());
+                        }
+                        self.tx[port].send(&mut rxbuf);
+                    }
+                }
+            }
+
+            // 4. TX flush
+            if got > 0 {
+                self.flush_tx();
+                s.rx_packets.add(got as u64);
+                s.busy_polls.inc();
+                s.busy_cycles.add(dpdk::eal::rdtsc() - t0);
+                empty_polls = 0;
+                continue;
+            }
+
+            // Idle: flush what timers produced, then maybe back off.
+            self.flush_tx();
+            s.idle_polls.inc();
+            s.idle_cycles.add(dpdk::eal::rdtsc() - t0);
+            if self.idle.mode == IdleMode::Adaptive {
+                empty_polls = empty_polls.saturating_add(1);
+                if empty_polls >= self.idle.spin_polls {
+                    s.sleeps.inc();
+                    std::thread::sleep(sleep);
+                }
+            }
+        }
+        // Queues flush on drop; the stack frees what waits for ARP.
+        drop(self.engine);
+        drop(self.tx);
+        s.exited.store(true, Relaxed);
+        0
+    }
+}
+
+impl Worker {
+    /// Send what is batched and publish the queues' totals.
+    #[inline]
+    fn flush_tx(&mut self) {
+        let (mut sent, mut dropped) = (0, 0);
+        for txq in &mut self.tx {
+            if txq.pending() > 0 {
+                txq.flush();
+            }
+            sent += txq.sent();
+            dropped += txq.dropped();
+        }
+        self.stats.tx_packets.set(sent);
+        self.stats.tx_ring_full.set(dropped);
+    }
+}
+
+/// Swap destination and source MAC addresses in place.
+#[inline]
+fn swap_macs(frame: &mut [u8]) {
+    if frame.len() >= 12 {
+        let (dst, rest) = frame.split_at_mut(6);
+        dst.swap_with_slice(&mut rest[..6]);
+    }
+}

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Test topology: network namespaces joined by veth pairs.
+#
+#   scripts/topology.sh up   [-p PREFIX]   build it (idempotent: rebuilds if present)
+#   scripts/topology.sh down [-p PREFIX]   remove it (idempotent, also after a crash)
+#   scripts/topology.sh show [-p PREFIX]   print what exists
+#
+#   namespace PREFIX-cli            namespace PREFIX-dut                namespace PREFIX-up
+#   cli0 10.10.1.2/24  <--veth-->  PREFIX-c0 (data plane port 0)
+#                                  PREFIX-u0 (data plane port 1)  <--veth-->  up0 10.10.2.2/24
+#
+# The data plane runs inside PREFIX-dut (`ip netns exec PREFIX-dut dataplane ...`)
+# and opens PREFIX-c0 / PREFIX-u0 with net_af_xdp (or net_af_packet). They carry
+# no kernel address: the user-space stack owns 10.10.1.1 and 10.10.2.1.
+# The kernel peers get TX checksum offload turned off: on veth the kernel
+# would otherwise send partial checksums that a user-space stack rightly drops.
+# PREFIX defaults to "dp" (the embedded default config's names); tests pass
+# their own so that each has private namespaces and interfaces.
+set -euo pipefail
+
+die() { echo "topology: error: $*" >&2; exit 1; }
+
+cmd=${1:-}
+shift || true
+P=dp
+QUEUES=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -p|--prefix) P=$2; shift 2;;
+    -q|--queues) QUEUES=$2; shift 2;;
+    *) die "unknown argument $1 (see the header of $0)";;
+  esac
+done
+[ "$(id -u)" = 0 ] || die "must run as root (network namespaces need it)"
+[ ${#P} -le 10 ] || die "prefix '$P' too long: interface names are limited to 15 characters"
+command -v ip >/dev/null || die "iproute2 missing: run scripts/setup-host.sh"
+
+CLI=$P-cli DUT=$P-dut UP=$P-up
+
+down() {
+  for ns in "$CLI" "$DUT" "$UP"; do
+    ip netns del "$ns" 2>/dev/null || true
+  done
+}
+
+up() {
+  command -v ethtool >/dev/null || die "ethtool missing: run scripts/setup-host.sh"
+  down
+  for ns in "$CLI" "$DUT" "$UP"; do
+    ip netns add "$ns"
+    # IPv4 only: no IPv6 neighbour/router chatter on the test links.
+    ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+  done
+  # veths are created directly in their namespaces: nothing touches the host's.
+  ip link add "$P-c0" netns "$DUT" type veth peer name cli0 netns "$CLI"
+  ip link add "$P-u0" netns "$DUT" type veth peer name up0 netns "$UP"
+
+  for ns in "$CLI" "$DUT" "$UP"; do ip -n "$ns" link set lo up; done
+  for ifc in "$P-c0" "$P-u0"; do
+    ip -n "$DUT" link set "$ifc" mtu 1500 up
+    # AF_XDP binds one socket per queue: give the veth as many channels.
+    if [ "$QUEUES" -gt 1 ]; then
+      ip netns exec "$DUT" ethtool -L "$ifc" rx "$QUEUES" tx "$QUEUES"
+    fi
+  done
+
+  ip -n "$CLI" addr add 10.10.1.2/24 dev cli0
+  ip -n "$CLI" link set cli0 mtu 1500 up
+  ip -n "$CLI" route add 10.10.2.0/24 via 10.10.1.1
+  ip netns exec "$CLI" ethtool -K cli0 tx off >/dev/null
+
+  ip -n "$UP" addr add 10.10.2.2/24 dev up0
+  ip -n "$UP" link set up0 mtu 1500 up
+  ip -n "$UP" route add 10.10.1.0/24 via 10.10.2.1
+  ip netns exec "$UP" ethtool -K up0 tx off >/dev/null
+  # The peers' replies would otherwise wait for carrier on the DUT side.
+  for ifc in "$P-c0" "$P-u0"; do
+    ip netns exec "$DUT" ethtool -K "$ifc" tx off >/dev/null 2>&1 || true
+  done
+  echo "topology $P up: $CLI(cli0 10.10.1.2) <-> $DUT($P-c0, $P-u0) <-> $UP(up0 10.10.2.2)"
+}
+
+show() {
+  for ns in "$CLI" "$DUT" "$UP"; do
+    if ip netns list | grep -qw "$ns"; then
+      echo "== $ns"; ip -n "$ns" -br addr; ip -n "$ns" -d link show | grep -o 'prog/xdp id [0-9]*' || true
+    fi
+  done
+}
+
+case "$cmd" in
+  up) up;;
+  down) down;;
+  show) show;;
+  *) die "usage: $0 up|down|show [-p PREFIX] [-q QUEUES]";;
+esac
