@@ -122,10 +122,7 @@ impl Eal {
             // exactly one lcore, so it is reclaimed exactly once.
             let job: Box<Job> = unsafe { Box::from_raw(arg.cast()) };
             // A panic must not unwind into C.
-            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)) {
-                Ok(rc) => rc,
-                Err(_) => -1,
-            }
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).unwrap_or(-1)
         }
         let job: Box<Job> = Box::new(Box::new(f));
         let arg = Box::into_raw(job).cast::<c_void>();

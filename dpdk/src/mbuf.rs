@@ -33,7 +33,7 @@ const IP_BAD: u64 = dpdk_sys::RTE_MBUF_F_RX_IP_CKSUM_BAD as u64;
 const L4_MASK: u64 = dpdk_sys::RTE_MBUF_F_RX_L4_CKSUM_MASK as u64;
 const L4_GOOD: u64 = dpdk_sys::RTE_MBUF_F_RX_L4_CKSUM_GOOD as u64;
 const L4_BAD: u64 = dpdk_sys::RTE_MBUF_F_RX_L4_CKSUM_BAD as u64;
-const SHARED_BUF: u64 = (dpdk_sys::RTE_MBUF_F_INDIRECT | dpdk_sys::RTE_MBUF_F_EXTERNAL) as u64;
+const SHARED_BUF: u64 = dpdk_sys::RTE_MBUF_F_INDIRECT | dpdk_sys::RTE_MBUF_F_EXTERNAL;
 
 impl Mbuf {
     /// # Safety
@@ -241,8 +241,15 @@ impl Mbuf {
     /// Reference count of this segment.
     #[inline]
     pub fn refcnt(&self) -> u16 {
-        // SAFETY: valid mbuf; an atomic read.
-        unsafe { dpdk_sys::rte_mbuf_refcnt_read(self.raw.as_ptr()) }
+        // SAFETY: `refcnt` is a naturally aligned u16 inside a valid mbuf that
+        // DPDK changes only with atomic operations; a relaxed atomic load is
+        // exactly rte_mbuf_refcnt_read, without the out-of-line wrapper call.
+        unsafe {
+            std::sync::atomic::AtomicU16::from_ptr(std::ptr::addr_of_mut!(
+                (*self.raw.as_ptr()).refcnt
+            ))
+            .load(std::sync::atomic::Ordering::Relaxed)
+        }
     }
 
     /// Another handle to the same chain (refcount +1 on every segment). Both
@@ -263,9 +270,10 @@ impl Mbuf {
     #[inline]
     pub fn rss_hash(&self) -> Option<u32> {
         let m = self.m();
-        // SAFETY: `hash` is a union; `rss` is valid when RSS_HASH is flagged.
-        (m.ol_flags & dpdk_sys::RTE_MBUF_F_RX_RSS_HASH as u64 != 0)
-            .then(|| unsafe { m.__bindgen_anon_2.hash.rss })
+        // SAFETY: `hash` is a union of plain integers, so reading `rss` is
+        // always defined; it is meaningful when RSS_HASH is flagged.
+        let rss = unsafe { m.__bindgen_anon_2.hash.rss };
+        (m.ol_flags & dpdk_sys::RTE_MBUF_F_RX_RSS_HASH as u64 != 0).then_some(rss)
     }
 
     /// The device's verdict on the IPv4 header checksum.
