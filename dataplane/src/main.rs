@@ -301,10 +301,16 @@ fn run(
             stop: worker_stop.clone(),
             tsc_hz: eal.tsc_hz(),
         };
-        handles.push(
-            eal.launch(lcore, move || w.run())
-                .map_err(|e| e.to_string())?,
-        );
+        match eal.launch(lcore, move || w.run()) {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                // Workers already running must stop, or joining them hangs.
+                worker_stop.store(true, Ordering::Relaxed);
+                return Err(
+                    format!("launching the worker on CPU {}: {e}", cfg.workers.cores[wi]).into(),
+                );
+            }
+        }
         views.push(stats::WorkerView {
             lcore,
             cpu: cfg.workers.cores[wi],

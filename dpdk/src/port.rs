@@ -175,11 +175,17 @@ impl Port {
         // SAFETY: EAL is initialised; c is NUL-terminated; id is a valid out pointer.
         let rc = unsafe { sys::rte_eth_dev_get_port_by_name(c.as_ptr(), &mut id) };
         if rc != 0 {
+            let known = Self::all_names();
+            let known = if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            };
             return Err(Error::other(
                 format!("port {name}"),
                 format!(
-                    "no such DPDK device (EAL knows: {})",
-                    Self::all_names().join(", ")
+                    "EAL has no such device (ports it created: {known}); if it was given as --vdev/-a, \
+                     its driver refused the arguments: see the EAL/PMD messages logged above"
                 ),
             ));
         }

@@ -25,7 +25,10 @@ fn safe_layer_against_a_real_eal() {
         "--log-level=lib.eal:error",
     ];
     let eal = Eal::init(&args).expect("EAL starts without hugepages");
-    assert!(matches!(Eal::init(&args), Err(EalError::AlreadyStarted)), "a second start must be refused");
+    assert!(
+        matches!(Eal::init(&args), Err(EalError::AlreadyStarted)),
+        "a second start must be refused"
+    );
     assert_eq!(eal.worker_lcores(), vec![1]);
 
     let pool = Arc::new(Mempool::new(&eal, "t0", 1023, 0, 2176, -1).expect("mempool"));
@@ -40,10 +43,17 @@ fn safe_layer_against_a_real_eal() {
 
 fn mbufs(pool: &Mempool) {
     let mut m = pool.alloc().unwrap();
-    assert_eq!((m.len(), m.pkt_len(), m.nb_segs(), m.headroom()), (0, 0, 1, 128));
+    assert_eq!(
+        (m.len(), m.pkt_len(), m.nb_segs(), m.headroom()),
+        (0, 0, 1, 128)
+    );
     assert_eq!(pool.in_use(), 1);
     let room = m.tailroom();
-    assert_eq!(m.append(4).unwrap(), &[0, 0, 0, 0], "appended bytes are zeroed");
+    assert_eq!(
+        m.append(4).unwrap(),
+        &[0, 0, 0, 0],
+        "appended bytes are zeroed"
+    );
     assert!(m.extend_from_slice(b"payload"));
     assert_eq!(m.prepend(2).unwrap(), &[0, 0], "prepended bytes are zeroed");
     m.data_mut()[..2].copy_from_slice(b"hd");
@@ -97,9 +107,17 @@ fn port(eal: &Eal, pool: &Arc<Mempool>) {
     let caps = Port::capabilities(eal, id).unwrap();
     assert_eq!(caps.driver, "net_ring");
     let err = Port::lookup(eal, "net_nope0").unwrap_err().to_string();
-    assert!(err.contains("no such DPDK device") && err.contains("net_ring0"), "{err}");
+    assert!(
+        err.contains("EAL has no such device") && err.contains("net_ring0"),
+        "{err}"
+    );
 
-    let cfg = PortConfig { queues: 1, rx_descriptors: 256, tx_descriptors: 256, ..PortConfig::default() };
+    let cfg = PortConfig {
+        queues: 1,
+        rx_descriptors: 256,
+        tx_descriptors: 256,
+        ..PortConfig::default()
+    };
     let p = Port::start(eal, "net_ring0", &cfg, std::slice::from_ref(pool)).unwrap();
     assert!(p.link().up);
     let mut rx = p.rx_queue(0).unwrap();
@@ -135,6 +153,10 @@ fn launch(eal: &Eal) {
     assert_eq!(h.lcore(), 1);
     assert_eq!(h.join(), 7);
     let h = eal.launch(1, || panic!("worker panics")).unwrap();
-    assert_eq!(h.join(), -1, "a panic on an lcore is reported, not unwound into C");
+    assert_eq!(
+        h.join(),
+        -1,
+        "a panic on an lcore is reported, not unwound into C"
+    );
     assert!(dpdk::eal::current_lcore() == Some(0));
 }
