@@ -204,11 +204,11 @@ impl Config {
             match Ipv4Net::parse(&port.address) {
                 Err(why) => e.push(at("address"), &port.address, why),
                 Ok(net) => {
-                    if net.prefix_len == 0 || net.prefix_len > 30 && net.prefix_len != 32 {
+                    if net.prefix_len == 0 || net.prefix_len > 31 {
                         e.push(
                             at("address"),
                             &port.address,
-                            "prefix length must be 1-30 or 32",
+                            "prefix length must be 1-31 (a /32 has no on-link neighbour to reach)",
                         );
                     } else if net.addr.is_unspecified()
                         || net.addr.is_multicast()

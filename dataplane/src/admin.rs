@@ -4,63 +4,104 @@
 //! and reads one JSON object back; the server then closes the connection.
 //! Later commands (config push, admin API) extend this same socket.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 /// Requests are small; refuse anything bigger rather than buffer it.
 const MAX_REQUEST: u64 = 64 * 1024;
 
+/// Time one client may take to send its request and read the answer. The
+/// control thread serves clients one by one, and it also watches for SIGTERM.
+const CLIENT_DEADLINE: Duration = Duration::from_secs(1);
+/// Connections served per call, so a flood cannot starve the control loop.
+const MAX_PER_POLL: usize = 16;
+
 #[derive(Debug)]
 pub struct AdminServer {
     listener: UnixListener,
     path: PathBuf,
+    /// (device, inode) of our socket file: removed on exit only if still ours.
+    id: (u64, u64),
 }
 
 impl AdminServer {
     /// Bind `path` with mode 0600. A stale socket (nobody listening) is
-    /// replaced; a live one means another data plane uses it, which is an error.
+    /// replaced; a live one means another data plane uses it, which is an
+    /// error; anything that is not a socket is never touched.
     pub fn bind(path: &Path) -> Result<AdminServer, String> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("admin.socket: cannot create {}: {e}", dir.display()))?;
-        }
-        if path.exists() {
-            if UnixStream::connect(path).is_ok() {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("/"));
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("admin.socket: cannot create {}: {e}", dir.display()))?;
+        if let Ok(meta) = std::fs::symlink_metadata(path) {
+            if !meta.file_type().is_socket() {
                 return Err(format!(
-                    "admin.socket: {} is in use by another running data plane; give this one its own admin.socket",
+                    "admin.socket: {} exists and is not a socket; refusing to replace it",
                     path.display()
                 ));
             }
-            std::fs::remove_file(path).map_err(|e| {
-                format!("admin.socket: cannot remove stale {}: {e}", path.display())
-            })?;
+            match UnixStream::connect(path) {
+                Ok(_) => {
+                    return Err(format!(
+                        "admin.socket: {} is in use by another running data plane; give this one its own admin.socket",
+                        path.display()
+                    ));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    std::fs::remove_file(path).map_err(|e| {
+                        format!("admin.socket: cannot remove stale {}: {e}", path.display())
+                    })?;
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "admin.socket: cannot check existing {}: {e}",
+                        path.display()
+                    ));
+                }
+            }
         }
-        // Bind under a temporary name, restrict it, then move it into place,
-        // so the final path is never reachable with looser permissions.
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        let _ = std::fs::remove_file(&tmp);
-        let listener = UnixListener::bind(&tmp)
-            .map_err(|e| format!("admin.socket: cannot bind {}: {e}", tmp.display()))?;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
-            .and_then(|_| std::fs::rename(&tmp, path))
-            .map_err(|e| format!("admin.socket: cannot install {}: {e}", path.display()))?;
+        // Bind inside a private 0700 directory, restrict the socket to 0600,
+        // then move it into place: it is never reachable with looser
+        // permissions, whatever the umask.
+        let private = dir.join(format!(".dataplane-admin.{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&private);
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&private)
+            .map_err(|e| format!("admin.socket: cannot create {}: {e}", private.display()))?;
+        let tmp = private.join("admin.sock");
+        let bound = UnixListener::bind(&tmp)
+            .and_then(|l| {
+                std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).map(|_| l)
+            })
+            .and_then(|l| std::fs::rename(&tmp, path).map(|_| l));
+        let _ = std::fs::remove_dir_all(&private);
+        let listener =
+            bound.map_err(|e| format!("admin.socket: cannot bind {}: {e}", path.display()))?;
         listener
             .set_nonblocking(true)
             .map_err(|e| format!("admin.socket: {e}"))?;
+        let meta = std::fs::metadata(path).map_err(|e| format!("admin.socket: {e}"))?;
         Ok(AdminServer {
             listener,
             path: path.to_owned(),
+            id: (meta.dev(), meta.ino()),
         })
     }
 
-    /// Serve every pending connection with `handle`; returns at once if none.
+    /// Serve pending connections with `handle`; returns at once if none.
     pub fn serve_pending(&self, handle: &mut dyn FnMut(&Value) -> Value) {
-        while let Ok((stream, _)) = self.listener.accept() {
+        for _ in 0..MAX_PER_POLL {
+            let Ok((stream, _)) = self.listener.accept() else {
+                return;
+            };
             if let Err(e) = serve_one(stream, handle) {
                 tracing::debug!("admin connection: {e}");
             }
@@ -70,23 +111,47 @@ impl AdminServer {
 
 impl Drop for AdminServer {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        // Another instance may have replaced a socket it found stale: leave it.
+        if std::fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.id) {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
 fn serve_one(stream: UnixStream, handle: &mut dyn FnMut(&Value) -> Value) -> std::io::Result<()> {
+    let deadline = Instant::now() + CLIENT_DEADLINE;
+    let left = || {
+        deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1))
+    };
     stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(2)))?;
-    let mut line = String::new();
-    BufReader::new((&stream).take(MAX_REQUEST)).read_line(&mut line)?;
-    let reply = match serde_json::from_str::<Value>(line.trim()) {
+    // Read one line, under one deadline for the whole request.
+    let mut req = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !req.contains(&b'\n') {
+        if Instant::now() >= deadline || req.len() as u64 > MAX_REQUEST {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "request too slow or too large",
+            ));
+        }
+        stream.set_read_timeout(Some(left()))?;
+        let n = (&stream).read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        req.extend_from_slice(&buf[..n]);
+    }
+    let line = req.split(|&b| b == b'\n').next().unwrap_or(&[]);
+    let reply = match serde_json::from_slice::<Value>(line) {
         Ok(req) if req.is_object() => handle(&req),
         Ok(_) => json!({"error": "request must be a JSON object like {\"cmd\":\"stats\"}"}),
         Err(e) => json!({"error": format!("request is not JSON: {e}")}),
     };
     let mut out = serde_json::to_vec(&reply)?;
     out.push(b'\n');
+    stream.set_write_timeout(Some(left()))?;
     (&stream).write_all(&out)
 }
 

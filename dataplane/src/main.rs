@@ -189,9 +189,14 @@ fn cmd_run(a: RunArgs) -> Result<(), Failure> {
 
     // Bind the admin socket before EAL so a clash fails fast.
     let admin = admin::AdminServer::bind(&cfg.admin.socket)?;
-    let result = run(&cfg, &online, &a.eal_args, &stop, &admin);
+    let mut eal_started = false;
+    let result = run(&cfg, &online, &a.eal_args, &stop, &admin, &mut eal_started);
     drop(admin);
-    cleanup_eal_files(&cfg);
+    // Only our own leftovers: if EAL did not start here, the prefix may belong
+    // to another running DPDK process.
+    if eal_started {
+        cleanup_eal_files(&cfg);
+    }
     result
 }
 
@@ -201,12 +206,14 @@ fn run(
     passthrough: &[String],
     stop: &Arc<AtomicBool>,
     admin: &admin::AdminServer,
+    eal_started: &mut bool,
 ) -> Result<(), Failure> {
     let started = Instant::now();
     let args = eal_args::build(cfg, online, passthrough);
     tracing::info!("starting EAL: {}", args[1..].join(" "));
     let eal =
         Eal::init(&args).map_err(|e| format!("{e} (EAL arguments: {})", args[1..].join(" ")))?;
+    *eal_started = true;
     let lcores = eal.worker_lcores();
     if lcores.len() != cfg.workers.cores.len() {
         return Err(format!(
@@ -354,7 +361,11 @@ fn run(
         }
     }
     let final_stats = stats::snapshot(cfg, &ports, &views, started.elapsed(), tsc_hz);
-    drop(ports); // stop + close: AF_XDP detaches its XDP program here
+    // Close every port (stop + close: AF_XDP detaches its XDP program) before
+    // any pool goes: a port's TX ring may hold buffers of another port's pool.
+    let (ports, pools): (Vec<Port>, Vec<Vec<Arc<Mempool>>>) = ports.into_iter().unzip();
+    drop(ports);
+    drop(pools);
     drop(eal); // rte_eal_cleanup once the last DPDK object is gone
     tracing::info!(
         "stopped cleanly: rx {} tx {} packets",

@@ -29,6 +29,8 @@ pub struct LoopStats {
     pub tx_packets: Counter,
     /// Packets dropped because a TX ring was full.
     pub tx_ring_full: Counter,
+    /// Received buffers shared by the driver, copied before being answered.
+    pub rx_copied: Counter,
     /// Set when the loop has returned.
     pub exited: AtomicBool,
 }
@@ -83,6 +85,8 @@ impl Worker {
         let mut empty_polls: u32 = 0;
         let mut next_tick = 0u64;
         let s = self.stats.clone();
+        // Tells the control thread this loop is over, also if it panics.
+        let _exited = ExitFlag(self.stats.clone());
 
         while !self.stop.load(Relaxed) {
             let t0 = dpdk::eal::rdtsc();
@@ -108,13 +112,22 @@ impl Worker {
                     Engine::Stack(stack) => {
                         let (mut pool, mut tx) = (Pool(&self.pool), Tx(&mut self.tx));
                         for m in rxbuf.drain(..) {
+                            // The stack answers in place; a buffer the driver
+                            // shares (external multi-packet RX) is copied first.
+                            let m = if m.is_unique() {
+                                m
+                            } else {
+                                s.rx_copied.inc();
+                                match copy_frame(&self.pool, &m) {
+                                    Some(c) => c,
+                                    None => continue,
+                                }
+                            };
                             stack.receive(now, port, m, &mut pool, &mut tx);
                         }
                     }
                     Engine::L2Reflect => {
-                        for m in rxbuf.iter_mut() {
-                            swap_macs(m.data_mut());
-                        }
+                        rxbuf.retain_mut(|m| m.try_data_mut().map(swap_macs).is_some());
                         self.tx[port].send(&mut rxbuf);
                     }
                 }
@@ -145,8 +158,15 @@ impl Worker {
         // Queues flush on drop; the stack frees what waits for ARP.
         drop(self.engine);
         drop(self.tx);
-        s.exited.store(true, Relaxed);
         0
+    }
+}
+
+struct ExitFlag(Arc<LoopStats>);
+
+impl Drop for ExitFlag {
+    fn drop(&mut self) {
+        self.0.exited.store(true, Relaxed);
     }
 }
 
@@ -165,6 +185,12 @@ impl Worker {
         self.stats.tx_packets.set(sent);
         self.stats.tx_ring_full.set(dropped);
     }
+}
+
+/// A private copy of a single-segment frame, from `pool`.
+fn copy_frame(pool: &Mempool, m: &Mbuf) -> Option<Mbuf> {
+    let mut c = pool.alloc()?;
+    c.extend_from_slice(m.data()).then_some(c)
 }
 
 /// Swap destination and source MAC addresses in place.

@@ -105,17 +105,33 @@ impl Eal {
         }
     }
 
-    /// NUMA socket of an lcore.
+    /// NUMA socket of an lcore; -1 for an id EAL does not know.
     pub fn lcore_socket(&self, lcore: Lcore) -> i32 {
-        // SAFETY: EAL is initialised; out-of-range ids return SOCKET_ID_ANY-ish values.
+        if lcore >= dpdk_sys::RTE_MAX_LCORE {
+            return -1;
+        }
+        // SAFETY: EAL is initialised and the id is inside lcore_config.
         unsafe { dpdk_sys::rte_lcore_to_socket_id(lcore) as i32 }
     }
 
     /// Run `f` on worker `lcore`. The returned handle waits for it.
+    ///
+    /// Must be called from the main lcore (DPDK's launch and wait are main-lcore
+    /// only), and `lcore` must be an enabled worker lcore that is idle.
     pub fn launch<F>(&self, lcore: Lcore, f: F) -> crate::Result<LcoreJoin>
     where
         F: FnOnce() -> i32 + Send + 'static,
     {
+        let op = format!("launch on lcore {lcore}");
+        if current_lcore() != Some(self.main_lcore()) {
+            return Err(Error::other(op, "only the main lcore may launch work"));
+        }
+        if !self.worker_lcores().contains(&lcore) {
+            return Err(Error::other(
+                op,
+                format!("not a worker lcore (workers: {:?})", self.worker_lcores()),
+            ));
+        }
         type Job = Box<dyn FnOnce() -> i32 + Send>;
         unsafe extern "C" fn trampoline(arg: *mut c_void) -> c_int {
             // SAFETY: `arg` is the Box<Job> leaked by `launch` below, handed to
@@ -126,21 +142,25 @@ impl Eal {
         }
         let job: Box<Job> = Box::new(Box::new(f));
         let arg = Box::into_raw(job).cast::<c_void>();
-        // SAFETY: trampoline has the lcore_function_t signature; arg is a valid
-        // Box pointer that the trampoline frees.
+        // SAFETY: we are the main lcore and `lcore` is an enabled worker, so
+        // lcore_config[lcore] is valid and only this thread writes it;
+        // trampoline has the lcore_function_t signature and frees arg.
         let ret = unsafe { dpdk_sys::rte_eal_remote_launch(Some(trampoline), arg, lcore) };
         if ret != 0 {
-            // SAFETY: launch failed, so the trampoline never ran: reclaim the job.
-            drop(unsafe { Box::from_raw(arg.cast::<Job>()) });
-            return Err(Error::from_code(
-                format!("rte_eal_remote_launch(lcore {lcore})"),
-                ret,
-            ));
+            if ret == -(libc::EBUSY) {
+                // SAFETY: EBUSY is returned before the job is handed over: the
+                // trampoline never saw it, so we reclaim it once.
+                drop(unsafe { Box::from_raw(arg.cast::<Job>()) });
+            }
+            // Other failures (EPIPE) may have reached the worker: leak rather
+            // than risk a double free.
+            return Err(Error::from_code(op, ret));
         }
         Ok(LcoreJoin {
             lcore,
             eal: self.clone(),
             done: false,
+            _main_only: std::marker::PhantomData,
         })
     }
 
@@ -166,11 +186,13 @@ pub fn current_lcore() -> Option<Lcore> {
 }
 
 /// Waits for a launched lcore function; waits on drop if not joined.
+/// Not `Send`: DPDK's wait is for the main lcore, which launched it.
 #[derive(Debug)]
 pub struct LcoreJoin {
     lcore: Lcore,
     eal: Eal,
     done: bool,
+    _main_only: std::marker::PhantomData<*const ()>,
 }
 
 impl LcoreJoin {
@@ -182,7 +204,8 @@ impl LcoreJoin {
     pub fn join(mut self) -> i32 {
         self.done = true;
         let _ = &self.eal;
-        // SAFETY: the lcore was launched by us and is waited for once.
+        // SAFETY: the lcore was launched by us, from this (main) thread, and is
+        // waited for once.
         unsafe { dpdk_sys::rte_eal_wait_lcore(self.lcore) }
     }
 }

@@ -1,6 +1,7 @@
 //! Owned packet buffers.
 
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU16, Ordering};
 
 use dpdk_sys::rte_mbuf;
 
@@ -8,14 +9,24 @@ use dpdk_sys::rte_mbuf;
 ///
 /// `repr(transparent)` over the raw pointer so that bursts can be received into
 /// and sent from `[Mbuf]` storage without conversion.
+///
+/// Ownership rules that keep this sound:
+/// - [`Mbuf::share`] is the only way to make a second handle, and it bumps the
+///   reference count of every segment. So a head with refcount 1 has no other
+///   handle anywhere in its chain, provided nothing shared was ever linked in,
+///   which [`Mbuf::chain`] refuses.
+/// - Header edits (lengths, links) and data writes need refcount 1, and data
+///   writes also need the data not to be attached from elsewhere.
+/// - No `&rte_mbuf` is ever made: fields are read through the raw pointer,
+///   because another holder may change the refcount atomically meanwhile.
 #[repr(transparent)]
 #[derive(Debug)]
 pub struct Mbuf {
     raw: NonNull<rte_mbuf>,
 }
 
-// SAFETY: an Mbuf is the unique owner of its reference to the buffer; freeing
-// from any thread is allowed (without an lcore cache off EAL threads).
+// SAFETY: an Mbuf is the owner of its reference to the buffer; freeing from
+// any thread is allowed (without an lcore cache off EAL threads).
 unsafe impl Send for Mbuf {}
 
 /// RX checksum verdict the NIC left in the mbuf's offload flags.
@@ -33,7 +44,48 @@ const IP_BAD: u64 = dpdk_sys::RTE_MBUF_F_RX_IP_CKSUM_BAD as u64;
 const L4_MASK: u64 = dpdk_sys::RTE_MBUF_F_RX_L4_CKSUM_MASK as u64;
 const L4_GOOD: u64 = dpdk_sys::RTE_MBUF_F_RX_L4_CKSUM_GOOD as u64;
 const L4_BAD: u64 = dpdk_sys::RTE_MBUF_F_RX_L4_CKSUM_BAD as u64;
-const SHARED_BUF: u64 = dpdk_sys::RTE_MBUF_F_INDIRECT | dpdk_sys::RTE_MBUF_F_EXTERNAL;
+const INDIRECT: u64 = dpdk_sys::RTE_MBUF_F_INDIRECT;
+const EXTERNAL: u64 = dpdk_sys::RTE_MBUF_F_EXTERNAL;
+
+/// Read a header field of a segment pointer, without making a reference.
+macro_rules! field {
+    ($seg:expr, $f:ident) => {
+        // SAFETY: `$seg` points at a valid mbuf we hold a reference to; a raw
+        // place read of one field makes no reference to the header, and fields
+        // other than `refcnt` are written only by a sole owner.
+        unsafe { (*$seg).$f }
+    };
+}
+
+/// Atomic view of a segment's reference count (what rte_mbuf_refcnt_read does).
+#[inline]
+fn seg_refcnt(seg: *mut rte_mbuf) -> u16 {
+    // SAFETY: `refcnt` is a naturally aligned u16 inside a valid mbuf that DPDK
+    // changes only atomically. Acquire pairs with the release decrement of a
+    // holder that dropped its reference, so its accesses happen before ours.
+    unsafe { AtomicU16::from_ptr(&raw mut (*seg).refcnt).load(Ordering::Acquire) }
+}
+
+/// True when nobody else can see this segment's header or bytes.
+#[inline]
+fn seg_unique(seg: *mut rte_mbuf) -> bool {
+    if seg_refcnt(seg) != 1 {
+        return false;
+    }
+    let flags = field!(seg, ol_flags);
+    if flags & INDIRECT != 0 {
+        return false; // bytes belong to another mbuf
+    }
+    if flags & EXTERNAL != 0 {
+        let shinfo = field!(seg, shinfo);
+        // SAFETY: an EXTERNAL mbuf has a valid shared-info block; its refcount
+        // is changed only atomically.
+        return !shinfo.is_null()
+            && unsafe { AtomicU16::from_ptr(&raw mut (*shinfo).refcnt).load(Ordering::Acquire) }
+                == 1;
+    }
+    true
+}
 
 impl Mbuf {
     /// # Safety
@@ -44,22 +96,47 @@ impl Mbuf {
     }
 
     #[inline]
-    fn m(&self) -> &rte_mbuf {
-        // SAFETY: we own a reference to a valid mbuf; header fields are not
-        // written by anyone else while we hold it (refcount only via atomics).
-        unsafe { self.raw.as_ref() }
+    fn p(&self) -> *mut rte_mbuf {
+        self.raw.as_ptr()
     }
 
+    /// Header edits are seen by every handle made with [`Mbuf::share`], so
+    /// they need the only one.
     #[inline]
-    fn m_mut(&mut self) -> &mut rte_mbuf {
-        // SAFETY: as in `m`, and &mut self makes this handle's access exclusive.
-        unsafe { self.raw.as_mut() }
+    fn assert_sole_header(&self, op: &str) {
+        assert!(
+            seg_refcnt(self.p()) == 1,
+            "Mbuf::{op} on a shared mbuf header"
+        );
+    }
+
+    /// Every segment of the chain from `self` is uniquely ours.
+    fn chain_unique(&self) -> bool {
+        let mut seg = self.p();
+        while !seg.is_null() {
+            if !seg_unique(seg) {
+                return false;
+            }
+            seg = field!(seg, next);
+        }
+        true
+    }
+
+    fn last_segment(&self) -> *mut rte_mbuf {
+        let mut seg = self.p();
+        loop {
+            let next = field!(seg, next);
+            if next.is_null() {
+                return seg;
+            }
+            seg = next;
+        }
     }
 
     /// Bytes in this segment.
     #[inline]
     pub fn len(&self) -> usize {
-        self.m().data_len as usize
+        usize::from(field!(self.p(), data_len))
     }
 
     #[inline]
@@ -70,78 +147,101 @@ impl Mbuf {
     /// Bytes in the whole chain.
     #[inline]
     pub fn pkt_len(&self) -> usize {
-        self.m().pkt_len as usize
+        field!(self.p(), pkt_len) as usize
     }
 
     /// Segments in the chain (1 for a single buffer).
     #[inline]
     pub fn nb_segs(&self) -> u16 {
-        self.m().nb_segs
+        field!(self.p(), nb_segs)
     }
 
     #[inline]
     pub fn headroom(&self) -> usize {
-        self.m().data_off as usize
+        usize::from(field!(self.p(), data_off))
     }
 
+    /// Free bytes after the data of the last segment.
     #[inline]
     pub fn tailroom(&self) -> usize {
-        let m = self.m();
-        m.buf_len as usize - m.data_off as usize - m.data_len as usize
+        let seg = self.last_segment();
+        usize::from(field!(seg, buf_len))
+            - usize::from(field!(seg, data_off))
+            - usize::from(field!(seg, data_len))
     }
 
     /// This segment's bytes.
     #[inline]
     pub fn data(&self) -> &[u8] {
-        let m = self.m();
+        let p = self.p();
+        let (addr, off, len) = (
+            field!(p, buf_addr),
+            field!(p, data_off),
+            field!(p, data_len),
+        );
         // SAFETY: buf_addr+data_off..+data_len lies inside the buffer and was
-        // written (by the NIC, or through append/prepend which initialise).
+        // written (by the NIC, or through append/prepend which initialise); it
+        // is not written while shared, and &self keeps our reference alive.
         unsafe {
-            std::slice::from_raw_parts(
-                (m.buf_addr as *const u8).add(m.data_off as usize),
-                m.data_len as usize,
-            )
+            std::slice::from_raw_parts((addr as *const u8).add(usize::from(off)), usize::from(len))
         }
     }
 
     /// This segment's bytes, writable.
     ///
     /// # Panics
-    /// If the buffer is shared (refcount above one, or attached to another
-    /// buffer's data): writing would change what another holder sees.
+    /// If the buffer is shared (refcount above one, or data attached from
+    /// another buffer still referenced elsewhere): another holder would see the
+    /// write. Use [`Mbuf::try_data_mut`] on buffers that may be shared.
     #[inline]
     pub fn data_mut(&mut self) -> &mut [u8] {
-        assert!(self.is_unique(), "Mbuf::data_mut on a shared buffer");
-        let m = self.m_mut();
-        // SAFETY: as in `data`, and the buffer is not shared with any other holder.
-        unsafe {
-            std::slice::from_raw_parts_mut(
-                (m.buf_addr as *mut u8).add(m.data_off as usize),
-                m.data_len as usize,
-            )
-        }
+        self.try_data_mut()
+            .expect("Mbuf::data_mut on a shared buffer")
     }
 
-    /// Header edits (lengths, offsets, links) are seen by every handle made
-    /// with [`Mbuf::share`], so they need the only one.
+    /// This segment's bytes, writable, or `None` if the buffer is shared.
     #[inline]
-    fn assert_sole_header(&self, op: &str) {
-        assert!(self.refcnt() == 1, "Mbuf::{op} on a shared mbuf header");
+    pub fn try_data_mut(&mut self) -> Option<&mut [u8]> {
+        let p = self.p();
+        if !seg_unique(p) {
+            return None;
+        }
+        let (addr, off, len) = (
+            field!(p, buf_addr),
+            field!(p, data_off),
+            field!(p, data_len),
+        );
+        // SAFETY: as in `data`, and no other holder can see these bytes.
+        Some(unsafe {
+            std::slice::from_raw_parts_mut(
+                (addr as *mut u8).add(usize::from(off)),
+                usize::from(len),
+            )
+        })
     }
 
     /// True when no other handle can see this segment's bytes.
     #[inline]
     pub fn is_unique(&self) -> bool {
-        self.refcnt() == 1 && self.m().ol_flags & SHARED_BUF == 0
+        seg_unique(self.p())
     }
 
-    /// Grow the tail of the last segment by `n` zeroed bytes; `None` if it
-    /// lacks tailroom.
+    /// Grow the tail of the last segment by `n` zeroed bytes; `None` (and no
+    /// change) if it lacks tailroom.
+    ///
+    /// # Panics
+    /// If the last segment is shared.
     pub fn append(&mut self, n: usize) -> Option<&mut [u8]> {
-        assert!(self.is_unique(), "Mbuf::append on a shared buffer");
-        // SAFETY: valid owned mbuf; DPDK checks tailroom and returns NULL if short.
-        let p = unsafe { dpdk_sys::rte_pktmbuf_append(self.raw.as_ptr(), n as u16) } as *mut u8;
-        if p.is_null() || n > u16::MAX as usize {
+        self.assert_sole_header("append");
+        assert!(
+            seg_unique(self.last_segment()),
+            "Mbuf::append on a shared segment"
+        );
+        let n16 = u16::try_from(n).ok()?;
+        // SAFETY: valid owned mbuf; DPDK checks tailroom and returns NULL,
+        // changing nothing, if short.
+        let p = unsafe { dpdk_sys::rte_pktmbuf_append(self.p(), n16) } as *mut u8;
+        if p.is_null() {
             return None;
         }
         // SAFETY: DPDK reserved n bytes at p inside the last segment; they are
@@ -164,13 +264,14 @@ impl Mbuf {
     }
 
     /// Grow the front by `n` zeroed bytes; `None` if headroom is short.
+    ///
+    /// # Panics
+    /// If the buffer is shared.
     pub fn prepend(&mut self, n: usize) -> Option<&mut [u8]> {
         assert!(self.is_unique(), "Mbuf::prepend on a shared buffer");
-        if n > u16::MAX as usize {
-            return None;
-        }
+        let n16 = u16::try_from(n).ok()?;
         // SAFETY: valid owned mbuf; DPDK checks headroom.
-        let p = unsafe { dpdk_sys::rte_pktmbuf_prepend(self.raw.as_ptr(), n as u16) } as *mut u8;
+        let p = unsafe { dpdk_sys::rte_pktmbuf_prepend(self.p(), n16) } as *mut u8;
         if p.is_null() {
             return None;
         }
@@ -185,37 +286,61 @@ impl Mbuf {
     /// longer than the segment.
     pub fn adj(&mut self, n: usize) -> bool {
         self.assert_sole_header("adj");
-        // SAFETY: valid owned mbuf; DPDK checks the length.
-        n <= u16::MAX as usize
-            && !unsafe { dpdk_sys::rte_pktmbuf_adj(self.raw.as_ptr(), n as u16) }.is_null()
+        let Ok(n) = u16::try_from(n) else {
+            return false;
+        };
+        // SAFETY: valid owned mbuf with a header only we see; DPDK checks the length.
+        !unsafe { dpdk_sys::rte_pktmbuf_adj(self.p(), n) }.is_null()
     }
 
     /// Drop `n` bytes from the end of the last segment. False if too long.
     pub fn trim(&mut self, n: usize) -> bool {
         self.assert_sole_header("trim");
-        // SAFETY: valid owned mbuf; DPDK checks the length.
-        n <= u16::MAX as usize
-            && unsafe { dpdk_sys::rte_pktmbuf_trim(self.raw.as_ptr(), n as u16) } == 0
+        assert!(
+            seg_refcnt(self.last_segment()) == 1,
+            "Mbuf::trim on a shared segment"
+        );
+        let Ok(n) = u16::try_from(n) else {
+            return false;
+        };
+        // SAFETY: valid owned chain whose last header only we see; DPDK checks the length.
+        unsafe { dpdk_sys::rte_pktmbuf_trim(self.p(), n) == 0 }
     }
 
-    /// Shorten a single-segment buffer to `len` bytes (no-op if already shorter).
+    /// Shorten a single-segment buffer to `len` bytes (no-op if already
+    /// shorter, or if it is a chain).
     pub fn truncate(&mut self, len: usize) {
         self.assert_sole_header("truncate");
         if self.nb_segs() == 1 && len < self.len() {
-            let m = self.m_mut();
-            m.data_len = len as u16;
-            m.pkt_len = len as u32;
+            let p = self.raw_mut();
+            // SAFETY: sole owner of this header (checked above); raw place writes.
+            unsafe {
+                (*p).data_len = len as u16;
+                (*p).pkt_len = len as u32;
+            }
         }
+    }
+
+    #[inline]
+    fn raw_mut(&mut self) -> *mut rte_mbuf {
+        self.raw.as_ptr()
     }
 
     /// Link `tail` after this chain's last segment. Gives `tail` back if the
     /// chain would have too many segments.
+    ///
+    /// # Panics
+    /// If either chain has a segment shared with another handle: linking would
+    /// change what that handle sees and frees.
     pub fn chain(&mut self, tail: Mbuf) -> Result<(), Mbuf> {
-        self.assert_sole_header("chain");
-        let t = tail.raw.as_ptr();
-        // SAFETY: both valid; on success DPDK takes over `tail`'s reference as
-        // part of this chain, on failure nothing changes.
-        if unsafe { dpdk_sys::rte_pktmbuf_chain(self.raw.as_ptr(), t) } == 0 {
+        assert!(
+            self.chain_unique() && tail.chain_unique(),
+            "Mbuf::chain with a shared segment"
+        );
+        let t = tail.p();
+        // SAFETY: both chains are valid and wholly ours; on success DPDK takes
+        // over `tail`'s reference as part of this chain, on failure nothing changes.
+        if unsafe { dpdk_sys::rte_pktmbuf_chain(self.p(), t) } == 0 {
             std::mem::forget(tail);
             Ok(())
         } else {
@@ -231,55 +356,64 @@ impl Mbuf {
         }
     }
 
-    /// Copy a chain into one contiguous segment when it fits. False if it does
-    /// not (too long for one buffer).
+    /// Copy a chain into its first segment when it fits (freeing the others).
+    /// False, with nothing changed, if it does not fit or a segment is shared.
     pub fn linearize(&mut self) -> bool {
-        // SAFETY: valid owned chain.
-        unsafe { dpdk_sys::rte_pktmbuf_linearize(self.raw.as_ptr()) == 0 }
+        if self.nb_segs() == 1 {
+            return true;
+        }
+        if !self.chain_unique() {
+            return false;
+        }
+        // SAFETY: valid chain, every segment ours alone.
+        unsafe { dpdk_sys::rte_pktmbuf_linearize(self.p()) == 0 }
     }
 
     /// Reference count of this segment.
     #[inline]
     pub fn refcnt(&self) -> u16 {
-        // SAFETY: `refcnt` is a naturally aligned u16 inside a valid mbuf that
-        // DPDK changes only with atomic operations; a relaxed atomic load is
-        // exactly rte_mbuf_refcnt_read, without the out-of-line wrapper call.
-        unsafe {
-            std::sync::atomic::AtomicU16::from_ptr(std::ptr::addr_of_mut!(
-                (*self.raw.as_ptr()).refcnt
-            ))
-            .load(std::sync::atomic::Ordering::Relaxed)
-        }
+        seg_refcnt(self.p())
     }
 
     /// Another handle to the same chain (refcount +1 on every segment). Both
     /// handles become read-only until one is dropped.
+    ///
+    /// # Panics
+    /// If a segment's reference count is already at its maximum.
     pub fn share(&self) -> Mbuf {
-        // SAFETY: valid chain; rte_pktmbuf_refcnt_update bumps each segment.
-        unsafe { dpdk_sys::rte_pktmbuf_refcnt_update(self.raw.as_ptr(), 1) };
+        let mut seg = self.p();
+        while !seg.is_null() {
+            assert!(
+                seg_refcnt(seg) < u16::MAX,
+                "Mbuf::share: reference count would overflow"
+            );
+            seg = field!(seg, next);
+        }
+        // SAFETY: valid chain; rte_pktmbuf_refcnt_update bumps each segment atomically.
+        unsafe { dpdk_sys::rte_pktmbuf_refcnt_update(self.p(), 1) };
         Mbuf { raw: self.raw }
     }
 
     /// Input port the NIC tagged.
     #[inline]
     pub fn port(&self) -> u16 {
-        self.m().port
+        field!(self.p(), port)
     }
 
     /// The NIC's RSS hash, if it supplied one.
     #[inline]
     pub fn rss_hash(&self) -> Option<u32> {
-        let m = self.m();
-        // SAFETY: `hash` is a union of plain integers, so reading `rss` is
-        // always defined; it is meaningful when RSS_HASH is flagged.
-        let rss = unsafe { m.__bindgen_anon_2.hash.rss };
-        (m.ol_flags & dpdk_sys::RTE_MBUF_F_RX_RSS_HASH as u64 != 0).then_some(rss)
+        let p = self.p();
+        // SAFETY: `hash` is a union of plain integers, so reading `rss` through
+        // the raw pointer is always defined; it is meaningful when RSS_HASH is set.
+        let rss = unsafe { (*p).__bindgen_anon_2.hash.rss };
+        (field!(p, ol_flags) & dpdk_sys::RTE_MBUF_F_RX_RSS_HASH as u64 != 0).then_some(rss)
     }
 
     /// The device's verdict on the IPv4 header checksum.
     #[inline]
     pub fn rx_ip_checksum(&self) -> RxChecksum {
-        match self.m().ol_flags & IP_MASK {
+        match field!(self.p(), ol_flags) & IP_MASK {
             f if f == IP_GOOD => RxChecksum::Good,
             f if f == IP_BAD => RxChecksum::Bad,
             _ => RxChecksum::Unknown,
@@ -289,25 +423,10 @@ impl Mbuf {
     /// The device's verdict on the L4 checksum.
     #[inline]
     pub fn rx_l4_checksum(&self) -> RxChecksum {
-        match self.m().ol_flags & L4_MASK {
+        match field!(self.p(), ol_flags) & L4_MASK {
             f if f == L4_GOOD => RxChecksum::Good,
             f if f == L4_BAD => RxChecksum::Bad,
             _ => RxChecksum::Unknown,
-        }
-    }
-
-    /// Reset to an empty buffer with default headroom, keeping the memory.
-    pub fn reset(&mut self) {
-        assert!(self.is_unique(), "Mbuf::reset on a shared buffer");
-        // SAFETY: valid owned mbuf; frees nothing (chained segments are not
-        // touched by reset, so drop them first).
-        unsafe {
-            let next = (*self.raw.as_ptr()).next;
-            if !next.is_null() {
-                (*self.raw.as_ptr()).next = std::ptr::null_mut();
-                dpdk_sys::rte_pktmbuf_free(next);
-            }
-            dpdk_sys::rte_pktmbuf_reset(self.raw.as_ptr());
         }
     }
 }
@@ -316,7 +435,7 @@ impl Drop for Mbuf {
     #[inline]
     fn drop(&mut self) {
         // SAFETY: we own one reference to a valid chain; free releases it.
-        unsafe { dpdk_sys::rte_pktmbuf_free(self.raw.as_ptr()) }
+        unsafe { dpdk_sys::rte_pktmbuf_free(self.p()) }
     }
 }
 
@@ -343,15 +462,16 @@ pub struct Segments<'a> {
 impl<'a> Iterator for Segments<'a> {
     type Item = &'a [u8];
     fn next(&mut self) -> Option<&'a [u8]> {
-        let seg = self.cur?;
-        // SAFETY: segments of a chain we borrow stay valid for 'a.
-        unsafe {
-            let m = seg.as_ref();
-            self.cur = NonNull::new(m.next);
-            Some(std::slice::from_raw_parts(
-                (m.buf_addr as *const u8).add(m.data_off as usize),
-                m.data_len as usize,
-            ))
-        }
+        let seg = self.cur?.as_ptr();
+        self.cur = NonNull::new(field!(seg, next));
+        let (addr, off, len) = (
+            field!(seg, buf_addr),
+            field!(seg, data_off),
+            field!(seg, data_len),
+        );
+        // SAFETY: segments of a chain we borrow stay valid, and unwritten, for 'a.
+        Some(unsafe {
+            std::slice::from_raw_parts((addr as *const u8).add(usize::from(off)), usize::from(len))
+        })
     }
 }

@@ -288,6 +288,9 @@ impl Port {
         if rc != 0 {
             return Err(fail("rte_eth_dev_configure", rc));
         }
+        // From here a failure must close the device again: a half set-up
+        // AF_XDP port keeps its XDP program on the interface and blackholes it.
+        let guard = CloseOnError(Some(id));
         let (mut nrx, mut ntx) = (cfg.rx_descriptors, cfg.tx_descriptors);
         // SAFETY: valid id and out pointers.
         let rc = unsafe { sys::rte_eth_dev_adjust_nb_rx_tx_desc(id, &mut nrx, &mut ntx) };
@@ -339,10 +342,9 @@ impl Port {
         // SAFETY: configured above.
         let rc = unsafe { sys::rte_eth_dev_start(id) };
         if rc != 0 {
-            // SAFETY: close what we configured.
-            unsafe { sys::rte_eth_dev_close(id) };
             return Err(fail("start", rc));
         }
+        guard.disarm();
         Ok(Port {
             shared: Arc::new(Shared {
                 id,
@@ -409,6 +411,8 @@ impl Port {
         Some(TxQueue {
             id: self.shared.id,
             q,
+            multi_segs: self.shared.tx_offloads & TX_MULTI_SEGS != 0,
+            unsendable: 0,
             batch,
             pending: Vec::with_capacity(batch),
             sent: 0,
@@ -484,6 +488,24 @@ impl Port {
     }
 }
 
+/// Closes a configured device unless disarmed.
+struct CloseOnError(Option<u16>);
+
+impl CloseOnError {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CloseOnError {
+    fn drop(&mut self) {
+        if let Some(id) = self.0 {
+            // SAFETY: the device was configured by us and no queue handle exists.
+            unsafe { sys::rte_eth_dev_close(id) };
+        }
+    }
+}
+
 fn port_name(id: u16) -> String {
     let mut buf = [0 as std::ffi::c_char; sys::RTE_ETH_NAME_MAX_LEN as usize];
     // SAFETY: buf is RTE_ETH_NAME_MAX_LEN long, as DPDK requires.
@@ -546,6 +568,10 @@ impl RxQueue {
 pub struct TxQueue {
     id: u16,
     q: u16,
+    /// The device takes chained mbufs; if not, chains are linearised first.
+    multi_segs: bool,
+    /// Chains that could not be linearised for a single-segment device.
+    unsendable: u64,
     batch: usize,
     pending: Vec<Mbuf>,
     sent: u64,
@@ -577,6 +603,13 @@ impl TxQueue {
     /// Returns how many the device took; the rest are freed and counted.
     #[inline]
     pub fn send(&mut self, bufs: &mut Vec<Mbuf>) -> usize {
+        if !self.multi_segs && bufs.iter().any(|m| m.nb_segs() > 1) {
+            // Without MULTI_SEGS a driver may send only the head segment and
+            // leak the rest: copy chains into one buffer, or drop them.
+            let before = bufs.len();
+            bufs.retain_mut(Mbuf::linearize);
+            self.unsendable += (before - bufs.len()) as u64;
+        }
         let len = bufs.len();
         if len == 0 {
             return 0;
@@ -608,6 +641,11 @@ impl TxQueue {
     /// Packets dropped because the TX ring was full.
     pub fn dropped(&self) -> u64 {
         self.dropped
+    }
+    /// Chained packets dropped because the device takes single segments only
+    /// and the chain did not fit one buffer.
+    pub fn unsendable(&self) -> u64 {
+        self.unsendable
     }
     pub fn port_id(&self) -> u16 {
         self.id

@@ -79,6 +79,35 @@ fn mbufs(pool: &Mempool) {
     assert_eq!((m.nb_segs(), m.data()), (1, &b"\0\0\0\0p-tail"[..]));
     assert_eq!(pool.in_use(), 1, "linearize freed the second segment");
 
+    // Shared segments are never linked into (or linearised out of) a chain.
+    let lone = pool.alloc().unwrap();
+    let lone2 = lone.share();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut head = pool.alloc().unwrap();
+        let _ = head.chain(lone2);
+    }));
+    assert!(r.is_err(), "chaining a shared segment must be refused");
+    assert_eq!(
+        lone.refcnt(),
+        1,
+        "the refused tail was freed once, not twice"
+    );
+    drop(lone);
+    let mut c = pool.alloc().unwrap();
+    assert!(c.extend_from_slice(b"a"));
+    let mut t = pool.alloc().unwrap();
+    assert!(t.extend_from_slice(b"b"));
+    c.chain(t).map_err(|_| "chain").unwrap();
+    let c2 = c.share();
+    assert!(!c.linearize(), "a shared chain is not rewritten");
+    assert_eq!(c.nb_segs(), 2);
+    drop((c, c2));
+    // An oversized append changes nothing (no u16 wrap-around).
+    let mut big = pool.alloc().unwrap();
+    assert!(big.append(65536 + 10).is_none());
+    assert_eq!(big.len(), 0);
+    drop(big);
+
     // Reference counts: shared buffers are read-only.
     let shared = m.share();
     assert_eq!((m.refcnt(), shared.refcnt()), (2, 2));
@@ -149,6 +178,18 @@ fn port(eal: &Eal, pool: &Arc<Mempool>) {
 }
 
 fn launch(eal: &Eal) {
+    assert!(
+        eal.launch(0, || 0).is_err(),
+        "the main lcore is not a worker"
+    );
+    assert!(eal.launch(4000, || 0).is_err(), "no such lcore");
+    assert_eq!(eal.lcore_socket(4000), -1);
+    let e2 = eal.clone();
+    let from_other_thread =
+        std::thread::spawn(move || e2.launch(1, || 0).err().map(|e| e.to_string()))
+            .join()
+            .unwrap();
+    assert!(from_other_thread.unwrap().contains("only the main lcore"));
     let h = eal.launch(1, || 7).unwrap();
     assert_eq!(h.lcore(), 1);
     assert_eq!(h.join(), 7);

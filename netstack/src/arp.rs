@@ -50,7 +50,10 @@ pub(crate) struct ArpCache<F> {
 impl<F> ArpCache<F> {
     pub(crate) fn new(p: ArpParams) -> Self {
         ArpCache {
-            entries: HashMap::with_capacity_and_hasher(p.max_entries.min(4096), Default::default()),
+            entries: HashMap::with_capacity_and_hasher(
+                p.max_entries.min(1 << 16),
+                Default::default(),
+            ),
             incomplete: Vec::new(),
             pending_total: 0,
             last_sweep: None,
@@ -193,8 +196,12 @@ impl<F> ArpCache<F> {
             .min()
     }
 
-    /// Make room for one entry, evicting expired ones at most once per request
-    /// interval (so a full table does not turn every miss into a scan).
+    /// Make room for one entry: sweep expired entries (at most once per
+    /// request interval, so a full table does not turn every miss into a
+    /// scan), else evict one learned entry. Evicting beats refusing: a host
+    /// that fills the table with spoofed senders then costs real neighbours a
+    /// re-resolution, not their reachability. Incomplete entries (which hold
+    /// packets) are never evicted; they are bounded by `max_pending_total`.
     fn make_room(&mut self, now: Instant) -> bool {
         if self.entries.len() < self.p.max_entries {
             return true;
@@ -207,7 +214,15 @@ impl<F> ArpCache<F> {
             self.entries
                 .retain(|_, e| !matches!(e, Entry::Reachable { expires, .. } if *expires <= now));
         }
-        self.entries.len() < self.p.max_entries
+        if self.entries.len() < self.p.max_entries {
+            return true;
+        }
+        let victim = self
+            .entries
+            .iter()
+            .find(|(_, e)| matches!(e, Entry::Reachable { .. }))
+            .map(|(k, _)| *k);
+        victim.is_some_and(|k| self.entries.remove(&k).is_some())
     }
 
     #[cfg(test)]

@@ -66,8 +66,12 @@ struct Iface {
 }
 
 impl Iface {
+    /// A host address of this interface's subnet (not its network or
+    /// broadcast address, except on a /31 where both are hosts, RFC 3021).
     fn on_link(&self, ip: Ipv4Addr) -> bool {
-        (u32::from(ip) ^ u32::from(self.addr)) & self.mask == 0 && ip != self.broadcast
+        let in_subnet = (u32::from(ip) ^ u32::from(self.addr)) & self.mask == 0;
+        let network = Ipv4Addr::from(u32::from(self.addr) & self.mask);
+        in_subnet && (self.mask == !1 || (ip != self.broadcast && ip != network))
     }
 }
 
@@ -167,9 +171,10 @@ impl<F: Frame> Stack<F> {
         if !eth.src_addr().is_unicast() {
             return self.stats.record_drop(DropReason::EthBadSource);
         }
+        let l2_broadcast = dst.is_broadcast();
         match eth.ethertype() {
             EthernetProtocol::Arp => self.receive_arp(now, iface, frame, tx),
-            EthernetProtocol::Ipv4 => self.receive_ipv4(now, iface, frame, pool, tx),
+            EthernetProtocol::Ipv4 => self.receive_ipv4(now, iface, frame, l2_broadcast, pool, tx),
             _ => self.stats.record_drop(DropReason::EthUnsupportedType),
         }
     }
@@ -204,7 +209,7 @@ impl<F: Frame> Stack<F> {
         // An RFC 5227 probe (sender 0.0.0.0) asking for our address gets a reply
         // but teaches us nothing.
         let probe = spa.is_unspecified();
-        let on_link = ifc.on_link(spa) && spa != Ipv4Addr::from(u32::from(ifc.addr) & ifc.mask);
+        let on_link = ifc.on_link(spa);
         if tpa != ifc.addr {
             if on_link {
                 // RFC 826 merge: refresh an entry we already have.
@@ -256,6 +261,7 @@ impl<F: Frame> Stack<F> {
         now: Instant,
         iface: usize,
         mut frame: F,
+        l2_broadcast: bool,
         pool: &mut P,
         tx: &mut T,
     ) where
@@ -295,6 +301,9 @@ impl<F: Frame> Stack<F> {
                 DropReason::Ipv4NotForUs
             };
             return self.stats.record_drop(why);
+        }
+        if l2_broadcast {
+            return self.stats.record_drop(DropReason::Ipv4UnicastInL2Broadcast);
         }
         if src.is_broadcast()
             || src.is_multicast()

@@ -39,6 +39,8 @@ pub enum DropReason {
     Ipv4NotForUs,
     /// Destination is a broadcast or multicast address.
     Ipv4Broadcast,
+    /// A unicast IP destination in a link-layer broadcast (RFC 1122 §3.3.6).
+    Ipv4UnicastInL2Broadcast,
     /// Source is broadcast, multicast, unspecified, loopback or ours.
     Ipv4BadSource,
     /// A protocol this stack does not (yet) handle.
@@ -61,7 +63,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 25] = [
+    pub const ALL: [DropReason; 26] = [
         DropReason::EthTruncated,
         DropReason::EthNotForUs,
         DropReason::EthBadSource,
@@ -77,6 +79,7 @@ impl DropReason {
         DropReason::Ipv4Fragment,
         DropReason::Ipv4NotForUs,
         DropReason::Ipv4Broadcast,
+        DropReason::Ipv4UnicastInL2Broadcast,
         DropReason::Ipv4BadSource,
         DropReason::Ipv4UnsupportedProtocol,
         DropReason::IcmpMalformed,
@@ -107,6 +110,7 @@ impl DropReason {
             DropReason::Ipv4Fragment => "ipv4_fragment",
             DropReason::Ipv4NotForUs => "ipv4_not_for_us",
             DropReason::Ipv4Broadcast => "ipv4_broadcast",
+            DropReason::Ipv4UnicastInL2Broadcast => "ipv4_unicast_in_l2_broadcast",
             DropReason::Ipv4BadSource => "ipv4_bad_source",
             DropReason::Ipv4UnsupportedProtocol => "ipv4_unsupported_protocol",
             DropReason::IcmpMalformed => "icmp_malformed",
@@ -156,6 +160,8 @@ pub struct Stats {
     pub arp_requests_tx: Counter,
     pub arp_replies_tx: Counter,
     pub icmp_echo_rx: Counter,
+    /// Echo replies built: sent at once, or queued for ARP (and then either
+    /// sent or counted as `arp_unresolved`/`arp_pending_full`).
     pub icmp_echo_tx: Counter,
     pub ipv4_rx: Counter,
     /// Frames whose checksum the device had already verified.

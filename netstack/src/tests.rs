@@ -548,3 +548,49 @@ fn mutated_frames_never_panic_and_every_frame_is_accounted() {
         "the mutation kept some frames valid"
     );
 }
+
+#[test]
+fn unicast_ip_in_a_link_layer_broadcast_is_dropped() {
+    let mut h = Harness::new();
+    let mut e = ECHO_REQUEST.to_vec();
+    e[0..6].copy_from_slice(&[0xff; 6]);
+    h.rx(&e);
+    assert_eq!(h.dropped(DropReason::Ipv4UnicastInL2Broadcast), 1);
+    assert!(h.sent().is_empty());
+}
+
+#[test]
+fn on_a_31_both_addresses_are_neighbours() {
+    // 10.0.0.1/31: the peer is 10.0.0.0, the "network" address of a longer prefix.
+    let mut h = Harness::with(|c| {
+        c.ifaces[0].prefix_len = 31;
+        c.ifaces[0].gateway = None;
+    });
+    let mut req = ARP_REQUEST.to_vec();
+    req[31] = 0; // sender 10.0.0.0
+    h.rx(&req);
+    let out = h.sent();
+    assert_eq!(out.len(), 1, "the /31 peer gets an ARP reply");
+    assert_eq!(&out[0][38..42], &[10, 0, 0, 0]);
+}
+
+#[test]
+fn a_full_neighbour_table_evicts_rather_than_refuses() {
+    let mut h = Harness::with(|c| c.arp.max_entries = 4);
+    // Four "neighbours" announce themselves (as a spoofer could).
+    for host in 10..14u8 {
+        let mut req = ARP_REQUEST.to_vec();
+        req[31] = host;
+        req[27] = host;
+        h.rx(&req);
+    }
+    h.sent();
+    assert_eq!(h.stack.arp_entries(), 4);
+    // A real neighbour still gets resolved.
+    h.rx(&ECHO_REQUEST);
+    assert_eq!(h.sent(), vec![ARP_REQUEST_FROM_US.to_vec()]);
+    h.rx(&ARP_REPLY_FROM_PEER);
+    assert_eq!(h.sent(), vec![ECHO_REPLY_EXPECTED.to_vec()]);
+    assert_eq!(h.dropped(DropReason::ArpTableFull), 0);
+    assert_eq!(h.stack.arp_entries(), 4);
+}

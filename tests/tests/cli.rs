@@ -63,3 +63,31 @@ fn help_explains_the_commands() {
         assert!(text.contains(want), "--help lacks {want}:\n{text}");
     }
 }
+
+#[test]
+fn admin_socket_path_holding_a_file_is_never_replaced() {
+    let dir = std::env::temp_dir().join(format!("dp-cli-file-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let victim = dir.join("not-a-socket");
+    std::fs::write(&victim, "precious").unwrap();
+    let cfg = dir.join("dp.yaml");
+    let yaml = dataplane_config_with_socket(&victim);
+    std::fs::write(&cfg, yaml).unwrap();
+    let out = sh_output(&format!(
+        "{} --config {}",
+        dataplane_bin().display(),
+        cfg.display()
+    ));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("exists and is not a socket"), "{err}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn dataplane_config_with_socket(path: &std::path::Path) -> String {
+    format!(
+        "workers: {{cores: [1]}}\nports:\n  - {{name: a, device: net_null0, address: 10.0.0.1/24}}\nadmin: {{socket: {}}}\n",
+        path.display()
+    )
+}
