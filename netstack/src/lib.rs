@@ -27,6 +27,7 @@ mod frame;
 mod iface;
 mod route;
 mod stats;
+pub mod tcp;
 pub mod time;
 
 #[cfg(feature = "dpdk")]

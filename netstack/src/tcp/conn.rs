@@ -1,0 +1,1029 @@
+//! One TCP connection's state machine.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::seq::Seq;
+use crate::Instant;
+
+/// Per-connection tunables.
+#[derive(Debug, Clone)]
+pub struct TcpConfig {
+    /// MSS we advertise (what we can receive per segment).
+    pub mss: u16,
+    /// Receive buffer: the most we advertise and hold, in bytes.
+    pub recv_buffer: u32,
+    /// Send buffer: the most the user may queue, in bytes.
+    pub send_buffer: u32,
+    /// Floor of the retransmission timeout. RFC 6298 says 1 s; inside a data
+    /// centre a few milliseconds is right.
+    pub min_rto: Duration,
+    pub max_rto: Duration,
+    /// RTO before the first RTT sample (RFC 6298 §2.1).
+    pub initial_rto: Duration,
+    /// How long a connection stays in TIME_WAIT.
+    pub time_wait: Duration,
+    /// Consecutive retransmission timeouts before the connection is reset.
+    pub max_retransmits: u32,
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        TcpConfig {
+            mss: 1460,
+            recv_buffer: 256 * 1024,
+            send_buffer: 256 * 1024,
+            min_rto: Duration::from_millis(5),
+            max_rto: Duration::from_secs(60),
+            initial_rto: Duration::from_secs(1),
+            time_wait: Duration::from_secs(1),
+            max_retransmits: 12,
+        }
+    }
+}
+
+/// RFC 9293 §3.3.2 states (LISTEN lives in the engine, not here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    SynSent,
+    SynReceived,
+    Established,
+    FinWait1,
+    FinWait2,
+    CloseWait,
+    Closing,
+    LastAck,
+    TimeWait,
+    Closed,
+}
+
+/// Why a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Both FINs exchanged and acknowledged.
+    Normal,
+    /// The peer reset it.
+    Reset,
+    /// The peer refused our SYN.
+    Refused,
+    /// Too many retransmission timeouts.
+    TimedOut,
+    /// We aborted it.
+    Aborted,
+}
+
+/// A TCP segment as the state machine sees it (addresses and ports are the
+/// engine's business).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Segment {
+    pub seq: Seq,
+    pub ack: Option<Seq>,
+    pub syn: bool,
+    pub fin: bool,
+    pub rst: bool,
+    /// Window field as on the wire (not scaled).
+    pub window: u16,
+    pub mss: Option<u16>,
+    pub window_scale: Option<u8>,
+    pub payload: Bytes,
+}
+
+impl Segment {
+    /// Sequence space the segment occupies.
+    pub fn seq_len(&self) -> u32 {
+        self.payload.len() as u32 + u32::from(self.syn) + u32::from(self.fin)
+    }
+}
+
+/// Counters of one connection, to show which mechanism did the work.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnStats {
+    pub segments_sent: u64,
+    pub segments_received: u64,
+    /// Retransmitted segments of any kind.
+    pub retransmits: u64,
+    pub fast_retransmits: u64,
+    pub rto_expirations: u64,
+    pub dup_acks_received: u64,
+    pub challenge_acks: u64,
+    pub zero_window_probes: u64,
+    /// Segments outside the receive window (answered with an ACK).
+    pub out_of_window: u64,
+    pub out_of_order: u64,
+}
+
+const MAX_WINDOW_SHIFT: u8 = 14; // RFC 7323 §2.3
+
+// === send and receive queues ===
+
+/// Bytes from `snd_una` on: sent-unacknowledged, then unsent. Chunks are the
+/// `Bytes` the user queued; segments are slices of them (no copy).
+#[derive(Debug, Default)]
+struct SendQueue {
+    chunks: VecDeque<Bytes>,
+    len: u32,
+}
+
+impl SendQueue {
+    fn push(&mut self, b: Bytes) {
+        self.len += b.len() as u32;
+        self.chunks.push_back(b);
+    }
+
+    /// Up to `max` bytes starting `offset` bytes in, not crossing a chunk.
+    fn slice(&self, mut offset: u32, max: u32) -> Bytes {
+        for c in &self.chunks {
+            let n = c.len() as u32;
+            if offset < n {
+                let end = n.min(offset + max);
+                return c.slice(offset as usize..end as usize);
+            }
+            offset -= n;
+        }
+        Bytes::new()
+    }
+
+    fn consume(&mut self, mut n: u32) {
+        self.len -= n;
+        while n > 0 {
+            let Some(front) = self.chunks.front_mut() else {
+                return;
+            };
+            let flen = front.len() as u32;
+            if n >= flen {
+                n -= flen;
+                self.chunks.pop_front();
+            } else {
+                let _ = front.split_to(n as usize);
+                n = 0;
+            }
+        }
+    }
+}
+
+/// In-order data ready for the user, and out-of-order data keyed by stream
+/// offset (bytes since the SYN, so no wrap-around in the keys).
+#[derive(Debug, Default)]
+struct RecvQueue {
+    ready: VecDeque<Bytes>,
+    ready_len: u32,
+    ooo: BTreeMap<u64, Bytes>,
+    ooo_len: u32,
+    /// Stream offset of the next in-order byte.
+    next: u64,
+}
+
+impl RecvQueue {
+    /// Insert data at stream offset `off`; returns bytes newly in order.
+    fn insert(&mut self, off: u64, data: Bytes) -> u32 {
+        if data.is_empty() {
+            return 0;
+        }
+        if off > self.next {
+            let replaced = self.ooo.get(&off).map_or(0, |b| b.len());
+            if data.len() > replaced {
+                self.ooo_len = self.ooo_len - replaced as u32 + data.len() as u32;
+                self.ooo.insert(off, data);
+            }
+            return 0;
+        }
+        let before = self.next;
+        self.push_in_order(off, data);
+        // Pull whatever out-of-order data now connects.
+        while let Some((&o, _)) = self.ooo.first_key_value() {
+            if o > self.next {
+                break;
+            }
+            let (o, b) = self.ooo.pop_first().expect("non-empty");
+            self.ooo_len -= b.len() as u32;
+            self.push_in_order(o, b);
+        }
+        (self.next - before) as u32
+    }
+
+    fn push_in_order(&mut self, off: u64, mut data: Bytes) {
+        let skip = self.next.saturating_sub(off);
+        if skip >= data.len() as u64 {
+            return; // entirely old
+        }
+        let _ = data.split_to(skip as usize);
+        self.next += data.len() as u64;
+        self.ready_len += data.len() as u32;
+        self.ready.push_back(data);
+    }
+}
+
+// === the connection ===
+
+/// One TCP connection. See the module docs for what it does and does not do.
+#[derive(Debug)]
+pub struct Connection {
+    cfg: TcpConfig,
+    state: State,
+    close_reason: Option<CloseReason>,
+
+    // Send sequence space (RFC 9293 §3.3.1).
+    iss: Seq,
+    snd_una: Seq,
+    snd_nxt: Seq,
+    /// Highest sequence number sent (snd_nxt goes back on a timeout).
+    snd_max: Seq,
+    snd_wnd: u32,
+    snd_wl1: Seq,
+    snd_wl2: Seq,
+    snd_shift: u8,
+    /// Both SYNs carry the window scale option (RFC 7323 §2.2).
+    scaling: bool,
+    peer_mss: u32,
+    sendq: SendQueue,
+    fin_queued: bool,
+    /// Sequence number of our FIN once sent.
+    snd_fin: Option<Seq>,
+
+    // Receive sequence space.
+    irs: Seq,
+    rcv_nxt: Seq,
+    /// Right edge we advertised: never moved left (RFC 9293 §3.8.6.2.2).
+    rcv_adv: Seq,
+    rcv_shift: u8,
+    recvq: RecvQueue,
+    /// Stream offset of the peer's FIN, once seen.
+    peer_fin: Option<u64>,
+    fin_received: bool,
+
+    // What to send next.
+    ack_pending: bool,
+    /// Duplicate ACKs owed: one per out-of-order segment (RFC 5681 §4.2),
+    /// even when several arrive between two polls.
+    dup_acks_owed: u32,
+    retransmit_now: bool,
+    probe_now: bool,
+    rst_to_send: Option<Segment>,
+
+    // Congestion control (Reno with NewReno recovery).
+    cwnd: u32,
+    ssthresh: u32,
+    dup_acks: u32,
+    recover: Option<Seq>,
+
+    // RTT and timers.
+    srtt: Option<Duration>,
+    rttvar: Duration,
+    rto: Duration,
+    rtt_probe: Option<(Seq, Instant)>,
+    timeouts_in_a_row: u32,
+    rto_at: Option<Instant>,
+    persist_at: Option<Instant>,
+    time_wait_at: Option<Instant>,
+
+    stats: ConnStats,
+}
+
+impl Connection {
+    fn new(cfg: TcpConfig, iss: Seq, state: State) -> Connection {
+        let mut rcv_shift = 0;
+        while rcv_shift < MAX_WINDOW_SHIFT && (cfg.recv_buffer >> rcv_shift) > u32::from(u16::MAX) {
+            rcv_shift += 1;
+        }
+        let rto = cfg.initial_rto;
+        let mss = u32::from(cfg.mss);
+        Connection {
+            state,
+            close_reason: None,
+            iss,
+            snd_una: iss,
+            snd_nxt: iss,
+            snd_max: iss,
+            snd_wnd: 0,
+            snd_wl1: Seq(0),
+            snd_wl2: Seq(0),
+            snd_shift: 0,
+            scaling: false,
+            peer_mss: 536, // RFC 9293 §3.7.1 default until told
+            sendq: SendQueue::default(),
+            fin_queued: false,
+            snd_fin: None,
+            irs: Seq(0),
+            rcv_nxt: Seq(0),
+            rcv_adv: Seq(0),
+            rcv_shift,
+            recvq: RecvQueue::default(),
+            peer_fin: None,
+            fin_received: false,
+            ack_pending: false,
+            dup_acks_owed: 0,
+            retransmit_now: false,
+            probe_now: false,
+            rst_to_send: None,
+            cwnd: 10 * mss, // RFC 6928 initial window
+            ssthresh: u32::MAX,
+            dup_acks: 0,
+            recover: None,
+            srtt: None,
+            rttvar: Duration::ZERO,
+            rto,
+            rtt_probe: None,
+            timeouts_in_a_row: 0,
+            rto_at: None,
+            persist_at: None,
+            time_wait_at: None,
+            stats: ConnStats::default(),
+            cfg,
+        }
+    }
+
+    /// Active open: the first `poll_transmit` yields our SYN.
+    pub fn connect(cfg: TcpConfig, iss: Seq) -> Connection {
+        Connection::new(cfg, iss, State::SynSent)
+    }
+
+    /// Passive open from a received SYN (the listener checked it carries SYN
+    /// and no ACK/RST). The first `poll_transmit` yields our SYN-ACK.
+    pub fn accept(cfg: TcpConfig, now: Instant, syn: &Segment, iss: Seq) -> Connection {
+        let mut c = Connection::new(cfg, iss, State::SynReceived);
+        c.irs = syn.seq;
+        c.rcv_nxt = syn.seq + 1;
+        c.take_syn_options(syn);
+        c.snd_wnd = u32::from(syn.window); // SYN windows are never scaled
+        c.snd_wl1 = syn.seq;
+        c.rcv_adv = c.rcv_nxt + c.free_window();
+        c.stats.segments_received += 1;
+        let _ = now;
+        c
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.close_reason
+    }
+    pub fn stats(&self) -> &ConnStats {
+        &self.stats
+    }
+    pub fn is_established(&self) -> bool {
+        !matches!(
+            self.state,
+            State::SynSent | State::SynReceived | State::Closed
+        )
+    }
+
+    // === user side ===
+
+    /// Queue `data` for sending, as much as the send buffer takes (a slice of
+    /// `data`, no copy). Returns how many bytes were taken.
+    pub fn send(&mut self, mut data: Bytes) -> usize {
+        if self.fin_queued || matches!(self.state, State::Closed | State::TimeWait) {
+            return 0;
+        }
+        let room = self.send_capacity();
+        if data.len() > room {
+            data.truncate(room);
+        }
+        let n = data.len();
+        if n > 0 {
+            self.sendq.push(data);
+        }
+        n
+    }
+
+    /// Bytes `send` would take now.
+    pub fn send_capacity(&self) -> usize {
+        self.cfg.send_buffer.saturating_sub(self.sendq.len) as usize
+    }
+
+    /// Bytes queued and not yet acknowledged by the peer.
+    pub fn send_queued(&self) -> usize {
+        self.sendq.len as usize
+    }
+
+    /// The next chunk of in-order received data, as it arrived.
+    pub fn recv(&mut self) -> Option<Bytes> {
+        let b = self.recvq.ready.pop_front()?;
+        self.recvq.ready_len -= b.len() as u32;
+        // A window update when reading opens the window by a useful amount
+        // (receiver-side silly window avoidance, RFC 9293 §3.8.6.2.2).
+        let gain = self.free_window().saturating_sub(self.advertised_window());
+        if gain >= (2 * self.eff_mss()).max(self.cfg.recv_buffer / 4) {
+            self.ack_pending = true;
+        }
+        Some(b)
+    }
+
+    /// Bytes ready to `recv`.
+    pub fn recv_ready(&self) -> usize {
+        self.recvq.ready_len as usize
+    }
+
+    /// The peer has sent FIN and every byte before it has been read.
+    pub fn peer_closed(&self) -> bool {
+        self.fin_received && self.recvq.ready_len == 0
+    }
+
+    /// Half-close: send FIN after the queued data.
+    pub fn close(&mut self) {
+        match self.state {
+            State::SynSent => self.finish(CloseReason::Aborted),
+            State::SynReceived | State::Established => {
+                self.fin_queued = true;
+                self.state = State::FinWait1;
+            }
+            State::CloseWait => {
+                self.fin_queued = true;
+                self.state = State::LastAck;
+            }
+            _ => {}
+        }
+    }
+
+    /// Reset the connection now.
+    pub fn abort(&mut self) {
+        if !matches!(self.state, State::Closed | State::SynSent | State::TimeWait) {
+            self.rst_to_send = Some(Segment {
+                seq: self.snd_nxt,
+                rst: true,
+                ..Default::default()
+            });
+        }
+        self.finish(CloseReason::Aborted);
+    }
+
+    // === segments in ===
+
+    /// Process one segment that the engine demultiplexed to this connection.
+    pub fn handle_segment(&mut self, now: Instant, seg: Segment) {
+        self.stats.segments_received += 1;
+        match self.state {
+            State::Closed => {}
+            State::SynSent => self.handle_syn_sent(now, seg),
+            _ => self.handle_synchronized(now, seg),
+        }
+    }
+
+    fn handle_syn_sent(&mut self, now: Instant, seg: Segment) {
+        // RFC 9293 §3.10.7.3
+        let ack_ok = seg
+            .ack
+            .map(|a| a.diff(self.iss) > 0 && self.snd_max.diff(a) >= 0);
+        if ack_ok == Some(false) {
+            if !seg.rst {
+                self.rst_to_send = Some(Segment {
+                    seq: seg.ack.unwrap_or_default(),
+                    rst: true,
+                    ..Default::default()
+                });
+            }
+            return;
+        }
+        if seg.rst {
+            if ack_ok == Some(true) {
+                self.finish(CloseReason::Refused);
+            }
+            return;
+        }
+        if !seg.syn {
+            return;
+        }
+        self.irs = seg.seq;
+        self.rcv_nxt = seg.seq + 1;
+        self.take_syn_options(&seg);
+        self.rcv_adv = self.rcv_nxt + self.free_window();
+        self.snd_wnd = u32::from(seg.window);
+        self.snd_wl1 = seg.seq;
+        self.ack_pending = true;
+        if let Some(ack) = seg.ack {
+            self.snd_wl2 = ack;
+            self.ack_advance(now, ack);
+            self.state = State::Established;
+        } else {
+            // Simultaneous open: answer with SYN-ACK.
+            self.state = State::SynReceived;
+            self.snd_nxt = self.iss;
+        }
+    }
+
+    fn take_syn_options(&mut self, syn: &Segment) {
+        if let Some(m) = syn.mss {
+            self.peer_mss = u32::from(m.max(64));
+        }
+        match syn.window_scale {
+            Some(s) => {
+                self.snd_shift = s.min(MAX_WINDOW_SHIFT);
+                self.scaling = true;
+            }
+            None => {
+                // Both sides or neither (RFC 7323 §2.2).
+                self.rcv_shift = 0;
+                self.snd_shift = 0;
+                self.scaling = false;
+            }
+        }
+        self.cwnd = 10 * self.eff_mss();
+    }
+
+    fn handle_synchronized(&mut self, now: Instant, seg: Segment) {
+        // 1. Acceptability (RFC 9293 §3.10.7.4).
+        let wnd = self.rcv_adv - self.rcv_nxt;
+        let len = seg.seq_len();
+        let acceptable = match (len, wnd) {
+            (0, 0) => seg.seq == self.rcv_nxt,
+            (0, _) => seg.seq.in_range(self.rcv_nxt, self.rcv_nxt + wnd),
+            (_, 0) => false,
+            (_, _) => {
+                seg.seq.in_range(self.rcv_nxt, self.rcv_nxt + wnd)
+                    || (seg.seq + (len - 1)).in_range(self.rcv_nxt, self.rcv_nxt + wnd)
+            }
+        };
+        if !acceptable {
+            if !seg.rst {
+                self.stats.out_of_window += 1;
+                self.ack_pending = true;
+                if self.state == State::TimeWait {
+                    // A retransmitted FIN: our ACK was lost; restart the wait.
+                    self.time_wait_at = Some(now + self.cfg.time_wait);
+                }
+            }
+            return;
+        }
+        // 2. RST: exact match resets, anything else in window gets a challenge
+        //    ACK (RFC 5961 §3.2), so a blind attacker must guess rcv_nxt.
+        if seg.rst {
+            if seg.seq == self.rcv_nxt {
+                self.finish(CloseReason::Reset);
+            } else {
+                self.challenge_ack();
+            }
+            return;
+        }
+        // 3. SYN on a synchronized connection: challenge ACK (RFC 5961 §4.2).
+        if seg.syn {
+            self.challenge_ack();
+            return;
+        }
+        // 4. ACK.
+        let Some(ack) = seg.ack else { return };
+        if self.state == State::SynReceived {
+            if ack.diff(self.snd_una) > 0 && self.snd_max.diff(ack) >= 0 {
+                self.state = State::Established;
+                self.snd_wnd = u32::from(seg.window) << self.snd_shift;
+                self.snd_wl1 = seg.seq;
+                self.snd_wl2 = ack;
+            } else {
+                self.rst_to_send = Some(Segment {
+                    seq: ack,
+                    rst: true,
+                    ..Default::default()
+                });
+                return;
+            }
+        }
+        if ack.diff(self.snd_max) > 0 {
+            // Acknowledges something we never sent.
+            self.ack_pending = true;
+            return;
+        }
+        let window = u32::from(seg.window) << self.snd_shift;
+        if ack.diff(self.snd_una) > 0 {
+            self.ack_advance(now, ack);
+        } else if ack == self.snd_una
+            && seg.payload.is_empty()
+            && !seg.fin
+            && window == self.snd_wnd
+            && self.snd_max.diff(self.snd_una) > 0
+        {
+            self.on_dup_ack();
+        }
+        // Window update (RFC 9293 §3.10.7.4, SND.WL1/WL2 rule).
+        if self.snd_wl1.diff(seg.seq) < 0
+            || (self.snd_wl1 == seg.seq && self.snd_wl2.diff(ack) <= 0)
+        {
+            self.snd_wnd = window;
+            self.snd_wl1 = seg.seq;
+            self.snd_wl2 = ack;
+            if window > 0 {
+                self.persist_at = None;
+            }
+        }
+        self.after_ack(now);
+        if self.state == State::Closed {
+            return;
+        }
+        // 5. Data.
+        let data_ok = matches!(
+            self.state,
+            State::Established | State::FinWait1 | State::FinWait2
+        );
+        if !seg.payload.is_empty() && data_ok {
+            let off = self.stream_offset(seg.seq);
+            if off > self.recvq.next {
+                self.stats.out_of_order += 1;
+                self.dup_acks_owed = (self.dup_acks_owed + 1).min(16);
+            }
+            // Trim what lies past the advertised right edge.
+            let room = u64::from(self.rcv_adv - self.rcv_nxt) + self.recvq.next;
+            let mut data = seg.payload.clone();
+            if off + data.len() as u64 > room {
+                data.truncate(room.saturating_sub(off) as usize);
+            }
+            let n = self.recvq.insert(off, data);
+            self.rcv_nxt = self.rcv_nxt + n;
+            self.ack_pending = true;
+        }
+        // 6. FIN.
+        if seg.fin && data_ok && self.peer_fin.is_none() {
+            self.peer_fin = Some(self.stream_offset(seg.seq) + seg.payload.len() as u64);
+        }
+        if let Some(fin) = self.peer_fin
+            && !self.fin_received
+            && self.recvq.next == fin
+        {
+            self.fin_received = true;
+            self.rcv_nxt = self.rcv_nxt + 1;
+            self.ack_pending = true;
+            match self.state {
+                State::Established => self.state = State::CloseWait,
+                State::FinWait1 => self.state = State::Closing,
+                State::FinWait2 => self.enter_time_wait(now),
+                _ => {}
+            }
+        }
+        if self.rcv_adv.diff(self.rcv_nxt) < 0 {
+            self.rcv_adv = self.rcv_nxt;
+        }
+    }
+
+    /// Offset in the peer's byte stream of sequence number `s` (>= rcv_nxt
+    /// - window, so no ambiguity).
+    fn stream_offset(&self, s: Seq) -> u64 {
+        let delta = i64::from(s.diff(self.rcv_nxt));
+        let base = self.recvq.next as i64;
+        (base + delta).max(0) as u64
+    }
+
+    fn challenge_ack(&mut self) {
+        self.stats.challenge_acks += 1;
+        self.ack_pending = true;
+    }
+
+    /// New data acknowledged up to `ack`.
+    fn ack_advance(&mut self, now: Instant, ack: Seq) {
+        let mut acked = ack - self.snd_una;
+        // SYN and FIN occupy sequence space but not the queue.
+        if self.snd_una == self.iss && acked > 0 {
+            acked -= 1;
+        }
+        let data_acked = acked.min(self.sendq.len);
+        self.sendq.consume(data_acked);
+        self.snd_una = ack;
+        if self.snd_nxt.diff(ack) < 0 {
+            self.snd_nxt = ack;
+        }
+        self.timeouts_in_a_row = 0;
+        // RTT sample, Karn's rule: only from a segment never retransmitted.
+        if let Some((s, t)) = self.rtt_probe
+            && ack.diff(s) > 0
+        {
+            self.rtt_sample(now.saturating_since(t));
+            self.rtt_probe = None;
+        }
+        let mss = self.eff_mss();
+        match self.recover {
+            Some(rec) if ack.diff(rec) < 0 => {
+                // Partial ACK (RFC 6582 §3.2 step 3): retransmit the next hole,
+                // deflate by what was acked, add back one MSS.
+                self.retransmit_now = true;
+                self.cwnd = self.cwnd.saturating_sub(data_acked).saturating_add(mss);
+            }
+            Some(_) => {
+                // Full ACK: leave recovery.
+                self.recover = None;
+                let flight = self.snd_max - self.snd_una;
+                self.cwnd = self.ssthresh.min(flight.max(mss) + mss);
+            }
+            None if self.cwnd < self.ssthresh => self.cwnd += data_acked.min(mss), // slow start
+            None => self.cwnd += (mss * mss / self.cwnd.max(1)).max(1), // congestion avoidance
+        }
+        if self.recover.is_none() {
+            self.dup_acks = 0;
+        }
+        self.rto_at = (self.snd_max.diff(self.snd_una) > 0).then(|| now + self.rto);
+    }
+
+    fn on_dup_ack(&mut self) {
+        self.stats.dup_acks_received += 1;
+        self.dup_acks += 1;
+        let mss = self.eff_mss();
+        if self.recover.is_some() {
+            self.cwnd += mss; // inflate while in recovery
+        } else if self.dup_acks == 3 {
+            // RFC 5681 §3.2 / RFC 6582: enter fast recovery.
+            let flight = self.snd_max - self.snd_una;
+            self.ssthresh = (flight / 2).max(2 * mss);
+            self.cwnd = self.ssthresh + 3 * mss;
+            self.recover = Some(self.snd_max);
+            self.retransmit_now = true;
+            self.stats.fast_retransmits += 1;
+        }
+    }
+
+    /// State changes that follow from what is now acknowledged.
+    fn after_ack(&mut self, now: Instant) {
+        let fin_acked = self.snd_fin.is_some_and(|f| self.snd_una.diff(f) > 0);
+        match self.state {
+            State::FinWait1 if fin_acked => self.state = State::FinWait2,
+            State::Closing if fin_acked => self.enter_time_wait(now),
+            State::LastAck if fin_acked => self.finish(CloseReason::Normal),
+            _ => {}
+        }
+        if self.snd_wnd == 0 && self.unsent() > 0 && self.persist_at.is_none() {
+            self.persist_at = Some(now + self.rto);
+        }
+    }
+
+    fn rtt_sample(&mut self, r: Duration) {
+        // RFC 6298 §2.2-2.3
+        match self.srtt {
+            None => {
+                self.srtt = Some(r);
+                self.rttvar = r / 2;
+            }
+            Some(srtt) => {
+                let err = srtt.abs_diff(r);
+                self.rttvar = self.rttvar * 3 / 4 + err / 4;
+                self.srtt = Some(srtt * 7 / 8 + r / 8);
+            }
+        }
+        let srtt = self.srtt.unwrap_or(r);
+        let g = Duration::from_micros(1);
+        self.rto = (srtt + g.max(self.rttvar * 4)).clamp(self.cfg.min_rto, self.cfg.max_rto);
+    }
+
+    fn enter_time_wait(&mut self, now: Instant) {
+        self.state = State::TimeWait;
+        self.rto_at = None;
+        self.persist_at = None;
+        self.time_wait_at = Some(now + self.cfg.time_wait);
+    }
+
+    fn finish(&mut self, why: CloseReason) {
+        self.state = State::Closed;
+        self.close_reason.get_or_insert(why);
+        self.rto_at = None;
+        self.persist_at = None;
+        self.time_wait_at = None;
+        self.ack_pending = false;
+        self.dup_acks_owed = 0;
+        self.retransmit_now = false;
+    }
+
+    // === timers ===
+
+    /// When `handle_timeout` next has work, if ever.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [self.rto_at, self.persist_at, self.time_wait_at]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Run the timers that are due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.time_wait_at.is_some_and(|t| t <= now) {
+            self.finish(CloseReason::Normal);
+            return;
+        }
+        if self.persist_at.is_some_and(|t| t <= now) {
+            self.persist_at = Some(now + self.rto);
+            self.probe_now = true;
+        }
+        if self.rto_at.is_some_and(|t| t <= now) {
+            self.on_rto(now);
+        }
+    }
+
+    fn on_rto(&mut self, now: Instant) {
+        if self.snd_max == self.snd_una {
+            self.rto_at = None;
+            return;
+        }
+        self.stats.rto_expirations += 1;
+        // A closed peer window is persistence, not loss: probes go on as long
+        // as the peer answers them.
+        if self.persist_at.is_none() {
+            self.timeouts_in_a_row += 1;
+        }
+        if self.timeouts_in_a_row > self.cfg.max_retransmits {
+            self.rst_to_send = Some(Segment {
+                seq: self.snd_nxt,
+                rst: true,
+                ..Default::default()
+            });
+            self.finish(CloseReason::TimedOut);
+            return;
+        }
+        // RFC 5681 §3.1 eq. 4 and RFC 6298 §5.4-5.6: back off and go back to
+        // the first unacknowledged byte.
+        let mss = self.eff_mss();
+        let flight = self.snd_max - self.snd_una;
+        self.ssthresh = (flight / 2).max(2 * mss);
+        self.cwnd = mss;
+        self.recover = None;
+        self.dup_acks = 0;
+        self.rtt_probe = None;
+        self.snd_nxt = self.snd_una;
+        self.rto = (self.rto * 2).min(self.cfg.max_rto);
+        self.rto_at = Some(now + self.rto);
+    }
+
+    // === segments out ===
+
+    fn eff_mss(&self) -> u32 {
+        self.peer_mss.min(u32::from(self.cfg.mss)).max(64)
+    }
+
+    fn free_window(&self) -> u32 {
+        let used = self.recvq.ready_len + self.recvq.ooo_len;
+        let max = if self.rcv_shift == 0 {
+            u32::from(u16::MAX)
+        } else {
+            u32::from(u16::MAX) << self.rcv_shift
+        };
+        self.cfg.recv_buffer.saturating_sub(used).min(max)
+    }
+
+    fn advertised_window(&self) -> u32 {
+        self.rcv_adv - self.rcv_nxt
+    }
+
+    /// Sequence number our FIN takes: fixed once sent, else after all
+    /// queued data.
+    fn fin_seq(&self) -> Seq {
+        self.snd_fin
+            .unwrap_or_else(|| self.data_seq0() + self.sendq.len)
+    }
+
+    /// Sequence number of the first queued byte (snd_una, past the SYN).
+    fn data_seq0(&self) -> Seq {
+        if self.snd_una == self.iss {
+            self.iss + 1
+        } else {
+            self.snd_una
+        }
+    }
+
+    /// Queued bytes not yet sent.
+    fn unsent(&self) -> u32 {
+        let sent = self.snd_nxt.diff(self.data_seq0()).max(0) as u32;
+        self.sendq.len.saturating_sub(sent)
+    }
+
+    /// The next segment to send, if any. Call until it returns `None`.
+    #[must_use]
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Segment> {
+        if let Some(rst) = self.rst_to_send.take() {
+            return Some(self.count_out(rst));
+        }
+        match self.state {
+            State::Closed => None,
+            State::SynSent if self.snd_nxt == self.iss => {
+                let syn = Segment {
+                    seq: self.iss,
+                    syn: true,
+                    window: self.free_window().min(u32::from(u16::MAX)) as u16,
+                    mss: Some(self.cfg.mss),
+                    window_scale: Some(self.rcv_shift),
+                    ..Default::default()
+                };
+                Some(self.sent_syn(now, syn))
+            }
+            State::SynReceived if self.snd_nxt == self.iss => {
+                let mut syn = self.ack_segment(self.iss);
+                syn.syn = true;
+                syn.mss = Some(self.cfg.mss);
+                syn.window_scale = self.scaling.then_some(self.rcv_shift);
+                syn.window = self.free_window().min(u32::from(u16::MAX)) as u16; // unscaled in SYNs
+                Some(self.sent_syn(now, syn))
+            }
+            State::SynSent | State::SynReceived => None,
+            _ => self.transmit_synchronized(now),
+        }
+    }
+
+    fn sent_syn(&mut self, now: Instant, syn: Segment) -> Segment {
+        if self.snd_max != self.iss {
+            self.stats.retransmits += 1;
+        } else {
+            self.rtt_probe = Some((self.iss, now));
+        }
+        self.snd_nxt = self.iss + 1;
+        self.snd_max = self.snd_nxt;
+        self.rto_at.get_or_insert(now + self.rto);
+        self.ack_pending = false;
+        self.count_out(syn)
+    }
+
+    fn transmit_synchronized(&mut self, now: Instant) -> Option<Segment> {
+        let mss = self.eff_mss();
+        // Fast retransmit / NewReno partial ACK: resend the first unacked segment.
+        if self.retransmit_now {
+            self.retransmit_now = false;
+            let seq = self.snd_una;
+            let off = seq - self.data_seq0();
+            let payload = self.sendq.slice(off, mss);
+            let fin = payload.is_empty() && self.fin_queued && self.fin_seq() == seq;
+            if !payload.is_empty() || fin {
+                self.stats.retransmits += 1;
+                self.rtt_probe = None;
+                let mut s = self.ack_segment(seq);
+                s.payload = payload;
+                s.fin = fin;
+                return Some(self.count_out(s));
+            }
+        }
+        let in_flight = self.snd_nxt - self.snd_una;
+        let usable = self.snd_wnd.min(self.cwnd).saturating_sub(in_flight);
+        let unsent = self.unsent();
+        let probe = std::mem::take(&mut self.probe_now) && unsent > 0 && self.snd_wnd == 0;
+        if unsent > 0 && (usable > 0 || probe) {
+            let max = if probe { 1 } else { usable.min(mss) };
+            let seq = self.snd_nxt;
+            let off = seq - self.data_seq0();
+            let payload = self.sendq.slice(off, max);
+            let n = payload.len() as u32;
+            // Silly window avoidance (RFC 9293 §3.8.6.2.1): no tiny segment
+            // while more is queued, unless it empties the queue.
+            if n == mss || n == unsent || probe || in_flight == 0 {
+                let mut s = self.ack_segment(seq);
+                s.payload = payload;
+                s.fin = self.fin_queued && n == unsent;
+                if probe {
+                    self.stats.zero_window_probes += 1;
+                }
+                return Some(self.sent_new(now, s));
+            }
+        }
+        // A FIN alone, once all data is out.
+        if self.fin_queued && unsent == 0 && self.snd_nxt == self.fin_seq() {
+            let mut s = self.ack_segment(self.snd_nxt);
+            s.fin = true;
+            return Some(self.sent_new(now, s));
+        }
+        if self.ack_pending || self.dup_acks_owed > 0 {
+            self.dup_acks_owed = self.dup_acks_owed.saturating_sub(1);
+            // snd_max, not snd_nxt: after a timeout snd_nxt goes back, and a
+            // sequence number below the peer's rcv_nxt would make the peer
+            // discard this ACK as unacceptable.
+            let s = self.ack_segment(self.snd_max);
+            if self.dup_acks_owed > 0 {
+                self.ack_pending = true;
+            }
+            return Some(self.count_out(s));
+        }
+        None
+    }
+
+    /// Bookkeeping for a segment carrying new (or go-back-N resent) sequence space.
+    fn sent_new(&mut self, now: Instant, s: Segment) -> Segment {
+        let end = s.seq + s.seq_len();
+        if s.fin {
+            self.snd_fin = Some(end + u32::MAX); // end - 1
+        }
+        if s.seq.diff(self.snd_max) < 0 {
+            self.stats.retransmits += 1;
+        } else if self.rtt_probe.is_none() && !s.payload.is_empty() {
+            self.rtt_probe = Some((s.seq, now));
+        }
+        self.snd_nxt = end;
+        if end.diff(self.snd_max) > 0 {
+            self.snd_max = end;
+        }
+        self.rto_at.get_or_insert(now + self.rto);
+        self.count_out(s)
+    }
+
+    /// A segment with ACK, our window, and `seq`; clears the pending ACK.
+    fn ack_segment(&mut self, seq: Seq) -> Segment {
+        let free = self.free_window();
+        // Never move the right edge left.
+        let edge = self.rcv_nxt + free;
+        if edge.diff(self.rcv_adv) > 0 {
+            self.rcv_adv = edge;
+        }
+        let wnd = (self.rcv_adv - self.rcv_nxt) >> self.rcv_shift;
+        self.ack_pending = false;
+        Segment {
+            seq,
+            ack: Some(self.rcv_nxt),
+            window: wnd.min(u32::from(u16::MAX)) as u16,
+            ..Default::default()
+        }
+    }
+
+    fn count_out(&mut self, s: Segment) -> Segment {
+        self.stats.segments_sent += 1;
+        s
+    }
+}

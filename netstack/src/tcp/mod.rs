@@ -1,0 +1,28 @@
+//! TCP (RFC 9293), as a sans-IO core.
+//!
+//! [`Connection`] is one connection's state machine: it takes segments and
+//! `now`, and yields segments and a wake-up time. It does no I/O and reads no
+//! clock. Payload is `bytes::Bytes`: received data is handed out as the slices
+//! it arrived in, and the send queue holds references that retransmissions
+//! reuse, never copies.
+//!
+//! Slice 1 (this file set): handshake both ways, data transfer with
+//! cumulative ACKs, RTO per RFC 6298 with a configurable minimum, NewReno fast
+//! retransmit and recovery (RFC 5681/6582), window scaling and MSS options
+//! (RFC 7323 §2), zero-window probing, FIN/half-close, TIME_WAIT, RST handling
+//! with RFC 5961 challenge ACKs, and a retransmission limit.
+//!
+//! TODO (issue 3, later slices): SACK (RFC 2018/6675), timestamps (RFC 7323
+//! §3-5) and the short TIME_WAIT they allow, RFC 6191 SYN in TIME_WAIT,
+//! CUBIC, delayed ACKs, keepalive, RFC 6528 ISNs, the per-core engine (4-tuple
+//! demux, listeners with backlog and SYN cookies, RSS-aware ports, timer
+//! wheel, event queue), mbuf-backed `Bytes`, and the wire codec on mbufs.
+
+mod conn;
+mod seq;
+
+pub use conn::{CloseReason, ConnStats, Connection, Segment, State, TcpConfig};
+pub use seq::Seq;
+
+#[cfg(test)]
+mod sim;
