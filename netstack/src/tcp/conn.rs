@@ -18,7 +18,10 @@ pub struct TcpConfig {
     /// Send buffer: the most the user may queue, in bytes.
     pub send_buffer: u32,
     /// Floor of the retransmission timeout. RFC 6298 says 1 s; inside a data
-    /// centre a few milliseconds is right.
+    /// centre tens of milliseconds is right. It must stay above the peers'
+    /// delayed-ACK time (Linux: up to 40 ms, smoltcp: 10 ms), or the last
+    /// segment of every flight is retransmitted spuriously while its ACK is
+    /// held back. Between stacks that ACK at once, a few milliseconds works.
     pub min_rto: Duration,
     pub max_rto: Duration,
     /// RTO before the first RTT sample (RFC 6298 §2.1).
@@ -35,7 +38,7 @@ impl Default for TcpConfig {
             mss: 1460,
             recv_buffer: 256 * 1024,
             send_buffer: 256 * 1024,
-            min_rto: Duration::from_millis(5),
+            min_rto: Duration::from_millis(50),
             max_rto: Duration::from_secs(60),
             initial_rto: Duration::from_secs(1),
             time_wait: Duration::from_secs(1),

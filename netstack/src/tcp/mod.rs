@@ -20,9 +20,12 @@
 
 mod conn;
 mod seq;
+pub mod wire;
 
 pub use conn::{CloseReason, ConnStats, Connection, Segment, State, TcpConfig};
 pub use seq::Seq;
 
 #[cfg(test)]
 mod sim;
+#[cfg(test)]
+mod sim_smoltcp;

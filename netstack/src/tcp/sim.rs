@@ -12,48 +12,56 @@ use crate::Instant;
 
 /// xorshift64*: small, seeded, good enough for impairment decisions.
 #[derive(Debug, Clone)]
-struct Rng(u64);
+pub(super) struct Rng(pub(super) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(super) fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
     /// True with probability `pct` percent.
-    fn chance(&mut self, pct: f64) -> bool {
+    pub(super) fn chance(&mut self, pct: f64) -> bool {
         (self.next() % 1_000_000) as f64 / 10_000.0 < pct
     }
-    fn below(&mut self, n: u64) -> u64 {
+    pub(super) fn below(&mut self, n: u64) -> u64 {
         if n == 0 { 0 } else { self.next() % n }
     }
 }
 
 #[derive(Debug, Clone, Default)]
-struct Impair {
-    drop_pct: f64,
-    dup_pct: f64,
+pub(super) struct Impair {
+    pub(super) drop_pct: f64,
+    pub(super) dup_pct: f64,
     /// Chance of an extra random delay (up to `reorder_us`), reordering it.
-    reorder_pct: f64,
-    reorder_us: u64,
-    delay_us: u64,
+    pub(super) reorder_pct: f64,
+    pub(super) reorder_us: u64,
+    pub(super) delay_us: u64,
     /// Drop exactly these data segments (by count of data-carrying segments
     /// sent from side 0), whatever the percentages say.
-    drop_nth_data: Vec<u64>,
+    pub(super) drop_nth_data: Vec<u64>,
 }
 
-struct Link {
+/// The in-memory link between side 0 and side 1, carrying `T`.
+pub(super) struct Link<T> {
     rng: Rng,
-    imp: Impair,
-    /// (deliver at µs, id) -> (to side, segment)
-    queue: BTreeMap<(u64, u64), (usize, Segment)>,
+    pub(super) imp: Impair,
+    /// (deliver at µs, id) -> (to side, item)
+    queue: BTreeMap<(u64, u64), (usize, T)>,
     id: u64,
     data_from_0: u64,
 }
 
-impl Link {
-    fn new(seed: u64, imp: Impair) -> Link {
+impl Link<Segment> {
+    fn send(&mut self, now: Instant, from: usize, seg: Segment) {
+        let data = !seg.payload.is_empty();
+        self.send_item(now, from, seg, data);
+    }
+}
+
+impl<T: Clone> Link<T> {
+    pub(super) fn new(seed: u64, imp: Impair) -> Link<T> {
         Link {
             rng: Rng(seed | 1),
             imp,
@@ -63,8 +71,9 @@ impl Link {
         }
     }
 
-    fn send(&mut self, now: Instant, from: usize, seg: Segment) {
-        if from == 0 && !seg.payload.is_empty() {
+    /// Send `item` from side `from`; `data` says whether it carries payload.
+    pub(super) fn send_item(&mut self, now: Instant, from: usize, item: T, data: bool) {
+        if from == 0 && data {
             self.data_from_0 += 1;
             if self.imp.drop_nth_data.contains(&self.data_from_0) {
                 return;
@@ -84,18 +93,18 @@ impl Link {
                 at += self.rng.below(self.imp.reorder_us);
             }
             self.id += 1;
-            self.queue.insert((at, self.id), (1 - from, seg.clone()));
+            self.queue.insert((at, self.id), (1 - from, item.clone()));
         }
     }
 
-    fn next_at(&self) -> Option<Instant> {
+    pub(super) fn next_at(&self) -> Option<Instant> {
         self.queue
             .keys()
             .next()
             .map(|(t, _)| Instant::from_micros(*t))
     }
 
-    fn due(&mut self, now: Instant) -> Vec<(usize, Segment)> {
+    pub(super) fn due(&mut self, now: Instant) -> Vec<(usize, T)> {
         let mut out = Vec::new();
         while let Some(e) = self.queue.first_entry() {
             if e.key().0 > now.as_micros() {
@@ -108,7 +117,7 @@ impl Link {
 }
 
 /// Pseudo-random payload, deterministic per seed.
-fn pattern(seed: u64, len: usize) -> Vec<u8> {
+pub(super) fn pattern(seed: u64, len: usize) -> Vec<u8> {
     let mut r = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     (0..len).map(|_| r.next() as u8).collect()
 }
@@ -126,7 +135,7 @@ struct Sim {
     now: Instant,
     conns: [Connection; 2],
     apps: [App; 2],
-    link: Link,
+    link: Link<Segment>,
     rng: Rng,
     /// Events processed, to catch livelock.
     steps: u64,
@@ -273,7 +282,7 @@ impl Sim {
 /// TIME_WAIT is long here because the simulation has no engine to answer a
 /// segment for a finished connection with RST (RFC 9293 §3.10.7.1): a FIN
 /// retransmitted after the peer's TIME_WAIT would otherwise go unanswered.
-fn cfg() -> TcpConfig {
+pub(super) fn cfg() -> TcpConfig {
     TcpConfig {
         time_wait: Duration::from_secs(5),
         ..TcpConfig::default()
