@@ -553,6 +553,11 @@ impl Connection {
         // 2. RST: exact match resets, anything else in window gets a challenge
         //    ACK (RFC 5961 §3.2), so a blind attacker must guess rcv_nxt.
         if seg.rst {
+            if self.state == State::TimeWait {
+                // RFC 1337 §4: a RST must not cut TIME-WAIT short (it would
+                // let old duplicates into a new incarnation).
+                return;
+            }
             if seg.seq == self.rcv_nxt {
                 self.finish(CloseReason::Reset);
             } else {

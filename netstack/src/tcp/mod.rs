@@ -12,20 +12,28 @@
 //! (RFC 7323 §2), zero-window probing, FIN/half-close, TIME_WAIT, RST handling
 //! with RFC 5961 challenge ACKs, and a retransmission limit.
 //!
+//! [`Engine`] is the per-core layer: 4-tuple demux, listeners and backlog,
+//! RFC 6528 ISNs, a timer wheel, and an event queue.
+//!
 //! TODO (issue 3, later slices): SACK (RFC 2018/6675), timestamps (RFC 7323
 //! §3-5) and the short TIME_WAIT they allow, RFC 6191 SYN in TIME_WAIT,
-//! CUBIC, delayed ACKs, keepalive, RFC 6528 ISNs, the per-core engine (4-tuple
-//! demux, listeners with backlog and SYN cookies, RSS-aware ports, timer
-//! wheel, event queue), mbuf-backed `Bytes`, and the wire codec on mbufs.
+//! CUBIC, delayed ACKs, keepalive, SYN cookies, RSS-aware ephemeral ports,
+//! mbuf-backed `Bytes` (payload is copied out of the frame for now), and the
+//! hookup to `Stack` and the data plane.
 
 mod conn;
+mod engine;
 mod seq;
+mod wheel;
 pub mod wire;
 
 pub use conn::{CloseReason, ConnStats, Connection, Segment, State, TcpConfig};
+pub use engine::{ConnId, Engine, EngineConfig, EngineStats, Event, FourTuple};
 pub use seq::Seq;
 
 #[cfg(test)]
 mod sim;
+#[cfg(test)]
+mod sim_engine;
 #[cfg(test)]
 mod sim_smoltcp;

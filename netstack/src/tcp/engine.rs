@@ -1,0 +1,550 @@
+//! The per-core TCP engine: demultiplexes segments to connections in O(1),
+//! owns listeners and their backlogs, runs timers on a wheel, and tells the
+//! caller what happened through an event queue, so nothing ever scans idle
+//! connections.
+
+use std::collections::VecDeque;
+use std::hash::{BuildHasher, Hasher};
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hashbrown::HashMap;
+use siphasher::sip::SipHasher13;
+
+use super::wheel::Wheel;
+use super::{CloseReason, Connection, Segment, Seq, State, TcpConfig};
+use crate::Instant;
+
+/// Local and remote ends of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FourTuple {
+    pub local: (Ipv4Addr, u16),
+    pub remote: (Ipv4Addr, u16),
+}
+
+/// A connection's handle: slot index and generation, so a stale handle never
+/// reaches a reused slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnId {
+    index: u32,
+    generation: u32,
+}
+
+/// What happened, in order. Edge-triggered: `Readable` once when data becomes
+/// available after the queue was drained, and so on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// A passive connection finished its handshake; take it with `accept`.
+    Incoming {
+        listener: (Ipv4Addr, u16),
+    },
+    /// Our active open completed.
+    Connected(ConnId),
+    Readable(ConnId),
+    /// Send buffer space opened after `send` took less than offered.
+    Writable(ConnId),
+    /// The peer sent FIN and everything before it has been read.
+    PeerClosed(ConnId),
+    /// The connection is gone; its handle is now invalid.
+    Closed(ConnId, CloseReason),
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub tcp: TcpConfig,
+    /// Connections (of every state) this core holds at most.
+    pub max_connections: usize,
+    /// Secret for ISNs (RFC 6528); random in production, fixed in tests.
+    pub secret: [u8; 16],
+    /// Timer wheel resolution.
+    pub tick: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            tcp: TcpConfig::default(),
+            max_connections: 100_000,
+            secret: [0; 16],
+            tick: Duration::from_millis(1),
+        }
+    }
+}
+
+/// Engine counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    pub segments_in: u64,
+    pub segments_out: u64,
+    /// Segments for no connection or listener, answered with RST.
+    pub no_connection: u64,
+    pub resets_sent: u64,
+    pub syns_received: u64,
+    /// SYNs refused because the listener's backlog was full.
+    pub backlog_full: u64,
+    /// SYNs refused because the connection table was full.
+    pub table_full: u64,
+    pub accepted: u64,
+    pub connected: u64,
+    pub closed: u64,
+    /// Passive connections that ended before the application accepted them
+    /// (reset or timed out in the handshake, or closed while queued); the
+    /// application never hears of them (RFC 9293 §3.10.7.4).
+    pub unaccepted_closed: u64,
+}
+
+#[derive(Debug)]
+struct Listener {
+    backlog: usize,
+    /// Handshakes in progress or done, not yet accepted.
+    pending: usize,
+    ready: VecDeque<ConnId>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    conn: Connection,
+    tuple: FourTuple,
+    generation: u32,
+    /// Listener it came from, until accepted.
+    listener: Option<(Ipv4Addr, u16)>,
+    /// Deadline registered in the wheel (the earliest one, if several).
+    timer: Option<Instant>,
+    dirty: bool,
+    was_established: bool,
+    readable_sent: bool,
+    peer_closed_sent: bool,
+    want_writable: bool,
+}
+
+/// One core's TCP. See the module docs.
+#[derive(Debug)]
+pub struct Engine {
+    cfg: EngineConfig,
+    slots: Vec<Option<Entry>>,
+    free: Vec<u32>,
+    generations: Vec<u32>,
+    by_tuple: HashMap<FourTuple, u32, KeyedState>,
+    listeners: HashMap<(Ipv4Addr, u16), Listener, KeyedState>,
+    wheel: Wheel<(u32, u32)>,
+    dirty: VecDeque<u32>,
+    events: VecDeque<Event>,
+    pending_rst: VecDeque<(FourTuple, Segment)>,
+    due_scratch: Vec<(u32, u32)>,
+    next_port: u16,
+    epoch: Instant,
+    stats: EngineStats,
+}
+
+/// SipHash keyed by the engine's secret: 4-tuples are chosen by whoever
+/// sends us packets, so the table must not be a collision target.
+#[derive(Debug, Clone)]
+struct KeyedState([u8; 16]);
+
+impl BuildHasher for KeyedState {
+    type Hasher = SipHasher13;
+    fn build_hasher(&self) -> SipHasher13 {
+        SipHasher13::new_with_key(&self.0)
+    }
+}
+
+const EPHEMERAL: std::ops::RangeInclusive<u16> = 49152..=65535;
+
+impl Engine {
+    pub fn new(cfg: EngineConfig, now: Instant) -> Engine {
+        let mut table_key = cfg.secret;
+        table_key[0] ^= 0x5a; // a different key than the ISN function's
+        Engine {
+            slots: Vec::new(),
+            free: Vec::new(),
+            generations: Vec::new(),
+            by_tuple: HashMap::with_hasher(KeyedState(table_key)),
+            listeners: HashMap::with_hasher(KeyedState(table_key)),
+            wheel: Wheel::new(4096, cfg.tick.as_micros().max(1) as u64, now),
+            dirty: VecDeque::new(),
+            events: VecDeque::new(),
+            pending_rst: VecDeque::new(),
+            due_scratch: Vec::new(),
+            next_port: *EPHEMERAL.start(),
+            epoch: now,
+            stats: EngineStats::default(),
+            cfg,
+        }
+    }
+
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+
+    /// Connections held (every state).
+    pub fn len(&self) -> usize {
+        self.by_tuple.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_tuple.is_empty()
+    }
+
+    /// RFC 6528: ISN = M + F(4-tuple, secret), M a 4 µs clock.
+    fn isn(&self, now: Instant, t: &FourTuple) -> Seq {
+        let mut h = SipHasher13::new_with_key(&self.cfg.secret);
+        std::hash::Hash::hash(t, &mut h);
+        let m = (now.as_micros().wrapping_sub(self.epoch.as_micros()) / 4) as u32;
+        Seq((h.finish() as u32).wrapping_add(m))
+    }
+
+    // === listeners and opens ===
+
+    /// Accept connections to `addr:port`, holding at most `backlog` that are
+    /// in handshake or not yet accepted.
+    pub fn listen(&mut self, addr: Ipv4Addr, port: u16, backlog: usize) {
+        self.listeners.insert(
+            (addr, port),
+            Listener {
+                backlog: backlog.max(1),
+                pending: 0,
+                ready: VecDeque::new(),
+            },
+        );
+    }
+
+    /// Take the next established connection of a listener.
+    pub fn accept(&mut self, addr: Ipv4Addr, port: u16) -> Option<ConnId> {
+        let l = self.listeners.get_mut(&(addr, port))?;
+        let id = l.ready.pop_front()?;
+        l.pending -= 1;
+        if let Some(e) = self.entry_mut(id) {
+            e.listener = None;
+        }
+        Some(id)
+    }
+
+    /// Open a connection from `local` (an address of ours) to `remote`.
+    pub fn connect(
+        &mut self,
+        now: Instant,
+        local: Ipv4Addr,
+        remote: (Ipv4Addr, u16),
+    ) -> Option<ConnId> {
+        if self.len() >= self.cfg.max_connections {
+            return None;
+        }
+        let span = u32::from(*EPHEMERAL.end() - *EPHEMERAL.start()) + 1;
+        for _ in 0..span {
+            let port = self.next_port;
+            self.next_port = if port == *EPHEMERAL.end() {
+                *EPHEMERAL.start()
+            } else {
+                port + 1
+            };
+            let tuple = FourTuple {
+                local: (local, port),
+                remote,
+            };
+            if self.by_tuple.contains_key(&tuple) {
+                continue;
+            }
+            let iss = self.isn(now, &tuple);
+            let conn = Connection::connect(self.cfg.tcp.clone(), iss);
+            return Some(self.insert(tuple, conn, None));
+        }
+        None
+    }
+
+    fn insert(
+        &mut self,
+        tuple: FourTuple,
+        conn: Connection,
+        listener: Option<(Ipv4Addr, u16)>,
+    ) -> ConnId {
+        let index = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(None);
+                self.generations.push(0);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let generation = self.generations[index as usize];
+        self.slots[index as usize] = Some(Entry {
+            conn,
+            tuple,
+            generation,
+            listener,
+            timer: None,
+            dirty: true,
+            was_established: false,
+            readable_sent: false,
+            peer_closed_sent: false,
+            want_writable: false,
+        });
+        self.by_tuple.insert(tuple, index);
+        self.dirty.push_back(index);
+        ConnId { index, generation }
+    }
+
+    fn entry_mut(&mut self, id: ConnId) -> Option<&mut Entry> {
+        self.slots
+            .get_mut(id.index as usize)?
+            .as_mut()
+            .filter(|e| e.generation == id.generation)
+    }
+
+    fn mark(&mut self, index: u32) {
+        if let Some(Some(e)) = self.slots.get_mut(index as usize)
+            && !e.dirty
+        {
+            e.dirty = true;
+            self.dirty.push_back(index);
+        }
+    }
+
+    // === user side ===
+
+    pub fn send(&mut self, id: ConnId, data: Bytes) -> usize {
+        let Some(e) = self.entry_mut(id) else {
+            return 0;
+        };
+        let offered = data.len();
+        let n = e.conn.send(data);
+        e.want_writable |= n < offered;
+        self.mark(id.index);
+        n
+    }
+
+    pub fn recv(&mut self, id: ConnId) -> Option<Bytes> {
+        let e = self.entry_mut(id)?;
+        let b = e.conn.recv();
+        if e.conn.recv_ready() == 0 {
+            e.readable_sent = false;
+        }
+        self.mark(id.index); // a window update may be due
+        b
+    }
+
+    pub fn close(&mut self, id: ConnId) {
+        if let Some(e) = self.entry_mut(id) {
+            e.conn.close();
+            self.mark(id.index);
+        }
+    }
+
+    pub fn abort(&mut self, id: ConnId) {
+        if let Some(e) = self.entry_mut(id) {
+            e.conn.abort();
+            self.mark(id.index);
+        }
+    }
+
+    pub fn connection(&self, id: ConnId) -> Option<&Connection> {
+        self.slots
+            .get(id.index as usize)?
+            .as_ref()
+            .filter(|e| e.generation == id.generation)
+            .map(|e| &e.conn)
+    }
+
+    pub fn tuple(&self, id: ConnId) -> Option<FourTuple> {
+        self.slots
+            .get(id.index as usize)?
+            .as_ref()
+            .filter(|e| e.generation == id.generation)
+            .map(|e| e.tuple)
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    // === segments in ===
+
+    /// A segment from `remote` to `local`, already parsed and checksummed.
+    pub fn handle_segment(
+        &mut self,
+        now: Instant,
+        local: (Ipv4Addr, u16),
+        remote: (Ipv4Addr, u16),
+        seg: Segment,
+    ) {
+        self.stats.segments_in += 1;
+        let tuple = FourTuple { local, remote };
+        if let Some(&index) = self.by_tuple.get(&tuple) {
+            if let Some(Some(e)) = self.slots.get_mut(index as usize) {
+                e.conn.handle_segment(now, seg);
+            }
+            self.mark(index);
+            return;
+        }
+        if seg.syn && seg.ack.is_none() && !seg.rst {
+            self.stats.syns_received += 1;
+            let table_full = self.len() >= self.cfg.max_connections;
+            if let Some(l) = self.listeners.get_mut(&local) {
+                if l.pending >= l.backlog {
+                    // TODO(issue 3): answer with a SYN cookie (RFC 4987).
+                    self.stats.backlog_full += 1;
+                    return;
+                }
+                if table_full {
+                    self.stats.table_full += 1;
+                    return;
+                }
+                l.pending += 1;
+                let iss = self.isn(now, &tuple);
+                let conn = Connection::accept(self.cfg.tcp.clone(), now, &seg, iss);
+                self.insert(tuple, conn, Some(local));
+                return;
+            }
+        }
+        self.stats.no_connection += 1;
+        self.reset_for(tuple, &seg);
+    }
+
+    /// RFC 9293 §3.10.7.1: a segment for no connection gets a RST (never in
+    /// answer to a RST).
+    fn reset_for(&mut self, tuple: FourTuple, seg: &Segment) {
+        if seg.rst {
+            return;
+        }
+        let rst = match seg.ack {
+            Some(ack) => Segment {
+                seq: ack,
+                rst: true,
+                ..Default::default()
+            },
+            None => Segment {
+                seq: Seq(0),
+                ack: Some(seg.seq + seg.seq_len()),
+                rst: true,
+                ..Default::default()
+            },
+        };
+        self.stats.resets_sent += 1;
+        self.pending_rst.push_back((tuple, rst));
+    }
+
+    // === segments out, timers, events ===
+
+    /// The next segment to send and its 4-tuple. Only connections with
+    /// something new (a segment in, a user call, a timer) are visited.
+    #[must_use]
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<(FourTuple, Segment)> {
+        if let Some(r) = self.pending_rst.pop_front() {
+            self.stats.segments_out += 1;
+            return Some(r);
+        }
+        while let Some(&index) = self.dirty.front() {
+            let Some(Some(e)) = self.slots.get_mut(index as usize) else {
+                self.dirty.pop_front();
+                continue;
+            };
+            if let Some(seg) = e.conn.poll_transmit(now) {
+                self.stats.segments_out += 1;
+                return Some((e.tuple, seg));
+            }
+            self.dirty.pop_front();
+            e.dirty = false;
+            self.settle(index);
+        }
+        None
+    }
+
+    /// After a connection has had its say: events, timer registration, and
+    /// removal once closed.
+    fn settle(&mut self, index: u32) {
+        let Some(Some(e)) = self.slots.get_mut(index as usize) else {
+            return;
+        };
+        let id = ConnId {
+            index,
+            generation: e.generation,
+        };
+        let c = &e.conn;
+        if !e.was_established && c.is_established() {
+            e.was_established = true;
+            match e.listener {
+                Some(l) => {
+                    if let Some(lst) = self.listeners.get_mut(&l) {
+                        lst.ready.push_back(id);
+                    }
+                    self.stats.accepted += 1;
+                    self.events.push_back(Event::Incoming { listener: l });
+                }
+                None => {
+                    self.stats.connected += 1;
+                    self.events.push_back(Event::Connected(id));
+                }
+            }
+        }
+        if c.recv_ready() > 0 && !e.readable_sent && e.listener.is_none() {
+            e.readable_sent = true;
+            self.events.push_back(Event::Readable(id));
+        }
+        if c.peer_closed() && !e.peer_closed_sent && e.listener.is_none() {
+            e.peer_closed_sent = true;
+            self.events.push_back(Event::PeerClosed(id));
+        }
+        if e.want_writable && c.send_capacity() > 0 && c.state() != State::Closed {
+            e.want_writable = false;
+            self.events.push_back(Event::Writable(id));
+        }
+        if c.state() == State::Closed {
+            let reason = c.close_reason().unwrap_or(CloseReason::Aborted);
+            let tuple = e.tuple;
+            let listener = e.listener;
+            // Still tied to its listener: never handed to the application.
+            let unaccepted = listener.is_some();
+            self.slots[index as usize] = None;
+            self.generations[index as usize] = self.generations[index as usize].wrapping_add(1);
+            self.free.push(index);
+            self.by_tuple.remove(&tuple);
+            if let Some(l) = listener.and_then(|l| self.listeners.get_mut(&l)) {
+                // Never accepted: it leaves the backlog.
+                l.pending -= 1;
+                l.ready.retain(|x| *x != id);
+            }
+            if unaccepted {
+                self.stats.unaccepted_closed += 1;
+            } else {
+                self.stats.closed += 1;
+                self.events.push_back(Event::Closed(id, reason));
+            }
+            return;
+        }
+        if let Some(t) = c.poll_timeout()
+            && e.timer.is_none_or(|r| t < r)
+        {
+            e.timer = Some(t);
+            self.wheel.insert(t, (index, e.generation));
+        }
+    }
+
+    /// Run due timers. Cheap when nothing is due; call every tick or at
+    /// [`Engine::poll_timeout`].
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut due = std::mem::take(&mut self.due_scratch);
+        self.wheel.expire(now, |x| due.push(x));
+        for &(index, generation) in &due {
+            let Some(Some(e)) = self.slots.get_mut(index as usize) else {
+                continue;
+            };
+            if e.generation != generation {
+                continue;
+            }
+            e.timer = None;
+            if e.conn.poll_timeout().is_some_and(|t| t <= now) {
+                e.conn.handle_timeout(now);
+            }
+            // Re-registers the real (maybe later) deadline when settled.
+            self.mark(index);
+        }
+        due.clear();
+        self.due_scratch = due;
+    }
+
+    /// The earliest timer, if any.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.wheel.next_deadline()
+    }
+}

@@ -1,0 +1,300 @@
+//! Two engines over the impairing link: many connections at once, an echo
+//! service driven only by events, RSTs for unknown connections, backlog
+//! limits.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::sim::{Impair, Link, cfg, pattern};
+use super::{CloseReason, ConnId, Engine, EngineConfig, Event, Segment, Seq};
+use crate::Instant;
+
+const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+const PORT: u16 = 7;
+
+/// (from address/port, to address/port, segment) as it crosses the link.
+type Packet = ((Ipv4Addr, u16), (Ipv4Addr, u16), Segment);
+
+struct World {
+    now: Instant,
+    engines: [Engine; 2],
+    link: Link<Packet>,
+}
+
+impl World {
+    fn new(seed: u64, imp: Impair, backlog: usize) -> World {
+        let now = Instant::from_millis(1);
+        let mk = |k: u8| {
+            Engine::new(
+                EngineConfig {
+                    tcp: cfg(),
+                    secret: [k; 16],
+                    ..EngineConfig::default()
+                },
+                now,
+            )
+        };
+        let mut engines = [mk(1), mk(2)];
+        engines[1].listen(SERVER, PORT, backlog);
+        World {
+            now,
+            engines,
+            link: Link::new(seed, imp),
+        }
+    }
+
+    /// Move packets and time forward until `until` says stop or nothing is left.
+    fn run(&mut self, limit: Duration, mut app: impl FnMut(&mut World) -> bool) {
+        let deadline = self.now + limit;
+        for _ in 0..10_000_000 {
+            if app(self) {
+                return;
+            }
+            for i in 0..2 {
+                while let Some((t, seg)) = self.engines[i].poll_transmit(self.now) {
+                    let data = !seg.payload.is_empty();
+                    self.link
+                        .send_item(self.now, i, (t.local, t.remote, seg), data);
+                }
+            }
+            if app(self) {
+                return;
+            }
+            let next = [
+                self.link.next_at(),
+                self.engines[0].poll_timeout(),
+                self.engines[1].poll_timeout(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let Some(next) = next else { return };
+            assert!(next <= deadline, "deadline passed");
+            self.now = self.now.max(next);
+            for (to, (from, dst, seg)) in self.link.due(self.now) {
+                self.engines[to].handle_segment(self.now, dst, from, seg);
+            }
+            for e in &mut self.engines {
+                e.handle_timeout(self.now);
+            }
+        }
+        panic!("livelock");
+    }
+}
+
+/// Each of `n` clients sends its own pattern, reads the echo, then closes.
+fn echo_many(seed: u64, imp: Impair, n: usize, size: usize) -> World {
+    let mut w = World::new(seed, imp, n);
+    let mut clients: HashMap<ConnId, (Bytes, usize, Vec<u8>)> = HashMap::new();
+    for i in 0..n {
+        let id = w.engines[0]
+            .connect(w.now, CLIENT, (SERVER, PORT))
+            .expect("port");
+        clients.insert(
+            id,
+            (
+                Bytes::from(pattern(seed * 1000 + i as u64, size)),
+                0,
+                Vec::new(),
+            ),
+        );
+    }
+    let mut done = 0;
+    let mut server_open = 0usize;
+    w.run(Duration::from_secs(3600), |w| {
+        // Server: accept, echo what arrives, close when the client has.
+        while let Some(ev) = w.engines[1].poll_event() {
+            match ev {
+                Event::Incoming { .. } => {
+                    while w.engines[1].accept(SERVER, PORT).is_some() {
+                        server_open += 1;
+                    }
+                }
+                Event::Readable(id) => {
+                    while let Some(b) = w.engines[1].recv(id) {
+                        let n = w.engines[1].send(id, b.clone());
+                        assert_eq!(n, b.len(), "echo buffer is as big as the receive window");
+                    }
+                }
+                Event::PeerClosed(id) => w.engines[1].close(id),
+                Event::Closed(_, why) => {
+                    assert_eq!(why, CloseReason::Normal);
+                    server_open -= 1;
+                }
+                _ => {}
+            }
+        }
+        // Clients.
+        while let Some(ev) = w.engines[0].poll_event() {
+            match ev {
+                Event::Connected(id) | Event::Writable(id) => {
+                    let (out, sent, _) = clients.get_mut(&id).unwrap();
+                    *sent += w.engines[0].send(id, out.slice(*sent..));
+                }
+                Event::Readable(id) => {
+                    let (out, _, got) = clients.get_mut(&id).unwrap();
+                    while let Some(b) = w.engines[0].recv(id) {
+                        got.extend_from_slice(&b);
+                    }
+                    if got.len() == out.len() {
+                        assert!(got[..] == out[..], "echo differs");
+                        w.engines[0].close(id);
+                    }
+                }
+                Event::Closed(id, why) => {
+                    assert_eq!(why, CloseReason::Normal, "client {id:?}");
+                    let (out, _, got) = clients.remove(&id).unwrap();
+                    assert_eq!(got.len(), out.len());
+                    done += 1;
+                }
+                _ => {}
+            }
+        }
+        done == n && w.engines[1].is_empty()
+    });
+    assert_eq!(done, n, "all clients finished");
+    assert_eq!(server_open, 0);
+    assert!(
+        w.engines[0].is_empty() && w.engines[1].is_empty(),
+        "every connection was removed"
+    );
+    w
+}
+
+#[test]
+fn an_echo_service_serves_two_thousand_concurrent_connections() {
+    let w = echo_many(
+        1,
+        Impair {
+            delay_us: 100,
+            ..Impair::default()
+        },
+        2000,
+        3000,
+    );
+    let s = w.engines[1].stats();
+    assert_eq!((s.accepted, s.closed), (2000, 2000));
+    assert_eq!(s.no_connection, 0);
+}
+
+#[test]
+fn echo_under_loss_duplication_and_reordering() {
+    let imp = Impair {
+        drop_pct: 3.0,
+        dup_pct: 2.0,
+        reorder_pct: 5.0,
+        reorder_us: 500,
+        delay_us: 100,
+        ..Impair::default()
+    };
+    for seed in 0..20 {
+        echo_many(seed, imp.clone(), 50, 20_000);
+    }
+}
+
+#[test]
+fn segments_for_no_connection_get_rst_and_rst_gets_nothing() {
+    let mut w = World::new(1, Impair::default(), 8);
+    let now = w.now;
+    let e = &mut w.engines[1];
+    // Data to a port nobody listens on: RST with seq = their ACK.
+    e.handle_segment(
+        now,
+        (SERVER, 9),
+        (CLIENT, 5000),
+        Segment {
+            seq: Seq(10),
+            ack: Some(Seq(777)),
+            payload: Bytes::from_static(b"x"),
+            ..Default::default()
+        },
+    );
+    let (t, rst) = e.poll_transmit(now).unwrap();
+    assert_eq!((t.local, t.remote), ((SERVER, 9), (CLIENT, 5000)));
+    assert!(rst.rst && rst.seq == Seq(777) && rst.ack.is_none());
+    // A SYN to a closed port: RST+ACK acknowledging the SYN.
+    e.handle_segment(
+        now,
+        (SERVER, 9),
+        (CLIENT, 5001),
+        Segment {
+            seq: Seq(100),
+            syn: true,
+            ..Default::default()
+        },
+    );
+    let (_, rst) = e.poll_transmit(now).unwrap();
+    assert!(rst.rst && rst.ack == Some(Seq(101)));
+    // A RST for nothing is not answered.
+    e.handle_segment(
+        now,
+        (SERVER, 9),
+        (CLIENT, 5002),
+        Segment {
+            seq: Seq(1),
+            rst: true,
+            ..Default::default()
+        },
+    );
+    assert!(e.poll_transmit(now).is_none());
+    assert_eq!(e.stats().no_connection, 3);
+    assert_eq!(e.stats().resets_sent, 2);
+}
+
+#[test]
+fn a_full_backlog_refuses_syns_until_connections_are_accepted() {
+    let mut w = World::new(1, Impair::default(), 2);
+    let now = w.now;
+    for p in 0..5u16 {
+        let syn = Segment {
+            seq: Seq(1000 * u32::from(p)),
+            syn: true,
+            window: 65535,
+            ..Default::default()
+        };
+        w.engines[1].handle_segment(now, (SERVER, PORT), (CLIENT, 6000 + p), syn);
+    }
+    assert_eq!(w.engines[1].len(), 2);
+    assert_eq!(w.engines[1].stats().backlog_full, 3);
+}
+
+#[test]
+fn a_stale_handle_reaches_nothing() {
+    let mut w = World::new(1, Impair::default(), 8);
+    let now = w.now;
+    let id = w.engines[0].connect(now, CLIENT, (SERVER, 9)).unwrap();
+    // Port 9 is closed: the server resets, the client connection goes away.
+    w.run(Duration::from_secs(10), |_| false);
+    let mut closed = None;
+    while let Some(ev) = w.engines[0].poll_event() {
+        if let Event::Closed(i, why) = ev {
+            closed = Some((i, why));
+        }
+    }
+    assert_eq!(closed, Some((id, CloseReason::Refused)));
+    let id2 = w.engines[0].connect(now, CLIENT, (SERVER, PORT)).unwrap();
+    assert_ne!(id, id2, "the reused slot has a new generation");
+    assert!(w.engines[0].connection(id).is_none());
+    assert_eq!(w.engines[0].send(id, Bytes::from_static(b"x")), 0);
+}
+
+/// Harsh enough that delayed duplicate SYNs open half-open connections after
+/// the real ones finished; the clients' RSTs must clean them up unseen.
+#[test]
+fn echo_under_harsh_impairment_with_late_duplicate_syns() {
+    let imp = Impair {
+        drop_pct: 6.0,
+        dup_pct: 5.0,
+        reorder_pct: 15.0,
+        reorder_us: 3000,
+        delay_us: 100,
+        ..Impair::default()
+    };
+    for seed in 100..160 {
+        echo_many(seed, imp.clone(), 30, 30_000);
+    }
+}
