@@ -37,6 +37,60 @@ pub struct Config {
     pub arp: ArpConfig,
     #[serde(default)]
     pub admin: AdminConfig,
+    #[serde(default)]
+    pub tcp: TcpSettings,
+    /// Test services on our own TCP stack, listening on every port address.
+    #[serde(default)]
+    pub services: Vec<ServiceConfig>,
+}
+
+/// The user-space TCP stack.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TcpSettings {
+    /// Floor of the retransmission timeout; keep it above peers' delayed-ACK
+    /// time (Linux: 40 ms).
+    pub min_rto_ms: u64,
+    pub time_wait_ms: u64,
+    /// Bytes buffered per connection and direction.
+    pub recv_buffer: u32,
+    pub send_buffer: u32,
+    /// Connections per worker core.
+    pub max_connections: u32,
+    /// Handshakes in progress or awaiting accept, per listener and core.
+    pub backlog: u32,
+}
+
+impl Default for TcpSettings {
+    fn default() -> Self {
+        TcpSettings {
+            min_rto_ms: 50,
+            time_wait_ms: 1000,
+            recv_buffer: 256 * 1024,
+            send_buffer: 256 * 1024,
+            max_connections: 100_000,
+            backlog: 1024,
+        }
+    }
+}
+
+/// A test service answered by the data plane itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    pub kind: ServiceKind,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceKind {
+    /// Send back every byte received (RFC 862).
+    Echo,
+    /// Read and drop everything (RFC 863).
+    Discard,
+    /// Send bytes until the client closes (like chargen, RFC 864).
+    Source,
 }
 
 /// How DPDK's EAL is started.

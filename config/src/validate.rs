@@ -348,6 +348,60 @@ impl Config {
             "must be at least 1",
         );
 
+        // --- tcp and services
+        let t = &self.tcp;
+        e.check(
+            (1..=60_000).contains(&t.min_rto_ms),
+            "tcp.min_rto_ms",
+            t.min_rto_ms,
+            "must be between 1 and 60000",
+        );
+        e.check(
+            t.time_wait_ms <= 240_000,
+            "tcp.time_wait_ms",
+            t.time_wait_ms,
+            "must be at most 240000 (2 MSL)",
+        );
+        for (f, v) in [
+            ("tcp.recv_buffer", t.recv_buffer),
+            ("tcp.send_buffer", t.send_buffer),
+        ] {
+            e.check(
+                (4096..=64 << 20).contains(&v),
+                f,
+                v,
+                "must be between 4096 and 67108864 bytes",
+            );
+        }
+        e.check(
+            t.max_connections >= 1,
+            "tcp.max_connections",
+            t.max_connections,
+            "must be at least 1",
+        );
+        e.check(
+            t.backlog >= 1,
+            "tcp.backlog",
+            t.backlog,
+            "must be at least 1",
+        );
+        let mut ports = HashMap::new();
+        for (i, s) in self.services.iter().enumerate() {
+            e.check(
+                s.port != 0,
+                format!("services[{i}].port"),
+                s.port,
+                "must be 1-65535",
+            );
+            if let Some(j) = ports.insert(s.port, i) {
+                e.push(
+                    format!("services[{i}].port"),
+                    s.port,
+                    format!("already used by services[{j}]"),
+                );
+            }
+        }
+
         // --- admin
         let s = &self.admin.socket;
         e.check(

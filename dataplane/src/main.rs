@@ -9,6 +9,7 @@
 
 mod admin;
 mod eal_args;
+mod service;
 mod stats;
 mod worker;
 
@@ -288,10 +289,24 @@ fn run(
                     .expect("queue taken once")
             })
             .collect();
-        let engine = match cfg.workers.mode {
-            WorkerMode::Stack => Engine::Stack(Box::new(Stack::new(stack_config(cfg, &ports)))),
-            WorkerMode::L2Reflect => Engine::L2Reflect,
+        let (engine, services) = match cfg.workers.mode {
+            WorkerMode::Stack => {
+                let mut stack = Stack::new(stack_config(cfg, &ports));
+                stack.enable_tcp(tcp_config(cfg)?, netstack::Instant::ZERO);
+                let addrs: Vec<Ipv4Addr> = cfg
+                    .ports
+                    .iter()
+                    .filter_map(|p| Ipv4Net::parse(&p.address).ok())
+                    .map(|n| n.addr)
+                    .collect();
+                let tcp = stack.tcp().expect("enabled above");
+                let services =
+                    service::Services::new(&cfg.services, &addrs, tcp, cfg.tcp.backlog as usize);
+                (Engine::Stack(Box::new(stack)), Some(services))
+            }
+            WorkerMode::L2Reflect => (Engine::L2Reflect, None),
         };
+        let service_stats = services.as_ref().map(|s| s.stats().clone());
         let stack_stats = match &engine {
             Engine::Stack(s) => Some(s.stats().clone()),
             Engine::L2Reflect => None,
@@ -302,6 +317,7 @@ fn run(
             tx,
             pool: ports[0].1[wi].clone(),
             engine,
+            services,
             burst: cfg.workers.burst_size,
             idle: cfg.workers.idle.clone(),
             stats: loop_stats.clone(),
@@ -323,6 +339,7 @@ fn run(
             cpu: cfg.workers.cores[wi],
             loop_stats,
             stack_stats,
+            service_stats,
         });
     }
     tracing::info!(
@@ -376,6 +393,29 @@ fn run(
         Some(f) => Err(f.into()),
         None => Ok(()),
     }
+}
+
+/// The TCP engine's settings, with a fresh secret for ISNs and the
+/// connection table (RFC 6528).
+fn tcp_config(cfg: &Config) -> Result<netstack::tcp::EngineConfig, Failure> {
+    use std::io::Read;
+    let mut secret = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut secret))
+        .map_err(|e| format!("cannot read /dev/urandom for the TCP secret: {e}"))?;
+    let t = &cfg.tcp;
+    Ok(netstack::tcp::EngineConfig {
+        tcp: netstack::tcp::TcpConfig {
+            min_rto: Duration::from_millis(t.min_rto_ms),
+            time_wait: Duration::from_millis(t.time_wait_ms),
+            recv_buffer: t.recv_buffer,
+            send_buffer: t.send_buffer,
+            ..netstack::tcp::TcpConfig::default()
+        },
+        max_connections: t.max_connections as usize,
+        secret,
+        ..netstack::tcp::EngineConfig::default()
+    })
 }
 
 fn stack_config(cfg: &Config, ports: &[(Port, Vec<Arc<Mempool>>)]) -> StackConfig {

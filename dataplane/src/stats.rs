@@ -16,6 +16,7 @@ pub struct WorkerView {
     pub cpu: u32,
     pub loop_stats: Arc<LoopStats>,
     pub stack_stats: Option<Arc<Stats>>,
+    pub service_stats: Option<Arc<crate::service::ServiceStats>>,
 }
 
 pub fn snapshot(
@@ -54,7 +55,15 @@ pub fn snapshot(
                 add(k, v);
             });
         }
-        wj.push(json!({"lcore": w.lcore, "cpu": w.cpu, "loop": lp, "stack": stack}));
+        let services = w.service_stats.as_ref().map(|s| {
+            json!({
+                "accepted": s.accepted.get(),
+                "echo_bytes": s.echo_bytes.get(),
+                "discard_bytes": s.discard_bytes.get(),
+                "source_bytes": s.source_bytes.get(),
+            })
+        });
+        wj.push(json!({"lcore": w.lcore, "cpu": w.cpu, "loop": lp, "stack": stack, "services": services}));
     }
     let pj: Vec<Value> = cfg
         .ports

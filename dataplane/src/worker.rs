@@ -9,6 +9,8 @@ use dataplane_config::{IdleConfig, IdleMode};
 use dpdk::{Mbuf, Mempool, RxQueue, TxQueue};
 use netstack::{Counter, FramePool, Instant, Stack, Transmit};
 
+use crate::service::Services;
+
 /// How often stack timers (ARP retries) are run.
 const TIMER_TICK_US: u64 = 1_000;
 
@@ -49,6 +51,8 @@ pub struct Worker {
     /// Buffers for packets the stack originates (ARP requests).
     pub pool: Arc<Mempool>,
     pub engine: Engine,
+    /// Test services on the stack's TCP (stack mode only).
+    pub services: Option<Services>,
     pub burst: u16,
     pub idle: IdleConfig,
     pub stats: Arc<LoopStats>,
@@ -56,7 +60,7 @@ pub struct Worker {
     pub tsc_hz: u64,
 }
 
-struct Tx<'a>(&'a mut [TxQueue]);
+pub(crate) struct Tx<'a>(&'a mut [TxQueue]);
 
 impl Transmit<Mbuf> for Tx<'_> {
     #[inline]
@@ -65,7 +69,7 @@ impl Transmit<Mbuf> for Tx<'_> {
     }
 }
 
-struct Pool<'a>(&'a Mempool);
+pub(crate) struct Pool<'a>(&'a Mempool);
 
 impl FramePool for Pool<'_> {
     type Frame = Mbuf;
@@ -96,7 +100,9 @@ impl Worker {
             if let Engine::Stack(stack) = &mut self.engine
                 && now.as_micros() >= next_tick
             {
-                stack.poll(now, &mut Pool(&self.pool), &mut Tx(&mut self.tx));
+                let (mut pool, mut tx) = (Pool(&self.pool), Tx(&mut self.tx));
+                stack.poll(now, &mut pool, &mut tx);
+                run_services(stack, self.services.as_mut(), now, &mut pool, &mut tx);
                 next_tick = now.as_micros() + TIMER_TICK_US;
             }
 
@@ -125,6 +131,7 @@ impl Worker {
                             };
                             stack.receive(now, port, m, &mut pool, &mut tx);
                         }
+                        run_services(stack, self.services.as_mut(), now, &mut pool, &mut tx);
                     }
                     Engine::L2Reflect => {
                         rxbuf.retain_mut(|m| m.try_data_mut().map(swap_macs).is_some());
@@ -184,6 +191,20 @@ impl Worker {
         }
         self.stats.tx_packets.set(sent);
         self.stats.tx_ring_full.set(dropped);
+    }
+}
+
+/// Let the services react to TCP events, then send what they produced.
+fn run_services(
+    stack: &mut Stack<Mbuf>,
+    services: Option<&mut Services>,
+    now: Instant,
+    pool: &mut Pool<'_>,
+    tx: &mut Tx<'_>,
+) {
+    if let (Some(s), Some(e)) = (services, stack.tcp()) {
+        s.run(e);
+        stack.flush_tcp(now, pool, tx);
     }
 }
 

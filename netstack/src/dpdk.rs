@@ -20,6 +20,14 @@ impl Frame for dpdk::Mbuf {
         dpdk::Mbuf::append(self, n)
     }
     #[inline]
+    fn rx_l4_checksum(&self) -> RxChecksum {
+        match dpdk::Mbuf::rx_l4_checksum(self) {
+            dpdk::mbuf::RxChecksum::Good => RxChecksum::Good,
+            dpdk::mbuf::RxChecksum::Bad => RxChecksum::Bad,
+            dpdk::mbuf::RxChecksum::Unknown => RxChecksum::Unknown,
+        }
+    }
+    #[inline]
     fn rx_ipv4_checksum(&self) -> RxChecksum {
         match self.rx_ip_checksum() {
             dpdk::mbuf::RxChecksum::Good => RxChecksum::Good,

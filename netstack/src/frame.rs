@@ -23,6 +23,10 @@ pub trait Frame {
     fn rx_ipv4_checksum(&self) -> RxChecksum {
         RxChecksum::Unknown
     }
+    /// The device's TCP/UDP checksum verdict.
+    fn rx_l4_checksum(&self) -> RxChecksum {
+        RxChecksum::Unknown
+    }
 }
 
 /// A source of empty frames for packets the stack originates (ARP requests).

@@ -13,6 +13,7 @@ use crate::arp::{ArpCache, Due};
 use crate::frame::{Frame, FramePool, RxChecksum};
 use crate::route::{Route, RouteTable};
 use crate::stats::{DropReason, Stats};
+use crate::tcp::{Engine, EngineConfig, wire as tcp_wire};
 use crate::time::Instant;
 
 const ETH_LEN: usize = 14;
@@ -85,6 +86,7 @@ pub struct Stack<F> {
     ttl: u8,
     ident: u16,
     due: Vec<Due>,
+    tcp: Option<Engine>,
 }
 
 impl<F: Frame> Stack<F> {
@@ -134,7 +136,20 @@ impl<F: Frame> Stack<F> {
             ttl: cfg.ttl,
             ident: 0,
             due: Vec::new(),
+            tcp: None,
         }
+    }
+
+    /// Terminate TCP on this stack's addresses with `cfg`.
+    pub fn enable_tcp(&mut self, cfg: EngineConfig, now: Instant) {
+        self.tcp = Some(Engine::new(cfg, now));
+    }
+
+    /// The TCP engine, for listening, connecting and the event loop. After
+    /// calls that may produce segments (send, recv, close...), call
+    /// [`Stack::flush_tcp`].
+    pub fn tcp(&mut self) -> Option<&mut Engine> {
+        self.tcp.as_mut()
     }
 
     /// This core's counters; clone the `Arc` to read them from another thread.
@@ -321,6 +336,9 @@ impl<F: Frame> Stack<F> {
         frame.truncate(ETH_LEN + total_len);
         match protocol {
             IpProtocol::Icmp => self.receive_icmp(now, frame, header_len, src, dst, pool, tx),
+            IpProtocol::Tcp if self.tcp.is_some() => {
+                self.receive_tcp(now, iface, frame, header_len, src, dst, pool, tx)
+            }
             _ => self.stats.record_drop(DropReason::Ipv4UnsupportedProtocol),
         }
     }
@@ -379,6 +397,90 @@ impl<F: Frame> Stack<F> {
         }
         self.stats.icmp_echo_tx.inc();
         self.output(now, frame, src, pool, tx);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn receive_tcp<P, T>(
+        &mut self,
+        now: Instant,
+        iface: usize,
+        frame: F,
+        header_len: usize,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        pool: &mut P,
+        tx: &mut T,
+    ) where
+        P: FramePool<Frame = F>,
+        T: Transmit<F>,
+    {
+        let trusted =
+            self.ifaces[iface].trust_rx_checksum && frame.rx_l4_checksum() == RxChecksum::Good;
+        if self.ifaces[iface].trust_rx_checksum && frame.rx_l4_checksum() == RxChecksum::Bad {
+            return self.stats.record_drop(DropReason::TcpBadChecksum);
+        }
+        let parsed = tcp_wire::parse(&frame.data()[ETH_LEN + header_len..], src, dst, !trusted);
+        drop(frame); // the payload was copied out (TODO(issue 3): keep it in the mbuf)
+        let p = match parsed {
+            Ok(p) => p,
+            Err(tcp_wire::WireError::BadChecksum) => {
+                return self.stats.record_drop(DropReason::TcpBadChecksum);
+            }
+            Err(_) => return self.stats.record_drop(DropReason::TcpMalformed),
+        };
+        if let Some(e) = self.tcp.as_mut() {
+            e.handle_segment(now, (dst, p.dst_port), (src, p.src_port), p.segment);
+        }
+        self.flush_tcp(now, pool, tx);
+    }
+
+    /// Send whatever the TCP engine has to send: each segment gets a fresh
+    /// buffer, an IPv4 header, and the usual route and ARP resolution.
+    pub fn flush_tcp<P, T>(&mut self, now: Instant, pool: &mut P, tx: &mut T)
+    where
+        P: FramePool<Frame = F>,
+        T: Transmit<F>,
+    {
+        loop {
+            let Some((t, seg)) = self.tcp.as_mut().and_then(|e| e.poll_transmit(now)) else {
+                return;
+            };
+            let tcp_len = tcp_wire::emit_len(&seg);
+            let total = IPV4_MIN + tcp_len;
+            let Some(mut frame) = pool.alloc() else {
+                self.stats.record_drop(DropReason::NoBuffer);
+                continue;
+            };
+            self.ident = self.ident.wrapping_add(1);
+            let (ttl, ident) = (self.ttl, self.ident);
+            let Some(data) = frame.append(ETH_LEN + total) else {
+                self.stats.record_drop(DropReason::NoBuffer);
+                continue;
+            };
+            {
+                let mut ip = Ipv4Packet::new_unchecked(&mut data[ETH_LEN..ETH_LEN + IPV4_MIN]);
+                ip.set_version(4);
+                ip.set_header_len(IPV4_MIN as u8);
+                ip.set_total_len(total as u16);
+                ip.set_ident(ident);
+                ip.clear_flags();
+                ip.set_dont_frag(true);
+                ip.set_hop_limit(ttl);
+                ip.set_next_header(IpProtocol::Tcp);
+                ip.set_src_addr(t.local.0);
+                ip.set_dst_addr(t.remote.0);
+                ip.fill_checksum();
+            }
+            tcp_wire::emit(
+                &seg,
+                t.local.1,
+                t.remote.1,
+                t.local.0,
+                t.remote.0,
+                &mut data[ETH_LEN + IPV4_MIN..],
+            );
+            self.output(now, frame, t.remote.0, pool, tx);
+        }
     }
 
     /// Send an IPv4 packet that starts after 14 bytes reserved for Ethernet:
@@ -479,6 +581,11 @@ impl<F: Frame> Stack<F> {
         P: FramePool<Frame = F>,
         T: Transmit<F>,
     {
+        if let Some(e) = self.tcp.as_mut() {
+            e.handle_timeout(now);
+            self.stats.tcp.publish(e.stats(), e.len());
+        }
+        self.flush_tcp(now, pool, tx);
         let mut due = std::mem::take(&mut self.due);
         self.arp.poll(now, &mut due);
         for d in &due {
@@ -497,7 +604,8 @@ impl<F: Frame> Stack<F> {
     /// When [`Stack::poll`] next has work, if ever.
     #[must_use]
     pub fn poll_at(&self) -> Option<Instant> {
-        self.arp.poll_at()
+        let tcp = self.tcp.as_ref().and_then(|e| e.poll_timeout());
+        [self.arp.poll_at(), tcp].into_iter().flatten().min()
     }
 
     #[cfg(test)]

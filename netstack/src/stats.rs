@@ -45,6 +45,9 @@ pub enum DropReason {
     Ipv4BadSource,
     /// A protocol this stack does not (yet) handle.
     Ipv4UnsupportedProtocol,
+    /// TCP header too short or inconsistent, a zero port, or SYN with FIN/RST.
+    TcpMalformed,
+    TcpBadChecksum,
     /// ICMP shorter than its header.
     IcmpMalformed,
     IcmpBadChecksum,
@@ -63,7 +66,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 26] = [
+    pub const ALL: [DropReason; 28] = [
         DropReason::EthTruncated,
         DropReason::EthNotForUs,
         DropReason::EthBadSource,
@@ -82,6 +85,8 @@ impl DropReason {
         DropReason::Ipv4UnicastInL2Broadcast,
         DropReason::Ipv4BadSource,
         DropReason::Ipv4UnsupportedProtocol,
+        DropReason::TcpMalformed,
+        DropReason::TcpBadChecksum,
         DropReason::IcmpMalformed,
         DropReason::IcmpBadChecksum,
         DropReason::IcmpUnsupportedType,
@@ -113,6 +118,8 @@ impl DropReason {
             DropReason::Ipv4UnicastInL2Broadcast => "ipv4_unicast_in_l2_broadcast",
             DropReason::Ipv4BadSource => "ipv4_bad_source",
             DropReason::Ipv4UnsupportedProtocol => "ipv4_unsupported_protocol",
+            DropReason::TcpMalformed => "tcp_malformed",
+            DropReason::TcpBadChecksum => "tcp_bad_checksum",
             DropReason::IcmpMalformed => "icmp_malformed",
             DropReason::IcmpBadChecksum => "icmp_bad_checksum",
             DropReason::IcmpUnsupportedType => "icmp_unsupported_type",
@@ -166,6 +173,8 @@ pub struct Stats {
     pub ipv4_rx: Counter,
     /// Frames whose checksum the device had already verified.
     pub rx_checksum_offloaded: Counter,
+    /// TCP engine totals, published by the owning core at each timer tick.
+    pub tcp: TcpCounters,
     drops: [Counter; DropReason::ALL.len()],
 }
 
@@ -195,8 +204,71 @@ impl Stats {
         f("icmp_echo_rx", self.icmp_echo_rx.get());
         f("icmp_echo_tx", self.icmp_echo_tx.get());
         f("rx_checksum_offloaded", self.rx_checksum_offloaded.get());
+        self.tcp.for_each(&mut f);
         for d in DropReason::ALL {
             f(d.name(), self.dropped(d));
         }
+    }
+}
+
+/// The TCP engine's counters as the admin side sees them.
+#[derive(Debug, Default)]
+pub struct TcpCounters {
+    pub segments_in: Counter,
+    pub segments_out: Counter,
+    pub no_connection: Counter,
+    pub resets_sent: Counter,
+    pub syns_received: Counter,
+    pub backlog_full: Counter,
+    pub table_full: Counter,
+    pub accepted: Counter,
+    pub connected: Counter,
+    pub closed: Counter,
+    pub unaccepted_closed: Counter,
+    /// Connections currently held (a gauge).
+    pub connections: Counter,
+    pub retransmits: Counter,
+    pub fast_retransmits: Counter,
+    pub rto_expirations: Counter,
+    pub challenge_acks: Counter,
+}
+
+impl TcpCounters {
+    pub fn publish(&self, s: &crate::tcp::EngineStats, connections: usize) {
+        self.segments_in.set(s.segments_in);
+        self.segments_out.set(s.segments_out);
+        self.no_connection.set(s.no_connection);
+        self.resets_sent.set(s.resets_sent);
+        self.syns_received.set(s.syns_received);
+        self.backlog_full.set(s.backlog_full);
+        self.table_full.set(s.table_full);
+        self.accepted.set(s.accepted);
+        self.connected.set(s.connected);
+        self.closed.set(s.closed);
+        self.unaccepted_closed.set(s.unaccepted_closed);
+        self.connections.set(connections as u64);
+        self.retransmits.set(s.retransmits);
+        self.fast_retransmits.set(s.fast_retransmits);
+        self.rto_expirations.set(s.rto_expirations);
+        self.challenge_acks.set(s.challenge_acks);
+    }
+
+    fn for_each(&self, f: &mut impl FnMut(&'static str, u64)) {
+        f("tcp_segments_in", self.segments_in.get());
+        f("tcp_segments_out", self.segments_out.get());
+        f("tcp_no_connection", self.no_connection.get());
+        f("tcp_resets_sent", self.resets_sent.get());
+        f("tcp_syns_received", self.syns_received.get());
+        f("tcp_backlog_full", self.backlog_full.get());
+        f("tcp_table_full", self.table_full.get());
+        f("tcp_accepted", self.accepted.get());
+        f("tcp_connected", self.connected.get());
+        f("tcp_closed", self.closed.get());
+        f("tcp_unaccepted_closed", self.unaccepted_closed.get());
+        f("tcp_connections", self.connections.get());
+        f("tcp_retransmits", self.retransmits.get());
+        f("tcp_fast_retransmits", self.fast_retransmits.get());
+        f("tcp_rto_expirations", self.rto_expirations.get());
+        f("tcp_challenge_acks", self.challenge_acks.get());
     }
 }

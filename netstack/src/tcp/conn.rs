@@ -961,9 +961,12 @@ impl Connection {
             let off = seq - self.data_seq0();
             let payload = self.sendq.slice(off, max);
             let n = payload.len() as u32;
-            // Silly window avoidance (RFC 9293 §3.8.6.2.1): no tiny segment
-            // while more is queued, unless it empties the queue.
-            if n == mss || n == unsent || probe || in_flight == 0 {
+            // Silly window avoidance (RFC 9293 §3.8.6.2.1) judges what is
+            // available, not this slice: a segment stops at the end of the
+            // user's chunk (no copy), which must not hold it back while a
+            // full segment's worth is queued behind it.
+            let avail = unsent.min(usable);
+            if avail >= mss || avail == unsent || probe || in_flight == 0 {
                 let mut s = self.ack_segment(seq);
                 s.payload = payload;
                 s.fin = self.fin_queued && n == unsent;

@@ -92,6 +92,11 @@ pub struct EngineStats {
     /// (reset or timed out in the handshake, or closed while queued); the
     /// application never hears of them (RFC 9293 §3.10.7.4).
     pub unaccepted_closed: u64,
+    /// Mechanism totals of connections that have ended.
+    pub retransmits: u64,
+    pub fast_retransmits: u64,
+    pub rto_expirations: u64,
+    pub challenge_acks: u64,
 }
 
 #[derive(Debug)]
@@ -490,6 +495,11 @@ impl Engine {
         }
         if c.state() == State::Closed {
             let reason = c.close_reason().unwrap_or(CloseReason::Aborted);
+            let cs = *c.stats();
+            self.stats.retransmits += cs.retransmits;
+            self.stats.fast_retransmits += cs.fast_retransmits;
+            self.stats.rto_expirations += cs.rto_expirations;
+            self.stats.challenge_acks += cs.challenge_acks;
             let tuple = e.tuple;
             let listener = e.listener;
             // Still tied to its listener: never handed to the application.

@@ -13,8 +13,9 @@ use super::{Segment, Seq};
 /// Why bytes were not a TCP segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WireError {
-    /// Too short, bad data offset, zero port, or bad checksum.
+    /// Too short, bad data offset, or a zero port.
     Malformed,
+    BadChecksum,
     /// Flag combinations we do not accept (SYN with FIN or RST).
     BadFlags,
 }
@@ -41,12 +42,13 @@ pub fn parse(
     if packet.syn() && (packet.fin() || packet.rst()) {
         return Err(WireError::BadFlags);
     }
-    let mut caps = ChecksumCapabilities::default();
-    if !verify_checksum {
-        caps.tcp = smoltcp::phy::Checksum::None;
+    let (src, dst) = (IpAddress::Ipv4(src), IpAddress::Ipv4(dst));
+    if verify_checksum && !packet.verify_checksum(&src, &dst) {
+        return Err(WireError::BadChecksum);
     }
-    let repr = TcpRepr::parse(&packet, &IpAddress::Ipv4(src), &IpAddress::Ipv4(dst), &caps)
-        .map_err(|_| WireError::Malformed)?;
+    let mut caps = ChecksumCapabilities::default();
+    caps.tcp = smoltcp::phy::Checksum::None;
+    let repr = TcpRepr::parse(&packet, &src, &dst, &caps).map_err(|_| WireError::Malformed)?;
     let segment = Segment {
         seq: Seq(repr.seq_number.0 as u32),
         ack: repr.ack_number.map(|a| Seq(a.0 as u32)),
@@ -173,7 +175,7 @@ mod tests {
         emit(&seg, 1, 2, A, B, &mut buf);
         let mut bad = buf.clone();
         bad[20] ^= 1;
-        assert_eq!(parse(&bad, A, B, true), Err(WireError::Malformed));
+        assert_eq!(parse(&bad, A, B, true), Err(WireError::BadChecksum));
         assert!(
             parse(&bad, A, B, false).is_ok(),
             "offloaded checksum is not re-checked"
@@ -181,7 +183,7 @@ mod tests {
         let c = Ipv4Addr::new(10, 0, 0, 3);
         assert_eq!(
             parse(&buf, A, c, true),
-            Err(WireError::Malformed),
+            Err(WireError::BadChecksum),
             "pseudo-header covers addresses"
         );
         for len in 0..buf.len() - 1 {

@@ -1,0 +1,97 @@
+#!/usr/bin/python3
+"""Kernel-TCP clients for the data plane's test services (end-to-end tests).
+
+usage:
+  tcp_client.py echo    HOST PORT BYTES        send random bytes, read them back, compare sha256
+  tcp_client.py source  HOST PORT BYTES        read BYTES, check the i % 251 pattern, close
+  tcp_client.py discard HOST PORT BYTES        send BYTES, half-close, expect a clean close
+  tcp_client.py many    HOST PORT CONNS BYTES  CONNS concurrent echo connections of BYTES each
+Prints one JSON object; exits 1 if anything did not match.
+"""
+import asyncio
+import hashlib
+import json
+import os
+import socket
+import sys
+import threading
+import time
+
+
+def echo(host, port, size):
+    data = os.urandom(size)
+    s = socket.create_connection((host, port), timeout=30)
+    got = bytearray()
+
+    def reader():
+        while True:
+            b = s.recv(1 << 16)
+            if not b:
+                break
+            got.extend(b)
+
+    t0 = time.time()
+    th = threading.Thread(target=reader)
+    th.start()
+    s.sendall(data)
+    s.shutdown(socket.SHUT_WR)
+    th.join()
+    ok = hashlib.sha256(data).digest() == hashlib.sha256(bytes(got)).digest()
+    return {"ok": ok, "sent": size, "received": len(got), "seconds": time.time() - t0}
+
+
+def source(host, port, size):
+    s = socket.create_connection((host, port), timeout=30)
+    got = bytearray()
+    while len(got) < size:
+        b = s.recv(1 << 16)
+        if not b:
+            break
+        got.extend(b)
+    s.close()
+    want = bytes(i % 251 for i in range(251)) * (size // 251 + 1)
+    return {"ok": bytes(got[:size]) == want[:size], "received": len(got)}
+
+
+def discard(host, port, size):
+    s = socket.create_connection((host, port), timeout=30)
+    s.sendall(os.urandom(size))
+    s.shutdown(socket.SHUT_WR)
+    return {"ok": s.recv(1) == b"", "sent": size}
+
+
+async def one(host, port, size, i):
+    data = os.urandom(size)
+    r, w = await asyncio.wait_for(asyncio.open_connection(host, port), 30)
+    w.write(data)
+    await w.drain()
+    w.write_eof()
+    got = await asyncio.wait_for(r.read(), 60)
+    w.close()
+    return got == data
+
+
+async def many(host, port, conns, size):
+    # Stagger the opens a little so the listener's backlog is not the test.
+    tasks = []
+    for i in range(conns):
+        tasks.append(asyncio.create_task(one(host, port, size, i)))
+        if i % 100 == 99:
+            await asyncio.sleep(0.01)
+    res = await asyncio.gather(*tasks, return_exceptions=True)
+    good = sum(1 for x in res if x is True)
+    errors = [repr(x) for x in res if x is not True][:5]
+    return {"ok": good == conns, "good": good, "conns": conns, "errors": errors}
+
+
+def main():
+    mode, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    if mode == "many":
+        out = asyncio.run(many(host, port, int(sys.argv[4]), int(sys.argv[5])))
+    else:
+        out = {"echo": echo, "source": source, "discard": discard}[mode](host, port, int(sys.argv[4]))
+    print(json.dumps(out))
+    sys.exit(0 if out["ok"] else 1)
+
+
+main()

@@ -1,0 +1,130 @@
+//! Our TCP against the Linux kernel's, through DPDK: the data plane's test
+//! services (echo, discard, source) exercised by kernel clients in the client
+//! namespace, byte-exact with sha256, also under loss injected by nftables.
+
+use e2e_tests::{Dataplane, Topology, require_root, root, serial, two_port_config, unique_prefix};
+
+const SERVICES: &str = "services:\n  - {kind: echo, port: 7}\n  - {kind: discard, port: 9}\n  - {kind: source, port: 19}\n";
+
+fn client(topo: &Topology, args: &str) -> serde_json::Value {
+    let out = topo.exec(
+        "cli",
+        &format!(
+            "/usr/bin/python3 {}/tests/scripts/tcp_client.py {args}",
+            root().display()
+        ),
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "tcp_client.py {args} failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(text.trim()).unwrap()
+}
+
+fn start(topo: &Topology, driver: &str) -> Dataplane {
+    Dataplane::start(
+        topo,
+        &format!("{}{SERVICES}", two_port_config(driver, true)),
+    )
+}
+
+#[test]
+fn kernel_clients_against_our_tcp_on_af_xdp() {
+    let _serial = serial();
+    require_root();
+    let topo = Topology::up(&unique_prefix("x"));
+    let mut dp = start(&topo, "af_xdp");
+    let r = client(&topo, "echo 10.10.1.1 7 8000000");
+    assert_eq!(r["received"], 8_000_000);
+    client(&topo, "source 10.10.1.1 19 8000000");
+    client(&topo, "discard 10.10.1.1 9 3000000");
+    // A closed port is refused with our RST, at once.
+    let out = topo.exec("cli", "nc -z -w 3 10.10.1.1 8080");
+    assert!(!out.status.success());
+    let s = dp.stats();
+    let svc = &s["workers"][0]["services"];
+    assert_eq!(svc["echo_bytes"], 8_000_000);
+    assert_eq!(svc["discard_bytes"], 3_000_000);
+    assert!(svc["source_bytes"].as_u64().unwrap() >= 8_000_000);
+    assert!(
+        dp.total("tcp_resets_sent") >= 1,
+        "the closed port answered with RST"
+    );
+    assert_eq!(dp.total("tcp_bad_checksum"), 0);
+    // No stuck connections: everything closes.
+    let mut left = u64::MAX;
+    for _ in 0..50 {
+        left = dp.total("tcp_connections");
+        if left == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(left, 0, "connections left open (TIME_WAIT is 1 s)");
+    assert_eq!(dp.terminate(), Some(0), "{}", dp.log());
+}
+
+#[test]
+fn a_thousand_concurrent_kernel_connections() {
+    let _serial = serial();
+    require_root();
+    let topo = Topology::up(&unique_prefix("x"));
+    let dp = start(&topo, "af_xdp");
+    let r = client(&topo, "many 10.10.1.1 7 1000 2000");
+    assert_eq!(r["good"], 1000, "{r}");
+    assert!(dp.total("tcp_accepted") >= 1000);
+    assert_eq!(dp.total("tcp_backlog_full"), 0);
+}
+
+#[test]
+fn byte_exact_under_two_percent_loss_both_ways() {
+    let _serial = serial();
+    require_root();
+    let topo = Topology::up(&unique_prefix("x"));
+    let dp = start(&topo, "af_xdp");
+    // Loss on the kernel peer's side (AF_XDP transmits past our own qdisc).
+    let rules = "nft add table inet chaos && \
+        nft add chain inet chaos in '{ type filter hook input priority 0; }' && \
+        nft add chain inet chaos out '{ type filter hook output priority 0; }' && \
+        nft add rule inet chaos in ip protocol tcp numgen random mod 100 '<' 2 drop && \
+        nft add rule inet chaos out ip protocol tcp numgen random mod 100 '<' 2 drop";
+    let out = topo.exec("cli", rules);
+    assert!(
+        out.status.success(),
+        "nft: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = client(&topo, "echo 10.10.1.1 7 4000000");
+    assert_eq!(r["received"], 4_000_000);
+    client(&topo, "source 10.10.1.1 19 4000000");
+    // Totals are published when connections end (TIME_WAIT is 1 s).
+    let mut retransmits = 0;
+    for _ in 0..50 {
+        retransmits = dp.total("tcp_retransmits");
+        if dp.total("tcp_connections") == 0 && retransmits > 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        retransmits > 0,
+        "2% loss must have been repaired by retransmission"
+    );
+    assert!(
+        dp.total("tcp_fast_retransmits") > 0,
+        "and fast retransmit did some of it"
+    );
+}
+
+#[test]
+fn kernel_clients_against_our_tcp_on_af_packet() {
+    let _serial = serial();
+    require_root();
+    let topo = Topology::up(&unique_prefix("p"));
+    let mut dp = start(&topo, "af_packet");
+    client(&topo, "echo 10.10.1.1 7 4000000");
+    client(&topo, "source 10.10.1.1 19 2000000");
+    assert_eq!(dp.terminate(), Some(0), "{}", dp.log());
+}
