@@ -429,7 +429,9 @@ impl Connection {
     pub fn close(&mut self) {
         match self.state {
             State::SynSent => self.finish(CloseReason::Aborted),
-            State::SynReceived | State::Established => {
+            // RFC 9293 §3.10.4: the FIN waits until the handshake completes.
+            State::SynReceived => self.fin_queued = true,
+            State::Established => {
                 self.fin_queued = true;
                 self.state = State::FinWait1;
             }
@@ -574,7 +576,11 @@ impl Connection {
         let Some(ack) = seg.ack else { return };
         if self.state == State::SynReceived {
             if ack.diff(self.snd_una) > 0 && self.snd_max.diff(ack) >= 0 {
-                self.state = State::Established;
+                self.state = if self.fin_queued {
+                    State::FinWait1
+                } else {
+                    State::Established
+                };
                 self.snd_wnd = u32::from(seg.window) << self.snd_shift;
                 self.snd_wl1 = seg.seq;
                 self.snd_wl2 = ack;
@@ -961,12 +967,13 @@ impl Connection {
             let off = seq - self.data_seq0();
             let payload = self.sendq.slice(off, max);
             let n = payload.len() as u32;
+            debug_assert!(n > 0, "unsent data must be sliceable at snd_nxt");
             // Silly window avoidance (RFC 9293 §3.8.6.2.1) judges what is
             // available, not this slice: a segment stops at the end of the
             // user's chunk (no copy), which must not hold it back while a
             // full segment's worth is queued behind it.
             let avail = unsent.min(usable);
-            if avail >= mss || avail == unsent || probe || in_flight == 0 {
+            if n > 0 && (avail >= mss || avail == unsent || probe || in_flight == 0) {
                 let mut s = self.ack_segment(seq);
                 s.payload = payload;
                 s.fin = self.fin_queued && n == unsent;
@@ -1031,6 +1038,51 @@ impl Connection {
             window: wnd.min(u32::from(u16::MAX)) as u16,
             ..Default::default()
         }
+    }
+
+    /// Internal consistency, for the property tests.
+    #[cfg(test)]
+    pub(crate) fn check_invariants(&self) {
+        assert!(
+            self.snd_una.diff(self.snd_nxt) <= 0,
+            "snd_una {:?} > snd_nxt {:?}",
+            self.snd_una,
+            self.snd_nxt
+        );
+        assert!(
+            self.snd_nxt.diff(self.snd_max) <= 0,
+            "snd_nxt {:?} > snd_max {:?}",
+            self.snd_nxt,
+            self.snd_max
+        );
+        assert!(
+            self.sendq.len <= self.cfg.send_buffer,
+            "send queue over its bound"
+        );
+        assert_eq!(
+            self.sendq.len as usize,
+            self.sendq.chunks.iter().map(Bytes::len).sum::<usize>()
+        );
+        assert_eq!(
+            self.recvq.ready_len as usize,
+            self.recvq.ready.iter().map(Bytes::len).sum::<usize>()
+        );
+        assert_eq!(
+            self.recvq.ooo_len as usize,
+            self.recvq.ooo.values().map(Bytes::len).sum::<usize>()
+        );
+        assert!(
+            self.recvq.ready_len + self.recvq.ooo_len
+                <= self.cfg.recv_buffer + u32::from(self.cfg.mss),
+            "receive side holds more than its buffer: {} + {}",
+            self.recvq.ready_len,
+            self.recvq.ooo_len
+        );
+        assert!(
+            self.recvq.ooo.keys().all(|&k| k > self.recvq.next),
+            "out-of-order data below the in-order edge"
+        );
+        assert!(self.cwnd >= 1 && self.rto >= Duration::from_micros(1));
     }
 
     fn count_out(&mut self, s: Segment) -> Segment {

@@ -32,6 +32,8 @@ pub use engine::{ConnId, Engine, EngineConfig, EngineStats, Event, FourTuple};
 pub use seq::Seq;
 
 #[cfg(test)]
+mod prop;
+#[cfg(test)]
 mod sim;
 #[cfg(test)]
 mod sim_engine;
