@@ -220,6 +220,9 @@ pub struct TcpCounters {
     pub resets_sent: Counter,
     pub syns_received: Counter,
     pub backlog_full: Counter,
+    pub syn_cookies_sent: Counter,
+    pub syn_cookies_accepted: Counter,
+    pub syn_cookies_invalid: Counter,
     pub table_full: Counter,
     pub accepted: Counter,
     pub connected: Counter,
@@ -241,6 +244,9 @@ impl TcpCounters {
         self.resets_sent.set(s.resets_sent);
         self.syns_received.set(s.syns_received);
         self.backlog_full.set(s.backlog_full);
+        self.syn_cookies_sent.set(s.syn_cookies_sent);
+        self.syn_cookies_accepted.set(s.syn_cookies_accepted);
+        self.syn_cookies_invalid.set(s.syn_cookies_invalid);
         self.table_full.set(s.table_full);
         self.accepted.set(s.accepted);
         self.connected.set(s.connected);
@@ -260,6 +266,9 @@ impl TcpCounters {
         f("tcp_resets_sent", self.resets_sent.get());
         f("tcp_syns_received", self.syns_received.get());
         f("tcp_backlog_full", self.backlog_full.get());
+        f("tcp_syn_cookies_sent", self.syn_cookies_sent.get());
+        f("tcp_syn_cookies_accepted", self.syn_cookies_accepted.get());
+        f("tcp_syn_cookies_invalid", self.syn_cookies_invalid.get());
         f("tcp_table_full", self.table_full.get());
         f("tcp_accepted", self.accepted.get());
         f("tcp_connected", self.connected.get());

@@ -5,7 +5,9 @@ usage:
   tcp_client.py echo    HOST PORT BYTES        send random bytes, read them back, compare sha256
   tcp_client.py source  HOST PORT BYTES        read BYTES, check the i % 251 pattern, close
   tcp_client.py discard HOST PORT BYTES        send BYTES, half-close, expect a clean close
-  tcp_client.py many    HOST PORT CONNS BYTES  CONNS concurrent echo connections of BYTES each
+  tcp_client.py many    HOST PORT CONNS BYTES [burst]
+                                               CONNS concurrent echo connections of BYTES each;
+                                               "burst" opens them all at once (no staggering)
 Prints one JSON object; exits 1 if anything did not match.
 """
 import asyncio
@@ -71,12 +73,13 @@ async def one(host, port, size, i):
     return got == data
 
 
-async def many(host, port, conns, size):
-    # Stagger the opens a little so the listener's backlog is not the test.
+async def many(host, port, conns, size, burst):
+    # Unless asked for a burst, stagger the opens a little so the listener's
+    # backlog is not the test.
     tasks = []
     for i in range(conns):
         tasks.append(asyncio.create_task(one(host, port, size, i)))
-        if i % 100 == 99:
+        if not burst and i % 100 == 99:
             await asyncio.sleep(0.01)
     res = await asyncio.gather(*tasks, return_exceptions=True)
     good = sum(1 for x in res if x is True)
@@ -87,7 +90,8 @@ async def many(host, port, conns, size):
 def main():
     mode, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
     if mode == "many":
-        out = asyncio.run(many(host, port, int(sys.argv[4]), int(sys.argv[5])))
+        burst = len(sys.argv) > 6 and sys.argv[6] == "burst"
+        out = asyncio.run(many(host, port, int(sys.argv[4]), int(sys.argv[5]), burst))
     else:
         out = {"echo": echo, "source": source, "discard": discard}[mode](host, port, int(sys.argv[4]))
     print(json.dumps(out))

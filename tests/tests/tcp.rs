@@ -128,3 +128,28 @@ fn kernel_clients_against_our_tcp_on_af_packet() {
     client(&topo, "source 10.10.1.1 19 2000000");
     assert_eq!(dp.terminate(), Some(0), "{}", dp.log());
 }
+
+#[test]
+fn a_tiny_backlog_still_completes_kernel_handshakes_with_syn_cookies() {
+    let _serial = serial();
+    require_root();
+    let topo = Topology::up(&unique_prefix("x"));
+    let dp = Dataplane::start(
+        &topo,
+        &format!(
+            "{}{SERVICES}tcp: {{backlog: 1}}\n",
+            two_port_config("af_xdp", true)
+        ),
+    );
+    let r = client(&topo, "many 10.10.1.1 7 500 1000 burst");
+    assert_eq!(r["good"], 500, "{r}");
+    assert!(
+        dp.total("tcp_syn_cookies_sent") > 0,
+        "the backlog overflowed"
+    );
+    assert!(
+        dp.total("tcp_syn_cookies_accepted") > 0,
+        "and cookies completed handshakes"
+    );
+    assert_eq!(dp.total("tcp_syn_cookies_invalid"), 0);
+}

@@ -357,6 +357,33 @@ impl Connection {
         c
     }
 
+    /// A connection rebuilt from a valid SYN cookie (RFC 4987 §3.6): the
+    /// handshake finished with `ack`, which is processed at once. Window
+    /// scaling is off (a cookie cannot carry it without timestamps).
+    pub fn from_cookie(
+        cfg: TcpConfig,
+        now: Instant,
+        irs: Seq,
+        iss: Seq,
+        peer_mss: u16,
+        ack: Segment,
+    ) -> Connection {
+        let mut c = Connection::new(cfg, iss, State::SynReceived);
+        c.irs = irs;
+        c.rcv_nxt = irs + 1;
+        c.rcv_shift = 0;
+        c.snd_shift = 0;
+        c.scaling = false;
+        c.peer_mss = u32::from(peer_mss);
+        c.cwnd = 10 * c.eff_mss();
+        c.snd_nxt = iss + 1;
+        c.snd_max = iss + 1;
+        c.snd_wl1 = irs;
+        c.rcv_adv = c.rcv_nxt + c.free_window();
+        c.handle_segment(now, ack);
+        c
+    }
+
     pub fn state(&self) -> State {
         self.state
     }

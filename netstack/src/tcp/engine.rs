@@ -86,6 +86,12 @@ pub struct EngineStats {
     /// SYNs refused because the connection table was full.
     pub table_full: u64,
     pub accepted: u64,
+    /// SYN-ACKs with a cookie, sent instead of queueing when the backlog was full.
+    pub syn_cookies_sent: u64,
+    /// Handshakes completed from a valid cookie.
+    pub syn_cookies_accepted: u64,
+    /// ACKs to a listener carrying a cookie that did not verify.
+    pub syn_cookies_invalid: u64,
     pub connected: u64,
     pub closed: u64,
     /// Passive connections that ended before the application accepted them
@@ -155,6 +161,9 @@ impl BuildHasher for KeyedState {
 }
 
 const EPHEMERAL: std::ops::RangeInclusive<u16> = 49152..=65535;
+
+/// MSS values a SYN cookie can carry (3 bits).
+const COOKIE_MSS: [u16; 8] = [536, 1024, 1220, 1360, 1400, 1440, 1452, 1460];
 
 impl Engine {
     pub fn new(cfg: EngineConfig, now: Instant) -> Engine {
@@ -386,8 +395,20 @@ impl Engine {
             let table_full = self.len() >= self.cfg.max_connections;
             if let Some(l) = self.listeners.get_mut(&local) {
                 if l.pending >= l.backlog {
-                    // TODO(issue 3): answer with a SYN cookie (RFC 4987).
+                    // RFC 4987 §3.6: answer statelessly; the handshake is
+                    // rebuilt when the ACK brings the cookie back.
                     self.stats.backlog_full += 1;
+                    self.stats.syn_cookies_sent += 1;
+                    let cookie = self.cookie(now, &tuple, seg.seq, seg.mss.unwrap_or(536));
+                    let syn_ack = Segment {
+                        seq: cookie,
+                        ack: Some(seg.seq + 1),
+                        syn: true,
+                        window: self.cfg.tcp.recv_buffer.min(u32::from(u16::MAX)) as u16,
+                        mss: Some(self.cfg.tcp.mss),
+                        ..Default::default()
+                    };
+                    self.pending_rst.push_back((tuple, syn_ack));
                     return;
                 }
                 if table_full {
@@ -401,8 +422,83 @@ impl Engine {
                 return;
             }
         }
+        // An ACK to a listener may complete a cookie handshake.
+        if let Some(ack) = seg.ack
+            && !seg.syn
+            && !seg.rst
+            && self.listeners.contains_key(&local)
+        {
+            let irs = seg.seq + u32::MAX; // seq - 1
+            match self.check_cookie(now, &tuple, irs, ack + u32::MAX) {
+                Some(mss) if self.len() < self.cfg.max_connections => {
+                    self.stats.syn_cookies_accepted += 1;
+                    let conn = Connection::from_cookie(
+                        self.cfg.tcp.clone(),
+                        now,
+                        irs,
+                        ack + u32::MAX,
+                        mss,
+                        seg,
+                    );
+                    if let Some(l) = self.listeners.get_mut(&local) {
+                        l.pending += 1;
+                    }
+                    self.insert(tuple, conn, Some(local));
+                    return;
+                }
+                Some(_) => {
+                    self.stats.table_full += 1;
+                    return;
+                }
+                None => self.stats.syn_cookies_invalid += 1,
+            }
+        }
         self.stats.no_connection += 1;
         self.reset_for(tuple, &seg);
+    }
+
+    /// Cookie layout (our ISN): 5 bits of a 64 s time slot, 3 bits of MSS
+    /// index, 24 bits of a keyed hash of the 4-tuple, the slot and the
+    /// client's ISN.
+    fn cookie(&self, now: Instant, t: &FourTuple, client_isn: Seq, mss: u16) -> Seq {
+        let slot = self.cookie_slot(now);
+        let idx = COOKIE_MSS.iter().rposition(|&m| m <= mss).unwrap_or(0) as u32;
+        let h = self.cookie_hash(t, slot, client_isn) & 0x00ff_ffff;
+        Seq(((slot & 31) << 27) | (idx << 24) | h)
+    }
+
+    /// The MSS a cookie carried, if it is ours, for this tuple, and at most one
+    /// slot (64-128 s) old.
+    fn check_cookie(
+        &self,
+        now: Instant,
+        t: &FourTuple,
+        client_isn: Seq,
+        cookie: Seq,
+    ) -> Option<u16> {
+        let c = cookie.0;
+        let now_slot = self.cookie_slot(now);
+        let slot = [now_slot, now_slot.wrapping_sub(1)]
+            .into_iter()
+            .find(|s| s & 31 == c >> 27)?;
+        if self.cookie_hash(t, slot, client_isn) & 0x00ff_ffff != c & 0x00ff_ffff {
+            return None;
+        }
+        Some(COOKIE_MSS[((c >> 24) & 7) as usize])
+    }
+
+    fn cookie_slot(&self, now: Instant) -> u32 {
+        (now.as_micros() / 64_000_000) as u32
+    }
+
+    fn cookie_hash(&self, t: &FourTuple, slot: u32, client_isn: Seq) -> u32 {
+        let mut key = self.cfg.secret;
+        key[15] ^= 0xc0; // not the ISN or table key
+        let mut h = SipHasher13::new_with_key(&key);
+        std::hash::Hash::hash(t, &mut h);
+        h.write_u32(slot);
+        h.write_u32(client_isn.0);
+        h.finish() as u32
     }
 
     /// RFC 9293 §3.10.7.1: a segment for no connection gets a RST (never in

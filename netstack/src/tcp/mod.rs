@@ -13,11 +13,12 @@
 //! with RFC 5961 challenge ACKs, and a retransmission limit.
 //!
 //! [`Engine`] is the per-core layer: 4-tuple demux, listeners and backlog,
-//! RFC 6528 ISNs, a timer wheel, and an event queue.
+//! SYN cookies past the backlog (RFC 4987), RFC 6528 ISNs, a timer wheel, and
+//! an event queue.
 //!
 //! TODO (issue 3, later slices): SACK (RFC 2018/6675), timestamps (RFC 7323
 //! §3-5) and the short TIME_WAIT they allow, RFC 6191 SYN in TIME_WAIT,
-//! CUBIC, delayed ACKs, keepalive, SYN cookies, RSS-aware ephemeral ports,
+//! CUBIC, delayed ACKs, keepalive, RSS-aware ephemeral ports,
 //! mbuf-backed `Bytes` (payload is copied out of the frame for now), and the
 //! hookup to `Stack` and the data plane.
 

@@ -88,7 +88,11 @@ impl World {
 
 /// Each of `n` clients sends its own pattern, reads the echo, then closes.
 fn echo_many(seed: u64, imp: Impair, n: usize, size: usize) -> World {
-    let mut w = World::new(seed, imp, n);
+    echo_many_backlog(seed, imp, n, size, n)
+}
+
+fn echo_many_backlog(seed: u64, imp: Impair, n: usize, size: usize, backlog: usize) -> World {
+    let mut w = World::new(seed, imp, backlog);
     let mut clients: HashMap<ConnId, (Bytes, usize, Vec<u8>)> = HashMap::new();
     for i in 0..n {
         let id = w.engines[0]
@@ -246,7 +250,7 @@ fn segments_for_no_connection_get_rst_and_rst_gets_nothing() {
 }
 
 #[test]
-fn a_full_backlog_refuses_syns_until_connections_are_accepted() {
+fn a_full_backlog_answers_with_syn_cookies_and_keeps_no_state() {
     let mut w = World::new(1, Impair::default(), 2);
     let now = w.now;
     for p in 0..5u16 {
@@ -258,8 +262,55 @@ fn a_full_backlog_refuses_syns_until_connections_are_accepted() {
         };
         w.engines[1].handle_segment(now, (SERVER, PORT), (CLIENT, 6000 + p), syn);
     }
-    assert_eq!(w.engines[1].len(), 2);
+    assert_eq!(
+        w.engines[1].len(),
+        2,
+        "no state for the three over the backlog"
+    );
     assert_eq!(w.engines[1].stats().backlog_full, 3);
+    assert_eq!(w.engines[1].stats().syn_cookies_sent, 3);
+    let mut syn_acks = 0;
+    while let Some((_, seg)) = w.engines[1].poll_transmit(now) {
+        assert!(seg.syn && seg.ack.is_some());
+        syn_acks += 1;
+    }
+    assert_eq!(syn_acks, 5, "every SYN was answered");
+}
+
+#[test]
+fn handshakes_complete_through_syn_cookies_when_the_backlog_is_tiny() {
+    let w = echo_many_backlog(
+        5,
+        Impair {
+            delay_us: 100,
+            ..Impair::default()
+        },
+        300,
+        5000,
+        4,
+    );
+    let s = w.engines[1].stats();
+    assert!(s.syn_cookies_accepted > 100, "{s:?}");
+    assert_eq!(s.syn_cookies_invalid, 0);
+    assert_eq!(s.closed, 300);
+}
+
+#[test]
+fn a_forged_cookie_gets_a_reset_and_no_connection() {
+    let mut w = World::new(1, Impair::default(), 1);
+    let now = w.now;
+    let e = &mut w.engines[1];
+    let ack = Segment {
+        seq: Seq(1001),
+        ack: Some(Seq(0xdead_beef)),
+        window: 1000,
+        ..Default::default()
+    };
+    e.handle_segment(now, (SERVER, PORT), (CLIENT, 7000), ack);
+    assert_eq!(e.len(), 0);
+    assert_eq!(e.stats().syn_cookies_invalid, 1);
+    let (_, rst) = e.poll_transmit(now).unwrap();
+    assert!(rst.rst && rst.seq == Seq(0xdead_beef));
 }
 
 #[test]
