@@ -14,6 +14,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+
+mod tcp_idle;
 use serde_json::{Value, json};
 
 #[derive(Parser, Debug)]
@@ -30,6 +32,8 @@ struct Cli {
 enum Cmd {
     /// Busy cycles per packet of the raw RX→TX loop (L2 reflect) vs dpdk-testpmd macswap, on memif.
     L2Reflect(L2Args),
+    /// TCP engine cost per segment with few vs many idle connections (should be flat).
+    TcpIdle(tcp_idle::Args),
 }
 
 #[derive(clap::Args, Debug)]
@@ -58,6 +62,7 @@ fn main() {
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::L2Reflect(a) => l2_reflect(a),
+        Cmd::TcpIdle(a) => tcp_idle::run(a),
     };
     if let Err(e) = r {
         eprintln!("bench: error: {e}");
