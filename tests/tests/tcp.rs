@@ -108,6 +108,11 @@ fn byte_exact_under_two_percent_loss_both_ways() {
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+    assert_eq!(
+        dp.total("tcp_connections"),
+        0,
+        "no connection stuck after the transfers"
+    );
     assert!(
         retransmits > 0,
         "2% loss must have been repaired by retransmission"

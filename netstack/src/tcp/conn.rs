@@ -26,10 +26,15 @@ pub struct TcpConfig {
     pub max_rto: Duration,
     /// RTO before the first RTT sample (RFC 6298 §2.1).
     pub initial_rto: Duration,
-    /// How long a connection stays in TIME_WAIT.
+    /// How long a connection stays in TIME_WAIT. Short values recycle
+    /// 4-tuples fast but trade safety: a peer still retransmitting (its ACK
+    /// was lost, its RTO backed off) after the wait ends gets a RST instead
+    /// of an ACK, and ends with "reset" although all data arrived.
     pub time_wait: Duration,
     /// Consecutive retransmission timeouts before the connection is reset.
     pub max_retransmits: u32,
+    /// Offer and use selective acknowledgements (RFC 2018).
+    pub sack: bool,
 }
 
 impl Default for TcpConfig {
@@ -43,6 +48,7 @@ impl Default for TcpConfig {
             initial_rto: Duration::from_secs(1),
             time_wait: Duration::from_secs(1),
             max_retransmits: 12,
+            sack: true,
         }
     }
 }
@@ -90,6 +96,10 @@ pub struct Segment {
     pub window: u16,
     pub mss: Option<u16>,
     pub window_scale: Option<u8>,
+    /// SACK-permitted option (RFC 2018 §2), in SYNs.
+    pub sack_permitted: bool,
+    /// SACK blocks `[left, right)` (RFC 2018 §3), most recent first.
+    pub sack: [Option<(Seq, Seq)>; 3],
     pub payload: Bytes,
 }
 
@@ -108,6 +118,8 @@ pub struct ConnStats {
     /// Retransmitted segments of any kind.
     pub retransmits: u64,
     pub fast_retransmits: u64,
+    /// Holes retransmitted because SACK showed data above them arrived.
+    pub sack_retransmits: u64,
     pub rto_expirations: u64,
     pub dup_acks_received: u64,
     pub challenge_acks: u64,
@@ -176,6 +188,8 @@ struct RecvQueue {
     ooo_len: u32,
     /// Stream offset of the next in-order byte.
     next: u64,
+    /// Offset of the latest out-of-order arrival: its block is reported first.
+    last_ooo: Option<u64>,
 }
 
 impl RecvQueue {
@@ -185,6 +199,7 @@ impl RecvQueue {
             return 0;
         }
         if off > self.next {
+            self.last_ooo = Some(off);
             let replaced = self.ooo.get(&off).map_or(0, |b| b.len());
             if data.len() > replaced {
                 self.ooo_len = self.ooo_len - replaced as u32 + data.len() as u32;
@@ -204,6 +219,30 @@ impl RecvQueue {
             self.push_in_order(o, b);
         }
         (self.next - before) as u32
+    }
+
+    /// Out-of-order data as merged `[start, end)` offset ranges, the one
+    /// holding the latest arrival first (RFC 2018 §4), at most three.
+    fn sack_blocks(&self) -> [Option<(u64, u64)>; 3] {
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        for (&o, b) in &self.ooo {
+            let end = o + b.len() as u64;
+            match ranges.last_mut() {
+                Some(last) if o <= last.1 => last.1 = last.1.max(end),
+                _ => ranges.push((o, end)),
+            }
+        }
+        if let Some(l) = self.last_ooo
+            && let Some(i) = ranges.iter().position(|r| r.0 <= l && l < r.1)
+        {
+            let r = ranges.remove(i);
+            ranges.insert(0, r);
+        }
+        let mut out = [None; 3];
+        for (slot, r) in out.iter_mut().zip(ranges) {
+            *slot = Some(r);
+        }
+        out
     }
 
     fn push_in_order(&mut self, off: u64, mut data: Bytes) {
@@ -239,6 +278,14 @@ pub struct Connection {
     snd_shift: u8,
     /// Both SYNs carry the window scale option (RFC 7323 §2.2).
     scaling: bool,
+    /// Both SYNs carry SACK-permitted (RFC 2018 §2).
+    sack_ok: bool,
+    /// SACKed ranges above snd_una, sorted and merged.
+    scoreboard: Vec<(Seq, Seq)>,
+    /// In SACK recovery: next sequence number to consider for a hole
+    /// retransmission, and how many the ACK clock has allowed.
+    rexmit_next: Seq,
+    hole_tokens: u32,
     peer_mss: u32,
     sendq: SendQueue,
     fin_queued: bool,
@@ -269,6 +316,8 @@ pub struct Connection {
     cwnd: u32,
     ssthresh: u32,
     dup_acks: u32,
+    /// Segments RFC 3042 lets past cwnd (0-2).
+    limited_transmit: u32,
     recover: Option<Seq>,
 
     // RTT and timers.
@@ -304,6 +353,10 @@ impl Connection {
             snd_wl2: Seq(0),
             snd_shift: 0,
             scaling: false,
+            sack_ok: false,
+            scoreboard: Vec::new(),
+            rexmit_next: iss,
+            hole_tokens: 0,
             peer_mss: 536, // RFC 9293 §3.7.1 default until told
             sendq: SendQueue::default(),
             fin_queued: false,
@@ -323,6 +376,7 @@ impl Connection {
             cwnd: 10 * mss, // RFC 6928 initial window
             ssthresh: u32::MAX,
             dup_acks: 0,
+            limited_transmit: 0,
             recover: None,
             srtt: None,
             rttvar: Duration::ZERO,
@@ -537,6 +591,7 @@ impl Connection {
     }
 
     fn take_syn_options(&mut self, syn: &Segment) {
+        self.sack_ok = syn.sack_permitted && self.cfg.sack;
         if let Some(m) = syn.mss {
             self.peer_mss = u32::from(m.max(64));
         }
@@ -626,12 +681,20 @@ impl Connection {
             return;
         }
         let window = u32::from(seg.window) << self.snd_shift;
+        // RFC 6675 §2: with SACK, an ACK that brings SACK information counts
+        // as a duplicate even if the window moved (a reading receiver moves it
+        // all the time).
+        let sacked_before = self.sacked_bytes();
+        if self.sack_ok {
+            self.take_sack(&seg);
+        }
+        let new_sack_info = self.sacked_bytes() > sacked_before;
         if ack.diff(self.snd_una) > 0 {
             self.ack_advance(now, ack);
         } else if ack == self.snd_una
             && seg.payload.is_empty()
             && !seg.fin
-            && window == self.snd_wnd
+            && (window == self.snd_wnd || new_sack_info)
             && self.snd_max.diff(self.snd_una) > 0
         {
             self.on_dup_ack();
@@ -703,6 +766,63 @@ impl Connection {
         (base + delta).max(0) as u64
     }
 
+    /// Merge the segment's SACK blocks that lie in (snd_una, snd_max] into
+    /// the scoreboard; anything else is stale or bogus and ignored.
+    fn take_sack(&mut self, seg: &Segment) {
+        for &(l, r) in seg.sack.iter().flatten() {
+            if l.diff(self.snd_una) < 0 || r.diff(self.snd_max) > 0 || r.diff(l) <= 0 {
+                continue;
+            }
+            self.scoreboard.push((l, r));
+        }
+        if self.scoreboard.len() > 1 {
+            let base = self.snd_una;
+            self.scoreboard.sort_by_key(|&(l, _)| l - base);
+            let mut merged: Vec<(Seq, Seq)> = Vec::with_capacity(self.scoreboard.len());
+            for &(l, r) in &self.scoreboard {
+                match merged.last_mut() {
+                    Some(last) if l.diff(last.1) <= 0 => {
+                        if r.diff(last.1) > 0 {
+                            last.1 = r;
+                        }
+                    }
+                    _ => merged.push((l, r)),
+                }
+            }
+            // Bounded: more blocks than this means a sender gone wrong or a
+            // peer feeding garbage; keep the highest ones.
+            if merged.len() > 64 {
+                merged.drain(..merged.len() - 64);
+            }
+            self.scoreboard = merged;
+        }
+    }
+
+    fn sacked_bytes(&self) -> u32 {
+        self.scoreboard.iter().map(|&(l, r)| r - l).sum()
+    }
+
+    /// The next hole at or after `from` below the highest SACKed byte, as
+    /// `(start, end)`.
+    fn next_hole(&self, from: Seq) -> Option<(Seq, Seq)> {
+        let top = self.scoreboard.last()?.1;
+        let mut start = if from.diff(self.snd_una) < 0 {
+            self.snd_una
+        } else {
+            from
+        };
+        for &(l, r) in &self.scoreboard {
+            if start.diff(r) >= 0 {
+                continue;
+            }
+            if start.diff(l) < 0 {
+                return Some((start, l));
+            }
+            start = r;
+        }
+        (start.diff(top) < 0).then_some((start, top))
+    }
+
     fn challenge_ack(&mut self) {
         self.stats.challenge_acks += 1;
         self.ack_pending = true;
@@ -718,6 +838,12 @@ impl Connection {
         let data_acked = acked.min(self.sendq.len);
         self.sendq.consume(data_acked);
         self.snd_una = ack;
+        self.scoreboard.retain_mut(|(l, r)| {
+            if l.diff(ack) < 0 {
+                *l = ack;
+            }
+            r.diff(ack) > 0
+        });
         if self.snd_nxt.diff(ack) < 0 {
             self.snd_nxt = ack;
         }
@@ -734,12 +860,18 @@ impl Connection {
             Some(rec) if ack.diff(rec) < 0 => {
                 // Partial ACK (RFC 6582 §3.2 step 3): retransmit the next hole,
                 // deflate by what was acked, add back one MSS.
-                self.retransmit_now = true;
+                if self.sack_ok && self.rexmit_next.diff(ack) > 0 {
+                    // The hole walk is already past snd_una: let it go on.
+                    self.hole_tokens += 1;
+                } else {
+                    self.retransmit_now = true;
+                }
                 self.cwnd = self.cwnd.saturating_sub(data_acked).saturating_add(mss);
             }
             Some(_) => {
                 // Full ACK: leave recovery.
                 self.recover = None;
+                self.hole_tokens = 0;
                 let flight = self.snd_max - self.snd_una;
                 self.cwnd = self.ssthresh.min(flight.max(mss) + mss);
             }
@@ -748,6 +880,7 @@ impl Connection {
         }
         if self.recover.is_none() {
             self.dup_acks = 0;
+            self.limited_transmit = 0;
         }
         self.rto_at = (self.snd_max.diff(self.snd_una) > 0).then(|| now + self.rto);
     }
@@ -758,6 +891,15 @@ impl Connection {
         let mss = self.eff_mss();
         if self.recover.is_some() {
             self.cwnd += mss; // inflate while in recovery
+            if self.sack_ok {
+                // RFC 6675 in spirit: every ACK arriving during recovery
+                // clocks out one more segment, the next hole first.
+                self.hole_tokens += 1;
+            }
+        } else if self.dup_acks < 3 {
+            // Limited transmit (RFC 3042): one new segment per early duplicate,
+            // so that a small flight can still produce three.
+            self.limited_transmit = self.dup_acks;
         } else if self.dup_acks == 3 {
             // RFC 5681 §3.2 / RFC 6582: enter fast recovery.
             let flight = self.snd_max - self.snd_una;
@@ -765,6 +907,7 @@ impl Connection {
             self.cwnd = self.ssthresh + 3 * mss;
             self.recover = Some(self.snd_max);
             self.retransmit_now = true;
+            self.rexmit_next = self.snd_una;
             self.stats.fast_retransmits += 1;
         }
     }
@@ -873,7 +1016,11 @@ impl Connection {
         self.cwnd = mss;
         self.recover = None;
         self.dup_acks = 0;
+        self.limited_transmit = 0;
         self.rtt_probe = None;
+        // The receiver may have reneged (RFC 2018 §8): start over from snd_una.
+        self.scoreboard.clear();
+        self.hole_tokens = 0;
         self.snd_nxt = self.snd_una;
         self.rto = (self.rto * 2).min(self.cfg.max_rto);
         self.rto_at = Some(now + self.rto);
@@ -936,6 +1083,7 @@ impl Connection {
                     window: self.free_window().min(u32::from(u16::MAX)) as u16,
                     mss: Some(self.cfg.mss),
                     window_scale: Some(self.rcv_shift),
+                    sack_permitted: self.cfg.sack,
                     ..Default::default()
                 };
                 Some(self.sent_syn(now, syn))
@@ -945,6 +1093,7 @@ impl Connection {
                 syn.syn = true;
                 syn.mss = Some(self.cfg.mss);
                 syn.window_scale = self.scaling.then_some(self.rcv_shift);
+                syn.sack_permitted = self.sack_ok;
                 syn.window = self.free_window().min(u32::from(u16::MAX)) as u16; // unscaled in SYNs
                 Some(self.sent_syn(now, syn))
             }
@@ -978,14 +1127,45 @@ impl Connection {
             if !payload.is_empty() || fin {
                 self.stats.retransmits += 1;
                 self.rtt_probe = None;
+                let end = seq + payload.len() as u32;
+                if end.diff(self.rexmit_next) > 0 {
+                    self.rexmit_next = end;
+                }
                 let mut s = self.ack_segment(seq);
                 s.payload = payload;
                 s.fin = fin;
                 return Some(self.count_out(s));
             }
         }
+        // SACK recovery: each token retransmits the next hole below the
+        // highest SACKed byte.
+        if self.hole_tokens > 0 && self.recover.is_some() {
+            if let Some((start, end)) = self.next_hole(self.rexmit_next) {
+                let off = start - self.data_seq0();
+                let payload = self.sendq.slice(off, mss.min(end - start));
+                if !payload.is_empty() {
+                    self.hole_tokens -= 1;
+                    self.rexmit_next = start + payload.len() as u32;
+                    self.stats.retransmits += 1;
+                    self.stats.sack_retransmits += 1;
+                    self.rtt_probe = None;
+                    let mut s = self.ack_segment(start);
+                    s.payload = payload;
+                    return Some(self.count_out(s));
+                }
+            }
+            self.hole_tokens = 0; // no hole left: the ACK clock drives new data
+        }
         let in_flight = self.snd_nxt - self.snd_una;
-        let usable = self.snd_wnd.min(self.cwnd).saturating_sub(in_flight);
+        let allowance = if self.recover.is_none() {
+            self.limited_transmit * mss
+        } else {
+            0
+        };
+        let usable = self
+            .snd_wnd
+            .min(self.cwnd + allowance)
+            .saturating_sub(in_flight);
         let unsent = self.unsent();
         let probe = std::mem::take(&mut self.probe_now) && unsent > 0 && self.snd_wnd == 0;
         if unsent > 0 && (usable > 0 || probe) {
@@ -1059,10 +1239,19 @@ impl Connection {
         }
         let wnd = (self.rcv_adv - self.rcv_nxt) >> self.rcv_shift;
         self.ack_pending = false;
+        let mut sack = [None; 3];
+        if self.sack_ok && !self.recvq.ooo.is_empty() {
+            let (base, nxt) = (self.recvq.next, self.rcv_nxt);
+            sack = self
+                .recvq
+                .sack_blocks()
+                .map(|b| b.map(|(l, r)| (nxt + (l - base) as u32, nxt + (r - base) as u32)));
+        }
         Segment {
             seq,
             ack: Some(self.rcv_nxt),
             window: wnd.min(u32::from(u16::MAX)) as u16,
+            sack,
             ..Default::default()
         }
     }

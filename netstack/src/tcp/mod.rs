@@ -16,7 +16,9 @@
 //! SYN cookies past the backlog (RFC 4987), RFC 6528 ISNs, a timer wheel, and
 //! an event queue.
 //!
-//! TODO (issue 3, later slices): SACK (RFC 2018/6675), timestamps (RFC 7323
+//! Also SACK (RFC 2018, recovery after RFC 6675) and Limited Transmit (RFC 3042).
+//!
+//! TODO (issue 3, later slices): timestamps (RFC 7323
 //! §3-5) and the short TIME_WAIT they allow, RFC 6191 SYN in TIME_WAIT,
 //! CUBIC, delayed ACKs, keepalive, RSS-aware ephemeral ports,
 //! mbuf-backed `Bytes` (payload is copied out of the frame for now), and the

@@ -38,6 +38,13 @@ fn some_segment(r: &mut Rng, around_seq: Seq, around_ack: Seq) -> Segment {
         },
         mss: (flags & 16 != 0).then(|| r.next() as u16),
         window_scale: (flags & 32 != 0).then(|| r.below(20) as u8),
+        sack_permitted: flags & 64 != 0,
+        sack: std::array::from_fn(|_| {
+            (r.below(3) == 0).then(|| {
+                let l = near(r, around_ack);
+                (l, l + r.below(20_000) as u32)
+            })
+        }),
         payload: Bytes::from(vec![r.next() as u8; len]),
     }
 }

@@ -58,6 +58,13 @@ pub fn parse(
         window: repr.window_len,
         mss: repr.max_seg_size,
         window_scale: repr.window_scale,
+        sack_permitted: repr.sack_permitted,
+        // SACK blocks mean nothing without an ACK (and are not emitted then).
+        sack: if repr.ack_number.is_some() {
+            repr.sack_ranges.map(|r| r.map(|(l, r)| (Seq(l), Seq(r))))
+        } else {
+            [None; 3]
+        },
         payload: Bytes::copy_from_slice(repr.payload),
     };
     Ok(Parsed {
@@ -88,8 +95,8 @@ fn repr<'a>(seg: &'a Segment, src_port: u16, dst_port: u16) -> TcpRepr<'a> {
         window_len: seg.window,
         window_scale: seg.window_scale,
         max_seg_size: seg.mss,
-        sack_permitted: false,
-        sack_ranges: [None; 3],
+        sack_permitted: seg.sack_permitted,
+        sack_ranges: seg.sack.map(|r| r.map(|(l, r)| (l.0, r.0))),
         timestamp: None,
         payload: &seg.payload,
     }
