@@ -406,6 +406,16 @@ fn tcp_config(cfg: &Config) -> Result<netstack::tcp::EngineConfig, Failure> {
     let t = &cfg.tcp;
     Ok(netstack::tcp::EngineConfig {
         tcp: netstack::tcp::TcpConfig {
+            // What one segment can carry on the smallest port MTU (IPv4 and
+            // TCP headers without options: options come out of it, RFC 6691).
+            mss: cfg
+                .ports
+                .iter()
+                .map(|p| p.mtu)
+                .min()
+                .unwrap_or(1500)
+                .saturating_sub(40)
+                .max(536),
             min_rto: Duration::from_millis(t.min_rto_ms),
             time_wait: Duration::from_millis(t.time_wait_ms),
             recv_buffer: t.recv_buffer,

@@ -130,6 +130,12 @@ pub struct ConnStats {
 }
 
 const MAX_WINDOW_SHIFT: u8 = 14; // RFC 7323 §2.3
+/// Out-of-order pieces held per connection (each may be a whole mbuf).
+const MAX_OOO_SEGMENTS: usize = 512;
+/// Congestion window ceiling: far above any window, far below overflow.
+const MAX_CWND: u32 = 1 << 30;
+/// SYN (or SYN-ACK) transmissions before a handshake is given up.
+const MAX_SYN_RETRIES: u32 = 6;
 
 // === send and receive queues ===
 
@@ -199,12 +205,7 @@ impl RecvQueue {
             return 0;
         }
         if off > self.next {
-            self.last_ooo = Some(off);
-            let replaced = self.ooo.get(&off).map_or(0, |b| b.len());
-            if data.len() > replaced {
-                self.ooo_len = self.ooo_len - replaced as u32 + data.len() as u32;
-                self.ooo.insert(off, data);
-            }
+            self.insert_out_of_order(off, data);
             return 0;
         }
         let before = self.next;
@@ -219,6 +220,37 @@ impl RecvQueue {
             self.push_in_order(o, b);
         }
         (self.next - before) as u32
+    }
+
+    /// Keep out-of-order data without overlaps and within bounds: a peer
+    /// sending overlapping or tiny segments must not make us hold more than
+    /// the window's bytes, or more than `MAX_OOO_SEGMENTS` pieces.
+    fn insert_out_of_order(&mut self, mut off: u64, mut data: Bytes) {
+        // Trim what the pieces before already hold (possibly several, one
+        // after another), so no two stored pieces overlap or share a key.
+        while let Some((&po, pb)) = self.ooo.range(..=off).next_back() {
+            let pend = po + pb.len() as u64;
+            if pend <= off {
+                break;
+            }
+            if pend >= off + data.len() as u64 {
+                return; // nothing new
+            }
+            let _ = data.split_to((pend - off) as usize);
+            off = pend;
+        }
+        // Trim what the piece after already holds.
+        if let Some((&no, _)) = self.ooo.range(off + 1..).next()
+            && no < off + data.len() as u64
+        {
+            data.truncate((no - off) as usize);
+        }
+        if data.is_empty() || self.ooo.len() >= MAX_OOO_SEGMENTS {
+            return;
+        }
+        self.last_ooo = Some(off);
+        self.ooo_len += data.len() as u32;
+        self.ooo.insert(off, data);
     }
 
     /// Out-of-order data as merged `[start, end)` offset ranges, the one
@@ -288,6 +320,16 @@ pub struct Connection {
     hole_tokens: u32,
     peer_mss: u32,
     sendq: SendQueue,
+    /// Our SYN has been acknowledged. (Not `snd_una == iss`: that recurs
+    /// every 4 GiB.)
+    syn_acked: bool,
+    /// Largest window the peer has offered, for the RFC 5961 §5.2 ACK check.
+    max_snd_wnd: u32,
+    /// Unanswered zero-window probes in a row.
+    probes_unanswered: u32,
+    /// After an RTO, fast recovery may not start until this is acknowledged
+    /// (RFC 6582 §3.2 step 1).
+    rto_recover: Option<Seq>,
     fin_queued: bool,
     /// Sequence number of our FIN once sent.
     snd_fin: Option<Seq>,
@@ -359,6 +401,10 @@ impl Connection {
             hole_tokens: 0,
             peer_mss: 536, // RFC 9293 §3.7.1 default until told
             sendq: SendQueue::default(),
+            syn_acked: false,
+            max_snd_wnd: 0,
+            probes_unanswered: 0,
+            rto_recover: None,
             fin_queued: false,
             snd_fin: None,
             irs: Seq(0),
@@ -627,9 +673,17 @@ impl Connection {
             if !seg.rst {
                 self.stats.out_of_window += 1;
                 self.ack_pending = true;
-                if self.state == State::TimeWait {
-                    // A retransmitted FIN: our ACK was lost; restart the wait.
+                if self.state == State::TimeWait
+                    && seg.fin
+                    && seg.seq + seg.seq_len() == self.rcv_nxt
+                {
+                    // A retransmitted FIN: our ACK was lost; restart the wait
+                    // (only for that, or junk could pin the tuple forever).
                     self.time_wait_at = Some(now + self.cfg.time_wait);
+                }
+                if self.state == State::SynReceived && seg.syn && seg.seq == self.irs {
+                    // The peer did not get our SYN-ACK: send it again now.
+                    self.snd_nxt = self.iss;
                 }
             }
             return;
@@ -680,6 +734,14 @@ impl Connection {
             self.ack_pending = true;
             return;
         }
+        if ack.diff(self.snd_una) < -(self.max_snd_wnd.max(1) as i32) {
+            // RFC 5961 §5.2: an ACK from before anything still outstanding
+            // could be a blind injection: answer, do not act.
+            self.challenge_ack();
+            return;
+        }
+        // Any acceptable ACK shows the peer is alive (persist probes).
+        self.probes_unanswered = 0;
         let window = u32::from(seg.window) << self.snd_shift;
         // RFC 6675 §2: with SACK, an ACK that brings SACK information counts
         // as a duplicate even if the window moved (a reading receiver moves it
@@ -704,6 +766,7 @@ impl Connection {
             || (self.snd_wl1 == seg.seq && self.snd_wl2.diff(ack) <= 0)
         {
             self.snd_wnd = window;
+            self.max_snd_wnd = self.max_snd_wnd.max(window);
             self.snd_wl1 = seg.seq;
             self.snd_wl2 = ack;
             if window > 0 {
@@ -728,6 +791,8 @@ impl Connection {
             // Trim what lies past the advertised right edge.
             let room = u64::from(self.rcv_adv - self.rcv_nxt) + self.recvq.next;
             let mut data = seg.payload.clone();
+            // Nothing past the advertised edge, nor past a FIN already seen.
+            let room = self.peer_fin.map_or(room, |f| room.min(f));
             if off + data.len() as u64 > room {
                 data.truncate(room.saturating_sub(off) as usize);
             }
@@ -832,12 +897,16 @@ impl Connection {
     fn ack_advance(&mut self, now: Instant, ack: Seq) {
         let mut acked = ack - self.snd_una;
         // SYN and FIN occupy sequence space but not the queue.
-        if self.snd_una == self.iss && acked > 0 {
+        if !self.syn_acked && acked > 0 {
             acked -= 1;
+            self.syn_acked = true;
         }
         let data_acked = acked.min(self.sendq.len);
         self.sendq.consume(data_acked);
         self.snd_una = ack;
+        if self.rto_recover.is_some_and(|r| ack.diff(r) > 0) {
+            self.rto_recover = None;
+        }
         self.scoreboard.retain_mut(|(l, r)| {
             if l.diff(ack) < 0 {
                 *l = ack;
@@ -875,8 +944,11 @@ impl Connection {
                 let flight = self.snd_max - self.snd_una;
                 self.cwnd = self.ssthresh.min(flight.max(mss) + mss);
             }
-            None if self.cwnd < self.ssthresh => self.cwnd += data_acked.min(mss), // slow start
-            None => self.cwnd += (mss * mss / self.cwnd.max(1)).max(1), // congestion avoidance
+            // slow start, then congestion avoidance; capped (no overflow)
+            None if self.cwnd < self.ssthresh => {
+                self.cwnd = (self.cwnd + data_acked.min(mss)).min(MAX_CWND)
+            }
+            None => self.cwnd = (self.cwnd + (mss * mss / self.cwnd.max(1)).max(1)).min(MAX_CWND),
         }
         if self.recover.is_none() {
             self.dup_acks = 0;
@@ -890,7 +962,7 @@ impl Connection {
         self.dup_acks += 1;
         let mss = self.eff_mss();
         if self.recover.is_some() {
-            self.cwnd += mss; // inflate while in recovery
+            self.cwnd = (self.cwnd + mss).min(MAX_CWND); // inflate while in recovery
             if self.sack_ok {
                 // RFC 6675 in spirit: every ACK arriving during recovery
                 // clocks out one more segment, the next hole first.
@@ -900,7 +972,7 @@ impl Connection {
             // Limited transmit (RFC 3042): one new segment per early duplicate,
             // so that a small flight can still produce three.
             self.limited_transmit = self.dup_acks;
-        } else if self.dup_acks == 3 {
+        } else if self.dup_acks == 3 && self.rto_recover.is_none_or(|r| self.snd_una.diff(r) > 0) {
             // RFC 5681 §3.2 / RFC 6582: enter fast recovery.
             let flight = self.snd_max - self.snd_una;
             self.ssthresh = (flight / 2).max(2 * mss);
@@ -980,6 +1052,17 @@ impl Connection {
             return;
         }
         if self.persist_at.is_some_and(|t| t <= now) {
+            self.probes_unanswered += 1;
+            if self.probes_unanswered > self.cfg.max_retransmits {
+                // The peer keeps its window shut and stopped answering.
+                self.rst_to_send = Some(Segment {
+                    seq: self.snd_nxt,
+                    rst: true,
+                    ..Default::default()
+                });
+                self.finish(CloseReason::TimedOut);
+                return;
+            }
             self.persist_at = Some(now + self.rto);
             self.probe_now = true;
         }
@@ -999,7 +1082,12 @@ impl Connection {
         if self.persist_at.is_none() {
             self.timeouts_in_a_row += 1;
         }
-        if self.timeouts_in_a_row > self.cfg.max_retransmits {
+        let limit = if self.syn_acked {
+            self.cfg.max_retransmits
+        } else {
+            MAX_SYN_RETRIES.min(self.cfg.max_retransmits)
+        };
+        if self.timeouts_in_a_row > limit {
             self.rst_to_send = Some(Segment {
                 seq: self.snd_nxt,
                 rst: true,
@@ -1015,6 +1103,7 @@ impl Connection {
         self.ssthresh = (flight / 2).max(2 * mss);
         self.cwnd = mss;
         self.recover = None;
+        self.rto_recover = Some(self.snd_max);
         self.dup_acks = 0;
         self.limited_transmit = 0;
         self.rtt_probe = None;
@@ -1055,7 +1144,7 @@ impl Connection {
 
     /// Sequence number of the first queued byte (snd_una, past the SYN).
     fn data_seq0(&self) -> Seq {
-        if self.snd_una == self.iss {
+        if !self.syn_acked {
             self.iss + 1
         } else {
             self.snd_una
@@ -1116,7 +1205,14 @@ impl Connection {
     }
 
     fn transmit_synchronized(&mut self, now: Instant) -> Option<Segment> {
-        let mss = self.eff_mss();
+        // Leave room for SACK blocks when we have out-of-order data to report
+        // (RFC 6691: the MSS counts payload, options come out of it).
+        let sack_room = if self.sack_ok && !self.recvq.ooo.is_empty() {
+            28
+        } else {
+            0
+        };
+        let mss = self.eff_mss().saturating_sub(sack_room).max(64);
         // Fast retransmit / NewReno partial ACK: resend the first unacked segment.
         if self.retransmit_now {
             self.retransmit_now = false;
@@ -1167,6 +1263,10 @@ impl Connection {
             .min(self.cwnd + allowance)
             .saturating_sub(in_flight);
         let unsent = self.unsent();
+        if unsent > 0 && self.snd_wnd == 0 && self.persist_at.is_none() && self.rto_at.is_none() {
+            // Nothing else would wake us if the window update got lost.
+            self.persist_at = Some(now + self.rto);
+        }
         let probe = std::mem::take(&mut self.probe_now) && unsent > 0 && self.snd_wnd == 0;
         if unsent > 0 && (usable > 0 || probe) {
             let max = if probe { 1 } else { usable.min(mss) };
@@ -1304,5 +1404,147 @@ impl Connection {
     fn count_out(&mut self, s: Segment) -> Segment {
         self.stats.segments_sent += 1;
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn established() -> (Connection, Connection, Instant) {
+        let now = Instant::from_millis(1);
+        let cfg = TcpConfig {
+            recv_buffer: 64 * 1024,
+            ..TcpConfig::default()
+        };
+        let mut a = Connection::connect(cfg.clone(), Seq(u32::MAX - 10));
+        let syn = a.poll_transmit(now).unwrap();
+        let mut b = Connection::accept(cfg, now, &syn, Seq(7));
+        for _ in 0..4 {
+            while let Some(s) = b.poll_transmit(now) {
+                a.handle_segment(now, s);
+            }
+            while let Some(s) = a.poll_transmit(now) {
+                b.handle_segment(now, s);
+            }
+        }
+        assert_eq!(
+            (a.state(), b.state()),
+            (State::Established, State::Established)
+        );
+        (a, b, now)
+    }
+
+    /// After 2^32 bytes the acknowledged sequence number equals the ISS again;
+    /// the SYN must not be counted a second time.
+    #[test]
+    fn the_syn_is_counted_once_even_when_snd_una_comes_back_to_iss() {
+        let (mut a, _, _) = established();
+        assert!(a.syn_acked);
+        // Pretend exactly 2^32 - 1 data bytes went by.
+        a.snd_una = a.iss;
+        a.snd_nxt = a.iss;
+        a.snd_max = a.iss;
+        assert_eq!(
+            a.data_seq0(),
+            a.iss,
+            "data starts at snd_una, not one past it"
+        );
+    }
+
+    #[test]
+    fn overlapping_out_of_order_pieces_are_bounded() {
+        let (_, mut b, now) = established();
+        let base = b.rcv_nxt;
+        // A peer sends 3 000 overlapping 1400-byte pieces one byte apart.
+        for k in 1..3000u32 {
+            let seg = Segment {
+                seq: base + k,
+                ack: Some(b.snd_nxt),
+                window: 65535,
+                payload: Bytes::from(vec![1; 1400]),
+                ..Default::default()
+            };
+            b.handle_segment(now, seg);
+            while b.poll_transmit(now).is_some() {}
+        }
+        assert!(b.recvq.ooo.len() <= MAX_OOO_SEGMENTS);
+        assert!(
+            b.recvq.ooo_len <= 64 * 1024,
+            "held {} bytes",
+            b.recvq.ooo_len
+        );
+        b.check_invariants();
+    }
+
+    #[test]
+    fn a_shut_window_with_data_waiting_always_has_a_timer() {
+        let (mut a, _, now) = established();
+        // The peer acknowledges everything and shuts its window.
+        let ack = Segment {
+            seq: a.rcv_nxt,
+            ack: Some(a.snd_max),
+            window: 0,
+            ..Default::default()
+        };
+        a.handle_segment(now, ack);
+        assert_eq!(a.poll_timeout(), None);
+        assert_eq!(a.send(Bytes::from_static(b"waiting")), 7);
+        assert!(
+            a.poll_transmit(now).is_none(),
+            "nothing may go into a shut window"
+        );
+        assert!(a.poll_timeout().is_some(), "but a probe must be scheduled");
+    }
+
+    #[test]
+    fn junk_in_time_wait_does_not_extend_it_but_a_retransmitted_fin_does() {
+        let (mut a, mut b, now) = established();
+        a.close();
+        b.close();
+        for _ in 0..4 {
+            while let Some(s) = a.poll_transmit(now) {
+                b.handle_segment(now, s);
+            }
+            while let Some(s) = b.poll_transmit(now) {
+                a.handle_segment(now, s);
+            }
+        }
+        assert_eq!(a.state(), State::TimeWait);
+        let until = a.time_wait_at.unwrap();
+        let later = now + Duration::from_millis(500);
+        a.handle_segment(
+            later,
+            Segment {
+                seq: a.rcv_nxt + 100_000,
+                ack: Some(a.snd_max),
+                ..Default::default()
+            },
+        );
+        assert_eq!(a.time_wait_at, Some(until), "junk does not pin the tuple");
+        let fin = Segment {
+            seq: a.rcv_nxt + u32::MAX,
+            ack: Some(a.snd_max),
+            fin: true,
+            ..Default::default()
+        };
+        a.handle_segment(later, fin);
+        assert!(
+            a.time_wait_at.unwrap() > until,
+            "a retransmitted FIN restarts the wait"
+        );
+    }
+
+    #[test]
+    fn a_repeated_syn_in_syn_received_resends_the_syn_ack() {
+        let now = Instant::from_millis(1);
+        let mut a = Connection::connect(TcpConfig::default(), Seq(100));
+        let syn = a.poll_transmit(now).unwrap();
+        let mut b = Connection::accept(TcpConfig::default(), now, &syn, Seq(900));
+        assert!(b.poll_transmit(now).unwrap().syn, "first SYN-ACK (lost)");
+        assert!(b.poll_transmit(now).is_none());
+        b.handle_segment(now, syn);
+        let again = b.poll_transmit(now).expect("SYN-ACK again");
+        assert!(again.syn && again.ack == Some(Seq(101)));
     }
 }

@@ -107,6 +107,9 @@ pub struct EngineStats {
 
 #[derive(Debug)]
 struct Listener {
+    /// Time slot in which this listener last sent a SYN cookie: only then
+    /// are ACKs checked as cookies (so a blind attacker cannot guess at will).
+    cookie_slot: Option<u32>,
     backlog: usize,
     /// Handshakes in progress or done, not yet accepted.
     pending: usize,
@@ -138,11 +141,13 @@ pub struct Engine {
     generations: Vec<u32>,
     by_tuple: HashMap<FourTuple, u32, KeyedState>,
     listeners: HashMap<(Ipv4Addr, u16), Listener, KeyedState>,
-    wheel: Wheel<(u32, u32)>,
+    /// (slot, generation, deadline µs): an entry whose deadline is no longer
+    /// the registered one is stale and ignored.
+    wheel: Wheel<(u32, u32, u64)>,
     dirty: VecDeque<u32>,
     events: VecDeque<Event>,
     pending_rst: VecDeque<(FourTuple, Segment)>,
-    due_scratch: Vec<(u32, u32)>,
+    due_scratch: Vec<(u32, u32, u64)>,
     next_port: u16,
     epoch: Instant,
     stats: EngineStats,
@@ -213,14 +218,17 @@ impl Engine {
     /// Accept connections to `addr:port`, holding at most `backlog` that are
     /// in handshake or not yet accepted.
     pub fn listen(&mut self, addr: Ipv4Addr, port: u16, backlog: usize) {
-        self.listeners.insert(
-            (addr, port),
-            Listener {
+        // Listening again only changes the backlog: connections in progress
+        // keep their place.
+        self.listeners
+            .entry((addr, port))
+            .and_modify(|l| l.backlog = backlog.max(1))
+            .or_insert(Listener {
+                cookie_slot: None,
                 backlog: backlog.max(1),
                 pending: 0,
                 ready: VecDeque::new(),
-            },
-        );
+            });
     }
 
     /// Take the next established connection of a listener.
@@ -231,6 +239,8 @@ impl Engine {
         if let Some(e) = self.entry_mut(id) {
             e.listener = None;
         }
+        // Data or FIN that came before accept now deserves its events.
+        self.mark(id.index);
         Some(id)
     }
 
@@ -399,6 +409,7 @@ impl Engine {
                     // rebuilt when the ACK brings the cookie back.
                     self.stats.backlog_full += 1;
                     self.stats.syn_cookies_sent += 1;
+                    l.cookie_slot = Some((now.as_micros() / 64_000_000) as u32);
                     let cookie = self.cookie(now, &tuple, seg.seq, seg.mss.unwrap_or(536));
                     let syn_ack = Segment {
                         seq: cookie,
@@ -426,7 +437,14 @@ impl Engine {
         if let Some(ack) = seg.ack
             && !seg.syn
             && !seg.rst
-            && self.listeners.contains_key(&local)
+            && self
+                .listeners
+                .get(&local)
+                .and_then(|l| l.cookie_slot)
+                .is_some_and(|s| {
+                    let cur = self.cookie_slot(now);
+                    s == cur || s.wrapping_add(1) == cur
+                })
         {
             let irs = seg.seq + u32::MAX; // seq - 1
             match self.check_cookie(now, &tuple, irs, ack + u32::MAX) {
@@ -463,7 +481,7 @@ impl Engine {
     fn cookie(&self, now: Instant, t: &FourTuple, client_isn: Seq, mss: u16) -> Seq {
         let slot = self.cookie_slot(now);
         let idx = COOKIE_MSS.iter().rposition(|&m| m <= mss).unwrap_or(0) as u32;
-        let h = self.cookie_hash(t, slot, client_isn) & 0x00ff_ffff;
+        let h = self.cookie_hash(t, slot, client_isn, idx) & 0x00ff_ffff;
         Seq(((slot & 31) << 27) | (idx << 24) | h)
     }
 
@@ -481,23 +499,26 @@ impl Engine {
         let slot = [now_slot, now_slot.wrapping_sub(1)]
             .into_iter()
             .find(|s| s & 31 == c >> 27)?;
-        if self.cookie_hash(t, slot, client_isn) & 0x00ff_ffff != c & 0x00ff_ffff {
+        let idx = (c >> 24) & 7;
+        if self.cookie_hash(t, slot, client_isn, idx) & 0x00ff_ffff != c & 0x00ff_ffff {
             return None;
         }
-        Some(COOKIE_MSS[((c >> 24) & 7) as usize])
+        Some(COOKIE_MSS[idx as usize])
     }
 
     fn cookie_slot(&self, now: Instant) -> u32 {
         (now.as_micros() / 64_000_000) as u32
     }
 
-    fn cookie_hash(&self, t: &FourTuple, slot: u32, client_isn: Seq) -> u32 {
+    /// Covers the MSS index too, so it cannot be altered.
+    fn cookie_hash(&self, t: &FourTuple, slot: u32, client_isn: Seq, mss_idx: u32) -> u32 {
         let mut key = self.cfg.secret;
         key[15] ^= 0xc0; // not the ISN or table key
         let mut h = SipHasher13::new_with_key(&key);
         std::hash::Hash::hash(t, &mut h);
         h.write_u32(slot);
         h.write_u32(client_isn.0);
+        h.write_u32(mss_idx);
         h.finish() as u32
     }
 
@@ -621,7 +642,7 @@ impl Engine {
             && e.timer.is_none_or(|r| t < r)
         {
             e.timer = Some(t);
-            self.wheel.insert(t, (index, e.generation));
+            self.wheel.insert(t, (index, e.generation, t.as_micros()));
         }
     }
 
@@ -630,11 +651,11 @@ impl Engine {
     pub fn handle_timeout(&mut self, now: Instant) {
         let mut due = std::mem::take(&mut self.due_scratch);
         self.wheel.expire(now, |x| due.push(x));
-        for &(index, generation) in &due {
+        for &(index, generation, at) in &due {
             let Some(Some(e)) = self.slots.get_mut(index as usize) else {
                 continue;
             };
-            if e.generation != generation {
+            if e.generation != generation || e.timer.map(Instant::as_micros) != Some(at) {
                 continue;
             }
             e.timer = None;

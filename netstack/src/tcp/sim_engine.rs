@@ -300,17 +300,115 @@ fn a_forged_cookie_gets_a_reset_and_no_connection() {
     let mut w = World::new(1, Impair::default(), 1);
     let now = w.now;
     let e = &mut w.engines[1];
-    let ack = Segment {
+    let forged = || Segment {
         seq: Seq(1001),
         ack: Some(Seq(0xdead_beef)),
         window: 1000,
         ..Default::default()
     };
-    e.handle_segment(now, (SERVER, PORT), (CLIENT, 7000), ack);
-    assert_eq!(e.len(), 0);
-    assert_eq!(e.stats().syn_cookies_invalid, 1);
+    // No cookie was ever sent: the ACK is not even checked as one.
+    e.handle_segment(now, (SERVER, PORT), (CLIENT, 7000), forged());
+    assert_eq!(
+        (
+            e.len(),
+            e.stats().syn_cookies_invalid,
+            e.stats().no_connection
+        ),
+        (0, 0, 1)
+    );
     let (_, rst) = e.poll_transmit(now).unwrap();
     assert!(rst.rst && rst.seq == Seq(0xdead_beef));
+    // Once the listener has sent cookies, a wrong one is refused as such.
+    for p in 0..2u16 {
+        let syn = Segment {
+            seq: Seq(1000),
+            syn: true,
+            window: 65535,
+            ..Default::default()
+        };
+        e.handle_segment(now, (SERVER, PORT), (CLIENT, 6000 + p), syn);
+    }
+    assert_eq!(e.stats().syn_cookies_sent, 1);
+    while e.poll_transmit(now).is_some() {}
+    e.handle_segment(now, (SERVER, PORT), (CLIENT, 7001), forged());
+    assert_eq!(e.stats().syn_cookies_invalid, 1);
+    assert_eq!(e.len(), 1, "only the one in the backlog");
+}
+
+#[test]
+fn a_cookie_with_altered_mss_bits_is_refused() {
+    let mut w = World::new(1, Impair::default(), 1);
+    let now = w.now;
+    let e = &mut w.engines[1];
+    let syn = || Segment {
+        seq: Seq(5000),
+        syn: true,
+        window: 65535,
+        mss: Some(1460),
+        ..Default::default()
+    };
+    e.handle_segment(now, (SERVER, PORT), (CLIENT, 1), syn()); // takes the backlog
+    e.handle_segment(now, (SERVER, PORT), (CLIENT, 2), syn()); // gets a cookie
+    let mut cookie = None;
+    while let Some((t, s)) = e.poll_transmit(now) {
+        if t.remote.1 == 2 {
+            cookie = Some(s.seq);
+        }
+    }
+    let c = cookie.unwrap();
+    let altered = Seq(c.0 ^ (1 << 24)); // another MSS index
+    let ack = |a: Seq| Segment {
+        seq: Seq(5001),
+        ack: Some(a + 1),
+        window: 1000,
+        ..Default::default()
+    };
+    e.handle_segment(now, (SERVER, PORT), (CLIENT, 2), ack(altered));
+    assert_eq!(e.stats().syn_cookies_invalid, 1);
+    e.handle_segment(now, (SERVER, PORT), (CLIENT, 2), ack(c));
+    assert_eq!(
+        e.stats().syn_cookies_accepted,
+        1,
+        "the genuine cookie still works"
+    );
+}
+
+#[test]
+fn data_that_arrived_before_accept_is_announced_after_it() {
+    let mut w = World::new(
+        1,
+        Impair {
+            delay_us: 10,
+            ..Impair::default()
+        },
+        8,
+    );
+    let id = w.engines[0].connect(w.now, CLIENT, (SERVER, PORT)).unwrap();
+    let mut sent = false;
+    w.run(Duration::from_secs(5), |w| {
+        while let Some(ev) = w.engines[0].poll_event() {
+            if let Event::Connected(c) = ev {
+                assert_eq!(c, id);
+                w.engines[0].send(id, Bytes::from_static(b"early"));
+                sent = true;
+            }
+        }
+        sent
+    });
+    // Deliver everything; nobody accepts on the server yet.
+    w.run(Duration::from_secs(5), |_| false);
+    // The server application has not accepted yet; the data waits.
+    while w.engines[1].poll_transmit(w.now).is_some() {}
+    let mut incoming = false;
+    while let Some(ev) = w.engines[1].poll_event() {
+        incoming |= matches!(ev, Event::Incoming { .. });
+    }
+    assert!(incoming);
+    let sid = w.engines[1].accept(SERVER, PORT).unwrap();
+    while w.engines[1].poll_transmit(w.now).is_some() {}
+    let events: Vec<Event> = std::iter::from_fn(|| w.engines[1].poll_event()).collect();
+    assert!(events.contains(&Event::Readable(sid)), "{events:?}");
+    assert_eq!(w.engines[1].recv(sid).as_deref(), Some(&b"early"[..]));
 }
 
 #[test]
