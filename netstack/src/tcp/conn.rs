@@ -572,14 +572,11 @@ impl Connection {
 
     /// Reset the connection now.
     pub fn abort(&mut self) {
-        if !matches!(self.state, State::Closed | State::SynSent | State::TimeWait) {
-            self.rst_to_send = Some(Segment {
-                seq: self.snd_nxt,
-                rst: true,
-                ..Default::default()
-            });
+        if matches!(self.state, State::Closed | State::SynSent | State::TimeWait) {
+            self.finish(CloseReason::Aborted);
+        } else {
+            self.reset_and_finish(CloseReason::Aborted);
         }
-        self.finish(CloseReason::Aborted);
     }
 
     // === segments in ===
@@ -1023,6 +1020,16 @@ impl Connection {
         self.time_wait_at = Some(now + self.cfg.time_wait);
     }
 
+    /// Tell the peer with a RST, then close.
+    fn reset_and_finish(&mut self, why: CloseReason) {
+        self.rst_to_send = Some(Segment {
+            seq: self.snd_nxt,
+            rst: true,
+            ..Default::default()
+        });
+        self.finish(why);
+    }
+
     fn finish(&mut self, why: CloseReason) {
         self.state = State::Closed;
         self.close_reason.get_or_insert(why);
@@ -1055,12 +1062,7 @@ impl Connection {
             self.probes_unanswered += 1;
             if self.probes_unanswered > self.cfg.max_retransmits {
                 // The peer keeps its window shut and stopped answering.
-                self.rst_to_send = Some(Segment {
-                    seq: self.snd_nxt,
-                    rst: true,
-                    ..Default::default()
-                });
-                self.finish(CloseReason::TimedOut);
+                self.reset_and_finish(CloseReason::TimedOut);
                 return;
             }
             self.persist_at = Some(now + self.rto);
@@ -1088,12 +1090,7 @@ impl Connection {
             MAX_SYN_RETRIES.min(self.cfg.max_retransmits)
         };
         if self.timeouts_in_a_row > limit {
-            self.rst_to_send = Some(Segment {
-                seq: self.snd_nxt,
-                rst: true,
-                ..Default::default()
-            });
-            self.finish(CloseReason::TimedOut);
+            self.reset_and_finish(CloseReason::TimedOut);
             return;
         }
         // RFC 5681 §3.1 eq. 4 and RFC 6298 §5.4-5.6: back off and go back to
