@@ -291,14 +291,10 @@ fn run(
             .collect();
         let (engine, services) = match cfg.workers.mode {
             WorkerMode::Stack => {
-                let mut stack = Stack::new(stack_config(cfg, &ports));
+                let stack_cfg = stack_config(cfg, &ports);
+                let addrs: Vec<Ipv4Addr> = stack_cfg.ifaces.iter().map(|i| i.addr).collect();
+                let mut stack = Stack::new(stack_cfg);
                 stack.enable_tcp(tcp_config(cfg)?, netstack::Instant::ZERO);
-                let addrs: Vec<Ipv4Addr> = cfg
-                    .ports
-                    .iter()
-                    .filter_map(|p| Ipv4Net::parse(&p.address).ok())
-                    .map(|n| n.addr)
-                    .collect();
                 let tcp = stack.tcp().expect("enabled above");
                 let services =
                     service::Services::new(&cfg.services, &addrs, tcp, cfg.tcp.backlog as usize);

@@ -167,17 +167,7 @@ impl Worker {
         drop(self.tx);
         0
     }
-}
 
-struct ExitFlag(Arc<LoopStats>);
-
-impl Drop for ExitFlag {
-    fn drop(&mut self) {
-        self.0.exited.store(true, Relaxed);
-    }
-}
-
-impl Worker {
     /// Send what is batched and publish the queues' totals.
     #[inline]
     fn flush_tx(&mut self) {
@@ -191,6 +181,14 @@ impl Worker {
         }
         self.stats.tx_packets.set(sent);
         self.stats.tx_ring_full.set(dropped);
+    }
+}
+
+struct ExitFlag(Arc<LoopStats>);
+
+impl Drop for ExitFlag {
+    fn drop(&mut self) {
+        self.0.exited.store(true, Relaxed);
     }
 }
 

@@ -26,14 +26,12 @@ pub type Lcore = u32;
 /// when the last clone, and every mempool and port made from it, is dropped.
 #[derive(Clone, Debug)]
 pub struct Eal {
-    inner: Arc<EalInner>,
+    /// Held for its `Drop`: EAL is cleaned up when the last clone goes.
+    _alive: Arc<EalInner>,
 }
 
 #[derive(Debug)]
-struct EalInner {
-    /// Arguments EAL consumed; see [`Eal::init`].
-    consumed: usize,
-}
+struct EalInner;
 
 impl Drop for EalInner {
     fn drop(&mut self) {
@@ -74,15 +72,8 @@ impl Eal {
             return Err(EalError::Init(Error::from_code("rte_eal_init", ret)));
         }
         Ok(Eal {
-            inner: Arc::new(EalInner {
-                consumed: ret as usize,
-            }),
+            _alive: Arc::new(EalInner),
         })
-    }
-
-    /// How many leading arguments EAL consumed.
-    pub fn consumed_args(&self) -> usize {
-        self.inner.consumed
     }
 
     /// The main lcore (the thread that called [`Eal::init`]).

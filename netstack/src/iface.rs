@@ -157,8 +157,19 @@ impl<F: Frame> Stack<F> {
         &self.stats
     }
 
-    pub fn routes(&self) -> &RouteTable {
-        &self.routes
+    /// The device's checksum verdict if this interface trusts its offload,
+    /// else "unknown" (verify in software).
+    fn device_verdict(&self, iface: usize, verdict: RxChecksum) -> RxChecksum {
+        if self.ifaces[iface].trust_rx_checksum {
+            verdict
+        } else {
+            RxChecksum::Unknown
+        }
+    }
+
+    fn next_ident(&mut self) -> u16 {
+        self.ident = self.ident.wrapping_add(1);
+        self.ident
     }
 
     fn is_ours(&self, ip: Ipv4Addr) -> bool {
@@ -284,19 +295,13 @@ impl<F: Frame> Stack<F> {
         T: Transmit<F>,
     {
         self.stats.ipv4_rx.inc();
-        let ifc = &self.ifaces[iface];
         let Ok(ip) = Ipv4Packet::new_checked(&frame.data()[ETH_LEN..]) else {
             return self.stats.record_drop(DropReason::Ipv4Malformed);
         };
         if ip.version() != 4 {
             return self.stats.record_drop(DropReason::Ipv4BadVersion);
         }
-        let device_says = if ifc.trust_rx_checksum {
-            frame.rx_ipv4_checksum()
-        } else {
-            RxChecksum::Unknown
-        };
-        match device_says {
+        match self.device_verdict(iface, frame.rx_ipv4_checksum()) {
             RxChecksum::Good => self.stats.rx_checksum_offloaded.inc(),
             RxChecksum::Bad => return self.stats.record_drop(DropReason::Ipv4BadChecksum),
             RxChecksum::Unknown if !ip.verify_checksum() => {
@@ -376,25 +381,16 @@ impl<F: Frame> Stack<F> {
             frame.data_mut().copy_within(l4.., ETH_LEN + IPV4_MIN);
             frame.truncate(ETH_LEN + IPV4_MIN + icmp_len);
         }
-        self.ident = self.ident.wrapping_add(1);
-        let (ttl, ident) = (self.ttl, self.ident);
+        let (ident, ttl) = (self.next_ident(), self.ttl);
         let data = frame.data_mut();
         {
             let mut icmp = Icmpv4Packet::new_unchecked(&mut data[ETH_LEN + IPV4_MIN..]);
             icmp.set_msg_type(Icmpv4Message::EchoReply);
             icmp.fill_checksum();
         }
-        {
-            let mut ip = Ipv4Packet::new_unchecked(&mut data[ETH_LEN..]);
-            ip.set_header_len(IPV4_MIN as u8);
-            ip.set_total_len((IPV4_MIN + icmp_len) as u16);
-            ip.set_ident(ident);
-            ip.clear_flags();
-            ip.set_hop_limit(ttl);
-            ip.set_src_addr(dst);
-            ip.set_dst_addr(src);
-            ip.fill_checksum();
-        }
+        // Version, TOS and protocol stay as the request had them.
+        let mut ip = Ipv4Packet::new_unchecked(&mut data[ETH_LEN..]);
+        write_ipv4(&mut ip, IPV4_MIN + icmp_len, ident, ttl, (dst, src), false);
         self.stats.icmp_echo_tx.inc();
         self.output(now, frame, src, pool, tx);
     }
@@ -414,12 +410,12 @@ impl<F: Frame> Stack<F> {
         P: FramePool<Frame = F>,
         T: Transmit<F>,
     {
-        let trusted =
-            self.ifaces[iface].trust_rx_checksum && frame.rx_l4_checksum() == RxChecksum::Good;
-        if self.ifaces[iface].trust_rx_checksum && frame.rx_l4_checksum() == RxChecksum::Bad {
+        let device_says = self.device_verdict(iface, frame.rx_l4_checksum());
+        if device_says == RxChecksum::Bad {
             return self.stats.record_drop(DropReason::TcpBadChecksum);
         }
-        let parsed = tcp_wire::parse(&frame.data()[ETH_LEN + header_len..], src, dst, !trusted);
+        let verify = device_says != RxChecksum::Good;
+        let parsed = tcp_wire::parse(&frame.data()[ETH_LEN + header_len..], src, dst, verify);
         drop(frame); // the payload was copied out (TODO(issue 3): keep it in the mbuf)
         let p = match parsed {
             Ok(p) => p,
@@ -451,26 +447,15 @@ impl<F: Frame> Stack<F> {
                 self.stats.record_drop(DropReason::NoBuffer);
                 continue;
             };
-            self.ident = self.ident.wrapping_add(1);
-            let (ttl, ident) = (self.ttl, self.ident);
+            let (ident, ttl) = (self.next_ident(), self.ttl);
             let Some(data) = frame.append(ETH_LEN + total) else {
                 self.stats.record_drop(DropReason::NoBuffer);
                 continue;
             };
-            {
-                let mut ip = Ipv4Packet::new_unchecked(&mut data[ETH_LEN..ETH_LEN + IPV4_MIN]);
-                ip.set_version(4);
-                ip.set_header_len(IPV4_MIN as u8);
-                ip.set_total_len(total as u16);
-                ip.set_ident(ident);
-                ip.clear_flags();
-                ip.set_dont_frag(true);
-                ip.set_hop_limit(ttl);
-                ip.set_next_header(IpProtocol::Tcp);
-                ip.set_src_addr(t.local.0);
-                ip.set_dst_addr(t.remote.0);
-                ip.fill_checksum();
-            }
+            let mut ip = Ipv4Packet::new_unchecked(&mut data[ETH_LEN..ETH_LEN + IPV4_MIN]);
+            ip.set_version(4);
+            ip.set_next_header(IpProtocol::Tcp);
+            write_ipv4(&mut ip, total, ident, ttl, (t.local.0, t.remote.0), true);
             tcp_wire::emit(
                 &seg,
                 t.local.1,
@@ -481,21 +466,6 @@ impl<F: Frame> Stack<F> {
             );
             self.output(now, frame, t.remote.0, pool, tx);
         }
-    }
-
-    /// Send an IPv4 packet that starts after 14 bytes reserved for Ethernet:
-    /// route it, fill in the Ethernet header, and transmit it, or hold it while
-    /// the next hop resolves. Drops are counted.
-    pub fn send_ipv4<P, T>(&mut self, now: Instant, frame: F, pool: &mut P, tx: &mut T)
-    where
-        P: FramePool<Frame = F>,
-        T: Transmit<F>,
-    {
-        let Ok(ip) = Ipv4Packet::new_checked(frame.data().get(ETH_LEN..).unwrap_or(&[])) else {
-            return self.stats.record_drop(DropReason::Ipv4Malformed);
-        };
-        let dst = ip.dst_addr();
-        self.output(now, frame, dst, pool, tx);
     }
 
     fn output<P, T>(&mut self, now: Instant, mut frame: F, dst: Ipv4Addr, pool: &mut P, tx: &mut T)
@@ -612,6 +582,28 @@ impl<F: Frame> Stack<F> {
     pub(crate) fn arp_entries(&self) -> usize {
         self.arp.len()
     }
+}
+
+/// The header fields of an IPv4 packet we send: a 20-byte header, our ident
+/// and TTL, addresses `(src, dst)`, and the checksum over it all, last.
+/// Version, TOS and protocol are the caller's.
+fn write_ipv4(
+    ip: &mut Ipv4Packet<&mut [u8]>,
+    total_len: usize,
+    ident: u16,
+    ttl: u8,
+    (src, dst): (Ipv4Addr, Ipv4Addr),
+    dont_frag: bool,
+) {
+    ip.set_header_len(IPV4_MIN as u8);
+    ip.set_total_len(total_len as u16);
+    ip.set_ident(ident);
+    ip.clear_flags();
+    ip.set_dont_frag(dont_frag);
+    ip.set_hop_limit(ttl);
+    ip.set_src_addr(src);
+    ip.set_dst_addr(dst);
+    ip.fill_checksum();
 }
 
 fn write_eth(data: &mut [u8], dst: EthernetAddress, src: EthernetAddress, ty: EthernetProtocol) {

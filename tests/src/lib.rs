@@ -238,19 +238,9 @@ impl Dataplane {
     /// SIGTERM and wait; returns the exit code.
     pub fn terminate(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;
-        // `ip netns exec` execs the binary, so the child's pid is the data plane.
-        let _ = sh_output(&format!("kill -TERM {}", child.id()));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                return st.code();
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("dataplane ignored SIGTERM for 20 s:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        match sigterm_and_wait(&mut child, Duration::from_secs(20)) {
+            Some(status) => status.code(),
+            None => panic!("dataplane ignored SIGTERM for 20 s:\n{}", self.log()),
         }
     }
 
@@ -273,16 +263,27 @@ impl Dataplane {
     }
 }
 
+/// SIGTERM `child` and wait up to `within` for it to exit; if it does not,
+/// kill it and return `None`. (`ip netns exec` execs the binary, so the
+/// child's pid is the data plane's.)
+fn sigterm_and_wait(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
+    let _ = sh_output(&format!("kill -TERM {}", child.id()));
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
 impl Drop for Dataplane {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = sh_output(&format!("kill -TERM {}", c.id()));
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
+            let _ = sigterm_and_wait(&mut c, Duration::from_secs(10));
         }
         // Whatever happened, leave no hugepage files behind.
         for f in self.eal_leftovers() {

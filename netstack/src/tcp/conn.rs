@@ -134,6 +134,8 @@ const MAX_WINDOW_SHIFT: u8 = 14; // RFC 7323 §2.3
 const MAX_OOO_SEGMENTS: usize = 512;
 /// Congestion window ceiling: far above any window, far below overflow.
 const MAX_CWND: u32 = 1 << 30;
+/// Bytes three SACK blocks take in a segment's options (2 + 3 x 8, padded).
+const SACK_OPTION_ROOM: u32 = 28;
 /// SYN (or SYN-ACK) transmissions before a handshake is given up.
 const MAX_SYN_RETRIES: u32 = 6;
 
@@ -1205,7 +1207,7 @@ impl Connection {
         // Leave room for SACK blocks when we have out-of-order data to report
         // (RFC 6691: the MSS counts payload, options come out of it).
         let sack_room = if self.sack_ok && !self.recvq.ooo.is_empty() {
-            28
+            SACK_OPTION_ROOM
         } else {
             0
         };
@@ -1218,16 +1220,7 @@ impl Connection {
             let payload = self.sendq.slice(off, mss);
             let fin = payload.is_empty() && self.fin_queued && self.fin_seq() == seq;
             if !payload.is_empty() || fin {
-                self.stats.retransmits += 1;
-                self.rtt_probe = None;
-                let end = seq + payload.len() as u32;
-                if end.diff(self.rexmit_next) > 0 {
-                    self.rexmit_next = end;
-                }
-                let mut s = self.ack_segment(seq);
-                s.payload = payload;
-                s.fin = fin;
-                return Some(self.count_out(s));
+                return Some(self.resend(seq, payload, fin));
             }
         }
         // SACK recovery: each token retransmits the next hole below the
@@ -1238,13 +1231,8 @@ impl Connection {
                 let payload = self.sendq.slice(off, mss.min(end - start));
                 if !payload.is_empty() {
                     self.hole_tokens -= 1;
-                    self.rexmit_next = start + payload.len() as u32;
-                    self.stats.retransmits += 1;
                     self.stats.sack_retransmits += 1;
-                    self.rtt_probe = None;
-                    let mut s = self.ack_segment(start);
-                    s.payload = payload;
-                    return Some(self.count_out(s));
+                    return Some(self.resend(start, payload, false));
                 }
             }
             self.hole_tokens = 0; // no hole left: the ACK clock drives new data
@@ -1299,12 +1287,25 @@ impl Connection {
             // sequence number below the peer's rcv_nxt would make the peer
             // discard this ACK as unacceptable.
             let s = self.ack_segment(self.snd_max);
-            if self.dup_acks_owed > 0 {
-                self.ack_pending = true;
-            }
             return Some(self.count_out(s));
         }
         None
+    }
+
+    /// Resend `payload` (and FIN) at `seq` out of the normal order (fast
+    /// retransmit, SACK holes): no RTT sample from it (Karn), and the hole
+    /// walk moves past it.
+    fn resend(&mut self, seq: Seq, payload: Bytes, fin: bool) -> Segment {
+        self.stats.retransmits += 1;
+        self.rtt_probe = None;
+        let end = seq + payload.len() as u32;
+        if end.diff(self.rexmit_next) > 0 {
+            self.rexmit_next = end;
+        }
+        let mut s = self.ack_segment(seq);
+        s.payload = payload;
+        s.fin = fin;
+        self.count_out(s)
     }
 
     /// Bookkeeping for a segment carrying new (or go-back-N resent) sequence space.

@@ -120,7 +120,6 @@ struct Listener {
 struct Entry {
     conn: Connection,
     tuple: FourTuple,
-    generation: u32,
     /// Listener it came from, until accepted.
     listener: Option<(Ipv4Addr, u16)>,
     /// Deadline registered in the wheel (the earliest one, if several).
@@ -294,7 +293,6 @@ impl Engine {
         self.slots[index as usize] = Some(Entry {
             conn,
             tuple,
-            generation,
             listener,
             timer: None,
             dirty: true,
@@ -308,11 +306,20 @@ impl Engine {
         ConnId { index, generation }
     }
 
+    /// The entry `id` names, if it is still that connection (the slot's
+    /// generation is the handle's).
+    fn entry(&self, id: ConnId) -> Option<&Entry> {
+        let i = id.index as usize;
+        (self.generations.get(i) == Some(&id.generation))
+            .then(|| self.slots[i].as_ref())
+            .flatten()
+    }
+
     fn entry_mut(&mut self, id: ConnId) -> Option<&mut Entry> {
-        self.slots
-            .get_mut(id.index as usize)?
-            .as_mut()
-            .filter(|e| e.generation == id.generation)
+        let i = id.index as usize;
+        (self.generations.get(i) == Some(&id.generation))
+            .then(|| self.slots[i].as_mut())
+            .flatten()
     }
 
     fn mark(&mut self, index: u32) {
@@ -362,19 +369,7 @@ impl Engine {
     }
 
     pub fn connection(&self, id: ConnId) -> Option<&Connection> {
-        self.slots
-            .get(id.index as usize)?
-            .as_ref()
-            .filter(|e| e.generation == id.generation)
-            .map(|e| &e.conn)
-    }
-
-    pub fn tuple(&self, id: ConnId) -> Option<FourTuple> {
-        self.slots
-            .get(id.index as usize)?
-            .as_ref()
-            .filter(|e| e.generation == id.generation)
-            .map(|e| e.tuple)
+        self.entry(id).map(|e| &e.conn)
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {
@@ -574,13 +569,11 @@ impl Engine {
     /// After a connection has had its say: events, timer registration, and
     /// removal once closed.
     fn settle(&mut self, index: u32) {
+        let generation = self.generations[index as usize];
         let Some(Some(e)) = self.slots.get_mut(index as usize) else {
             return;
         };
-        let id = ConnId {
-            index,
-            generation: e.generation,
-        };
+        let id = ConnId { index, generation };
         let c = &e.conn;
         if !e.was_established && c.is_established() {
             e.was_established = true;
@@ -642,7 +635,7 @@ impl Engine {
             && e.timer.is_none_or(|r| t < r)
         {
             e.timer = Some(t);
-            self.wheel.insert(t, (index, e.generation, t.as_micros()));
+            self.wheel.insert(t, (index, generation, t.as_micros()));
         }
     }
 
@@ -652,10 +645,13 @@ impl Engine {
         let mut due = std::mem::take(&mut self.due_scratch);
         self.wheel.expire(now, |x| due.push(x));
         for &(index, generation, at) in &due {
+            if self.generations[index as usize] != generation {
+                continue; // the slot was reused
+            }
             let Some(Some(e)) = self.slots.get_mut(index as usize) else {
                 continue;
             };
-            if e.generation != generation || e.timer.map(Instant::as_micros) != Some(at) {
+            if e.timer.map(Instant::as_micros) != Some(at) {
                 continue;
             }
             e.timer = None;
