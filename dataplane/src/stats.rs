@@ -43,6 +43,7 @@ pub fn snapshot(
             "rx_packets": l.rx_packets.get(),
             "tx_packets": l.tx_packets.get(),
             "tx_ring_full": l.tx_ring_full.get(),
+            "tx_unsendable": l.tx_unsendable.get(),
             "rx_copied": l.rx_copied.get(),
         });
         for (k, v) in lp.as_object().into_iter().flatten() {

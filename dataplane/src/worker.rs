@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use dataplane_config::{IdleConfig, IdleMode};
 use dpdk::{Mbuf, Mempool, RxQueue, TxQueue};
-use netstack::{Counter, FramePool, Instant, Stack, Transmit};
+use netstack::{Counter, DropReason, FramePool, Instant, Stack, Transmit};
 
 use crate::service::Services;
 
@@ -31,6 +31,9 @@ pub struct LoopStats {
     pub tx_packets: Counter,
     /// Packets dropped because a TX ring was full.
     pub tx_ring_full: Counter,
+    /// Chained packets dropped: the device takes single segments only and
+    /// the chain did not fit one buffer.
+    pub tx_unsendable: Counter,
     /// Received buffers shared by the driver, copied before being answered.
     pub rx_copied: Counter,
     /// Set when the loop has returned.
@@ -126,7 +129,10 @@ impl Worker {
                                 s.rx_copied.inc();
                                 match copy_frame(&self.pool, &m) {
                                     Some(c) => c,
-                                    None => continue,
+                                    None => {
+                                        stack.stats().record_drop(DropReason::NoBuffer);
+                                        continue;
+                                    }
                                 }
                             };
                             stack.receive(now, port, m, &mut pool, &mut tx);
@@ -171,16 +177,18 @@ impl Worker {
     /// Send what is batched and publish the queues' totals.
     #[inline]
     fn flush_tx(&mut self) {
-        let (mut sent, mut dropped) = (0, 0);
+        let (mut sent, mut dropped, mut unsendable) = (0, 0, 0);
         for txq in &mut self.tx {
             if txq.pending() > 0 {
                 txq.flush();
             }
             sent += txq.sent();
             dropped += txq.dropped();
+            unsendable += txq.unsendable();
         }
         self.stats.tx_packets.set(sent);
         self.stats.tx_ring_full.set(dropped);
+        self.stats.tx_unsendable.set(unsendable);
     }
 }
 
