@@ -131,7 +131,7 @@ const FUNCTIONS: &str = concat!(
 );
 
 const TYPES: &str = concat!(
-    "rte_mbuf|rte_mempool|rte_eth_conf|rte_eth_dev_info|rte_eth_rxconf|rte_eth_txconf",
+    "rte_mbuf|rte_mbuf_ext_shared_info|rte_mempool|rte_eth_conf|rte_eth_dev_info|rte_eth_rxconf|rte_eth_txconf",
     "|rte_eth_stats|rte_eth_xstat|rte_eth_xstat_name|rte_eth_link|rte_ether_addr|rte_eth_rss_conf",
     "|rte_proc_type_t|rte_lcore_state_t|lcore_function_t",
 );

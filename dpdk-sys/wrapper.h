@@ -31,3 +31,28 @@ static inline uint16_t dp_eth_find_next(uint16_t port_id) {
 }
 
 static inline const char *dp_version(void) { return rte_version(); }
+
+/* A new mbuf from `mp` whose data is `len` bytes at `addr` outside any mbuf
+ * (RTE_MBUF_F_EXTERNAL): `shinfo` carries the free callback that runs when the
+ * last reference goes. The IOVA is the address itself in IOVA-as-VA mode; in
+ * PA mode it comes from the DPDK memory segment holding `addr`, and memory
+ * DPDK does not own (process heap) gets NULL: it may not be DMA-able. */
+static inline struct rte_mbuf *dp_pktmbuf_attach_external(struct rte_mempool *mp, void *addr,
+		uint16_t len, struct rte_mbuf_ext_shared_info *shinfo) {
+	rte_iova_t iova;
+	if (rte_eal_iova_mode() == RTE_IOVA_VA) {
+		iova = (rte_iova_t)(uintptr_t)addr;
+	} else {
+		const struct rte_memseg *ms = rte_mem_virt2memseg(addr, NULL);
+		if (ms == NULL)
+			return NULL;
+		iova = ms->iova + ((uintptr_t)addr - (uintptr_t)ms->addr);
+	}
+	struct rte_mbuf *m = rte_pktmbuf_alloc(mp);
+	if (m == NULL)
+		return NULL;
+	rte_pktmbuf_attach_extbuf(m, addr, iova, len, shinfo);
+	m->data_len = len;
+	m->pkt_len = len;
+	return m;
+}

@@ -105,6 +105,18 @@ pub fn build(cfg: &Config, online: &[u32], passthrough: &[String]) -> Vec<String
     }
     if !any_pci {
         a.push("--no-pci".into());
+        // Virtual devices copy from virtual addresses and never DMA: with
+        // IOVA as VA any memory (not just DPDK's) can be attached to an mbuf,
+        // so TCP payload from the process heap is sent without a copy too.
+        let user_chose = cfg
+            .eal
+            .extra_args
+            .iter()
+            .chain(passthrough)
+            .any(|x| x.starts_with("--iova-mode"));
+        if !user_chose {
+            a.push("--iova-mode=va".into());
+        }
     }
     a.extend(cfg.eal.extra_args.iter().cloned());
     a.extend(passthrough.iter().cloned());
@@ -128,7 +140,13 @@ mod tests {
         assert!(s.contains("--lcores 0@(0),1@1"), "{s}");
         assert!(s.contains("--vdev=net_af_xdp0,iface=dp-c0"), "{s}");
         assert!(s.contains("--no-pci"));
+        assert!(s.contains("--iova-mode=va"), "vdevs only: {s}");
         assert!(s.contains("--in-memory"));
+        let chosen = build(&cfg, &[0, 1], &["--iova-mode=pa".into()]).join(" ");
+        assert!(
+            !chosen.contains("--iova-mode=va"),
+            "the user's choice wins: {chosen}"
+        );
         assert!(s.ends_with("--log-level=7"));
     }
 

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, Parser, Subcommand};
 use dataplane_config::{Config, Ipv4Net, RxChecksumPolicy, WorkerMode, parse_ipv4};
 use dpdk::{Eal, Mempool, Port, PortConfig};
-use netstack::{ArpParams, EthernetAddress, IfaceConfig, Stack, StackConfig};
+use netstack::{ArpParams, EthernetAddress, IfaceConfig, Stack, StackConfig, ZeroCopyConfig};
 use serde_json::json;
 
 use crate::worker::{Engine, LoopStats, Worker};
@@ -441,6 +441,7 @@ fn stack_config(cfg: &Config, ports: &[(Port, Vec<Arc<Mempool>>)]) -> StackConfi
                 prefix_len: net.prefix_len,
                 gateway: pc.gateway.as_deref().and_then(|g| parse_ipv4(g).ok()),
                 trust_rx_checksum: pc.rx_checksum == RxChecksumPolicy::Offload,
+                tx_chain: port.capabilities_of().tx_multi_segs(),
             }
         })
         .collect();
@@ -456,7 +457,28 @@ fn stack_config(cfg: &Config, ports: &[(Port, Vec<Arc<Mempool>>)]) -> StackConfi
             max_pending_total: a.max_pending_total as usize,
             max_entries: a.max_entries as usize,
         },
+        zero_copy: ZeroCopyConfig {
+            rx_hold_limit: rx_hold_limit(cfg),
+            ..ZeroCopyConfig::default()
+        },
     }
+}
+
+/// Received buffers TCP payload may hold at once on one core: half of what
+/// the smallest of its RX pools has beyond the descriptors of its rings, so
+/// that data waiting to be read never starves reception.
+fn rx_hold_limit(cfg: &Config) -> usize {
+    let spare = cfg
+        .ports
+        .iter()
+        .map(|p| {
+            cfg.mempool
+                .mbufs_per_queue
+                .saturating_sub(u32::from(p.rx_descriptors) + u32::from(p.tx_descriptors))
+        })
+        .min()
+        .unwrap_or(0);
+    (spare / 2) as usize
 }
 
 /// Remove what EAL may leave on disk for our prefix (nothing with

@@ -3,6 +3,7 @@
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU16, Ordering};
 
+use bytes::Bytes;
 use dpdk_sys::rte_mbuf;
 
 /// An owned DPDK packet buffer (possibly the head of a chain); freed on drop.
@@ -46,6 +47,21 @@ const L4_GOOD: u64 = dpdk_sys::RTE_MBUF_F_RX_L4_CKSUM_GOOD as u64;
 const L4_BAD: u64 = dpdk_sys::RTE_MBUF_F_RX_L4_CKSUM_BAD as u64;
 const INDIRECT: u64 = dpdk_sys::RTE_MBUF_F_INDIRECT;
 const EXTERNAL: u64 = dpdk_sys::RTE_MBUF_F_EXTERNAL;
+
+/// What keeps an external buffer alive: DPDK's shared-info block (which
+/// must outlive the segment) next to the `Bytes` that own the memory.
+struct ExternalHold {
+    shinfo: dpdk_sys::rte_mbuf_ext_shared_info,
+    bytes: Bytes,
+}
+
+/// DPDK's free callback for [`Mbuf::attach_external`]: the last segment
+/// pointing at the memory is gone.
+unsafe extern "C" fn release_external(_addr: *mut std::ffi::c_void, opaque: *mut std::ffi::c_void) {
+    // SAFETY: `opaque` is the `Box<ExternalHold>` leaked when attaching; DPDK
+    // calls this once, when the shared refcount reaches zero.
+    drop(unsafe { Box::from_raw(opaque.cast::<ExternalHold>()) });
+}
 
 /// Read a header field of a segment pointer, without making a reference.
 macro_rules! field {
@@ -346,6 +362,62 @@ impl Mbuf {
         } else {
             Err(tail)
         }
+    }
+
+    /// Chain `bytes` after this chain as one more segment, without copying
+    /// them: a fresh mbuf from this buffer's own pool is attached to the
+    /// `Bytes`' memory as an external buffer, and the `Bytes` is released when
+    /// the driver frees the segment after transmission.
+    ///
+    /// Gives `bytes` back when that cannot be done: empty or longer than an
+    /// mbuf segment can say (64 KiB), pool empty, too many segments, or, in
+    /// IOVA-as-PA mode, memory DPDK does not own (a device could not DMA it).
+    ///
+    /// The attached segment is only reachable as a tail of this chain, and
+    /// nothing here writes a tail's data (appends find no tailroom in it), so
+    /// `Bytes` memory stays read-only as `Bytes` promises.
+    ///
+    /// # Panics
+    /// Like [`Mbuf::chain`], if a segment of this chain is shared.
+    pub fn attach_external(&mut self, bytes: Bytes) -> Result<(), Bytes> {
+        let Ok(len) = u16::try_from(bytes.len()) else {
+            return Err(bytes);
+        };
+        if len == 0 {
+            return Err(bytes);
+        }
+        let hold = Box::into_raw(Box::new(ExternalHold {
+            shinfo: dpdk_sys::rte_mbuf_ext_shared_info {
+                free_cb: Some(release_external),
+                fcb_opaque: std::ptr::null_mut(),
+                refcnt: 1,
+            },
+            bytes,
+        }));
+        // SAFETY: `hold` is a live allocation we own until the callback runs.
+        let (shinfo, addr) = unsafe {
+            (*hold).shinfo.fcb_opaque = hold.cast();
+            (&raw mut (*hold).shinfo, (*hold).bytes.as_ptr().cast_mut())
+        };
+        let pool = field!(self.p(), pool);
+        // SAFETY: the pool pointer of a valid mbuf is its live pool; `addr`
+        // points at `len` bytes kept alive by `hold` until `release_external`;
+        // on NULL nothing took `shinfo`, so it is still ours to reclaim.
+        let seg = unsafe { dpdk_sys::dp_pktmbuf_attach_external(pool, addr.cast(), len, shinfo) };
+        let Some(seg) = NonNull::new(seg) else {
+            // SAFETY: not attached anywhere: we still own the only pointer.
+            return Err(unsafe { Box::from_raw(hold) }.bytes);
+        };
+        // SAFETY: a fresh mbuf whose one reference we now own.
+        let seg = unsafe { Mbuf::from_raw(seg) };
+        self.chain(seg).map_err(|seg| {
+            // Freeing the segment runs the callback, which frees the hold:
+            // keep a handle on the bytes to give back first.
+            // SAFETY: the hold lives until `seg` is dropped below.
+            let bytes = unsafe { (*hold).bytes.clone() };
+            drop(seg);
+            bytes
+        })
     }
 
     /// The bytes of every segment, in order.

@@ -5,6 +5,9 @@
 //! binary holds no other test. No hugepages are needed (`--no-huge`).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
 
 use dpdk::{Eal, EalError, Mempool, Port, PortConfig};
 
@@ -122,6 +125,8 @@ fn mbufs(pool: &Mempool) {
     m.data_mut()[0] = 1;
     drop(m);
 
+    external(pool);
+
     let mut v = Vec::new();
     assert!(pool.alloc_bulk(&mut v, 64));
     assert_eq!((v.len(), pool.in_use()), (64, 64));
@@ -129,6 +134,67 @@ fn mbufs(pool: &Mempool) {
     assert_eq!(v.len(), 64);
     dpdk::mbuf::free_bulk(&mut v);
     assert_eq!(pool.in_use(), 0);
+}
+
+/// Owner of `Bytes` memory that records when it is released.
+struct Watched(Vec<u8>, Arc<AtomicBool>);
+
+impl AsRef<[u8]> for Watched {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        self.1.store(true, Ordering::SeqCst);
+    }
+}
+
+/// `Bytes` chained as external segments: no copy, released with the segment.
+fn external(pool: &Mempool) {
+    let released = Arc::new(AtomicBool::new(false));
+    let payload = Bytes::from_owner(Watched(b"external payload".to_vec(), released.clone()));
+    let mut head = pool.alloc().unwrap();
+    assert!(head.extend_from_slice(b"hdr:"));
+    head.attach_external(payload.slice(9..)).expect("attach");
+    let segs: Vec<&[u8]> = head.segments().collect();
+    assert_eq!(segs, vec![&b"hdr:"[..], &b"payload"[..]]);
+    assert_eq!(
+        segs[1].as_ptr(),
+        payload[9..].as_ptr(),
+        "the segment points at the Bytes' memory: no copy"
+    );
+    assert_eq!((head.nb_segs(), head.pkt_len(), pool.in_use()), (2, 11, 2));
+    drop(payload);
+    assert!(
+        !released.load(Ordering::SeqCst),
+        "the segment holds the bytes"
+    );
+    assert!(head.append(1).is_none(), "no tailroom in borrowed memory");
+    drop(head);
+    assert!(
+        released.load(Ordering::SeqCst),
+        "freeing the chain releases them"
+    );
+    assert_eq!(pool.in_use(), 0);
+
+    // Linearising copies out and releases the external memory at once.
+    released.store(false, Ordering::SeqCst);
+    let mut head = pool.alloc().unwrap();
+    let payload = Bytes::from_owner(Watched(b"abc".to_vec(), released.clone()));
+    head.attach_external(payload).expect("attach");
+    assert!(head.linearize());
+    assert!(released.load(Ordering::SeqCst));
+    assert_eq!((head.nb_segs(), head.data()), (1, &b"abc"[..]));
+    drop(head);
+
+    let mut head = pool.alloc().unwrap();
+    let empty = head.attach_external(Bytes::new());
+    assert!(empty.is_err(), "nothing to attach");
+    let huge = head.attach_external(Bytes::from(vec![0; 70_000]));
+    assert_eq!(huge.map_err(|b| b.len()), Err(70_000), "given back whole");
+    assert_eq!(head.nb_segs(), 1);
 }
 
 fn port(eal: &Eal, pool: &Arc<Mempool>) {

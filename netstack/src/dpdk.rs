@@ -28,6 +28,10 @@ impl Frame for dpdk::Mbuf {
         }
     }
     #[inline]
+    fn attach(&mut self, payload: &bytes::Bytes) -> bool {
+        self.attach_external(payload.clone()).is_ok()
+    }
+    #[inline]
     fn rx_ipv4_checksum(&self) -> RxChecksum {
         match self.rx_ip_checksum() {
             dpdk::mbuf::RxChecksum::Good => RxChecksum::Good,

@@ -1,5 +1,7 @@
 //! What the stack needs from a packet buffer.
 
+use bytes::Bytes;
+
 /// The device's verdict on a received checksum (from RX offload flags).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RxChecksum {
@@ -9,8 +11,12 @@ pub enum RxChecksum {
     Bad,
 }
 
-/// A single contiguous Ethernet frame the stack may read and rewrite in place.
-pub trait Frame {
+/// An Ethernet frame the stack may read and rewrite in place: one contiguous
+/// buffer, to which [`Frame::attach`] may chain payload by reference.
+///
+/// `Send + 'static` because received payload is handed out as `Bytes` that
+/// keep the frame alive (no copy), and `Bytes` may travel.
+pub trait Frame: Send + 'static {
     /// The frame's bytes, starting at the Ethernet header.
     fn data(&self) -> &[u8];
     /// Writable bytes. Received frames are uniquely owned.
@@ -27,6 +33,11 @@ pub trait Frame {
     fn rx_l4_checksum(&self) -> RxChecksum {
         RxChecksum::Unknown
     }
+    /// Send `payload` after this frame's bytes without copying it (a chained
+    /// segment). False when this buffer cannot, and the caller copies.
+    fn attach(&mut self, _payload: &Bytes) -> bool {
+        false
+    }
 }
 
 /// A source of empty frames for packets the stack originates (ARP requests).
@@ -42,6 +53,10 @@ pub struct HeapFrame {
     cap: usize,
     /// Verdict to report, to test offload paths.
     pub ip_checksum: RxChecksum,
+    /// Accept [`Frame::attach`], as a multi-segment device's mbufs do.
+    pub chains: bool,
+    /// What was attached: sent after `buf`.
+    pub tail: Option<Bytes>,
 }
 
 impl HeapFrame {
@@ -53,6 +68,8 @@ impl HeapFrame {
             buf: bytes.to_vec(),
             cap: Self::DEFAULT_CAPACITY.max(bytes.len()),
             ip_checksum: RxChecksum::Unknown,
+            chains: false,
+            tail: None,
         }
     }
     pub fn empty(cap: usize) -> HeapFrame {
@@ -60,9 +77,15 @@ impl HeapFrame {
             buf: Vec::with_capacity(cap),
             cap,
             ip_checksum: RxChecksum::Unknown,
+            chains: false,
+            tail: None,
         }
     }
-    pub fn into_vec(self) -> Vec<u8> {
+    /// The whole frame as sent: the buffer, then any attached payload.
+    pub fn into_vec(mut self) -> Vec<u8> {
+        if let Some(t) = self.tail.take() {
+            self.buf.extend_from_slice(&t);
+        }
         self.buf
     }
 }
@@ -88,17 +111,29 @@ impl Frame for HeapFrame {
     fn rx_ipv4_checksum(&self) -> RxChecksum {
         self.ip_checksum
     }
+    fn attach(&mut self, payload: &Bytes) -> bool {
+        if !self.chains || self.tail.is_some() {
+            return false;
+        }
+        self.tail = Some(payload.clone());
+        true
+    }
 }
 
 /// A pool of [`HeapFrame`]s with a fixed budget, to exercise exhaustion.
 #[derive(Debug, Clone)]
 pub struct HeapPool {
     pub remaining: usize,
+    /// Frames from this pool accept attached payload.
+    pub chains: bool,
 }
 
 impl HeapPool {
     pub fn new(budget: usize) -> HeapPool {
-        HeapPool { remaining: budget }
+        HeapPool {
+            remaining: budget,
+            chains: false,
+        }
     }
 }
 
@@ -106,6 +141,8 @@ impl FramePool for HeapPool {
     type Frame = HeapFrame;
     fn alloc(&mut self) -> Option<HeapFrame> {
         self.remaining = self.remaining.checked_sub(1)?;
-        Some(HeapFrame::empty(HeapFrame::DEFAULT_CAPACITY))
+        let mut f = HeapFrame::empty(HeapFrame::DEFAULT_CAPACITY);
+        f.chains = self.chains;
+        Some(f)
     }
 }

@@ -1,9 +1,12 @@
 //! One core's IPv4 host stack over Ethernet: receive, answer, resolve, route.
 
 use std::net::Ipv4Addr;
+use std::ops::Range;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
+use bytes::Bytes;
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
     Icmpv4Message, Icmpv4Packet, IpProtocol, Ipv4Packet,
@@ -13,7 +16,7 @@ use crate::arp::{ArpCache, Due};
 use crate::frame::{Frame, FramePool, RxChecksum};
 use crate::route::{Route, RouteTable};
 use crate::stats::{DropReason, Stats};
-use crate::tcp::{Engine, EngineConfig, wire as tcp_wire};
+use crate::tcp::{Engine, EngineConfig, FourTuple, Segment, wire as tcp_wire};
 use crate::time::Instant;
 
 const ETH_LEN: usize = 14;
@@ -36,6 +39,36 @@ pub struct IfaceConfig {
     /// Trust the device's RX checksum verdict when it gives one (offload);
     /// otherwise every header is checked in software.
     pub trust_rx_checksum: bool,
+    /// The device sends chained buffers (multi-segment TX): TCP payload is
+    /// attached behind the headers instead of copied.
+    pub tx_chain: bool,
+}
+
+/// When payload is passed by reference rather than copied.
+#[derive(Debug, Clone)]
+pub struct ZeroCopyConfig {
+    /// Received TCP payload of at least this many bytes stays in its buffer
+    /// and is handed out as a slice of it. Smaller payload is copied: holding
+    /// a 2 KiB buffer for a few bytes would waste the pool.
+    pub rx_min_payload: usize,
+    /// At most this many received buffers held by payload at once (in
+    /// receive and reassembly queues, or being sent on); past it payload is
+    /// copied, so the RX pool never runs dry because data waits unread.
+    pub rx_hold_limit: usize,
+    /// Payload of at least this many bytes is attached to the header buffer
+    /// by reference on devices that chain; smaller is copied (a second
+    /// buffer costs more than copying a few bytes).
+    pub tx_min_payload: usize,
+}
+
+impl Default for ZeroCopyConfig {
+    fn default() -> Self {
+        ZeroCopyConfig {
+            rx_min_payload: 512,
+            rx_hold_limit: 4096,
+            tx_min_payload: 512,
+        }
+    }
 }
 
 /// Neighbour resolution parameters.
@@ -55,6 +88,7 @@ pub struct StackConfig {
     /// TTL of packets we originate.
     pub ttl: u8,
     pub arp: ArpParams,
+    pub zero_copy: ZeroCopyConfig,
 }
 
 #[derive(Debug)]
@@ -64,6 +98,7 @@ struct Iface {
     mask: u32,
     broadcast: Ipv4Addr,
     trust_rx_checksum: bool,
+    tx_chain: bool,
 }
 
 impl Iface {
@@ -87,6 +122,10 @@ pub struct Stack<F> {
     ident: u16,
     due: Vec<Due>,
     tcp: Option<Engine>,
+    zero_copy: ZeroCopyConfig,
+    /// Received buffers kept alive by payload handed out (shared with the
+    /// `Bytes` owners, which may be dropped on any thread).
+    rx_held: Arc<AtomicUsize>,
 }
 
 impl<F: Frame> Stack<F> {
@@ -126,6 +165,7 @@ impl<F: Frame> Stack<F> {
                 mask,
                 broadcast,
                 trust_rx_checksum: c.trust_rx_checksum,
+                tx_chain: c.tx_chain,
             });
         }
         Stack {
@@ -137,6 +177,8 @@ impl<F: Frame> Stack<F> {
             ident: 0,
             due: Vec::new(),
             tcp: None,
+            zero_copy: cfg.zero_copy,
+            rx_held: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -415,10 +457,16 @@ impl<F: Frame> Stack<F> {
             return self.stats.record_drop(DropReason::TcpBadChecksum);
         }
         let verify = device_says != RxChecksum::Good;
-        let parsed = tcp_wire::parse(&frame.data()[ETH_LEN + header_len..], src, dst, verify);
-        drop(frame); // the payload was copied out (TODO(issue 3): keep it in the mbuf)
+        let l4 = ETH_LEN + header_len;
+        let parsed = tcp_wire::parse_header(&frame.data()[l4..], src, dst, verify);
         let p = match parsed {
-            Ok(p) => p,
+            Ok((mut p, payload)) => {
+                if !payload.is_empty() {
+                    let range = l4 + payload.start..l4 + payload.end;
+                    p.segment.payload = self.take_payload(frame, range);
+                }
+                p
+            }
             Err(tcp_wire::WireError::BadChecksum) => {
                 return self.stats.record_drop(DropReason::TcpBadChecksum);
             }
@@ -430,8 +478,34 @@ impl<F: Frame> Stack<F> {
         self.flush_tcp(now, pool, tx);
     }
 
+    /// Received payload at `range` of `frame`, as `Bytes`: a slice of the
+    /// frame itself (which it keeps alive) when the payload is big enough and
+    /// the hold limit allows, else a copy.
+    fn take_payload(&mut self, frame: F, range: Range<usize>) -> Bytes {
+        let c = &self.stats.copies;
+        let len = range.len();
+        let copy = if len < self.zero_copy.rx_min_payload {
+            &c.rx_copied_small
+        } else if self.rx_held.load(Relaxed) >= self.zero_copy.rx_hold_limit {
+            &c.rx_copied_hold_limit
+        } else {
+            c.rx_zero_copy.inc();
+            self.rx_held.fetch_add(1, Relaxed);
+            return Bytes::from_owner(HeldFrame {
+                frame,
+                range,
+                held: self.rx_held.clone(),
+            });
+        };
+        copy.inc();
+        c.rx_copied_bytes.add(len as u64);
+        Bytes::copy_from_slice(&frame.data()[range])
+    }
+
     /// Send whatever the TCP engine has to send: each segment gets a fresh
-    /// buffer, an IPv4 header, and the usual route and ARP resolution.
+    /// buffer for its headers, then its payload attached by reference (on
+    /// devices that chain) or copied in, and the usual route and ARP
+    /// resolution.
     pub fn flush_tcp<P, T>(&mut self, now: Instant, pool: &mut P, tx: &mut T)
     where
         P: FramePool<Frame = F>,
@@ -441,34 +515,58 @@ impl<F: Frame> Stack<F> {
             let Some((t, seg)) = self.tcp.as_mut().and_then(|e| e.poll_transmit(now)) else {
                 return;
             };
-            let tcp_len = tcp_wire::emit_len(&seg);
-            let total = IPV4_MIN + tcp_len;
-            let Some(mut frame) = pool.alloc() else {
+            let Some((iface, next_hop)) = self.routes.lookup(t.remote.0) else {
+                self.stats.record_drop(DropReason::NoRoute);
+                continue;
+            };
+            let Some(frame) = self.build_tcp(t, &seg, iface, pool) else {
                 self.stats.record_drop(DropReason::NoBuffer);
                 continue;
             };
-            let (ident, ttl) = (self.next_ident(), self.ttl);
-            let Some(data) = frame.append(ETH_LEN + total) else {
-                self.stats.record_drop(DropReason::NoBuffer);
-                continue;
-            };
-            let mut ip = Ipv4Packet::new_unchecked(&mut data[ETH_LEN..ETH_LEN + IPV4_MIN]);
-            ip.set_version(4);
-            ip.set_next_header(IpProtocol::Tcp);
-            write_ipv4(&mut ip, total, ident, ttl, (t.local.0, t.remote.0), true);
-            tcp_wire::emit(
-                &seg,
-                t.local.1,
-                t.remote.1,
-                t.local.0,
-                t.remote.0,
-                &mut data[ETH_LEN + IPV4_MIN..],
-            );
-            self.output(now, frame, t.remote.0, pool, tx);
+            self.output_via(now, frame, iface, next_hop, pool, tx);
         }
     }
 
-    fn output<P, T>(&mut self, now: Instant, mut frame: F, dst: Ipv4Addr, pool: &mut P, tx: &mut T)
+    /// One TCP segment in a fresh frame, without its Ethernet addresses.
+    fn build_tcp<P>(&mut self, t: FourTuple, seg: &Segment, iface: usize, pool: &mut P) -> Option<F>
+    where
+        P: FramePool<Frame = F>,
+    {
+        let header = tcp_wire::header_len(seg);
+        let n = seg.payload.len();
+        let total = IPV4_MIN + header + n;
+        let mut frame = pool.alloc()?;
+        let (ident, ttl) = (self.next_ident(), self.ttl);
+        let data = frame.append(ETH_LEN + IPV4_MIN + header)?;
+        let mut ip = Ipv4Packet::new_unchecked(&mut data[ETH_LEN..ETH_LEN + IPV4_MIN]);
+        ip.set_version(4);
+        ip.set_next_header(IpProtocol::Tcp);
+        write_ipv4(&mut ip, total, ident, ttl, (t.local.0, t.remote.0), true);
+        let (local, remote) = (t.local, t.remote);
+        let tcp = &mut data[ETH_LEN + IPV4_MIN..];
+        tcp_wire::emit_header(seg, local.1, remote.1, local.0, remote.0, tcp);
+        if n == 0 {
+            return Some(frame);
+        }
+        let c = &self.stats.copies;
+        let by_reference = self.ifaces[iface].tx_chain && n >= self.zero_copy.tx_min_payload;
+        if by_reference && frame.attach(&seg.payload) {
+            c.tx_zero_copy.inc();
+            return Some(frame);
+        }
+        frame.append(n)?.copy_from_slice(&seg.payload);
+        if by_reference {
+            c.tx_copied_unattachable.inc();
+        } else if self.ifaces[iface].tx_chain {
+            c.tx_copied_small.inc();
+        } else {
+            c.tx_copied_single_segment.inc();
+        }
+        c.tx_copied_bytes.add(n as u64);
+        Some(frame)
+    }
+
+    fn output<P, T>(&mut self, now: Instant, frame: F, dst: Ipv4Addr, pool: &mut P, tx: &mut T)
     where
         P: FramePool<Frame = F>,
         T: Transmit<F>,
@@ -476,6 +574,21 @@ impl<F: Frame> Stack<F> {
         let Some((iface, next_hop)) = self.routes.lookup(dst) else {
             return self.stats.record_drop(DropReason::NoRoute);
         };
+        self.output_via(now, frame, iface, next_hop, pool, tx);
+    }
+
+    fn output_via<P, T>(
+        &mut self,
+        now: Instant,
+        mut frame: F,
+        iface: usize,
+        next_hop: Ipv4Addr,
+        pool: &mut P,
+        tx: &mut T,
+    ) where
+        P: FramePool<Frame = F>,
+        T: Transmit<F>,
+    {
         let ifc = &self.ifaces[iface];
         let mac = ifc.mac;
         let neighbour = if next_hop.is_broadcast() || next_hop == ifc.broadcast {
@@ -555,6 +668,8 @@ impl<F: Frame> Stack<F> {
             e.handle_timeout(now);
             self.stats.tcp.publish(e.stats(), e.len());
         }
+        let held = self.rx_held.load(Relaxed) as u64;
+        self.stats.copies.rx_buffers_held.set(held);
         self.flush_tcp(now, pool, tx);
         let mut due = std::mem::take(&mut self.due);
         self.arp.poll(now, &mut due);
@@ -604,6 +719,27 @@ fn write_ipv4(
     ip.set_src_addr(src);
     ip.set_dst_addr(dst);
     ip.fill_checksum();
+}
+
+/// The owner behind received payload handed out without a copy: the frame
+/// itself, released (and the hold count lowered) when the last `Bytes`
+/// slice of it goes.
+struct HeldFrame<F> {
+    frame: F,
+    range: Range<usize>,
+    held: Arc<AtomicUsize>,
+}
+
+impl<F: Frame> AsRef<[u8]> for HeldFrame<F> {
+    fn as_ref(&self) -> &[u8] {
+        &self.frame.data()[self.range.clone()]
+    }
+}
+
+impl<F> Drop for HeldFrame<F> {
+    fn drop(&mut self) {
+        self.held.fetch_sub(1, Relaxed);
+    }
 }
 
 fn write_eth(data: &mut [u8], dst: EthernetAddress, src: EthernetAddress, ty: EthernetProtocol) {

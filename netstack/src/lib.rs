@@ -18,8 +18,13 @@
 //!   a [`Transmit`] sink, and asks [`Stack::poll_at`] when to call back.
 //! - Nothing in it panics on network input; every frame it refuses is counted
 //!   under exactly one [`DropReason`].
-//! - Per-packet work does not allocate and is independent of the number of
-//!   neighbours or routes beyond a hash lookup and a short route scan.
+//! - Per-packet work is independent of the number of neighbours or routes
+//!   beyond a hash lookup and a short route scan. It allocates only for TCP
+//!   payload: the small refcount block of a `Bytes` (whether the payload stays
+//!   in its buffer or is copied) and, when attached on TX, its holder.
+//! - TCP payload is passed by reference where the thresholds of
+//!   [`ZeroCopyConfig`] and the device allow, and every copy is counted in
+//!   [`CopyCounters`].
 #![forbid(unsafe_code)]
 
 mod arp;
@@ -34,9 +39,9 @@ pub mod time;
 mod dpdk;
 
 pub use frame::{Frame, FramePool, HeapFrame, HeapPool, RxChecksum};
-pub use iface::{ArpParams, IfaceConfig, Stack, StackConfig, Transmit};
+pub use iface::{ArpParams, IfaceConfig, Stack, StackConfig, Transmit, ZeroCopyConfig};
 pub use route::{Route, RouteTable};
-pub use stats::{Counter, DropReason, Stats};
+pub use stats::{CopyCounters, Counter, DropReason, Stats};
 pub use time::Instant;
 
 /// Re-exported wire types callers need to build configs.

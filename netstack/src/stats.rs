@@ -175,6 +175,8 @@ pub struct Stats {
     pub rx_checksum_offloaded: Counter,
     /// TCP engine totals, published by the owning core at each timer tick.
     pub tcp: TcpCounters,
+    /// Payload copies per path (see docs/netstack.md).
+    pub copies: CopyCounters,
     drops: [Counter; DropReason::ALL.len()],
 }
 
@@ -205,6 +207,7 @@ impl Stats {
         f("icmp_echo_tx", self.icmp_echo_tx.get());
         f("rx_checksum_offloaded", self.rx_checksum_offloaded.get());
         self.tcp.for_each(&mut f);
+        self.copies.for_each(&mut f);
         for d in DropReason::ALL {
             f(d.name(), self.dropped(d));
         }
@@ -279,5 +282,52 @@ impl TcpCounters {
         f("tcp_fast_retransmits", self.fast_retransmits.get());
         f("tcp_rto_expirations", self.rto_expirations.get());
         f("tcp_challenge_acks", self.challenge_acks.get());
+    }
+}
+
+/// Where TCP payload was passed by reference and where it was copied, per
+/// segment, with the bytes copied. The stack's own copies only: a device
+/// may copy again (AF_PACKET and AF_XDP copy into their kernel rings).
+#[derive(Debug, Default)]
+pub struct CopyCounters {
+    /// Received payload handed out as a slice of its buffer.
+    pub rx_zero_copy: Counter,
+    /// Received payload copied: shorter than `rx_min_payload`.
+    pub rx_copied_small: Counter,
+    /// Received payload copied: `rx_hold_limit` buffers already held.
+    pub rx_copied_hold_limit: Counter,
+    pub rx_copied_bytes: Counter,
+    /// Received buffers held by payload now (a gauge, published per tick).
+    pub rx_buffers_held: Counter,
+    /// Sent payload attached behind the headers by reference.
+    pub tx_zero_copy: Counter,
+    /// Sent payload copied: shorter than `tx_min_payload`.
+    pub tx_copied_small: Counter,
+    /// Sent payload copied: the device takes single buffers only.
+    pub tx_copied_single_segment: Counter,
+    /// Sent payload copied: attaching failed (no buffer for the extra
+    /// segment, or memory a device cannot address).
+    pub tx_copied_unattachable: Counter,
+    pub tx_copied_bytes: Counter,
+}
+
+impl CopyCounters {
+    fn for_each(&self, f: &mut impl FnMut(&'static str, u64)) {
+        f("tcp_rx_zero_copy", self.rx_zero_copy.get());
+        f("tcp_rx_copied_small", self.rx_copied_small.get());
+        f("tcp_rx_copied_hold_limit", self.rx_copied_hold_limit.get());
+        f("tcp_rx_copied_bytes", self.rx_copied_bytes.get());
+        f("tcp_rx_buffers_held", self.rx_buffers_held.get());
+        f("tcp_tx_zero_copy", self.tx_zero_copy.get());
+        f("tcp_tx_copied_small", self.tx_copied_small.get());
+        f(
+            "tcp_tx_copied_single_segment",
+            self.tx_copied_single_segment.get(),
+        );
+        f(
+            "tcp_tx_copied_unattachable",
+            self.tx_copied_unattachable.get(),
+        );
+        f("tcp_tx_copied_bytes", self.tx_copied_bytes.get());
     }
 }

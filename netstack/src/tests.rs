@@ -6,11 +6,13 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use bytes::Bytes;
 use smoltcp::wire::{EthernetAddress, Icmpv4Packet, Ipv4Packet};
 
+use crate::tcp::{ConnId, EngineConfig, Segment, Seq, wire as tcp_wire};
 use crate::{
     ArpParams, DropReason, HeapFrame, HeapPool, IfaceConfig, Instant, RxChecksum, Stack,
-    StackConfig, Transmit,
+    StackConfig, Transmit, ZeroCopyConfig,
 };
 
 const US: EthernetAddress = EthernetAddress([2, 0, 0, 0, 0, 1]);
@@ -59,12 +61,14 @@ const ARP_REPLY_FROM_PEER: [u8; 42] = [
     0x02, 0x00, 0x00, 0x00, 0x00, 0x01, 0x0a, 0x00, 0x00, 0x01,
 ];
 
-/// The in-memory device: what the stack transmitted, in order.
+/// The in-memory device: what the stack transmitted, in order, and the
+/// payload it attached to frames by reference.
 #[derive(Default)]
-struct Wire(Vec<(usize, Vec<u8>)>);
+struct Wire(Vec<(usize, Vec<u8>)>, Vec<Bytes>);
 
 impl Transmit<HeapFrame> for Wire {
     fn transmit(&mut self, iface: usize, frame: HeapFrame) {
+        self.1.extend(frame.tail.clone());
         self.0.push((iface, frame.into_vec()));
     }
 }
@@ -89,6 +93,7 @@ impl Harness {
                 prefix_len: 24,
                 gateway: Some(Ipv4Addr::new(10, 0, 0, 254)),
                 trust_rx_checksum: true,
+                tx_chain: false,
             }],
             ttl: 64,
             arp: ArpParams {
@@ -99,6 +104,7 @@ impl Harness {
                 max_pending_total: 16,
                 max_entries: 64,
             },
+            zero_copy: ZeroCopyConfig::default(),
         };
         tweak(&mut cfg);
         Harness {
@@ -593,4 +599,174 @@ fn a_full_neighbour_table_evicts_rather_than_refuses() {
     assert_eq!(h.sent(), vec![ECHO_REPLY_EXPECTED.to_vec()]);
     assert_eq!(h.dropped(DropReason::ArpTableFull), 0);
     assert_eq!(h.stack.arp_entries(), 4);
+}
+
+// === TCP payload: by reference or copied ===
+
+const PEER_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+const OUR_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+
+/// An Ethernet frame from the peer (10.0.0.2:40000) to us (10.0.0.1:7).
+fn tcp_from_peer(seg: &Segment) -> Vec<u8> {
+    let tcp_len = tcp_wire::emit_len(seg);
+    let mut b = vec![0u8; 14 + 20 + tcp_len];
+    b[..14].copy_from_slice(&[2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 8, 0]);
+    let mut ip = Ipv4Packet::new_unchecked(&mut b[14..34]);
+    ip.set_version(4);
+    ip.set_header_len(20);
+    ip.set_total_len((20 + tcp_len) as u16);
+    ip.set_hop_limit(64);
+    ip.set_next_header(smoltcp::wire::IpProtocol::Tcp);
+    ip.set_src_addr(PEER_IP);
+    ip.set_dst_addr(OUR_IP);
+    ip.fill_checksum();
+    tcp_wire::emit(seg, 40000, 7, PEER_IP, OUR_IP, &mut b[34..]);
+    b
+}
+
+/// Parse (with checksum) what we sent.
+fn tcp_to_peer(frame: &[u8]) -> Segment {
+    let ip = Ipv4Packet::new_checked(&frame[14..]).unwrap();
+    assert!(ip.verify_checksum());
+    tcp_wire::parse(ip.payload(), OUR_IP, PEER_IP, true)
+        .expect("valid TCP, checksum over header and attached payload")
+        .segment
+}
+
+/// A stack with TCP listening on port 7 and one established connection from
+/// the peer. Returns the connection and the next sequence numbers (ours,
+/// the peer's).
+fn tcp_harness(chains: bool, zero_copy: ZeroCopyConfig) -> (Harness, ConnId, Seq, Seq) {
+    let mut h = Harness::with(|c| {
+        c.ifaces[0].tx_chain = chains;
+        c.zero_copy = zero_copy;
+    });
+    h.pool.chains = chains;
+    h.stack.enable_tcp(EngineConfig::default(), h.now);
+    h.stack.tcp().unwrap().listen(OUR_IP, 7, 8);
+    h.rx(&ARP_REQUEST);
+    h.sent();
+    let peer_isn = Seq(1000);
+    h.rx(&tcp_from_peer(&Segment {
+        seq: peer_isn,
+        syn: true,
+        window: 65535,
+        mss: Some(1460),
+        ..Default::default()
+    }));
+    let syn_ack = tcp_to_peer(&h.sent()[0]);
+    assert!(syn_ack.syn && syn_ack.ack == Some(peer_isn + 1));
+    let ours = syn_ack.seq + 1;
+    h.rx(&tcp_from_peer(&Segment {
+        seq: peer_isn + 1,
+        ack: Some(ours),
+        window: 65535,
+        ..Default::default()
+    }));
+    let id = h.stack.tcp().unwrap().accept(OUR_IP, 7).expect("accepted");
+    (h, id, ours, peer_isn + 1)
+}
+
+fn pattern(n: usize, salt: u8) -> Bytes {
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31) ^ salt)
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+#[test]
+fn tcp_payload_stays_in_its_receive_buffer_and_goes_back_out_attached() {
+    let (mut h, id, ours, mut theirs) = tcp_harness(true, ZeroCopyConfig::default());
+    let (big, small) = (pattern(1000, 1), pattern(100, 2));
+    for p in [&big, &small] {
+        h.rx(&tcp_from_peer(&Segment {
+            seq: theirs,
+            ack: Some(ours),
+            window: 65535,
+            payload: p.clone(),
+            ..Default::default()
+        }));
+        theirs = theirs + p.len() as u32;
+    }
+    h.sent(); // ACKs
+    let c = &h.stack.stats().copies;
+    assert_eq!((c.rx_zero_copy.get(), c.rx_copied_small.get()), (1, 1));
+    assert_eq!(c.rx_copied_bytes.get(), 100);
+    let tcp = h.stack.tcp().unwrap();
+    let (got_big, got_small) = (tcp.recv(id).unwrap(), tcp.recv(id).unwrap());
+    assert_eq!((&got_big, &got_small), (&big, &small));
+    h.advance(Duration::ZERO);
+    assert_eq!(h.stack.stats().copies.rx_buffers_held.get(), 1);
+
+    // Echo both: the big one leaves attached, pointing at the very buffer it
+    // arrived in; the small one is copied in behind the headers.
+    let tcp = h.stack.tcp().unwrap();
+    tcp.send(id, got_big.clone());
+    tcp.send(id, got_small.clone());
+    h.stack.flush_tcp(h.now, &mut h.pool, &mut h.wire);
+    let out = h.sent();
+    assert_eq!(out.len(), 2);
+    assert_eq!(h.wire.1.len(), 1, "one payload attached");
+    assert_eq!(
+        h.wire.1[0].as_ptr(),
+        got_big.as_ptr(),
+        "no copy from RX to TX"
+    );
+    let (a, b) = (tcp_to_peer(&out[0]), tcp_to_peer(&out[1]));
+    assert_eq!((a.payload, b.payload), (big.clone(), small.clone()));
+    let c = &h.stack.stats().copies;
+    assert_eq!((c.tx_zero_copy.get(), c.tx_copied_small.get()), (1, 1));
+    assert_eq!(c.tx_copied_bytes.get(), 100);
+
+    // Once everyone lets go (the peer ACKs, the device frees), the receive
+    // buffer is released.
+    drop((got_big, got_small));
+    h.wire.1.clear();
+    h.rx(&tcp_from_peer(&Segment {
+        seq: theirs,
+        ack: Some(ours + 1100),
+        window: 65535,
+        ..Default::default()
+    }));
+    h.advance(Duration::from_millis(1));
+    assert_eq!(h.stack.stats().copies.rx_buffers_held.get(), 0);
+}
+
+#[test]
+fn tcp_payload_is_copied_past_the_hold_limit_and_on_single_segment_devices() {
+    let zc = ZeroCopyConfig {
+        rx_hold_limit: 1,
+        ..ZeroCopyConfig::default()
+    };
+    let (mut h, id, ours, mut theirs) = tcp_harness(false, zc);
+    for salt in 0..3 {
+        let p = pattern(600, salt);
+        h.rx(&tcp_from_peer(&Segment {
+            seq: theirs,
+            ack: Some(ours),
+            window: 65535,
+            payload: p.clone(),
+            ..Default::default()
+        }));
+        theirs = theirs + 600;
+    }
+    h.sent();
+    let c = &h.stack.stats().copies;
+    assert_eq!((c.rx_zero_copy.get(), c.rx_copied_hold_limit.get()), (1, 2));
+    let tcp = h.stack.tcp().unwrap();
+    let first = tcp.recv(id).unwrap();
+    assert_eq!(first, pattern(600, 0));
+    tcp.send(id, first);
+    h.stack.flush_tcp(h.now, &mut h.pool, &mut h.wire);
+    let out = h.sent();
+    assert_eq!(tcp_to_peer(&out[0]).payload, pattern(600, 0));
+    assert!(
+        h.wire.1.is_empty(),
+        "nothing attached on a single-segment device"
+    );
+    let c = &h.stack.stats().copies;
+    assert_eq!(
+        (c.tx_zero_copy.get(), c.tx_copied_single_segment.get()),
+        (0, 1)
+    );
 }

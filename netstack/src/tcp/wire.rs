@@ -3,10 +3,13 @@
 //! smoltcp's `wire`; the mapping to our [`Segment`] is here.
 
 use std::net::Ipv4Addr;
+use std::ops::Range;
 
 use bytes::Bytes;
 use smoltcp::phy::ChecksumCapabilities;
-use smoltcp::wire::{IpAddress, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber};
+use smoltcp::wire::{
+    IpAddress, IpProtocol, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber, checksum,
+};
 
 use super::{Segment, Seq};
 
@@ -28,16 +31,28 @@ pub struct Parsed {
     pub segment: Segment,
 }
 
-/// Parse the TCP part of an IPv4 packet. With `verify_checksum` false the
-/// caller vouches for it (device offload).
-///
-/// TODO(issue 3): hand out the payload as a slice of the mbuf (no copy).
+/// Parse the TCP part of an IPv4 packet, payload copied out. With
+/// `verify_checksum` false the caller vouches for it (device offload).
 pub fn parse(
     tcp: &[u8],
     src: Ipv4Addr,
     dst: Ipv4Addr,
     verify_checksum: bool,
 ) -> Result<Parsed, WireError> {
+    let (mut p, payload) = parse_header(tcp, src, dst, verify_checksum)?;
+    p.segment.payload = Bytes::copy_from_slice(&tcp[payload]);
+    Ok(p)
+}
+
+/// Parse like [`parse`] but leave the payload where it is: the segment's
+/// `payload` is empty and the range says where the payload is in `tcp`, for
+/// the caller to hand out without a copy.
+pub fn parse_header(
+    tcp: &[u8],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    verify_checksum: bool,
+) -> Result<(Parsed, Range<usize>), WireError> {
     let packet = TcpPacket::new_checked(tcp).map_err(|_| WireError::Malformed)?;
     if packet.syn() && (packet.fin() || packet.rst()) {
         return Err(WireError::BadFlags);
@@ -65,13 +80,16 @@ pub fn parse(
         } else {
             [None; 3]
         },
-        payload: Bytes::copy_from_slice(repr.payload),
+        payload: Bytes::new(),
     };
-    Ok(Parsed {
+    // `repr.payload` borrows the tail of `tcp`.
+    let start = tcp.len() - repr.payload.len();
+    let parsed = Parsed {
         src_port: repr.src_port,
         dst_port: repr.dst_port,
         segment,
-    })
+    };
+    Ok((parsed, start..tcp.len()))
 }
 
 fn repr<'a>(seg: &'a Segment, src_port: u16, dst_port: u16) -> TcpRepr<'a> {
@@ -131,6 +149,48 @@ pub fn emit(
     );
 }
 
+/// Bytes [`emit_header`] writes for `seg`: header and options, no payload.
+pub fn header_len(seg: &Segment) -> usize {
+    emit_len(seg) - seg.payload.len()
+}
+
+/// Write `seg`'s header and options into `buf[..header_len(seg)]`, with the
+/// checksum over the header and `seg.payload`, which the caller sends right
+/// after it in another buffer (chained, not copied).
+///
+/// # Panics
+/// If `buf` is shorter than [`header_len`].
+pub fn emit_header(
+    seg: &Segment,
+    src_port: u16,
+    dst_port: u16,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    buf: &mut [u8],
+) {
+    let mut r = repr(seg, src_port, dst_port);
+    r.payload = &[];
+    let len = r.buffer_len();
+    let mut caps = ChecksumCapabilities::default();
+    caps.tcp = smoltcp::phy::Checksum::None; // leaves it zero
+    let mut packet = TcpPacket::new_unchecked(&mut buf[..len]);
+    r.emit(
+        &mut packet,
+        &IpAddress::Ipv4(src),
+        &IpAddress::Ipv4(dst),
+        &caps,
+    );
+    let total = (len + seg.payload.len()) as u32;
+    let sum = checksum::combine(&[
+        checksum::pseudo_header_v4(&src, &dst, IpProtocol::Tcp, total),
+        // The header is a whole number of 32-bit words: the payload's sum
+        // starts on an even offset and adds on directly.
+        checksum::data(packet.as_ref()),
+        checksum::data(&seg.payload),
+    ]);
+    packet.set_checksum(!sum);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,6 +227,29 @@ mod tests {
         let mut buf = vec![0xa5; emit_len(&data)];
         emit(&data, 1, 2, A, B, &mut buf);
         assert_eq!(parse(&buf, A, B, true).unwrap().segment, data);
+    }
+
+    #[test]
+    fn header_emitted_apart_checksums_the_payload_too() {
+        for (n, fin) in [(1, false), (1399, true), (1460, false), (0, true)] {
+            let seg = Segment {
+                seq: Seq(77),
+                ack: Some(Seq(5)),
+                fin,
+                window: 300,
+                sack: [Some((Seq(10), Seq(20))), None, None],
+                payload: (0..n).map(|i| (i * 7) as u8).collect::<Vec<u8>>().into(),
+                ..Default::default()
+            };
+            let mut buf = vec![0xa5; header_len(&seg)];
+            emit_header(&seg, 9, 10, A, B, &mut buf);
+            let mut whole = buf.clone();
+            whole.extend_from_slice(&seg.payload);
+            let mut direct = vec![0; emit_len(&seg)];
+            emit(&seg, 9, 10, A, B, &mut direct);
+            assert_eq!(whole, direct, "payload of {n} bytes");
+            assert_eq!(parse(&whole, A, B, true).unwrap().segment, seg);
+        }
     }
 
     #[test]
