@@ -127,17 +127,18 @@ const FUNCTIONS: &str = concat!(
     "|rte_pktmbuf_(alloc|alloc_bulk|free|free_bulk|append|prepend|adj|trim|chain|headroom|tailroom|clone|linearize|is_contiguous|reset|refcnt_update)",
     "|rte_mbuf_refcnt_(read|update|set)",
     "|rte_eth_dev_(count_avail|get_port_by_name|get_name_by_port|info_get|configure|start|stop|close|socket_id|set_mtu|adjust_nb_rx_tx_desc|is_valid_port)",
+    "|rte_eth_dev_rss_(hash_conf_get|reta_query)",
     "|rte_eth_(rx_queue_setup|tx_queue_setup|rx_burst|tx_burst|macaddr_get|link_get_nowait|link_get|stats_get|stats_reset|xstats_get|xstats_get_names|xstats_reset|promiscuous_enable|allmulticast_enable|find_next_owned_by|tx_done_cleanup)",
 );
 
 const TYPES: &str = concat!(
     "rte_mbuf|rte_mbuf_ext_shared_info|rte_mempool|rte_eth_conf|rte_eth_dev_info|rte_eth_rxconf|rte_eth_txconf",
-    "|rte_eth_stats|rte_eth_xstat|rte_eth_xstat_name|rte_eth_link|rte_ether_addr|rte_eth_rss_conf",
+    "|rte_eth_stats|rte_eth_xstat|rte_eth_xstat_name|rte_eth_link|rte_ether_addr|rte_eth_rss_conf|rte_eth_rss_reta_entry64",
     "|rte_proc_type_t|rte_lcore_state_t|lcore_function_t",
 );
 
 const VARS: &str = concat!(
-    "RTE_ETH_(RX|TX)_OFFLOAD_.*|RTE_ETH_RSS_.*|RTE_ETH_MQ_(RX|TX)_.*|RTE_ETH_LINK_.*",
+    "RTE_ETH_RETA_GROUP_SIZE|RTE_ETH_(RX|TX)_OFFLOAD_.*|RTE_ETH_RSS_.*|RTE_ETH_MQ_(RX|TX)_.*|RTE_ETH_LINK_.*",
     "|RTE_MBUF_DEFAULT_.*|RTE_PKTMBUF_HEADROOM|RTE_MBUF_F_.*|RTE_MAX_LCORE|RTE_MAX_ETHPORTS",
     "|RTE_ETH_NAME_MAX_LEN|RTE_ETH_XSTATS_NAME_SIZE|RTE_ETHER_ADDR_LEN|SOCKET_ID_ANY|LCORE_ID_ANY",
     "|RTE_MEMPOOL_CACHE_MAX_SIZE|RTE_ETH_DEV_NO_OWNER|RTE_VER_.*",

@@ -272,6 +272,23 @@ fn run(
         ports.push((port, pools));
     }
 
+    // With several workers, a TCP connection's packets must all reach the
+    // core that owns it: the device's RSS decides where they arrive, and
+    // active opens choose their ports by it.
+    let mut rss = Vec::new();
+    for (pi, (port, _)) in ports.iter().enumerate() {
+        let layout = port.rss_layout();
+        if nq > 1 && cfg.workers.mode == WorkerMode::Stack && layout.is_none() {
+            return Err(format!(
+                "ports[{pi}] ({}): {nq} workers need RSS to keep each connection on one core, and driver {} offers none; software steering is not implemented yet: run one worker on this device",
+                cfg.ports[pi].name,
+                port.capabilities_of().driver
+            )
+            .into());
+        }
+        rss.push(layout);
+    }
+
     // Workers.
     let worker_stop = Arc::new(AtomicBool::new(false));
     let mut handles = Vec::new();
@@ -294,7 +311,23 @@ fn run(
                 let stack_cfg = stack_config(cfg, &ports);
                 let addrs: Vec<Ipv4Addr> = stack_cfg.ifaces.iter().map(|i| i.addr).collect();
                 let mut stack = Stack::new(stack_cfg);
-                stack.enable_tcp(tcp_config(cfg)?, netstack::Instant::ZERO);
+                let steering = addrs
+                    .iter()
+                    .zip(&rss)
+                    .filter_map(|(&a, l)| {
+                        let l = l.as_ref()?;
+                        let (key, reta) = (l.key.clone(), l.reta.clone());
+                        Some((
+                            a,
+                            netstack::rss::Steering {
+                                key,
+                                reta,
+                                queue: q,
+                            },
+                        ))
+                    })
+                    .collect();
+                stack.enable_tcp(tcp_config(cfg, steering)?, netstack::Instant::ZERO);
                 let tcp = stack.tcp().expect("enabled above");
                 let services =
                     service::Services::new(&cfg.services, &addrs, tcp, cfg.tcp.backlog as usize);
@@ -393,7 +426,10 @@ fn run(
 
 /// The TCP engine's settings, with a fresh secret for ISNs and the
 /// connection table (RFC 6528).
-fn tcp_config(cfg: &Config) -> Result<netstack::tcp::EngineConfig, Failure> {
+fn tcp_config(
+    cfg: &Config,
+    steering: Vec<(Ipv4Addr, netstack::rss::Steering)>,
+) -> Result<netstack::tcp::EngineConfig, Failure> {
     use std::io::Read;
     let mut secret = [0u8; 16];
     std::fs::File::open("/dev/urandom")
@@ -420,6 +456,7 @@ fn tcp_config(cfg: &Config) -> Result<netstack::tcp::EngineConfig, Failure> {
         },
         max_connections: t.max_connections as usize,
         secret,
+        steering,
         ..netstack::tcp::EngineConfig::default()
     })
 }

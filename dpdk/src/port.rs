@@ -95,6 +95,13 @@ impl Capabilities {
     }
 }
 
+/// A device's RSS set-up, as [`Port::rss_layout`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RssLayout {
+    pub key: Vec<u8>,
+    pub reta: Vec<u16>,
+}
+
 /// Link state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Link {
@@ -366,6 +373,43 @@ impl Port {
 
     pub fn id(&self) -> u16 {
         self.shared.id
+    }
+
+    /// How the device spreads received packets over queues, read back from
+    /// it: the Toeplitz key and the redirection table (entry `i` names the
+    /// queue of hashes `≡ i` modulo its length). `None` without RSS.
+    pub fn rss_layout(&self) -> Option<RssLayout> {
+        if !self.shared.rss_enabled {
+            return None;
+        }
+        let id = self.shared.id;
+        let caps = &self.shared.caps;
+        let mut key = vec![0u8; usize::from(caps.rss_key_size.max(40))];
+        let mut conf = sys::rte_eth_rss_conf {
+            rss_key: key.as_mut_ptr(),
+            rss_key_len: key.len() as u8,
+            ..Default::default()
+        };
+        // SAFETY: valid port id; `conf.rss_key` points at `rss_key_len` bytes.
+        if unsafe { sys::rte_eth_dev_rss_hash_conf_get(id, &mut conf) } != 0 {
+            return None;
+        }
+        key.truncate(usize::from(conf.rss_key_len));
+        let size = usize::from(caps.reta_size);
+        let group = sys::RTE_ETH_RETA_GROUP_SIZE as usize;
+        let mut groups = vec![sys::rte_eth_rss_reta_entry64::default(); size.div_ceil(group)];
+        for g in &mut groups {
+            g.mask = u64::MAX;
+        }
+        // SAFETY: `groups` covers `reta_size` entries, as the call requires.
+        if size == 0
+            || unsafe { sys::rte_eth_dev_rss_reta_query(id, groups.as_mut_ptr(), caps.reta_size) }
+                != 0
+        {
+            return None;
+        }
+        let reta = groups.iter().flat_map(|g| g.reta).take(size).collect();
+        Some(RssLayout { key, reta })
     }
     pub fn name(&self) -> &str {
         &self.shared.name

@@ -31,6 +31,7 @@ mod arp;
 mod frame;
 mod iface;
 mod route;
+pub mod rss;
 mod stats;
 pub mod tcp;
 pub mod time;

@@ -15,6 +15,7 @@ use siphasher::sip::SipHasher13;
 use super::wheel::Wheel;
 use super::{CloseReason, Connection, Segment, Seq, State, TcpConfig};
 use crate::Instant;
+use crate::rss::Steering;
 
 /// Local and remote ends of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -59,6 +60,11 @@ pub struct EngineConfig {
     pub secret: [u8; 16],
     /// Timer wheel resolution.
     pub tick: Duration,
+    /// With several cores: per local address (so per port), how the device
+    /// (or software in its place) spreads received packets over them. Active
+    /// opens from an address listed here use only ephemeral ports whose
+    /// replies come back to this core.
+    pub steering: Vec<(Ipv4Addr, Steering)>,
 }
 
 impl Default for EngineConfig {
@@ -68,6 +74,7 @@ impl Default for EngineConfig {
             max_connections: 100_000,
             secret: [0; 16],
             tick: Duration::from_millis(1),
+            steering: Vec::new(),
         }
     }
 }
@@ -268,6 +275,11 @@ impl Engine {
             if self.by_tuple.contains_key(&tuple) {
                 continue;
             }
+            if let Some((_, st)) = self.cfg.steering.iter().find(|(a, _)| *a == local)
+                && !st.is_ours(remote, tuple.local)
+            {
+                continue; // its replies would arrive on another core
+            }
             let iss = self.isn(now, &tuple);
             let conn = Connection::connect(self.cfg.tcp.clone(), iss);
             return Some(self.insert(tuple, conn, None));
@@ -366,6 +378,11 @@ impl Engine {
             e.conn.abort();
             self.mark(id.index);
         }
+    }
+
+    /// The addresses and ports of connection `id`.
+    pub fn tuple(&self, id: ConnId) -> Option<FourTuple> {
+        self.entry(id).map(|e| e.tuple)
     }
 
     pub fn connection(&self, id: ConnId) -> Option<&Connection> {

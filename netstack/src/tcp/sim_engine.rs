@@ -447,3 +447,48 @@ fn echo_under_harsh_impairment_with_late_duplicate_syns() {
         echo_many(seed, imp.clone(), 30, 30_000);
     }
 }
+
+/// With RSS steering, every port an active open picks brings the replies
+/// back to the opening core's queue; spread over four cores' engines, each
+/// gets its share and they never pick the same tuple.
+#[test]
+fn active_opens_pick_ports_whose_replies_hash_to_their_own_queue() {
+    use crate::rss::Steering;
+    let now = Instant::from_millis(1);
+    let mut tuples = std::collections::HashSet::new();
+    for queue in 0..4u16 {
+        let steering = Steering::round_robin(4, 128, queue);
+        let mut e = Engine::new(
+            EngineConfig {
+                steering: vec![(CLIENT, steering.clone())],
+                ..EngineConfig::default()
+            },
+            now,
+        );
+        for _ in 0..500 {
+            let id = e
+                .connect(now, CLIENT, (SERVER, 80))
+                .expect("a port is free");
+            let t = e.tuple(id).unwrap();
+            assert_eq!(steering.queue_of(t.remote, t.local), queue);
+            assert!(tuples.insert(t), "{t:?} picked twice");
+        }
+    }
+    // The ports of one core run out after about a quarter of the range.
+    let mut e = Engine::new(
+        EngineConfig {
+            steering: vec![(CLIENT, Steering::round_robin(4, 128, 1))],
+            max_connections: 1 << 20,
+            ..EngineConfig::default()
+        },
+        now,
+    );
+    let mut n = 0;
+    while e.connect(now, CLIENT, (SERVER, 80)).is_some() {
+        n += 1;
+    }
+    assert!(
+        (3000..5200).contains(&n),
+        "{n} ports for one of four queues"
+    );
+}
