@@ -401,11 +401,13 @@ impl Port {
         for g in &mut groups {
             g.mask = u64::MAX;
         }
+        if size == 0 {
+            return None;
+        }
         // SAFETY: `groups` covers `reta_size` entries, as the call requires.
-        if size == 0
-            || unsafe { sys::rte_eth_dev_rss_reta_query(id, groups.as_mut_ptr(), caps.reta_size) }
-                != 0
-        {
+        let rc =
+            unsafe { sys::rte_eth_dev_rss_reta_query(id, groups.as_mut_ptr(), caps.reta_size) };
+        if rc != 0 {
             return None;
         }
         let reta = groups.iter().flat_map(|g| g.reta).take(size).collect();
