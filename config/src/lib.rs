@@ -59,6 +59,28 @@ pub struct TcpSettings {
     pub max_connections: u32,
     /// Handshakes in progress or awaiting accept, per listener and core.
     pub backlog: u32,
+    /// Longest an ACK for in-order data is held back (every second segment
+    /// is acknowledged at once); 0 acknowledges every segment.
+    pub delayed_ack_ms: u64,
+    /// Quiet time before keepalive probes start; 0: no keepalive.
+    pub keepalive_idle_ms: u64,
+    pub keepalive_interval_ms: u64,
+    /// Unanswered probes before the connection is reset.
+    pub keepalive_probes: u32,
+    /// Reset a connection whose sent data sees no progress this long; 0: off.
+    pub user_timeout_ms: u64,
+    /// Reset a connection with no traffic either way this long; 0: off.
+    pub idle_timeout_ms: u64,
+    /// Congestion control: `cubic` (RFC 9438) or `reno` (NewReno).
+    pub congestion: CongestionControl,
+}
+
+/// Congestion control algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CongestionControl {
+    Reno,
+    Cubic,
 }
 
 impl Default for TcpSettings {
@@ -70,6 +92,13 @@ impl Default for TcpSettings {
             send_buffer: 256 * 1024,
             max_connections: 100_000,
             backlog: 1024,
+            delayed_ack_ms: 10,
+            keepalive_idle_ms: 0,
+            keepalive_interval_ms: 10_000,
+            keepalive_probes: 9,
+            user_timeout_ms: 0,
+            idle_timeout_ms: 0,
+            congestion: CongestionControl::Cubic,
         }
     }
 }

@@ -385,6 +385,38 @@ impl Config {
             t.backlog,
             "must be at least 1",
         );
+        e.check(
+            t.delayed_ack_ms == 0 || t.delayed_ack_ms < t.min_rto_ms.min(200),
+            "tcp.delayed_ack_ms",
+            t.delayed_ack_ms,
+            format!(
+                "must be 0 (off) or below tcp.min_rto_ms ({}) and 200 ms, or peers retransmit while we hold their ACK",
+                t.min_rto_ms
+            ),
+        );
+        if t.keepalive_idle_ms > 0 {
+            e.check(
+                t.keepalive_interval_ms >= 1,
+                "tcp.keepalive_interval_ms",
+                t.keepalive_interval_ms,
+                "must be at least 1 when keepalive is on",
+            );
+            e.check(
+                t.keepalive_probes >= 1,
+                "tcp.keepalive_probes",
+                t.keepalive_probes,
+                "must be at least 1 when keepalive is on",
+            );
+        }
+        e.check(
+            t.user_timeout_ms == 0 || t.user_timeout_ms >= t.min_rto_ms,
+            "tcp.user_timeout_ms",
+            t.user_timeout_ms,
+            format!(
+                "must be 0 (off) or at least tcp.min_rto_ms ({})",
+                t.min_rto_ms
+            ),
+        );
         let mut ports = HashMap::new();
         for (i, s) in self.services.iter().enumerate() {
             e.check(

@@ -452,6 +452,18 @@ fn tcp_config(
             time_wait: Duration::from_millis(t.time_wait_ms),
             recv_buffer: t.recv_buffer,
             send_buffer: t.send_buffer,
+            delayed_ack: Duration::from_millis(t.delayed_ack_ms),
+            keepalive: (t.keepalive_idle_ms > 0).then(|| netstack::tcp::Keepalive {
+                idle: Duration::from_millis(t.keepalive_idle_ms),
+                interval: Duration::from_millis(t.keepalive_interval_ms),
+                probes: t.keepalive_probes,
+            }),
+            user_timeout: (t.user_timeout_ms > 0).then(|| Duration::from_millis(t.user_timeout_ms)),
+            idle_timeout: (t.idle_timeout_ms > 0).then(|| Duration::from_millis(t.idle_timeout_ms)),
+            congestion: match t.congestion {
+                dataplane_config::CongestionControl::Reno => netstack::tcp::Congestion::Reno,
+                dataplane_config::CongestionControl::Cubic => netstack::tcp::Congestion::Cubic,
+            },
             ..netstack::tcp::TcpConfig::default()
         },
         max_connections: t.max_connections as usize,

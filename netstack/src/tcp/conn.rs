@@ -35,6 +35,45 @@ pub struct TcpConfig {
     pub max_retransmits: u32,
     /// Offer and use selective acknowledgements (RFC 2018).
     pub sack: bool,
+    /// Delayed ACK (RFC 1122 §4.2.3.2, RFC 5681 §4.2): in-order data is
+    /// acknowledged every second segment or after this long, whichever comes
+    /// first. Zero: acknowledge every segment at once. Out-of-order data, a
+    /// filled gap and a FIN are always acknowledged at once. Keep it well
+    /// below the peers' minimum RTO (Linux 200 ms, ours `min_rto`).
+    pub delayed_ack: Duration,
+    /// Keepalive probes on an idle connection (RFC 1122 §4.2.3.6); off by
+    /// default.
+    pub keepalive: Option<Keepalive>,
+    /// Give up (RST, `TimedOut`) when sent data stays unacknowledged this
+    /// long with no progress (RFC 5482's user timeout); `None`: only
+    /// `max_retransmits` ends it.
+    pub user_timeout: Option<Duration>,
+    /// Give up (RST, `TimedOut`) when nothing was received or sent for this
+    /// long; `None`: never.
+    pub idle_timeout: Option<Duration>,
+    pub congestion: Congestion,
+}
+
+/// Congestion control algorithm. Both use NewReno's loss recovery (RFC
+/// 6582) and SACK; they differ in how the window grows and shrinks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Congestion {
+    /// RFC 5681: +1 MSS per RTT, halved on loss.
+    Reno,
+    /// RFC 9438: a cubic function of the time since the last loss, ×0.7 on
+    /// loss, never slower than Reno would be.
+    Cubic,
+}
+
+/// Keepalive parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keepalive {
+    /// Quiet time before the first probe.
+    pub idle: Duration,
+    /// Time between unanswered probes.
+    pub interval: Duration,
+    /// Unanswered probes before the connection is reset.
+    pub probes: u32,
 }
 
 impl Default for TcpConfig {
@@ -49,6 +88,11 @@ impl Default for TcpConfig {
             time_wait: Duration::from_secs(1),
             max_retransmits: 12,
             sack: true,
+            delayed_ack: Duration::from_millis(10),
+            keepalive: None,
+            user_timeout: None,
+            idle_timeout: None,
+            congestion: Congestion::Cubic,
         }
     }
 }
@@ -124,6 +168,9 @@ pub struct ConnStats {
     pub dup_acks_received: u64,
     pub challenge_acks: u64,
     pub zero_window_probes: u64,
+    /// ACKs held back by delayed ACK that then went out on their timer.
+    pub delayed_acks: u64,
+    pub keepalives_sent: u64,
     /// Segments outside the receive window (answered with an ACK).
     pub out_of_window: u64,
     pub out_of_order: u64,
@@ -136,6 +183,20 @@ const MAX_OOO_SEGMENTS: usize = 512;
 const MAX_CWND: u32 = 1 << 30;
 /// Bytes three SACK blocks take in a segment's options (2 + 3 x 8, padded).
 const SACK_OPTION_ROOM: u32 = 28;
+/// CUBIC's constants (RFC 9438 §4.1): growth factor (MSS/s³) and decrease.
+const CUBIC_C: f64 = 0.4;
+const CUBIC_BETA: f64 = 0.7;
+
+/// CUBIC's state: the window at the last loss (bytes), the time the curve
+/// takes to climb back to it, the epoch's start, and the Reno estimate.
+#[derive(Debug, Clone, Default)]
+struct Cubic {
+    w_max: f64,
+    k: f64,
+    epoch: Option<Instant>,
+    w_est: f64,
+}
+
 /// SYN (or SYN-ACK) transmissions before a handshake is given up.
 const MAX_SYN_RETRIES: u32 = 6;
 
@@ -363,6 +424,7 @@ pub struct Connection {
     /// Segments RFC 3042 lets past cwnd (0-2).
     limited_transmit: u32,
     recover: Option<Seq>,
+    cubic: Cubic,
 
     // RTT and timers.
     srtt: Option<Duration>,
@@ -373,6 +435,15 @@ pub struct Connection {
     rto_at: Option<Instant>,
     persist_at: Option<Instant>,
     time_wait_at: Option<Instant>,
+    /// Delayed ACK: in-order segments not yet acknowledged, and the timer.
+    unacked_segments: u32,
+    delack_at: Option<Instant>,
+    /// Last segment received or data sent (idle timeout, keepalive).
+    last_activity: Instant,
+    keepalives_unanswered: u32,
+    keepalive_now: bool,
+    /// Last forward progress while data is outstanding (user timeout).
+    progress_at: Option<Instant>,
 
     stats: ConnStats,
 }
@@ -426,6 +497,7 @@ impl Connection {
             dup_acks: 0,
             limited_transmit: 0,
             recover: None,
+            cubic: Cubic::default(),
             srtt: None,
             rttvar: Duration::ZERO,
             rto,
@@ -434,6 +506,12 @@ impl Connection {
             rto_at: None,
             persist_at: None,
             time_wait_at: None,
+            unacked_segments: 0,
+            delack_at: None,
+            last_activity: Instant::ZERO,
+            keepalives_unanswered: 0,
+            keepalive_now: false,
+            progress_at: None,
             stats: ConnStats::default(),
             cfg,
         }
@@ -586,6 +664,8 @@ impl Connection {
     /// Process one segment that the engine demultiplexed to this connection.
     pub fn handle_segment(&mut self, now: Instant, seg: Segment) {
         self.stats.segments_received += 1;
+        self.last_activity = now;
+        self.keepalives_unanswered = 0;
         match self.state {
             State::Closed => {}
             State::SynSent => self.handle_syn_sent(now, seg),
@@ -795,9 +875,16 @@ impl Connection {
             if off + data.len() as u64 > room {
                 data.truncate(room.saturating_sub(off) as usize);
             }
+            let gap_before = !self.recvq.ooo.is_empty();
             let n = self.recvq.insert(off, data);
             self.rcv_nxt = self.rcv_nxt + n;
-            self.ack_pending = true;
+            self.unacked_segments += 1;
+            if self.cfg.delayed_ack.is_zero() || self.unacked_segments >= 2 || gap_before {
+                // Every second segment, and a filled gap, at once (RFC 5681 §4.2).
+                self.ack_pending = true;
+            } else if self.delack_at.is_none() {
+                self.delack_at = Some(now + self.cfg.delayed_ack);
+            }
         }
         // 6. FIN.
         if seg.fin && data_ok && self.peer_fin.is_none() {
@@ -947,13 +1034,15 @@ impl Connection {
             None if self.cwnd < self.ssthresh => {
                 self.cwnd = (self.cwnd + data_acked.min(mss)).min(MAX_CWND)
             }
-            None => self.cwnd = (self.cwnd + (mss * mss / self.cwnd.max(1)).max(1)).min(MAX_CWND),
+            None => self.congestion_avoidance(now, data_acked),
         }
         if self.recover.is_none() {
             self.dup_acks = 0;
             self.limited_transmit = 0;
         }
-        self.rto_at = (self.snd_max.diff(self.snd_una) > 0).then(|| now + self.rto);
+        let outstanding = self.snd_max.diff(self.snd_una) > 0;
+        self.rto_at = outstanding.then(|| now + self.rto);
+        self.progress_at = outstanding.then_some(now);
     }
 
     fn on_dup_ack(&mut self) {
@@ -973,14 +1062,77 @@ impl Connection {
             self.limited_transmit = self.dup_acks;
         } else if self.dup_acks == 3 && self.rto_recover.is_none_or(|r| self.snd_una.diff(r) > 0) {
             // RFC 5681 §3.2 / RFC 6582: enter fast recovery.
-            let flight = self.snd_max - self.snd_una;
-            self.ssthresh = (flight / 2).max(2 * mss);
+            self.ssthresh = self.on_congestion_event();
             self.cwnd = self.ssthresh + 3 * mss;
             self.recover = Some(self.snd_max);
             self.retransmit_now = true;
             self.rexmit_next = self.snd_una;
             self.stats.fast_retransmits += 1;
         }
+    }
+
+    /// A loss was detected (three duplicate ACKs or a timeout): the new
+    /// slow-start threshold, and CUBIC's memory of where it happened.
+    fn on_congestion_event(&mut self) -> u32 {
+        let mss = self.eff_mss();
+        let flight = self.snd_max - self.snd_una;
+        match self.cfg.congestion {
+            Congestion::Reno => (flight / 2).max(2 * mss),
+            Congestion::Cubic => {
+                let c = &mut self.cubic;
+                let cwnd = f64::from(self.cwnd);
+                // Fast convergence (RFC 9438 §4.7): losing again below the last
+                // maximum means another flow wants room; give some up.
+                c.w_max = if cwnd < c.w_max {
+                    cwnd * (1.0 + CUBIC_BETA) / 2.0
+                } else {
+                    cwnd
+                };
+                c.epoch = None;
+                ((f64::from(flight.min(self.cwnd)) * CUBIC_BETA) as u32).max(2 * mss)
+            }
+        }
+    }
+
+    /// Window growth above ssthresh for `acked` newly acknowledged bytes.
+    fn congestion_avoidance(&mut self, now: Instant, acked: u32) {
+        let mss = self.eff_mss();
+        if self.cfg.congestion == Congestion::Reno {
+            // One MSS per window acknowledged, counting bytes (RFC 3465), so
+            // that a delayed-ACK peer does not halve the growth.
+            let inc = (u64::from(mss) * u64::from(acked) / u64::from(self.cwnd.max(1))).max(1);
+            self.cwnd = (u64::from(self.cwnd) + inc).min(u64::from(MAX_CWND)) as u32;
+            return;
+        }
+        let (m, cwnd) = (f64::from(mss), f64::from(self.cwnd));
+        let c = &mut self.cubic;
+        let epoch = *c.epoch.get_or_insert_with(|| {
+            // A new epoch (RFC 9438 §4.2): K is when the cubic curve gets
+            // back to w_max, starting from the current window.
+            if cwnd < c.w_max {
+                c.k = ((c.w_max - cwnd) / m / CUBIC_C).cbrt();
+            } else {
+                c.k = 0.0;
+                c.w_max = cwnd;
+            }
+            c.w_est = cwnd;
+            now
+        });
+        let rtt = self.srtt.unwrap_or(Duration::from_millis(1)).as_secs_f64();
+        let t = now.saturating_since(epoch).as_secs_f64();
+        let w_cubic = |t: f64| c.w_max + CUBIC_C * (t - c.k).powi(3) * m;
+        // Reno-friendly estimate (§4.3), α = 3(1-β)/(1+β).
+        let alpha = 3.0 * (1.0 - CUBIC_BETA) / (1.0 + CUBIC_BETA);
+        c.w_est += alpha * m * f64::from(acked) / cwnd;
+        let next = if w_cubic(t) < c.w_est {
+            c.w_est
+        } else {
+            // Concave/convex regions (§4.4-4.5): aim at where the curve will
+            // be one RTT from now, at most 1.5× the window.
+            let target = w_cubic(t + rtt).clamp(cwnd, 1.5 * cwnd);
+            cwnd + (target - cwnd) / cwnd * f64::from(acked)
+        };
+        self.cwnd = (next as u32).clamp(self.cwnd, MAX_CWND);
     }
 
     /// State changes that follow from what is now acknowledged.
@@ -1041,6 +1193,9 @@ impl Connection {
         self.ack_pending = false;
         self.dup_acks_owed = 0;
         self.retransmit_now = false;
+        self.delack_at = None;
+        self.keepalive_now = false;
+        self.progress_at = None;
     }
 
     // === timers ===
@@ -1048,10 +1203,38 @@ impl Connection {
     /// When `handle_timeout` next has work, if ever.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [self.rto_at, self.persist_at, self.time_wait_at]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.rto_at,
+            self.persist_at,
+            self.time_wait_at,
+            self.delack_at,
+            self.keepalive_at(),
+            self.user_timeout_at(),
+            self.idle_timeout_at(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Connections that can idle: synchronized, not yet closing on our side.
+    fn can_idle(&self) -> bool {
+        matches!(self.state, State::Established | State::CloseWait)
+    }
+
+    fn keepalive_at(&self) -> Option<Instant> {
+        let k = self.cfg.keepalive?;
+        let quiet = self.can_idle() && self.snd_max == self.snd_una && self.unsent() == 0;
+        quiet.then(|| self.last_activity + k.idle + k.interval * self.keepalives_unanswered)
+    }
+
+    fn user_timeout_at(&self) -> Option<Instant> {
+        Some(self.progress_at? + self.cfg.user_timeout?)
+    }
+
+    fn idle_timeout_at(&self) -> Option<Instant> {
+        let t = self.cfg.idle_timeout?;
+        self.can_idle().then(|| self.last_activity + t)
     }
 
     /// Run the timers that are due at `now`.
@@ -1059,6 +1242,27 @@ impl Connection {
         if self.time_wait_at.is_some_and(|t| t <= now) {
             self.finish(CloseReason::Normal);
             return;
+        }
+        let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
+        if due(self.user_timeout_at()) || due(self.idle_timeout_at()) {
+            self.reset_and_finish(CloseReason::TimedOut);
+            return;
+        }
+        if due(self.keepalive_at()) {
+            let probes = self.cfg.keepalive.map_or(0, |k| k.probes);
+            if self.keepalives_unanswered >= probes {
+                self.reset_and_finish(CloseReason::TimedOut);
+                return;
+            }
+            self.keepalives_unanswered += 1;
+            self.keepalive_now = true;
+        }
+        if due(self.delack_at) {
+            self.delack_at = None;
+            if self.unacked_segments > 0 {
+                self.ack_pending = true;
+                self.stats.delayed_acks += 1;
+            }
         }
         if self.persist_at.is_some_and(|t| t <= now) {
             self.probes_unanswered += 1;
@@ -1098,8 +1302,7 @@ impl Connection {
         // RFC 5681 §3.1 eq. 4 and RFC 6298 §5.4-5.6: back off and go back to
         // the first unacknowledged byte.
         let mss = self.eff_mss();
-        let flight = self.snd_max - self.snd_una;
-        self.ssthresh = (flight / 2).max(2 * mss);
+        self.ssthresh = self.on_congestion_event();
         self.cwnd = mss;
         self.recover = None;
         self.rto_recover = Some(self.snd_max);
@@ -1281,6 +1484,13 @@ impl Connection {
             s.fin = true;
             return Some(self.sent_new(now, s));
         }
+        if std::mem::take(&mut self.keepalive_now) {
+            // RFC 1122 §4.2.3.6: one byte below snd_una, which the peer must
+            // answer with an ACK; no payload (ours never carry garbage).
+            self.stats.keepalives_sent += 1;
+            let s = self.ack_segment(self.snd_una + u32::MAX);
+            return Some(self.count_out(s));
+        }
         if self.ack_pending || self.dup_acks_owed > 0 {
             self.dup_acks_owed = self.dup_acks_owed.saturating_sub(1);
             // snd_max, not snd_nxt: after a timeout snd_nxt goes back, and a
@@ -1319,6 +1529,10 @@ impl Connection {
         } else if self.rtt_probe.is_none() && !s.payload.is_empty() {
             self.rtt_probe = Some((s.seq, now));
         }
+        if self.snd_max == self.snd_una {
+            self.progress_at = Some(now); // the flight starts
+        }
+        self.last_activity = now;
         self.snd_nxt = end;
         if end.diff(self.snd_max) > 0 {
             self.snd_max = end;
@@ -1337,6 +1551,8 @@ impl Connection {
         }
         let wnd = (self.rcv_adv - self.rcv_nxt) >> self.rcv_shift;
         self.ack_pending = false;
+        self.unacked_segments = 0;
+        self.delack_at = None;
         let mut sack = [None; 3];
         if self.sack_ok && !self.recvq.ooo.is_empty() {
             let (base, nxt) = (self.recvq.next, self.rcv_nxt);
@@ -1544,5 +1760,199 @@ mod tests {
         b.handle_segment(now, syn);
         let again = b.poll_transmit(now).expect("SYN-ACK again");
         assert!(again.syn && again.ack == Some(Seq(101)));
+    }
+
+    /// `established()` with `tweak` applied to both sides' config.
+    fn established_with(tweak: impl Fn(&mut TcpConfig)) -> (Connection, Connection, Instant) {
+        let (mut a, mut b, now) = established();
+        tweak(&mut a.cfg);
+        tweak(&mut b.cfg);
+        (a, b, now)
+    }
+
+    fn drain(c: &mut Connection, now: Instant) -> Vec<Segment> {
+        std::iter::from_fn(|| c.poll_transmit(now)).collect()
+    }
+
+    #[test]
+    fn delayed_ack_waits_for_a_second_segment_or_its_timer() {
+        let (mut a, mut b, mut now) = established();
+        a.send(Bytes::from(vec![1; 100]));
+        for s in drain(&mut a, now) {
+            b.handle_segment(now, s);
+        }
+        assert!(drain(&mut b, now).is_empty(), "one segment: ACK held back");
+        let due = b.poll_timeout().expect("delayed-ACK timer");
+        assert_eq!(due, now + Duration::from_millis(10));
+        now = due;
+        b.handle_timeout(now);
+        let acks = drain(&mut b, now);
+        assert_eq!(acks.len(), 1);
+        assert_eq!(acks[0].ack, Some(b.rcv_nxt));
+        assert_eq!(b.stats().delayed_acks, 1);
+
+        // Two segments: acknowledged at once, by one ACK.
+        a.handle_segment(now, acks[0].clone());
+        a.send(Bytes::from(vec![2; 2 * 1460]));
+        let segs = drain(&mut a, now);
+        assert_eq!(segs.len(), 2);
+        for s in segs {
+            b.handle_segment(now, s);
+        }
+        assert_eq!(drain(&mut b, now).len(), 1);
+        assert_eq!(b.poll_timeout(), None, "no timer left behind");
+    }
+
+    #[test]
+    fn out_of_order_data_is_acknowledged_at_once_despite_delayed_ack() {
+        let (mut a, mut b, now) = established();
+        a.send(Bytes::from(vec![1; 3 * 1460]));
+        let segs = drain(&mut a, now);
+        b.handle_segment(now, segs[1].clone());
+        assert_eq!(drain(&mut b, now).len(), 1, "duplicate ACK at once");
+        b.handle_segment(now, segs[0].clone());
+        assert_eq!(drain(&mut b, now).len(), 1, "the filled gap at once");
+    }
+
+    #[test]
+    fn keepalive_probes_an_idle_peer_and_resets_when_it_is_gone() {
+        let ka = Keepalive {
+            idle: Duration::from_secs(1),
+            interval: Duration::from_millis(100),
+            probes: 3,
+        };
+        let (mut a, mut b, _) = established_with(|c| c.keepalive = Some(ka));
+        // An answering peer keeps the connection.
+        let mut now = a.poll_timeout().unwrap();
+        a.handle_timeout(now);
+        let probe = drain(&mut a, now);
+        assert_eq!(probe.len(), 1);
+        assert_eq!(probe[0].seq, a.snd_una + u32::MAX, "one below snd_una");
+        assert!(probe[0].payload.is_empty());
+        b.handle_segment(now, probe[0].clone());
+        for s in drain(&mut b, now) {
+            a.handle_segment(now, s);
+        }
+        assert_eq!(
+            a.poll_timeout(),
+            Some(now + ka.idle),
+            "quiet again: back to idle"
+        );
+        // A silent peer: three probes, then a reset.
+        let mut probes = 0;
+        while a.state() != State::Closed {
+            now = a.poll_timeout().unwrap();
+            a.handle_timeout(now);
+            for s in drain(&mut a, now) {
+                if s.rst {
+                    continue;
+                }
+                probes += 1;
+            }
+        }
+        assert_eq!(probes, 3);
+        assert_eq!(a.close_reason(), Some(CloseReason::TimedOut));
+        assert_eq!(a.stats().keepalives_sent, 4);
+    }
+
+    #[test]
+    fn user_timeout_gives_up_on_unacknowledged_data_before_the_retry_limit() {
+        let (mut a, _b, start) =
+            established_with(|c| c.user_timeout = Some(Duration::from_millis(300)));
+        a.send(Bytes::from(vec![1; 1000]));
+        let mut now = start;
+        drain(&mut a, now); // lost
+        while a.state() != State::Closed {
+            now = a.poll_timeout().unwrap();
+            a.handle_timeout(now);
+            drain(&mut a, now);
+        }
+        assert_eq!(a.close_reason(), Some(CloseReason::TimedOut));
+        assert_eq!(now, start + Duration::from_millis(300));
+    }
+
+    #[test]
+    fn idle_timeout_resets_a_quiet_connection() {
+        let (mut a, _b, start) =
+            established_with(|c| c.idle_timeout = Some(Duration::from_secs(5)));
+        let now = a.poll_timeout().unwrap();
+        assert_eq!(now, start + Duration::from_secs(5));
+        a.handle_timeout(now);
+        assert_eq!(a.close_reason(), Some(CloseReason::TimedOut));
+        assert!(drain(&mut a, now).iter().any(|s| s.rst), "the peer is told");
+    }
+
+    /// Drive congestion avoidance for `secs` of virtual time on a path of
+    /// `rtt`, a window's worth acknowledged per RTT (in 10 steps).
+    fn grow(c: &mut Connection, now: &mut Instant, rtt: Duration, secs: f64) {
+        c.srtt = Some(rtt);
+        let step = rtt / 10;
+        let steps = (secs / step.as_secs_f64()).round() as u32;
+        for _ in 0..steps {
+            *now = *now + step;
+            let acked = c.cwnd / 10;
+            c.congestion_avoidance(*now, acked);
+        }
+    }
+
+    #[test]
+    fn cubic_backs_off_by_seven_tenths_and_plateaus_at_the_last_maximum() {
+        let (mut a, _, mut now) = established();
+        assert_eq!(a.cfg.congestion, Congestion::Cubic, "the default");
+        let mss = a.eff_mss();
+        a.cwnd = 100 * mss;
+        a.snd_max = a.snd_una + 100 * mss; // a full window in flight
+        a.ssthresh = a.on_congestion_event();
+        assert_eq!(a.ssthresh, 70 * mss);
+        a.cwnd = a.ssthresh;
+        // K = cbrt(W_max (1 - β) / C) = cbrt(75) s ≈ 4.22 s for W_max = 100 MSS.
+        let rtt = Duration::from_millis(100);
+        grow(&mut a, &mut now, rtt, 4.2);
+        let w = f64::from(a.cwnd) / f64::from(mss);
+        assert!((95.0..=105.0).contains(&w), "back near W_max at K: {w}");
+        grow(&mut a, &mut now, rtt, 0.6);
+        let plateau = f64::from(a.cwnd) / f64::from(mss);
+        assert!(plateau - w < 5.0, "flat around W_max: {w} -> {plateau}");
+        grow(&mut a, &mut now, rtt, 3.0);
+        let probing = f64::from(a.cwnd) / f64::from(mss);
+        // W(K + 3 s) = W_max + C·3³ MSS ≈ 111 MSS; aiming an RTT ahead adds some.
+        assert!(probing > 110.0, "then probes beyond it, convex: {probing}");
+
+        // A loss below the previous maximum gives up some room (fast convergence).
+        a.cwnd = 80 * mss;
+        a.snd_max = a.snd_una + 80 * mss;
+        let before = a.cubic.w_max;
+        a.on_congestion_event();
+        assert!(a.cubic.w_max < before);
+        assert_eq!(a.cubic.w_max as u32, 80 * mss * 17 / 20);
+    }
+
+    #[test]
+    fn reno_halves_and_grows_one_segment_per_round_trip() {
+        let (mut a, _, mut now) = established_with(|c| c.congestion = Congestion::Reno);
+        let mss = a.eff_mss();
+        a.cwnd = 100 * mss;
+        a.snd_max = a.snd_una + 100 * mss;
+        a.ssthresh = a.on_congestion_event();
+        assert_eq!(a.ssthresh, 50 * mss);
+        a.cwnd = a.ssthresh;
+        grow(&mut a, &mut now, Duration::from_millis(100), 1.0);
+        let w = a.cwnd / mss;
+        assert!((59..=61).contains(&w), "ten round trips, ten segments: {w}");
+    }
+
+    #[test]
+    fn cubic_is_never_slower_than_reno_on_a_short_path() {
+        let (mut a, _, mut now) = established();
+        let mss = a.eff_mss();
+        a.cwnd = 100 * mss;
+        a.snd_max = a.snd_una + 100 * mss;
+        a.ssthresh = a.on_congestion_event();
+        a.cwnd = a.ssthresh;
+        // 1 ms RTT: in one second Reno-friendly growth (α ≈ 0.53 MSS per RTT)
+        // far outruns the cubic curve, and wins.
+        grow(&mut a, &mut now, Duration::from_millis(1), 1.0);
+        let w = a.cwnd / mss;
+        assert!(w > 500, "Reno-friendly region: {w}");
     }
 }

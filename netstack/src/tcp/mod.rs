@@ -30,7 +30,9 @@ mod seq;
 mod wheel;
 pub mod wire;
 
-pub use conn::{CloseReason, ConnStats, Connection, Segment, State, TcpConfig};
+pub use conn::{
+    CloseReason, Congestion, ConnStats, Connection, Keepalive, Segment, State, TcpConfig,
+};
 pub use engine::{ConnId, Engine, EngineConfig, EngineStats, Event, FourTuple};
 pub use seq::Seq;
 
