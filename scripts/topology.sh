@@ -1,13 +1,27 @@
 #!/usr/bin/env bash
 # Test topology: network namespaces joined by veth pairs.
 #
-#   scripts/topology.sh up   [-p PREFIX]   build it (idempotent: rebuilds if present)
-#   scripts/topology.sh down [-p PREFIX]   remove it (idempotent, also after a crash)
+#   scripts/topology.sh up   [-p PREFIX] [--impair]   build it (idempotent: rebuilds if present)
+#   scripts/topology.sh down [-p PREFIX]   remove it (idempotent, also after a crash;
+#                                          removes PREFIX-imp too if there is one)
 #   scripts/topology.sh show [-p PREFIX]   print what exists
 #
 #   namespace PREFIX-cli            namespace PREFIX-dut                namespace PREFIX-up
 #   cli0 10.10.1.2/24  <--veth-->  PREFIX-c0 (data plane port 0)
 #                                  PREFIX-u0 (data plane port 1)  <--veth-->  up0 10.10.2.2/24
+#
+# With --impair the client link goes through a fourth namespace, PREFIX-imp,
+# where tests run tests/scripts/impair.py (an L2 forwarder that drops,
+# duplicates, reorders and delays TCP frames; this kernel has no netem):
+#
+#   PREFIX-cli                      PREFIX-imp                          PREFIX-dut
+#   cli0 10.10.1.2/24  <--veth-->  imp-c    imp-d  <--veth-->  PREFIX-c0 (data plane port 0)
+#
+#   ip netns exec PREFIX-imp tests/scripts/impair.py --a imp-c --b imp-d --seed 7 ...
+#
+# imp-c / imp-d carry no address and have GRO/GSO/TSO and checksum offloads
+# off, so that AF_PACKET sees (and sends) plain frames of at most 1514 bytes.
+# Without impair.py running, nothing crosses PREFIX-imp.
 #
 # The data plane runs inside PREFIX-dut (`ip netns exec PREFIX-dut dataplane ...`)
 # and opens PREFIX-c0 / PREFIX-u0 with net_af_xdp (or net_af_packet). They carry
@@ -23,9 +37,11 @@ die() { echo "topology: error: $*" >&2; exit 1; }
 cmd=${1:-}
 shift || true
 P=dp
+IMPAIR=0
 while [ $# -gt 0 ]; do
   case "$1" in
     -p|--prefix) P=$2; shift 2;;
+    --impair) IMPAIR=1; shift;;
     *) die "unknown argument $1 (see the header of $0)";;
   esac
 done
@@ -33,10 +49,19 @@ done
 [ ${#P} -le 10 ] || die "prefix '$P' too long: interface names are limited to 15 characters"
 command -v ip >/dev/null || die "iproute2 missing: run scripts/setup-host.sh"
 
-CLI=$P-cli DUT=$P-dut UP=$P-up
+CLI=$P-cli DUT=$P-dut UP=$P-up IMP=$P-imp
+
+# Turn offloads off one at a time: a driver that refuses one (or does not
+# have it) must not keep the others on.
+offloads_off() {
+  local ns=$1 ifc=$2 f
+  for f in gro gso tso tx rx; do
+    ip netns exec "$ns" ethtool -K "$ifc" "$f" off >/dev/null 2>&1 || true
+  done
+}
 
 down() {
-  for ns in "$CLI" "$DUT" "$UP"; do
+  for ns in "$CLI" "$DUT" "$UP" "$IMP"; do
     ip netns del "$ns" 2>/dev/null || true
   done
 }
@@ -44,16 +69,27 @@ down() {
 up() {
   command -v ethtool >/dev/null || die "ethtool missing: run scripts/setup-host.sh"
   down
-  for ns in "$CLI" "$DUT" "$UP"; do
+  local nss=("$CLI" "$DUT" "$UP")
+  if [ "$IMPAIR" = 1 ]; then nss+=("$IMP"); fi
+  for ns in "${nss[@]}"; do
     ip netns add "$ns"
     # IPv4 only: no IPv6 neighbour/router chatter on the test links.
     ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
   done
   # veths are created directly in their namespaces: nothing touches the host's.
-  ip link add "$P-c0" netns "$DUT" type veth peer name cli0 netns "$CLI"
+  if [ "$IMPAIR" = 1 ]; then
+    ip link add cli0 netns "$CLI" type veth peer name imp-c netns "$IMP"
+    ip link add "$P-c0" netns "$DUT" type veth peer name imp-d netns "$IMP"
+    for ifc in imp-c imp-d; do
+      ip -n "$IMP" link set "$ifc" mtu 1500 up
+      offloads_off "$IMP" "$ifc"
+    done
+  else
+    ip link add "$P-c0" netns "$DUT" type veth peer name cli0 netns "$CLI"
+  fi
   ip link add "$P-u0" netns "$DUT" type veth peer name up0 netns "$UP"
 
-  for ns in "$CLI" "$DUT" "$UP"; do ip -n "$ns" link set lo up; done
+  for ns in "${nss[@]}"; do ip -n "$ns" link set lo up; done
   for ifc in "$P-c0" "$P-u0"; do
     # One queue: veth has only separate rx/tx channels, and DPDK 22.11's AF_XDP
     # driver counts "combined" ones, so it cannot open more than one here.
@@ -69,11 +105,15 @@ up() {
   ip -n "$UP" link set up0 mtu 1500 up
   ip -n "$UP" route add 10.10.1.0/24 via 10.10.2.1
   ip netns exec "$UP" ethtool -K up0 tx off >/dev/null
-  echo "topology $P up: $CLI(cli0 10.10.1.2) <-> $DUT($P-c0, $P-u0) <-> $UP(up0 10.10.2.2)"
+  if [ "$IMPAIR" = 1 ]; then
+    echo "topology $P up: $CLI(cli0 10.10.1.2) <-> $IMP(imp-c, imp-d) <-> $DUT($P-c0, $P-u0) <-> $UP(up0 10.10.2.2)"
+  else
+    echo "topology $P up: $CLI(cli0 10.10.1.2) <-> $DUT($P-c0, $P-u0) <-> $UP(up0 10.10.2.2)"
+  fi
 }
 
 show() {
-  for ns in "$CLI" "$DUT" "$UP"; do
+  for ns in "$CLI" "$IMP" "$DUT" "$UP"; do
     if ip netns list | grep -qw "$ns"; then
       echo "== $ns"; ip -n "$ns" -br addr; ip -n "$ns" -d link show | grep -o 'prog/xdp id [0-9]*' || true
     fi
@@ -84,5 +124,5 @@ case "$cmd" in
   up) up;;
   down) down;;
   show) show;;
-  *) die "usage: $0 up|down|show [-p PREFIX]";;
+  *) die "usage: $0 up [-p PREFIX] [--impair] | down|show [-p PREFIX]";;
 esac

@@ -73,6 +73,9 @@ pub struct TcpSettings {
     pub idle_timeout_ms: u64,
     /// Congestion control: `cubic` (RFC 9438) or `reno` (NewReno).
     pub congestion: CongestionControl,
+    /// Offer timestamps (RFC 7323): PAWS, and new SYNs accepted in
+    /// TIME_WAIT by a newer timestamp (RFC 6191).
+    pub timestamps: bool,
 }
 
 /// Congestion control algorithm.
@@ -99,6 +102,7 @@ impl Default for TcpSettings {
             user_timeout_ms: 0,
             idle_timeout_ms: 0,
             congestion: CongestionControl::Cubic,
+            timestamps: true,
         }
     }
 }

@@ -460,6 +460,7 @@ fn tcp_config(
             }),
             user_timeout: (t.user_timeout_ms > 0).then(|| Duration::from_millis(t.user_timeout_ms)),
             idle_timeout: (t.idle_timeout_ms > 0).then(|| Duration::from_millis(t.idle_timeout_ms)),
+            timestamps: t.timestamps,
             congestion: match t.congestion {
                 dataplane_config::CongestionControl::Reno => netstack::tcp::Congestion::Reno,
                 dataplane_config::CongestionControl::Cubic => netstack::tcp::Congestion::Cubic,

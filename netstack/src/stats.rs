@@ -237,6 +237,8 @@ pub struct TcpCounters {
     pub fast_retransmits: Counter,
     pub rto_expirations: Counter,
     pub challenge_acks: Counter,
+    pub paws_rejected: Counter,
+    pub time_wait_reopened: Counter,
 }
 
 impl TcpCounters {
@@ -260,6 +262,8 @@ impl TcpCounters {
         self.fast_retransmits.set(s.fast_retransmits);
         self.rto_expirations.set(s.rto_expirations);
         self.challenge_acks.set(s.challenge_acks);
+        self.paws_rejected.set(s.paws_rejected);
+        self.time_wait_reopened.set(s.time_wait_reopened);
     }
 
     fn for_each(&self, f: &mut impl FnMut(&'static str, u64)) {
@@ -282,6 +286,8 @@ impl TcpCounters {
         f("tcp_fast_retransmits", self.fast_retransmits.get());
         f("tcp_rto_expirations", self.rto_expirations.get());
         f("tcp_challenge_acks", self.challenge_acks.get());
+        f("tcp_paws_rejected", self.paws_rejected.get());
+        f("tcp_time_wait_reopened", self.time_wait_reopened.get());
     }
 }
 

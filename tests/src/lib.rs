@@ -105,6 +105,19 @@ impl Topology {
         ));
         t
     }
+    /// The same topology with namespace `<prefix>-imp` between the client
+    /// and the data plane (`cli0` ↔ `imp-c` | `imp-d` ↔ `<prefix>-c0`), for
+    /// [`Impairer`].
+    pub fn up_impaired(prefix: &str) -> Topology {
+        let t = Topology {
+            prefix: prefix.to_string(),
+        };
+        sh(&format!(
+            "{}/scripts/topology.sh up -p {prefix} --impair",
+            root().display()
+        ));
+        t
+    }
     pub fn ns(&self, role: &str) -> String {
         format!("{}-{role}", self.prefix)
     }
@@ -129,6 +142,53 @@ impl Drop for Topology {
             root().display(),
             self.prefix
         ));
+    }
+}
+
+/// Our seeded impairment forwarder (tests/scripts/impair.py) bridging the
+/// client side of an [`Topology::up_impaired`] topology; stopped on drop.
+#[derive(Debug)]
+pub struct Impairer {
+    child: Child,
+    stats: PathBuf,
+}
+
+impl Impairer {
+    /// Start it with impair.py's options (`--seed 7 --drop 0.01 ...`) and
+    /// wait until it forwards.
+    pub fn start(topo: &Topology, options: &str) -> Impairer {
+        use std::io::BufRead;
+        let stats = std::env::temp_dir().join(format!("impair-{}.json", topo.prefix));
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &topo.ns("imp"), "/usr/bin/python3"])
+            .arg(root().join("tests/scripts/impair.py"))
+            .args(["--a", "imp-c", "--b", "imp-d", "--stats"])
+            .arg(&stats)
+            .args(options.split_whitespace())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start impair.py");
+        let out = child.stdout.take().expect("piped");
+        let mut line = String::new();
+        std::io::BufReader::new(out)
+            .read_line(&mut line)
+            .expect("impair.py output");
+        assert_eq!(line.trim(), "ready", "impair.py did not start");
+        Impairer { child, stats }
+    }
+
+    /// Stop it and return its counters.
+    pub fn finish(mut self) -> Value {
+        let _ = sigterm_and_wait(&mut self.child, Duration::from_secs(5));
+        let text = std::fs::read_to_string(&self.stats).unwrap_or_default();
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("impair stats {text:?}: {e}"))
+    }
+}
+
+impl Drop for Impairer {
+    fn drop(&mut self) {
+        let _ = sigterm_and_wait(&mut self.child, Duration::from_secs(5));
+        let _ = std::fs::remove_file(&self.stats);
     }
 }
 

@@ -2,7 +2,9 @@
 //! services (echo, discard, source) exercised by kernel clients in the client
 //! namespace, byte-exact with sha256, also under loss injected by nftables.
 
-use e2e_tests::{Dataplane, Topology, require_root, root, serial, two_port_config, unique_prefix};
+use e2e_tests::{
+    Dataplane, Impairer, Topology, require_root, root, serial, two_port_config, unique_prefix,
+};
 
 const SERVICES: &str = "services:\n  - {kind: echo, port: 7}\n  - {kind: discard, port: 9}\n  - {kind: source, port: 19}\n";
 
@@ -126,6 +128,39 @@ fn byte_exact_under_two_percent_loss_both_ways() {
         dp.total("tcp_fast_retransmits") > 0,
         "and fast retransmit did some of it"
     );
+}
+
+/// Reordering, duplication, delay and some loss from our seeded forwarder
+/// between the kernel client and the data plane (both directions).
+#[test]
+fn byte_exact_through_reordering_duplication_and_delay() {
+    let _serial = serial();
+    require_root();
+    let topo = Topology::up_impaired(&unique_prefix("i"));
+    let dp = start(&topo, "af_xdp");
+    let imp = Impairer::start(
+        &topo,
+        "--seed 7 --drop 0.01 --dup 0.02 --reorder 0.05 --delay-ms 1 --jitter-ms 0.5",
+    );
+    let r = client(&topo, "echo 10.10.1.1 7 3000000");
+    assert_eq!(r["received"], 3_000_000);
+    client(&topo, "source 10.10.1.1 19 3000000");
+    let mut left = u64::MAX;
+    for _ in 0..50 {
+        left = dp.total("tcp_connections");
+        if left == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(left, 0, "no connection stuck");
+    let s = imp.finish();
+    for dir in ["a_to_b", "b_to_a"] {
+        for k in ["dropped", "duplicated", "reordered", "delayed"] {
+            assert!(s[dir][k].as_u64().unwrap_or(0) > 0, "{dir}.{k}: {s}");
+        }
+    }
+    assert!(dp.total("tcp_retransmits") > 0, "the drops were repaired");
 }
 
 #[test]

@@ -52,6 +52,10 @@ pub struct TcpConfig {
     /// long; `None`: never.
     pub idle_timeout: Option<Duration>,
     pub congestion: Congestion,
+    /// Offer and use timestamps (RFC 7323): PAWS protection against old
+    /// duplicates, which is what makes a short TIME_WAIT safe, and a new SYN
+    /// accepted in TIME_WAIT by its newer timestamp (RFC 6191).
+    pub timestamps: bool,
 }
 
 /// Congestion control algorithm. Both use NewReno's loss recovery (RFC
@@ -93,6 +97,7 @@ impl Default for TcpConfig {
             user_timeout: None,
             idle_timeout: None,
             congestion: Congestion::Cubic,
+            timestamps: true,
         }
     }
 }
@@ -142,6 +147,8 @@ pub struct Segment {
     pub window_scale: Option<u8>,
     /// SACK-permitted option (RFC 2018 §2), in SYNs.
     pub sack_permitted: bool,
+    /// Timestamps option (RFC 7323 §3): (TSval, TSecr).
+    pub timestamp: Option<(u32, u32)>,
     /// SACK blocks `[left, right)` (RFC 2018 §3), most recent first.
     pub sack: [Option<(Seq, Seq)>; 3],
     pub payload: Bytes,
@@ -171,6 +178,8 @@ pub struct ConnStats {
     /// ACKs held back by delayed ACK that then went out on their timer.
     pub delayed_acks: u64,
     pub keepalives_sent: u64,
+    /// Segments dropped by PAWS: an older timestamp than already seen.
+    pub paws_rejected: u64,
     /// Segments outside the receive window (answered with an ACK).
     pub out_of_window: u64,
     pub out_of_order: u64,
@@ -445,6 +454,17 @@ pub struct Connection {
     /// Last forward progress while data is outstanding (user timeout).
     progress_at: Option<Instant>,
 
+    // Timestamps (RFC 7323).
+    ts_ok: bool,
+    /// The peer's latest TSval worth echoing (TS.Recent).
+    ts_recent: u32,
+    /// Our clock's offset for this connection (no cross-connection leak).
+    ts_offset: u32,
+    /// The time of the last `poll_transmit`, stamped on what it returns.
+    ts_now: u32,
+    /// rcv_nxt as our last ACK carried it (Last.ACK.sent).
+    last_ack_sent: Seq,
+
     stats: ConnStats,
 }
 
@@ -512,6 +532,12 @@ impl Connection {
             keepalives_unanswered: 0,
             keepalive_now: false,
             progress_at: None,
+            ts_ok: false,
+            ts_recent: 0,
+            // Derived from the keyed ISN: unpredictable, fixed per connection.
+            ts_offset: iss.0.rotate_left(13) ^ 0x5bd1_e995,
+            ts_now: 0,
+            last_ack_sent: Seq(0),
             stats: ConnStats::default(),
             cfg,
         }
@@ -717,6 +743,11 @@ impl Connection {
 
     fn take_syn_options(&mut self, syn: &Segment) {
         self.sack_ok = syn.sack_permitted && self.cfg.sack;
+        // Both must send it in the SYNs (RFC 7323 §3.2).
+        if let (true, Some((tsval, _))) = (self.cfg.timestamps, syn.timestamp) {
+            self.ts_ok = true;
+            self.ts_recent = tsval;
+        }
         if let Some(m) = syn.mss {
             self.peer_mss = u32::from(m.max(64));
         }
@@ -736,6 +767,27 @@ impl Connection {
     }
 
     fn handle_synchronized(&mut self, now: Instant, seg: Segment) {
+        // 0. PAWS (RFC 7323 §5.3): an older timestamp than one already seen
+        //    is an old duplicate (a wrapped sequence number, or an earlier
+        //    incarnation of this 4-tuple): acknowledge and drop.
+        if self.ts_ok
+            && !seg.rst
+            && let Some((tsval, _)) = seg.timestamp
+        {
+            // Pure ACKs are exempt (as Linux exempts disordered ACKs): an old
+            // one changes nothing a blind attacker could not try anyway
+            // (RFC 5961 checks them), and dropping a reordered one could hide
+            // the only ACK of a round.
+            if seg.seq_len() > 0 && (tsval.wrapping_sub(self.ts_recent) as i32) < 0 {
+                self.stats.paws_rejected += 1;
+                self.ack_pending = true;
+                return;
+            }
+            // R3 of §5.3: remember it if this segment is the one expected.
+            if seg.seq.diff(self.last_ack_sent) <= 0 {
+                self.ts_recent = tsval;
+            }
+        }
         // 1. Acceptability (RFC 9293 §3.10.7.4).
         let wnd = self.rcv_adv - self.rcv_nxt;
         let len = seg.seq_len();
@@ -1319,6 +1371,11 @@ impl Connection {
 
     // === segments out ===
 
+    /// Option bytes every segment spends on timestamps (10, padded to 12).
+    fn ts_room(&self) -> u32 {
+        if self.ts_ok { 12 } else { 0 }
+    }
+
     fn eff_mss(&self) -> u32 {
         self.peer_mss.min(u32::from(self.cfg.mss)).max(64)
     }
@@ -1362,6 +1419,7 @@ impl Connection {
     /// The next segment to send, if any. Call until it returns `None`.
     #[must_use]
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Segment> {
+        self.ts_now = (now.as_micros() / 1000) as u32; // a 1 ms clock
         if let Some(rst) = self.rst_to_send.take() {
             return Some(self.count_out(rst));
         }
@@ -1375,6 +1433,7 @@ impl Connection {
                     mss: Some(self.cfg.mss),
                     window_scale: Some(self.rcv_shift),
                     sack_permitted: self.cfg.sack,
+                    timestamp: self.cfg.timestamps.then_some((self.tsval(), 0)),
                     ..Default::default()
                 };
                 Some(self.sent_syn(now, syn))
@@ -1414,7 +1473,10 @@ impl Connection {
         } else {
             0
         };
-        let mss = self.eff_mss().saturating_sub(sack_room).max(64);
+        let mss = self
+            .eff_mss()
+            .saturating_sub(sack_room + self.ts_room())
+            .max(64);
         // Fast retransmit / NewReno partial ACK: resend the first unacked segment.
         if self.retransmit_now {
             self.retransmit_now = false;
@@ -1553,6 +1615,7 @@ impl Connection {
         self.ack_pending = false;
         self.unacked_segments = 0;
         self.delack_at = None;
+        self.last_ack_sent = self.rcv_nxt;
         let mut sack = [None; 3];
         if self.sack_ok && !self.recvq.ooo.is_empty() {
             let (base, nxt) = (self.recvq.next, self.rcv_nxt);
@@ -1615,9 +1678,50 @@ impl Connection {
         assert!(self.cwnd >= 1 && self.rto >= Duration::from_micros(1));
     }
 
-    fn count_out(&mut self, s: Segment) -> Segment {
+    /// Every segment leaves through here: counted, and stamped when
+    /// timestamps are on (all but RSTs, RFC 7323 §3.2).
+    fn count_out(&mut self, mut s: Segment) -> Segment {
         self.stats.segments_sent += 1;
+        if self.ts_ok && !s.rst {
+            s.timestamp = Some((self.tsval(), self.ts_recent));
+        }
         s
+    }
+
+    fn tsval(&self) -> u32 {
+        self.ts_now.wrapping_add(self.ts_offset)
+    }
+
+    /// RFC 6191: may a new SYN reopen this 4-tuple while it is in
+    /// TIME_WAIT? With timestamps, if its TSval is newer than any seen
+    /// here; without, if its sequence number is past everything received.
+    pub fn accepts_new_syn(&self, syn: &Segment) -> bool {
+        if self.state != State::TimeWait {
+            return false;
+        }
+        match (self.ts_ok, syn.timestamp) {
+            (true, Some((tsval, _))) => (tsval.wrapping_sub(self.ts_recent) as i32) > 0,
+            (true, None) => false,
+            (false, _) => syn.seq.diff(self.rcv_nxt) > 0,
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn ts_recent_for_tests(&self) -> u32 {
+        self.ts_recent
+    }
+
+    /// Our clock as the peer last saw it (what its TSecr should echo).
+    #[cfg(test)]
+    pub(crate) fn tsval_for_tests_of_peer(&self) -> u32 {
+        self.tsval()
+    }
+
+    /// Leave TIME_WAIT now, for a new incarnation of the 4-tuple.
+    pub fn end_time_wait(&mut self) {
+        if self.state == State::TimeWait {
+            self.finish(CloseReason::Normal);
+        }
     }
 }
 
@@ -1793,7 +1897,10 @@ mod tests {
 
         // Two segments: acknowledged at once, by one ACK.
         a.handle_segment(now, acks[0].clone());
-        a.send(Bytes::from(vec![2; 2 * 1460]));
+        a.send(Bytes::from(vec![
+            2;
+            2 * (a.eff_mss() - a.ts_room()) as usize
+        ]));
         let segs = drain(&mut a, now);
         assert_eq!(segs.len(), 2);
         for s in segs {
@@ -1954,5 +2061,54 @@ mod tests {
         grow(&mut a, &mut now, Duration::from_millis(1), 1.0);
         let w = a.cwnd / mss;
         assert!(w > 500, "Reno-friendly region: {w}");
+    }
+
+    #[test]
+    fn timestamps_are_negotiated_and_paws_drops_an_old_duplicate() {
+        let (mut a, mut b, mut now) = established();
+        assert!(a.ts_ok && b.ts_ok);
+        now = now + Duration::from_millis(5);
+        a.send(Bytes::from(vec![7; 3000]));
+        let segs = drain(&mut a, now);
+        assert_eq!(
+            segs[0].payload.len(),
+            1460 - 12,
+            "the option comes out of the MSS"
+        );
+        let (tsval, tsecr) = segs[0].timestamp.expect("stamped");
+        assert_eq!(
+            tsecr,
+            b.tsval_for_tests_of_peer(),
+            "echoes the peer's latest"
+        );
+        // The same bytes again, but stamped before anything b has seen: an
+        // old duplicate from a wrapped sequence space. Dropped, and ACKed.
+        let mut old = segs[0].clone();
+        old.timestamp = Some((tsval.wrapping_sub(1 << 20), tsecr));
+        b.handle_segment(now, old);
+        assert_eq!((b.stats().paws_rejected, b.recv_ready()), (1, 0));
+        assert_eq!(drain(&mut b, now).len(), 1, "acknowledged at once");
+        for s in segs {
+            b.handle_segment(now, s);
+        }
+        assert_eq!(b.recv_ready(), 3000, "current segments pass");
+    }
+
+    #[test]
+    fn without_timestamps_on_one_side_neither_uses_them() {
+        let now = Instant::from_millis(1);
+        let mut a = Connection::connect(TcpConfig::default(), Seq(1));
+        let syn = a.poll_transmit(now).unwrap();
+        assert!(syn.timestamp.is_some(), "offered");
+        let off = TcpConfig {
+            timestamps: false,
+            ..TcpConfig::default()
+        };
+        let mut b = Connection::accept(off, now, &syn, Seq(9));
+        let syn_ack = b.poll_transmit(now).unwrap();
+        assert_eq!(syn_ack.timestamp, None);
+        a.handle_segment(now, syn_ack);
+        assert!(!a.ts_ok && !b.ts_ok);
+        assert!(drain(&mut a, now).iter().all(|s| s.timestamp.is_none()));
     }
 }

@@ -84,6 +84,10 @@ impl Default for EngineConfig {
 pub struct EngineStats {
     pub segments_in: u64,
     pub segments_out: u64,
+    /// Connections in TIME_WAIT ended early by a newer SYN (RFC 6191).
+    pub time_wait_reopened: u64,
+    /// Old duplicates dropped by PAWS (summed when connections close).
+    pub paws_rejected: u64,
     /// Segments for no connection or listener, answered with RST.
     pub no_connection: u64,
     pub resets_sent: u64,
@@ -406,11 +410,20 @@ impl Engine {
         self.stats.segments_in += 1;
         let tuple = FourTuple { local, remote };
         if let Some(&index) = self.by_tuple.get(&tuple) {
-            if let Some(Some(e)) = self.slots.get_mut(index as usize) {
+            let Some(Some(e)) = self.slots.get_mut(index as usize) else {
+                return;
+            };
+            let reopen = seg.syn && seg.ack.is_none() && !seg.rst && e.conn.accepts_new_syn(&seg);
+            if !reopen {
                 e.conn.handle_segment(now, seg);
+                self.mark(index);
+                return;
             }
-            self.mark(index);
-            return;
+            // RFC 6191: a newer SYN ends TIME_WAIT and opens the tuple anew,
+            // so that high connection rates do not run out of 4-tuples.
+            self.stats.time_wait_reopened += 1;
+            e.conn.end_time_wait();
+            self.settle(index);
         }
         if seg.syn && seg.ack.is_none() && !seg.rst {
             self.stats.syns_received += 1;
@@ -627,6 +640,7 @@ impl Engine {
             self.stats.fast_retransmits += cs.fast_retransmits;
             self.stats.rto_expirations += cs.rto_expirations;
             self.stats.challenge_acks += cs.challenge_acks;
+            self.stats.paws_rejected += cs.paws_rejected;
             let tuple = e.tuple;
             let listener = e.listener;
             // Still tied to its listener: never handed to the application.

@@ -39,6 +39,8 @@ fn some_segment(r: &mut Rng, around_seq: Seq, around_ack: Seq) -> Segment {
         mss: (flags & 16 != 0).then(|| r.next() as u16),
         window_scale: (flags & 32 != 0).then(|| r.below(20) as u8),
         sack_permitted: flags & 64 != 0,
+        // Around the peers' clocks and far from them (PAWS must judge both).
+        timestamp: (flags & 128 != 0).then(|| (r.next() as u32, r.next() as u32)),
         sack: std::array::from_fn(|_| {
             (r.below(3) == 0).then(|| {
                 let l = near(r, around_ack);

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::sim::{Impair, Link, cfg, pattern};
-use super::{CloseReason, ConnId, Engine, EngineConfig, Event, Segment, Seq};
+use super::{CloseReason, ConnId, Engine, EngineConfig, Event, Segment, Seq, State};
 use crate::Instant;
 
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
@@ -490,5 +490,91 @@ fn active_opens_pick_ports_whose_replies_hash_to_their_own_queue() {
     assert!(
         (3000..5200).contains(&n),
         "{n} ports for one of four queues"
+    );
+}
+
+/// RFC 6191: the server closed first and holds the 4-tuple in TIME_WAIT; a
+/// new SYN on it with a newer timestamp opens a new connection at once, an
+/// old one (older timestamp) is only acknowledged.
+#[test]
+fn a_newer_syn_reopens_a_tuple_in_time_wait() {
+    let mut w = World::new(1, Impair::default(), 8);
+    let now = w.now;
+    let client = w.engines[0].connect(now, CLIENT, (SERVER, PORT)).unwrap();
+    let tuple = w.engines[0].tuple(client).unwrap();
+    let mut server = None;
+    w.run(Duration::from_secs(5), |w| {
+        if server.is_none() {
+            server = w.engines[1].accept(SERVER, PORT);
+            if let Some(s) = server {
+                w.engines[1].close(s); // the server closes first
+            }
+        }
+        if w.engines[0]
+            .connection(client)
+            .is_some_and(|c| c.peer_closed())
+        {
+            w.engines[0].close(client);
+        }
+        // Done once the server waits and the client is gone.
+        server
+            .and_then(|s| w.engines[1].connection(s))
+            .is_some_and(|c| c.state() == State::TimeWait)
+            && w.engines[0].connection(client).is_none()
+    });
+    let server = server.expect("accepted");
+    let c = w.engines[1].connection(server).expect("still held");
+    assert_eq!(c.state(), State::TimeWait);
+
+    // A SYN from the same client port, timestamp far in the past: the wait
+    // goes on, and the stray SYN gets an ACK, not a SYN-ACK.
+    let syn = |tsval: u32| Segment {
+        seq: Seq(123_456),
+        syn: true,
+        window: 65535,
+        mss: Some(1460),
+        timestamp: Some((tsval, 0)),
+        ..Default::default()
+    };
+    let server_engine = &mut w.engines[1];
+    let before = server_engine.stats().time_wait_reopened;
+    // Older than what the server saw: half the clock space behind ts_recent.
+    let recent = server_engine
+        .connection(server)
+        .unwrap()
+        .ts_recent_for_tests();
+    server_engine.handle_segment(
+        w.now,
+        tuple.remote,
+        tuple.local,
+        syn(recent.wrapping_sub(1000)),
+    );
+    let out: Vec<_> = std::iter::from_fn(|| server_engine.poll_transmit(w.now)).collect();
+    assert!(
+        out.iter().all(|(_, s)| !s.syn),
+        "old SYN: just an ACK {out:?}"
+    );
+    assert_eq!(server_engine.stats().time_wait_reopened, before);
+    assert_eq!(
+        server_engine.connection(server).unwrap().state(),
+        State::TimeWait
+    );
+
+    server_engine.handle_segment(
+        w.now,
+        tuple.remote,
+        tuple.local,
+        syn(recent.wrapping_add(5)),
+    );
+    let out: Vec<_> = std::iter::from_fn(|| server_engine.poll_transmit(w.now)).collect();
+    assert!(
+        out.iter()
+            .any(|(_, s)| s.syn && s.ack == Some(Seq(123_457))),
+        "a new SYN-ACK: {out:?}"
+    );
+    assert_eq!(server_engine.stats().time_wait_reopened, 1);
+    assert!(
+        server_engine.connection(server).is_none(),
+        "the old incarnation is gone"
     );
 }

@@ -8,10 +8,13 @@ use std::ops::Range;
 use bytes::Bytes;
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
-    IpAddress, IpProtocol, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber, checksum,
+    IpAddress, IpProtocol, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber, TcpTimestampRepr, checksum,
 };
 
 use super::{Segment, Seq};
+
+/// Bytes of TCP options a header can hold.
+const MAX_OPTIONS: usize = 40;
 
 /// Why bytes were not a TCP segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,8 +77,10 @@ pub fn parse_header(
         mss: repr.max_seg_size,
         window_scale: repr.window_scale,
         sack_permitted: repr.sack_permitted,
-        // SACK blocks mean nothing without an ACK (and are not emitted then).
-        sack: if repr.ack_number.is_some() {
+        timestamp: repr.timestamp.map(|t| (t.tsval, t.tsecr)),
+        // SACK blocks mean nothing without an ACK, nor beside SACK-permitted
+        // (a SYN's option); neither is emitted.
+        sack: if repr.ack_number.is_some() && !repr.sack_permitted {
             repr.sack_ranges.map(|r| r.map(|(l, r)| (Seq(l), Seq(r))))
         } else {
             [None; 3]
@@ -104,6 +109,21 @@ fn repr<'a>(seg: &'a Segment, src_port: u16, dst_port: u16) -> TcpRepr<'a> {
     } else {
         TcpControl::Psh
     };
+    // Options have 40 bytes: SACK blocks that do not fit are left out (the
+    // first ones, most recent first, are the ones that matter, RFC 2018 §4).
+    let fixed = 4 * usize::from(seg.mss.is_some())
+        + 3 * usize::from(seg.window_scale.is_some())
+        + 2 * usize::from(seg.sack_permitted)
+        + 10 * usize::from(seg.timestamp.is_some());
+    let room = MAX_OPTIONS.saturating_sub(fixed + 2) / 8;
+    let mut sack = seg.sack.map(|r| r.map(|(l, r)| (l.0, r.0)));
+    for (i, s) in sack.iter_mut().enumerate() {
+        // SACK-permitted and SACK blocks never share a segment (SYNs carry
+        // no blocks); smoltcp writes only the former.
+        if i >= room || seg.sack_permitted {
+            *s = None;
+        }
+    }
     TcpRepr {
         src_port,
         dst_port,
@@ -114,8 +134,8 @@ fn repr<'a>(seg: &'a Segment, src_port: u16, dst_port: u16) -> TcpRepr<'a> {
         window_scale: seg.window_scale,
         max_seg_size: seg.mss,
         sack_permitted: seg.sack_permitted,
-        sack_ranges: seg.sack.map(|r| r.map(|(l, r)| (l.0, r.0))),
-        timestamp: None,
+        sack_ranges: sack,
+        timestamp: seg.timestamp.map(|(v, e)| TcpTimestampRepr::new(v, e)),
         payload: &seg.payload,
     }
 }
