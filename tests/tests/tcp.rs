@@ -25,6 +25,20 @@ fn client(topo: &Topology, args: &str) -> serde_json::Value {
     serde_json::from_str(text.trim()).unwrap()
 }
 
+/// Connections still held after waiting up to 5 s for them to close
+/// (TIME_WAIT is 1 s; counters are published per timer tick).
+fn connections_after_close(dp: &Dataplane) -> u64 {
+    let mut left = u64::MAX;
+    for _ in 0..50 {
+        left = dp.total("tcp_connections");
+        if left == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    left
+}
+
 fn start(topo: &Topology, driver: &str) -> Dataplane {
     Dataplane::start(
         topo,
@@ -61,15 +75,11 @@ fn kernel_clients_against_our_tcp_on_af_xdp() {
     assert_eq!(dp.total("tcp_tx_zero_copy"), 0);
     assert!(dp.total("tcp_rx_zero_copy") > 1000);
     // No stuck connections: everything closes.
-    let mut left = u64::MAX;
-    for _ in 0..50 {
-        left = dp.total("tcp_connections");
-        if left == 0 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    assert_eq!(left, 0, "connections left open (TIME_WAIT is 1 s)");
+    assert_eq!(
+        connections_after_close(&dp),
+        0,
+        "connections left open (TIME_WAIT is 1 s)"
+    );
     assert_eq!(dp.terminate(), Some(0), "{}", dp.log());
 }
 
@@ -145,15 +155,7 @@ fn byte_exact_through_reordering_duplication_and_delay() {
     let r = client(&topo, "echo 10.10.1.1 7 3000000");
     assert_eq!(r["received"], 3_000_000);
     client(&topo, "source 10.10.1.1 19 3000000");
-    let mut left = u64::MAX;
-    for _ in 0..50 {
-        left = dp.total("tcp_connections");
-        if left == 0 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    assert_eq!(left, 0, "no connection stuck");
+    assert_eq!(connections_after_close(&dp), 0, "no connection stuck");
     let s = imp.finish();
     for dir in ["a_to_b", "b_to_a"] {
         for k in ["dropped", "duplicated", "reordered", "delayed"] {
