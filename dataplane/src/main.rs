@@ -453,13 +453,13 @@ fn tcp_config(
             recv_buffer: t.recv_buffer,
             send_buffer: t.send_buffer,
             delayed_ack: Duration::from_millis(t.delayed_ack_ms),
-            keepalive: (t.keepalive_idle_ms > 0).then(|| netstack::tcp::Keepalive {
-                idle: Duration::from_millis(t.keepalive_idle_ms),
+            keepalive: ms_or_off(t.keepalive_idle_ms).map(|idle| netstack::tcp::Keepalive {
+                idle,
                 interval: Duration::from_millis(t.keepalive_interval_ms),
                 probes: t.keepalive_probes,
             }),
-            user_timeout: (t.user_timeout_ms > 0).then(|| Duration::from_millis(t.user_timeout_ms)),
-            idle_timeout: (t.idle_timeout_ms > 0).then(|| Duration::from_millis(t.idle_timeout_ms)),
+            user_timeout: ms_or_off(t.user_timeout_ms),
+            idle_timeout: ms_or_off(t.idle_timeout_ms),
             timestamps: t.timestamps,
             congestion: match t.congestion {
                 dataplane_config::CongestionControl::Reno => netstack::tcp::Congestion::Reno,
@@ -472,6 +472,11 @@ fn tcp_config(
         steering,
         ..netstack::tcp::EngineConfig::default()
     })
+}
+
+/// A duration in milliseconds where 0 means "off".
+fn ms_or_off(ms: u64) -> Option<Duration> {
+    (ms > 0).then(|| Duration::from_millis(ms))
 }
 
 fn stack_config(cfg: &Config, ports: &[(Port, Vec<Arc<Mempool>>)]) -> StackConfig {

@@ -96,24 +96,22 @@ pub struct Topology {
 
 impl Topology {
     pub fn up(prefix: &str) -> Topology {
-        let t = Topology {
-            prefix: prefix.to_string(),
-        };
-        sh(&format!(
-            "{}/scripts/topology.sh up -p {prefix}",
-            root().display()
-        ));
-        t
+        Self::build(prefix, "")
     }
     /// The same topology with namespace `<prefix>-imp` between the client
     /// and the data plane (`cli0` ↔ `imp-c` | `imp-d` ↔ `<prefix>-c0`), for
     /// [`Impairer`].
     pub fn up_impaired(prefix: &str) -> Topology {
+        Self::build(prefix, "--impair")
+    }
+    fn build(prefix: &str, options: &str) -> Topology {
+        // The guard exists before the script runs: a half-built topology
+        // is torn down too.
         let t = Topology {
             prefix: prefix.to_string(),
         };
         sh(&format!(
-            "{}/scripts/topology.sh up -p {prefix} --impair",
+            "{}/scripts/topology.sh up -p {prefix} {options}",
             root().display()
         ));
         t

@@ -774,11 +774,12 @@ impl Connection {
             && !seg.rst
             && let Some((tsval, _)) = seg.timestamp
         {
+            // TSvals wrap and compare like sequence numbers (§5.2).
             // Pure ACKs are exempt (as Linux exempts disordered ACKs): an old
             // one changes nothing a blind attacker could not try anyway
             // (RFC 5961 checks them), and dropping a reordered one could hide
             // the only ACK of a round.
-            if seg.seq_len() > 0 && (tsval.wrapping_sub(self.ts_recent) as i32) < 0 {
+            if seg.seq_len() > 0 && Seq(tsval).diff(Seq(self.ts_recent)) < 0 {
                 self.stats.paws_rejected += 1;
                 self.ack_pending = true;
                 return;
@@ -1700,7 +1701,7 @@ impl Connection {
             return false;
         }
         match (self.ts_ok, syn.timestamp) {
-            (true, Some((tsval, _))) => (tsval.wrapping_sub(self.ts_recent) as i32) > 0,
+            (true, Some((tsval, _))) => Seq(tsval).diff(Seq(self.ts_recent)) > 0,
             (true, None) => false,
             (false, _) => syn.seq.diff(self.rcv_nxt) > 0,
         }
@@ -1709,12 +1710,6 @@ impl Connection {
     #[cfg(test)]
     pub(crate) fn ts_recent_for_tests(&self) -> u32 {
         self.ts_recent
-    }
-
-    /// Our clock as the peer last saw it (what its TSecr should echo).
-    #[cfg(test)]
-    pub(crate) fn tsval_for_tests_of_peer(&self) -> u32 {
-        self.tsval()
     }
 
     /// Leave TIME_WAIT now, for a new incarnation of the 4-tuple.
@@ -2076,11 +2071,7 @@ mod tests {
             "the option comes out of the MSS"
         );
         let (tsval, tsecr) = segs[0].timestamp.expect("stamped");
-        assert_eq!(
-            tsecr,
-            b.tsval_for_tests_of_peer(),
-            "echoes the peer's latest"
-        );
+        assert_eq!(tsecr, b.tsval(), "echoes the peer's latest");
         // The same bytes again, but stamped before anything b has seen: an
         // old duplicate from a wrapped sequence space. Dropped, and ACKed.
         let mut old = segs[0].clone();

@@ -264,6 +264,7 @@ impl Engine {
         if self.len() >= self.cfg.max_connections {
             return None;
         }
+        let steering = self.cfg.steering.iter().find(|(a, _)| *a == local);
         let span = u32::from(*EPHEMERAL.end() - *EPHEMERAL.start()) + 1;
         for _ in 0..span {
             let port = self.next_port;
@@ -279,7 +280,7 @@ impl Engine {
             if self.by_tuple.contains_key(&tuple) {
                 continue;
             }
-            if let Some((_, st)) = self.cfg.steering.iter().find(|(a, _)| *a == local)
+            if let Some((_, st)) = steering
                 && !st.is_ours(remote, tuple.local)
             {
                 continue; // its replies would arrive on another core

@@ -158,15 +158,9 @@ pub fn emit(
     dst: Ipv4Addr,
     buf: &mut [u8],
 ) {
-    let r = repr(seg, src_port, dst_port);
-    let len = r.buffer_len();
-    let mut packet = TcpPacket::new_unchecked(&mut buf[..len]);
-    r.emit(
-        &mut packet,
-        &IpAddress::Ipv4(src),
-        &IpAddress::Ipv4(dst),
-        &ChecksumCapabilities::default(),
-    );
+    let header = header_len(seg);
+    emit_header(seg, src_port, dst_port, src, dst, buf);
+    buf[header..header + seg.payload.len()].copy_from_slice(&seg.payload);
 }
 
 /// Bytes [`emit_header`] writes for `seg`: header and options, no payload.
