@@ -282,6 +282,20 @@ pub struct PortConfig {
     /// Receive frames for any destination MAC.
     #[serde(default)]
     pub promiscuous: bool,
+    /// With several workers, how each TCP connection's packets reach the core
+    /// that owns it: `auto` uses the device's RSS when it has it and software
+    /// steering otherwise; `software` always steers in software (for devices
+    /// that report RSS but do not really spread flows, such as net_tap here).
+    #[serde(default)]
+    pub steering: SteeringMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SteeringMode {
+    #[default]
+    Auto,
+    Software,
 }
 
 fn default_mtu() -> u16 {

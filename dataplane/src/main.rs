@@ -22,12 +22,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
-use dataplane_config::{Config, Ipv4Net, RxChecksumPolicy, WorkerMode, parse_ipv4};
+use dataplane_config::{Config, Ipv4Net, RxChecksumPolicy, SteeringMode, WorkerMode, parse_ipv4};
 use dpdk::{Eal, Mempool, Port, PortConfig};
 use netstack::{ArpParams, EthernetAddress, IfaceConfig, Stack, StackConfig, ZeroCopyConfig};
 use serde_json::json;
 
 use crate::worker::{Engine, LoopStats, Worker};
+
+/// Frames in flight from one worker to another (software steering).
+const STEER_RING: usize = 4096;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -273,21 +276,46 @@ fn run(
     }
 
     // With several workers, a TCP connection's packets must all reach the
-    // core that owns it: the device's RSS decides where they arrive, and
-    // active opens choose their ports by it.
-    let mut rss = Vec::new();
+    // core that owns it. The device's RSS decides where they arrive when it
+    // has RSS; otherwise (or when told) the receiving core passes each
+    // segment on to the owner by the same Toeplitz function, with a key of
+    // our own. Either way active opens choose their ports by it.
+    let stack_mode = nq > 1 && cfg.workers.mode == WorkerMode::Stack;
+    // Random, so that nobody can aim many flows at one core.
+    let soft_key = random_secret::<40>()?;
+    let mut layouts = Vec::new(); // per port: (key, reta, in software)
     for (pi, (port, _)) in ports.iter().enumerate() {
-        let layout = port.rss_layout();
-        if nq > 1 && cfg.workers.mode == WorkerMode::Stack && layout.is_none() {
-            return Err(format!(
-                "ports[{pi}] ({}): {nq} workers need RSS to keep each connection on one core, and driver {} offers none; software steering is not implemented yet: run one worker on this device",
-                cfg.ports[pi].name,
-                port.capabilities_of().driver
-            )
-            .into());
-        }
-        rss.push(layout);
+        let pc = &cfg.ports[pi];
+        let hw = (pc.steering == SteeringMode::Auto)
+            .then(|| port.rss_layout())
+            .flatten();
+        let layout = match hw {
+            _ if !stack_mode => None,
+            Some(l) => Some((l.key, l.reta, false)),
+            None => {
+                tracing::info!(
+                    "ports[{pi}] ({}): {} on driver {}: software steering over {nq} workers",
+                    pc.name,
+                    if pc.steering == SteeringMode::Software {
+                        "asked for"
+                    } else {
+                        "no RSS"
+                    },
+                    port.capabilities_of().driver
+                );
+                let reta = (0..128).map(|i| i % nq).collect();
+                Some((soft_key.to_vec(), reta, true))
+            }
+        };
+        layouts.push(layout);
     }
+    let soft = layouts.iter().flatten().any(|l| l.2);
+    let mut steer_links = if soft {
+        worker::SteerLinks::mesh(usize::from(nq), STEER_RING)
+    } else {
+        Vec::new()
+    };
+    steer_links.reverse(); // popped in worker order below
 
     // Workers.
     let worker_stop = Arc::new(AtomicBool::new(false));
@@ -308,25 +336,20 @@ fn run(
             .collect();
         let (engine, services) = match cfg.workers.mode {
             WorkerMode::Stack => {
-                let stack_cfg = stack_config(cfg, &ports);
+                let mut stack_cfg = stack_config(cfg, &ports);
+                let mut steering = Vec::new();
+                for (ifc, l) in stack_cfg.ifaces.iter_mut().zip(&layouts) {
+                    let Some((key, reta, in_software)) = l else {
+                        continue;
+                    };
+                    let st = netstack::rss::Steering::new(key.clone(), reta.clone(), q);
+                    if *in_software {
+                        ifc.soft_steering = Some(st.clone());
+                    }
+                    steering.push((ifc.addr, st));
+                }
                 let addrs: Vec<Ipv4Addr> = stack_cfg.ifaces.iter().map(|i| i.addr).collect();
                 let mut stack = Stack::new(stack_cfg);
-                let steering = addrs
-                    .iter()
-                    .zip(&rss)
-                    .filter_map(|(&a, l)| {
-                        let l = l.as_ref()?;
-                        let (key, reta) = (l.key.clone(), l.reta.clone());
-                        Some((
-                            a,
-                            netstack::rss::Steering {
-                                key,
-                                reta,
-                                queue: q,
-                            },
-                        ))
-                    })
-                    .collect();
                 stack.enable_tcp(tcp_config(cfg, steering)?, netstack::Instant::ZERO);
                 let tcp = stack.tcp().expect("enabled above");
                 let services =
@@ -347,6 +370,7 @@ fn run(
             pool: ports[0].1[wi].clone(),
             engine,
             services,
+            steer: steer_links.pop(),
             burst: cfg.workers.burst_size,
             idle: cfg.workers.idle.clone(),
             stats: loop_stats.clone(),
@@ -424,17 +448,23 @@ fn run(
     }
 }
 
+/// `N` random bytes from the kernel.
+fn random_secret<const N: usize>() -> Result<[u8; N], Failure> {
+    use std::io::Read;
+    let mut secret = [0u8; N];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut secret))
+        .map_err(|e| format!("cannot read /dev/urandom for a secret key: {e}"))?;
+    Ok(secret)
+}
+
 /// The TCP engine's settings, with a fresh secret for ISNs and the
 /// connection table (RFC 6528).
 fn tcp_config(
     cfg: &Config,
     steering: Vec<(Ipv4Addr, netstack::rss::Steering)>,
 ) -> Result<netstack::tcp::EngineConfig, Failure> {
-    use std::io::Read;
-    let mut secret = [0u8; 16];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut secret))
-        .map_err(|e| format!("cannot read /dev/urandom for the TCP secret: {e}"))?;
+    let secret = random_secret::<16>()?;
     let t = &cfg.tcp;
     Ok(netstack::tcp::EngineConfig {
         tcp: netstack::tcp::TcpConfig {
@@ -497,6 +527,7 @@ fn stack_config(cfg: &Config, ports: &[(Port, Vec<Arc<Mempool>>)]) -> StackConfi
                 gateway: pc.gateway.as_deref().and_then(|g| parse_ipv4(g).ok()),
                 trust_rx_checksum: pc.rx_checksum == RxChecksumPolicy::Offload,
                 tx_chain: port.capabilities_of().tx_multi_segs(),
+                soft_steering: None,
             }
         })
         .collect();

@@ -45,6 +45,7 @@ pub fn snapshot(
             "tx_ring_full": l.tx_ring_full.get(),
             "tx_unsendable": l.tx_unsendable.get(),
             "rx_copied": l.rx_copied.get(),
+            "steer_ring_full": l.steer_ring_full.get(),
         });
         for (k, v) in lp.as_object().into_iter().flatten() {
             add(k, v.as_u64().unwrap_or(0));

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 
+use crossbeam_queue::ArrayQueue;
 use dataplane_config::{IdleConfig, IdleMode};
 use dpdk::{Mbuf, Mempool, RxQueue, TxQueue};
 use netstack::{Counter, DropReason, FramePool, Instant, Stack, Transmit};
@@ -36,6 +37,9 @@ pub struct LoopStats {
     pub tx_unsendable: Counter,
     /// Received buffers shared by the driver, copied before being answered.
     pub rx_copied: Counter,
+    /// Software steering: frames for another core dropped because the ring
+    /// to it was full.
+    pub steer_ring_full: Counter,
     /// Set when the loop has returned.
     pub exited: AtomicBool,
 }
@@ -47,6 +51,37 @@ pub enum Engine {
     L2Reflect,
 }
 
+/// Frames on their way between two cores (software steering): the port
+/// index and the frame. Bounded, lock-free; one producer and one consumer.
+pub type SteerRing = ArrayQueue<(usize, Mbuf)>;
+
+/// A worker's rings to and from every other worker.
+pub struct SteerLinks {
+    /// `to[c]`: frames for worker `c` (`None` for this worker itself).
+    pub to: Vec<Option<Arc<SteerRing>>>,
+    /// Rings from the other workers, drained every poll.
+    pub from: Vec<Arc<SteerRing>>,
+}
+
+impl SteerLinks {
+    /// Rings for `n` workers, `capacity` frames each: the links of each.
+    pub fn mesh(n: usize, capacity: usize) -> Vec<SteerLinks> {
+        let rings: Vec<Vec<Option<Arc<SteerRing>>>> = (0..n)
+            .map(|from| {
+                (0..n)
+                    .map(|to| (from != to).then(|| Arc::new(ArrayQueue::new(capacity))))
+                    .collect()
+            })
+            .collect();
+        (0..n)
+            .map(|me| SteerLinks {
+                to: rings[me].clone(),
+                from: rings.iter().filter_map(|row| row[me].clone()).collect(),
+            })
+            .collect()
+    }
+}
+
 /// Everything one core owns.
 pub struct Worker {
     pub rx: Vec<RxQueue>,
@@ -56,6 +91,8 @@ pub struct Worker {
     pub engine: Engine,
     /// Test services on the stack's TCP (stack mode only).
     pub services: Option<Services>,
+    /// Rings to the other workers, when a port is steered in software.
+    pub steer: Option<SteerLinks>,
     pub burst: u16,
     pub idle: IdleConfig,
     pub stats: Arc<LoopStats>,
@@ -138,6 +175,9 @@ impl Worker {
                             stack.receive(now, port, m, &mut pool, &mut tx);
                         }
                         run_services(stack, self.services.as_mut(), now, &mut pool, &mut tx);
+                        if let Some(links) = &self.steer {
+                            pass_on(stack, links, &s);
+                        }
                     }
                     Engine::L2Reflect => {
                         rxbuf.retain_mut(|m| m.try_data_mut().map(swap_macs).is_some());
@@ -146,8 +186,25 @@ impl Worker {
                 }
             }
 
+            // Frames other cores received for this one (software steering).
+            let mut handed = 0;
+            if let (Engine::Stack(stack), Some(links)) = (&mut self.engine, &self.steer) {
+                let (mut pool, mut tx) = (Pool(&self.pool), Tx(&mut self.tx));
+                for ring in &links.from {
+                    for _ in 0..self.burst {
+                        let Some((port, m)) = ring.pop() else { break };
+                        stack.receive_handoff(now, port, m, &mut pool, &mut tx);
+                        handed += 1usize;
+                    }
+                }
+                if handed > 0 {
+                    run_services(stack, self.services.as_mut(), now, &mut pool, &mut tx);
+                    pass_on(stack, links, &s);
+                }
+            }
+
             // 4. TX flush
-            if got > 0 {
+            if got + handed > 0 {
                 self.flush_tx();
                 s.rx_packets.add(got as u64);
                 s.busy_polls.inc();
@@ -211,6 +268,17 @@ fn run_services(
     if let (Some(s), Some(e)) = (services, stack.tcp()) {
         s.run(e);
         stack.flush_tcp(now, pool, tx);
+    }
+}
+
+/// Move the frames the stack set aside for other cores onto their rings; a
+/// full ring drops the frame (counted; TCP retransmits).
+fn pass_on(stack: &mut Stack<Mbuf>, links: &SteerLinks, s: &LoopStats) {
+    for h in stack.take_handoffs() {
+        match links.to.get(usize::from(h.core)).and_then(Option::as_ref) {
+            Some(ring) if ring.push((h.iface, h.frame)).is_ok() => {}
+            _ => s.steer_ring_full.inc(),
+        }
     }
 }
 

@@ -15,6 +15,7 @@ use smoltcp::wire::{
 use crate::arp::{ArpCache, Due};
 use crate::frame::{Frame, FramePool, RxChecksum};
 use crate::route::{Route, RouteTable};
+use crate::rss::Steering;
 use crate::stats::{DropReason, Stats};
 use crate::tcp::{Engine, EngineConfig, FourTuple, Segment, wire as tcp_wire};
 use crate::time::Instant;
@@ -42,6 +43,20 @@ pub struct IfaceConfig {
     /// The device sends chained buffers (multi-segment TX): TCP payload is
     /// attached behind the headers instead of copied.
     pub tx_chain: bool,
+    /// Software steering, for devices that cannot spread flows by RSS: TCP
+    /// segments whose 4-tuple hashes to another core's queue are handed to
+    /// that core ([`Stack::take_handoffs`]), and every ARP frame is shared
+    /// with the other cores so that each learns its neighbours.
+    pub soft_steering: Option<Steering>,
+}
+
+/// A frame received here that belongs to another core (software steering).
+/// The caller moves it there, where it goes to [`Stack::receive_handoff`].
+#[derive(Debug)]
+pub struct Handoff<F> {
+    pub core: u16,
+    pub iface: usize,
+    pub frame: F,
 }
 
 /// When payload is passed by reference rather than copied.
@@ -99,6 +114,7 @@ struct Iface {
     broadcast: Ipv4Addr,
     trust_rx_checksum: bool,
     tx_chain: bool,
+    soft_steering: Option<Steering>,
 }
 
 impl Iface {
@@ -126,6 +142,7 @@ pub struct Stack<F> {
     /// Received buffers kept alive by payload handed out (shared with the
     /// `Bytes` owners, which may be dropped on any thread).
     rx_held: Arc<AtomicUsize>,
+    handoffs: Vec<Handoff<F>>,
 }
 
 impl<F: Frame> Stack<F> {
@@ -166,6 +183,7 @@ impl<F: Frame> Stack<F> {
                 broadcast,
                 trust_rx_checksum: c.trust_rx_checksum,
                 tx_chain: c.tx_chain,
+                soft_steering: c.soft_steering.clone(),
             });
         }
         Stack {
@@ -179,6 +197,7 @@ impl<F: Frame> Stack<F> {
             tcp: None,
             zero_copy: cfg.zero_copy,
             rx_held: Arc::new(AtomicUsize::new(0)),
+            handoffs: Vec::new(),
         }
     }
 
@@ -219,13 +238,53 @@ impl<F: Frame> Stack<F> {
     }
 
     /// Handle one frame received on interface `iface`. Replies go to `tx`, or
-    /// wait for ARP; `pool` supplies buffers for ARP requests.
+    /// wait for ARP; `pool` supplies buffers for ARP requests. With software
+    /// steering, frames for other cores are set aside: see
+    /// [`Stack::take_handoffs`].
     pub fn receive<P, T>(&mut self, now: Instant, iface: usize, frame: F, pool: &mut P, tx: &mut T)
     where
         P: FramePool<Frame = F>,
         T: Transmit<F>,
     {
         self.stats.rx_frames.inc();
+        self.receive_frame(now, iface, frame, false, pool, tx);
+    }
+
+    /// Handle a frame another core received and handed here (software
+    /// steering): a TCP segment of a connection this core owns, or a copy of
+    /// an ARP frame, which teaches but is not answered again.
+    pub fn receive_handoff<P, T>(
+        &mut self,
+        now: Instant,
+        iface: usize,
+        frame: F,
+        pool: &mut P,
+        tx: &mut T,
+    ) where
+        P: FramePool<Frame = F>,
+        T: Transmit<F>,
+    {
+        self.stats.steered_in.inc();
+        self.receive_frame(now, iface, frame, true, pool, tx);
+    }
+
+    /// Frames set aside for other cores since the last call.
+    pub fn take_handoffs(&mut self) -> std::vec::Drain<'_, Handoff<F>> {
+        self.handoffs.drain(..)
+    }
+
+    fn receive_frame<P, T>(
+        &mut self,
+        now: Instant,
+        iface: usize,
+        frame: F,
+        handed: bool,
+        pool: &mut P,
+        tx: &mut T,
+    ) where
+        P: FramePool<Frame = F>,
+        T: Transmit<F>,
+    {
         let Some(ifc) = self.ifaces.get(iface) else {
             return self.stats.record_drop(DropReason::EthNotForUs);
         };
@@ -241,22 +300,60 @@ impl<F: Frame> Stack<F> {
         }
         let l2_broadcast = dst.is_broadcast();
         match eth.ethertype() {
-            EthernetProtocol::Arp => self.receive_arp(now, iface, frame, tx),
-            EthernetProtocol::Ipv4 => self.receive_ipv4(now, iface, frame, l2_broadcast, pool, tx),
+            EthernetProtocol::Arp => {
+                if !handed {
+                    self.share_arp(iface, &frame, pool);
+                }
+                self.receive_arp(now, iface, frame, handed, tx)
+            }
+            EthernetProtocol::Ipv4 => {
+                self.receive_ipv4(now, iface, frame, l2_broadcast, handed, pool, tx)
+            }
             _ => self.stats.record_drop(DropReason::EthUnsupportedType),
         }
     }
 
+    /// With software steering, give every other core a copy of an ARP frame
+    /// (requests and replies alike: whichever core asked, or will need the
+    /// neighbour, learns it).
+    fn share_arp<P: FramePool<Frame = F>>(&mut self, iface: usize, frame: &F, pool: &mut P) {
+        let Some(st) = &self.ifaces[iface].soft_steering else {
+            return;
+        };
+        let (me, cores) = (st.queue(), st.queues());
+        for core in (0..cores).filter(|&c| c != me) {
+            let len = frame.data().len();
+            let Some(mut copy) = pool.alloc() else {
+                self.stats.record_drop(DropReason::NoBuffer);
+                continue;
+            };
+            let Some(room) = copy.append(len) else {
+                self.stats.record_drop(DropReason::NoBuffer);
+                continue;
+            };
+            room.copy_from_slice(frame.data());
+            self.stats.steered_out.inc();
+            self.handoffs.push(Handoff {
+                core,
+                iface,
+                frame: copy,
+            });
+        }
+    }
+
+    /// `shared`: a copy another core received and answered; learn from it,
+    /// do not answer again.
     fn receive_arp<T: Transmit<F>>(
         &mut self,
         now: Instant,
         iface: usize,
         mut frame: F,
+        shared: bool,
         tx: &mut T,
     ) {
         let ifc = &self.ifaces[iface];
         let Ok(pkt) = ArpPacket::new_checked(&frame.data()[ETH_LEN..]) else {
-            return self.stats.record_drop(DropReason::ArpMalformed);
+            return self.arp_drop(shared, DropReason::ArpMalformed);
         };
         let Ok(ArpRepr::EthernetIpv4 {
             operation,
@@ -266,13 +363,13 @@ impl<F: Frame> Stack<F> {
             ..
         }) = ArpRepr::parse(&pkt)
         else {
-            return self.stats.record_drop(DropReason::ArpMalformed);
+            return self.arp_drop(shared, DropReason::ArpMalformed);
         };
         if !sha.is_unicast() {
-            return self.stats.record_drop(DropReason::ArpBadSender);
+            return self.arp_drop(shared, DropReason::ArpBadSender);
         }
         if spa == ifc.addr && sha != ifc.mac {
-            return self.stats.record_drop(DropReason::ArpAddressConflict);
+            return self.arp_drop(shared, DropReason::ArpAddressConflict);
         }
         // An RFC 5227 probe (sender 0.0.0.0) asking for our address gets a reply
         // but teaches us nothing.
@@ -285,17 +382,20 @@ impl<F: Frame> Stack<F> {
                     self.flush_waiting(iface, sha, waiting, tx);
                 }
             }
-            return self.stats.record_drop(DropReason::ArpNotForUs);
+            return self.arp_drop(shared, DropReason::ArpNotForUs);
         }
         if !on_link && !probe {
-            return self.stats.record_drop(DropReason::ArpBadSender);
+            return self.arp_drop(shared, DropReason::ArpBadSender);
         }
         match operation {
             ArpOperation::Request => {
-                self.stats.arp_requests_rx.inc();
                 if !probe && let Some(waiting) = self.arp.learn(now, iface, spa, sha, true) {
                     self.flush_waiting(iface, sha, waiting, tx);
                 }
+                if shared {
+                    return; // the core that received it answers
+                }
+                self.stats.arp_requests_rx.inc();
                 // Answer in place: the request's buffer becomes the reply.
                 let ifc = &self.ifaces[iface];
                 let reply = ArpRepr::EthernetIpv4 {
@@ -314,22 +414,33 @@ impl<F: Frame> Stack<F> {
                 self.send(iface, frame, tx);
             }
             ArpOperation::Reply => {
-                self.stats.arp_replies_rx.inc();
+                if !shared {
+                    self.stats.arp_replies_rx.inc();
+                }
                 // Only solicited replies create entries (as Linux with arp_accept=0).
                 if !probe && let Some(waiting) = self.arp.learn(now, iface, spa, sha, false) {
                     self.flush_waiting(iface, sha, waiting, tx);
                 }
             }
-            _ => self.stats.record_drop(DropReason::ArpUnsupportedOp),
+            _ => self.arp_drop(shared, DropReason::ArpUnsupportedOp),
         }
     }
 
+    /// Count an ARP drop once: not again for the copies other cores get.
+    fn arp_drop(&self, shared: bool, why: DropReason) {
+        if !shared {
+            self.stats.record_drop(why);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn receive_ipv4<P, T>(
         &mut self,
         now: Instant,
         iface: usize,
         mut frame: F,
         l2_broadcast: bool,
+        handed: bool,
         pool: &mut P,
         tx: &mut T,
     ) where
@@ -384,6 +495,11 @@ impl<F: Frame> Stack<F> {
         match protocol {
             IpProtocol::Icmp => self.receive_icmp(now, frame, header_len, src, dst, pool, tx),
             IpProtocol::Tcp if self.tcp.is_some() => {
+                if !handed && let Some(core) = self.owner_elsewhere(iface, &frame, header_len) {
+                    self.stats.steered_out.inc();
+                    self.handoffs.push(Handoff { core, iface, frame });
+                    return;
+                }
                 self.receive_tcp(now, iface, frame, header_len, src, dst, pool, tx)
             }
             _ => self.stats.record_drop(DropReason::Ipv4UnsupportedProtocol),
@@ -435,6 +551,21 @@ impl<F: Frame> Stack<F> {
         write_ipv4(&mut ip, IPV4_MIN + icmp_len, ident, ttl, (dst, src), false);
         self.stats.icmp_echo_tx.inc();
         self.output(now, frame, src, pool, tx);
+    }
+
+    /// With software steering on `iface`: the core whose queue this TCP
+    /// segment's 4-tuple hashes to, if not ours. A header too short to carry
+    /// ports stays here and is dropped as malformed.
+    fn owner_elsewhere(&self, iface: usize, frame: &F, header_len: usize) -> Option<u16> {
+        let st = self.ifaces[iface].soft_steering.as_ref()?;
+        let d = frame.data();
+        let l3 = &d[ETH_LEN..];
+        let l4 = l3.get(header_len..header_len + 4)?;
+        let ip = |o: usize| Ipv4Addr::new(l3[o], l3[o + 1], l3[o + 2], l3[o + 3]);
+        let remote = (ip(12), u16::from_be_bytes([l4[0], l4[1]]));
+        let local = (ip(16), u16::from_be_bytes([l4[2], l4[3]]));
+        let q = st.queue_of(remote, local);
+        (q != st.queue()).then_some(q)
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -40,7 +40,7 @@ pub mod time;
 mod dpdk;
 
 pub use frame::{Frame, FramePool, HeapFrame, HeapPool, RxChecksum};
-pub use iface::{ArpParams, IfaceConfig, Stack, StackConfig, Transmit, ZeroCopyConfig};
+pub use iface::{ArpParams, Handoff, IfaceConfig, Stack, StackConfig, Transmit, ZeroCopyConfig};
 pub use route::{Route, RouteTable};
 pub use stats::{CopyCounters, Counter, DropReason, Stats};
 pub use time::Instant;

@@ -9,6 +9,7 @@
 //! software, so the two agree.
 
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 /// The key most NICs and DPDK drivers default to (Microsoft's RSS
 /// verification key; also the one in DPDK's `rss_intel_key`).
@@ -53,39 +54,112 @@ pub fn hash_v4_tcp(key: &[u8], src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)) -> u3
 }
 
 /// How received packets are spread over queues, and which queue is ours.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// The hash is computed from a table built once from the key (twelve
+/// lookups per packet instead of 96 conditional XORs), so software steering
+/// can afford it on every received segment.
+#[derive(Debug, Clone)]
 pub struct Steering {
-    pub key: Vec<u8>,
-    /// Redirection table: entry `hash % len` names the queue. Its length is a
-    /// power of two on every NIC we know; any non-zero length works here.
-    pub reta: Vec<u16>,
-    /// This core's queue.
-    pub queue: u16,
+    key: Vec<u8>,
+    reta: Vec<u16>,
+    queue: u16,
+    /// `table[i][b]`: the hash contribution of byte value `b` at input
+    /// position `i` (Toeplitz is linear in the input bits).
+    table: Arc<[[u32; 256]; 12]>,
 }
 
+impl PartialEq for Steering {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.key, &self.reta, self.queue) == (&other.key, &other.reta, other.queue)
+    }
+}
+
+impl Eq for Steering {}
+
 impl Steering {
-    /// The default key and the round-robin table DPDK sets up for `queues`
-    /// queues (entry i → queue i mod n), of `reta_size` entries.
-    pub fn round_robin(queues: u16, reta_size: usize, queue: u16) -> Steering {
+    /// `key` as the device hashes with (at least 16 bytes), `reta` its
+    /// redirection table (entry `hash % len` names the queue; a power of two
+    /// long on every NIC we know, any non-zero length works here), and this
+    /// core's `queue`.
+    ///
+    /// # Panics
+    /// If the key is shorter than 16 bytes.
+    pub fn new(key: Vec<u8>, reta: Vec<u16>, queue: u16) -> Steering {
+        let mut table = Box::new([[0u32; 256]; 12]);
+        for (i, row) in table.iter_mut().enumerate() {
+            let mut input = [0u8; 12];
+            for bit in 0..8 {
+                input[i] = 0x80 >> bit;
+                let h = toeplitz(&key, &input);
+                for (b, slot) in row.iter_mut().enumerate() {
+                    if b & (0x80 >> bit) != 0 {
+                        *slot ^= h;
+                    }
+                }
+            }
+        }
         Steering {
-            key: DEFAULT_KEY.to_vec(),
-            reta: (0..reta_size)
-                .map(|i| (i % usize::from(queues.max(1))) as u16)
-                .collect(),
+            key,
+            reta,
             queue,
+            table: Arc::from(table),
         }
     }
 
+    /// The default key and the round-robin table DPDK sets up for `queues`
+    /// queues (entry i → queue i mod n), of `reta_size` entries.
+    pub fn round_robin(queues: u16, reta_size: usize, queue: u16) -> Steering {
+        Self::with_key(DEFAULT_KEY.to_vec(), queues, reta_size, queue)
+    }
+
+    /// Round robin over `queues` queues with another key.
+    pub fn with_key(key: Vec<u8>, queues: u16, reta_size: usize, queue: u16) -> Steering {
+        let reta = (0..reta_size)
+            .map(|i| (i % usize::from(queues.max(1))) as u16)
+            .collect();
+        Steering::new(key, reta, queue)
+    }
+
+    /// This core's queue.
+    pub fn queue(&self) -> u16 {
+        self.queue
+    }
+
+    /// Queues the table spreads over (the highest named, plus one).
+    pub fn queues(&self) -> u16 {
+        self.reta.iter().max().map_or(1, |&q| q + 1)
+    }
+
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+
+    /// The hash of a packet from `src` to `dst`, equal to
+    /// [`hash_v4_tcp`] under this key.
+    #[inline]
+    pub fn hash(&self, src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)) -> u32 {
+        let mut input = [0u8; 12];
+        input[0..4].copy_from_slice(&src.0.octets());
+        input[4..8].copy_from_slice(&dst.0.octets());
+        input[8..10].copy_from_slice(&src.1.to_be_bytes());
+        input[10..12].copy_from_slice(&dst.1.to_be_bytes());
+        input
+            .iter()
+            .zip(self.table.iter())
+            .fold(0, |h, (&b, row)| h ^ row[usize::from(b)])
+    }
+
     /// The queue a packet from `remote` to `local` arrives on.
+    #[inline]
     pub fn queue_of(&self, remote: (Ipv4Addr, u16), local: (Ipv4Addr, u16)) -> u16 {
         if self.reta.is_empty() {
             return 0;
         }
-        let h = hash_v4_tcp(&self.key, remote, local);
-        self.reta[h as usize % self.reta.len()]
+        self.reta[self.hash(remote, local) as usize % self.reta.len()]
     }
 
     /// Whether such a packet lands on this core's queue.
+    #[inline]
     pub fn is_ours(&self, remote: (Ipv4Addr, u16), local: (Ipv4Addr, u16)) -> bool {
         self.queue_of(remote, local) == self.queue
     }
@@ -164,5 +238,27 @@ mod tests {
             seen.iter().all(|&n| n > 700),
             "ports spread over queues: {seen:?}"
         );
+    }
+
+    #[test]
+    fn the_table_hash_equals_the_bitwise_one() {
+        let key: Vec<u8> = (0..40u8)
+            .map(|i| i.wrapping_mul(97).wrapping_add(13))
+            .collect();
+        let s = Steering::with_key(key.clone(), 2, 128, 0);
+        let mut x = 0x1234_5678_9abc_def0u64;
+        for _ in 0..2000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let src = (Ipv4Addr::from(x as u32), (x >> 32) as u16);
+            let dst = (Ipv4Addr::from((x >> 16) as u32), (x >> 48) as u16);
+            assert_eq!(s.hash(src, dst), hash_v4_tcp(&key, src, dst));
+        }
+        let d = Steering::round_robin(4, 128, 0);
+        for (dst, src, _, with_tcp) in VECTORS {
+            assert_eq!(d.hash(src, dst), with_tcp);
+        }
+        assert_eq!(d.queues(), 4);
     }
 }

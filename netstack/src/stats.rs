@@ -173,6 +173,11 @@ pub struct Stats {
     pub ipv4_rx: Counter,
     /// Frames whose checksum the device had already verified.
     pub rx_checksum_offloaded: Counter,
+    /// Software steering: frames handed to the core that owns them (TCP
+    /// segments of its connections, copies of ARP frames) ...
+    pub steered_out: Counter,
+    /// ... and frames received from other cores that way.
+    pub steered_in: Counter,
     /// TCP engine totals, published by the owning core at each timer tick.
     pub tcp: TcpCounters,
     /// Payload copies per path (see docs/netstack.md).
@@ -206,6 +211,8 @@ impl Stats {
         f("icmp_echo_rx", self.icmp_echo_rx.get());
         f("icmp_echo_tx", self.icmp_echo_tx.get());
         f("rx_checksum_offloaded", self.rx_checksum_offloaded.get());
+        f("steered_out", self.steered_out.get());
+        f("steered_in", self.steered_in.get());
         self.tcp.for_each(&mut f);
         self.copies.for_each(&mut f);
         for d in DropReason::ALL {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use smoltcp::wire::{EthernetAddress, Icmpv4Packet, Ipv4Packet};
 
+use crate::rss::Steering;
 use crate::tcp::{ConnId, EngineConfig, Segment, Seq, wire as tcp_wire};
 use crate::{
     ArpParams, DropReason, HeapFrame, HeapPool, IfaceConfig, Instant, RxChecksum, Stack,
@@ -94,6 +95,7 @@ impl Harness {
                 gateway: Some(Ipv4Addr::new(10, 0, 0, 254)),
                 trust_rx_checksum: true,
                 tx_chain: false,
+                soft_steering: None,
             }],
             ttl: 64,
             arp: ArpParams {
@@ -608,6 +610,11 @@ const OUR_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 
 /// An Ethernet frame from the peer (10.0.0.2:40000) to us (10.0.0.1:7).
 fn tcp_from_peer(seg: &Segment) -> Vec<u8> {
+    tcp_between(seg, 40000, 7)
+}
+
+/// An Ethernet frame from the peer's port `from` to our port `to`.
+fn tcp_between(seg: &Segment, from: u16, to: u16) -> Vec<u8> {
     let tcp_len = tcp_wire::emit_len(seg);
     let mut b = vec![0u8; 14 + 20 + tcp_len];
     b[..14].copy_from_slice(&[2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 8, 0]);
@@ -620,7 +627,7 @@ fn tcp_from_peer(seg: &Segment) -> Vec<u8> {
     ip.set_src_addr(PEER_IP);
     ip.set_dst_addr(OUR_IP);
     ip.fill_checksum();
-    tcp_wire::emit(seg, 40000, 7, PEER_IP, OUR_IP, &mut b[34..]);
+    tcp_wire::emit(seg, from, to, PEER_IP, OUR_IP, &mut b[34..]);
     b
 }
 
@@ -768,5 +775,122 @@ fn tcp_payload_is_copied_past_the_hold_limit_and_on_single_segment_devices() {
     assert_eq!(
         (c.tx_zero_copy.get(), c.tx_copied_single_segment.get()),
         (0, 1)
+    );
+}
+
+// === Software steering ===
+
+/// Two cores behind a device that delivers everything to core 0, as a
+/// single-queue device (or one that spreads flows by a hash we cannot
+/// predict) does: ARP is shared, and every TCP segment reaches the core its
+/// 4-tuple hashes to, for passive and active opens alike.
+#[test]
+fn software_steering_brings_each_connection_to_its_core() {
+    let key: Vec<u8> = (0..40u8).map(|i| i.wrapping_mul(73) ^ 0x5c).collect();
+    let mut cores: Vec<Harness> = (0..2u16)
+        .map(|q| {
+            let st = Steering::with_key(key.clone(), 2, 128, q);
+            let mut h = Harness::with(|c| c.ifaces[0].soft_steering = Some(st.clone()));
+            h.stack.enable_tcp(
+                EngineConfig {
+                    steering: vec![(OUR_IP, st)],
+                    ..EngineConfig::default()
+                },
+                h.now,
+            );
+            h.stack.tcp().unwrap().listen(OUR_IP, 7, 64);
+            h
+        })
+        .collect();
+    // Deliver on core 0, then move what it hands off (one hop: a core never
+    // hands a frame on again).
+    fn deliver(cores: &mut [Harness], frame: &[u8]) {
+        cores[0].rx(frame);
+        let moved: Vec<_> = cores[0].stack.take_handoffs().collect();
+        for h in moved {
+            assert_eq!((h.core, h.iface), (1, 0));
+            let c = &mut cores[1];
+            c.stack
+                .receive_handoff(c.now, h.iface, h.frame, &mut c.pool, &mut c.wire);
+            assert_eq!(c.stack.take_handoffs().count(), 0);
+        }
+    }
+
+    // The peer's ARP request is answered once, by core 0; core 1 learns the
+    // peer from its copy and never has to ask.
+    deliver(&mut cores, &ARP_REQUEST);
+    assert_eq!(cores[0].sent(), vec![ARP_REPLY_EXPECTED.to_vec()]);
+    assert!(cores[1].sent().is_empty());
+    assert_eq!(cores[1].stack.arp_entries(), 1);
+
+    // 64 passive opens from different source ports.
+    let st = Steering::with_key(key.clone(), 2, 128, 0);
+    let mut owner = [0usize; 2];
+    for port in 40000..40064u16 {
+        let q = usize::from(st.queue_of((PEER_IP, port), (OUR_IP, 7)));
+        owner[q] += 1;
+        let syn = Segment {
+            seq: Seq(1000),
+            syn: true,
+            window: 65535,
+            mss: Some(1460),
+            ..Default::default()
+        };
+        deliver(&mut cores, &tcp_between(&syn, port, 7));
+        let out = cores[q].sent();
+        assert_eq!(out.len(), 1, "port {port}: the owner answers");
+        assert!(cores[1 - q].sent().is_empty(), "and only the owner");
+        let syn_ack = tcp_to_peer(&out[0]);
+        deliver(
+            &mut cores,
+            &tcp_between(
+                &Segment {
+                    seq: Seq(1001),
+                    ack: Some(syn_ack.seq + 1),
+                    window: 65535,
+                    ..Default::default()
+                },
+                port,
+                7,
+            ),
+        );
+        assert!(cores[q].stack.tcp().unwrap().accept(OUR_IP, 7).is_some());
+    }
+    assert!(
+        owner[0] > 10 && owner[1] > 10,
+        "both cores own some: {owner:?}"
+    );
+    for (q, c) in cores.iter_mut().enumerate() {
+        assert_eq!(c.stack.tcp().unwrap().len(), owner[q]);
+        assert_eq!(c.stack.stats().tcp.resets_sent.get(), 0);
+        assert_eq!(c.stack.stats().arp_requests_tx.get(), 0);
+    }
+
+    // An active open on core 1: its replies arrive on core 0 and find it.
+    let c1 = &mut cores[1];
+    let id = c1
+        .stack
+        .tcp()
+        .unwrap()
+        .connect(c1.now, OUR_IP, (PEER_IP, 80))
+        .unwrap();
+    c1.stack.flush_tcp(c1.now, &mut c1.pool, &mut c1.wire);
+    let syn = tcp_to_peer(&cores[1].sent()[0]);
+    let local_port = cores[1].stack.tcp().unwrap().tuple(id).unwrap().local.1;
+    let syn_ack = Segment {
+        seq: Seq(5000),
+        ack: Some(syn.seq + 1),
+        syn: true,
+        window: 65535,
+        mss: Some(1460),
+        ..Default::default()
+    };
+    deliver(&mut cores, &tcp_between(&syn_ack, 80, local_port));
+    let ev: Vec<_> = std::iter::from_fn(|| cores[1].stack.tcp().unwrap().poll_event()).collect();
+    assert!(ev.contains(&crate::tcp::Event::Connected(id)), "{ev:?}");
+    assert!(cores[0].stack.stats().steered_out.get() > 64);
+    assert_eq!(
+        cores[0].stack.stats().steered_out.get(),
+        cores[1].stack.stats().steered_in.get()
     );
 }

@@ -214,3 +214,59 @@ fn a_tiny_backlog_still_completes_kernel_handshakes_with_syn_cookies() {
     );
     assert_eq!(dp.total("tcp_syn_cookies_invalid"), 0);
 }
+
+/// Two worker cores on a device without RSS (af_packet with two queue pairs:
+/// the kernel spreads flows over them by a hash of its own). Software
+/// steering passes each segment to the core that owns its connection; both
+/// cores serve connections and none is lost or reset between them.
+#[test]
+fn two_workers_share_connections_through_software_steering() {
+    let _serial = serial();
+    require_root();
+    let topo = Topology::up(&unique_prefix("s"));
+    let cfg = two_port_config("af_packet", true)
+        .replace("cores: [1]", "cores: [0, 1]")
+        .replace("-c0\n", "-c0,qpairs=2\n")
+        .replace("-u0\n", "-u0,qpairs=2\n");
+    assert!(cfg.contains("qpairs=2") && cfg.contains("[0, 1]"));
+    let mut dp = Dataplane::start(&topo, &format!("{cfg}{SERVICES}"));
+    let r = client(&topo, "many 10.10.1.1 7 1000 2000");
+    assert_eq!(r["good"], 1000, "{r}");
+    let r = client(&topo, "echo 10.10.1.1 7 4000000");
+    assert_eq!(r["received"], 4_000_000);
+    client(&topo, "source 10.10.1.1 19 2000000");
+
+    let s = dp.stats();
+    let workers = s["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 2);
+    let accepted: Vec<u64> = workers
+        .iter()
+        .map(|w| w["services"]["accepted"].as_u64().unwrap())
+        .collect();
+    assert_eq!(accepted.iter().sum::<u64>(), 1002, "{accepted:?}");
+    assert!(
+        accepted.iter().all(|&n| n > 300),
+        "both cores own connections: {accepted:?}"
+    );
+    let t = |k: &str| s["totals"][k].as_u64().unwrap_or(0);
+    eprintln!(
+        "accepted per core {accepted:?}, steered {} in {} (ring full {}), rx packets per core {:?}",
+        t("steered_out"),
+        t("steered_in"),
+        t("steer_ring_full"),
+        workers
+            .iter()
+            .map(|w| w["loop"]["rx_packets"].as_u64().unwrap_or(0))
+            .collect::<Vec<_>>()
+    );
+    assert!(t("steered_out") > 0, "{}", s["totals"]);
+    assert_eq!(t("steered_out"), t("steered_in") + t("steer_ring_full"));
+    assert_eq!(t("steer_ring_full"), 0);
+    assert_eq!(
+        t("tcp_resets_sent"),
+        0,
+        "no segment reached a core that did not own it"
+    );
+    assert_eq!(connections_after_close(&dp), 0, "no connection stuck");
+    assert_eq!(dp.terminate(), Some(0), "{}", dp.log());
+}
