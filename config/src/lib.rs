@@ -57,6 +57,9 @@ pub struct TcpSettings {
     pub send_buffer: u32,
     /// Connections per worker core.
     pub max_connections: u32,
+    /// Payload bytes all connections of one worker core hold at most (queued
+    /// to send, or received and not yet read).
+    pub max_buffered_bytes: u64,
     /// Handshakes in progress or awaiting accept, per listener and core.
     pub backlog: u32,
     /// Longest an ACK for in-order data is held back (every second segment
@@ -94,6 +97,7 @@ impl Default for TcpSettings {
             recv_buffer: 256 * 1024,
             send_buffer: 256 * 1024,
             max_connections: 100_000,
+            max_buffered_bytes: 512 << 20,
             backlog: 1024,
             delayed_ack_ms: 10,
             keepalive_idle_ms: 0,

@@ -380,6 +380,15 @@ impl Config {
             "must be at least 1",
         );
         e.check(
+            t.max_buffered_bytes >= u64::from(t.recv_buffer.max(t.send_buffer)),
+            "tcp.max_buffered_bytes",
+            t.max_buffered_bytes,
+            format!(
+                "must be at least one connection's buffer (tcp.recv_buffer {}, tcp.send_buffer {})",
+                t.recv_buffer, t.send_buffer
+            ),
+        );
+        e.check(
             t.backlog >= 1,
             "tcp.backlog",
             t.backlog,
@@ -513,6 +522,19 @@ ports:
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn tcp_limits_are_checked_against_each_other() {
+        let y = "ports: [{name: a, device: net_tap0, address: 10.0.0.1/24}]\ntcp: {max_buffered_bytes: 100000, recv_buffer: 262144, delayed_ack_ms: 60}\n";
+        let text = Config::from_yaml(y).unwrap_err().to_string();
+        assert!(
+            text.contains(
+                "tcp.max_buffered_bytes = 100000: must be at least one connection's buffer"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("tcp.delayed_ack_ms = 60"), "{text}");
     }
 
     #[test]

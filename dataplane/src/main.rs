@@ -498,6 +498,7 @@ fn tcp_config(
             ..netstack::tcp::TcpConfig::default()
         },
         max_connections: t.max_connections as usize,
+        max_buffered: usize::try_from(t.max_buffered_bytes).unwrap_or(usize::MAX),
         secret,
         steering,
         ..netstack::tcp::EngineConfig::default()

@@ -246,6 +246,10 @@ pub struct TcpCounters {
     pub challenge_acks: Counter,
     pub paws_rejected: Counter,
     pub time_wait_reopened: Counter,
+    /// Payload bytes held by this core's connections (a gauge).
+    pub buffered: Counter,
+    pub rx_over_budget: Counter,
+    pub send_over_budget: Counter,
 }
 
 impl TcpCounters {
@@ -271,6 +275,9 @@ impl TcpCounters {
         self.challenge_acks.set(s.challenge_acks);
         self.paws_rejected.set(s.paws_rejected);
         self.time_wait_reopened.set(s.time_wait_reopened);
+        self.buffered.set(s.buffered);
+        self.rx_over_budget.set(s.rx_over_budget);
+        self.send_over_budget.set(s.send_over_budget);
     }
 
     fn for_each(&self, f: &mut impl FnMut(&'static str, u64)) {
@@ -295,6 +302,9 @@ impl TcpCounters {
         f("tcp_challenge_acks", self.challenge_acks.get());
         f("tcp_paws_rejected", self.paws_rejected.get());
         f("tcp_time_wait_reopened", self.time_wait_reopened.get());
+        f("tcp_buffered_bytes", self.buffered.get());
+        f("tcp_rx_over_budget", self.rx_over_budget.get());
+        f("tcp_send_over_budget", self.send_over_budget.get());
     }
 }
 

@@ -648,6 +648,12 @@ impl Connection {
         Some(b)
     }
 
+    /// Payload this connection holds: queued to send (until acknowledged),
+    /// ready to read, and received out of order.
+    pub fn buffered(&self) -> usize {
+        (self.sendq.len + self.recvq.ready_len + self.recvq.ooo_len) as usize
+    }
+
     /// Bytes ready to `recv`.
     pub fn recv_ready(&self) -> usize {
         self.recvq.ready_len as usize

@@ -56,6 +56,11 @@ pub struct EngineConfig {
     pub tcp: TcpConfig,
     /// Connections (of every state) this core holds at most.
     pub max_connections: usize,
+    /// Payload bytes all of this core's connections hold at most, queued to
+    /// send or received and not yet read. At the limit `send` takes nothing
+    /// (the caller gets `Writable` when room returns) and received payload is
+    /// dropped, its ACK information kept (the peer retransmits).
+    pub max_buffered: usize,
     /// Secret for ISNs (RFC 6528); random in production, fixed in tests.
     pub secret: [u8; 16],
     /// Timer wheel resolution.
@@ -72,6 +77,7 @@ impl Default for EngineConfig {
         EngineConfig {
             tcp: TcpConfig::default(),
             max_connections: 100_000,
+            max_buffered: 1 << 30,
             secret: [0; 16],
             tick: Duration::from_millis(1),
             steering: Vec::new(),
@@ -114,6 +120,12 @@ pub struct EngineStats {
     pub fast_retransmits: u64,
     pub rto_expirations: u64,
     pub challenge_acks: u64,
+    /// Payload bytes held by every connection now (a gauge).
+    pub buffered: u64,
+    /// Segments whose payload was dropped because `max_buffered` was reached.
+    pub rx_over_budget: u64,
+    /// `send` calls cut short by `max_buffered`.
+    pub send_over_budget: u64,
 }
 
 #[derive(Debug)]
@@ -140,6 +152,8 @@ struct Entry {
     readable_sent: bool,
     peer_closed_sent: bool,
     want_writable: bool,
+    /// Its share of `EngineStats::buffered` when last counted.
+    buffered: usize,
 }
 
 /// One core's TCP. See the module docs.
@@ -155,6 +169,9 @@ pub struct Engine {
     /// the registered one is stale and ignored.
     wheel: Wheel<(u32, u32, u64)>,
     dirty: VecDeque<u32>,
+    /// Connections that were refused send room by `max_buffered`: told
+    /// `Writable` when the core is back under it.
+    over_budget: Vec<(u32, u32)>,
     events: VecDeque<Event>,
     pending_rst: VecDeque<(FourTuple, Segment)>,
     due_scratch: Vec<(u32, u32, u64)>,
@@ -192,6 +209,7 @@ impl Engine {
             listeners: HashMap::with_hasher(KeyedState(table_key)),
             wheel: Wheel::new(4096, cfg.tick.as_micros().max(1) as u64, now),
             dirty: VecDeque::new(),
+            over_budget: Vec::new(),
             events: VecDeque::new(),
             pending_rst: VecDeque::new(),
             due_scratch: Vec::new(),
@@ -317,6 +335,7 @@ impl Engine {
             readable_sent: false,
             peer_closed_sent: false,
             want_writable: false,
+            buffered: 0,
         });
         self.by_tuple.insert(tuple, index);
         self.dirty.push_back(index);
@@ -339,22 +358,55 @@ impl Engine {
             .flatten()
     }
 
+    /// Something changed on this connection: count its buffers again and
+    /// queue it for a visit.
     fn mark(&mut self, index: u32) {
-        if let Some(Some(e)) = self.slots.get_mut(index as usize)
-            && !e.dirty
-        {
-            e.dirty = true;
-            self.dirty.push_back(index);
+        if let Some(Some(e)) = self.slots.get_mut(index as usize) {
+            let b = e.conn.buffered();
+            self.stats.buffered = self.stats.buffered + b as u64 - e.buffered as u64;
+            e.buffered = b;
+            if !e.dirty {
+                e.dirty = true;
+                self.dirty.push_back(index);
+            }
+        }
+    }
+
+    /// Once the core is back under `max_buffered`, connections that were
+    /// refused room are visited (and told `Writable`).
+    fn wake_over_budget(&mut self) {
+        if (self.stats.buffered as usize) < self.cfg.max_buffered {
+            for (index, generation) in std::mem::take(&mut self.over_budget) {
+                if self.generations.get(index as usize) == Some(&generation) {
+                    self.mark(index);
+                }
+            }
         }
     }
 
     // === user side ===
 
+    /// Queue `data` on `id` (by reference). Returns how much was taken: less
+    /// than offered when the connection's send buffer or the core's
+    /// `max_buffered` is full, and then `Writable` follows when room returns.
     pub fn send(&mut self, id: ConnId, data: Bytes) -> usize {
+        if self.entry(id).is_none() {
+            return 0;
+        }
+        let offered = data.len();
+        let room = self
+            .cfg
+            .max_buffered
+            .saturating_sub(self.stats.buffered as usize);
+        let mut data = data;
+        if offered > room {
+            data.truncate(room);
+            self.stats.send_over_budget += 1;
+            self.over_budget.push((id.index, id.generation));
+        }
         let Some(e) = self.entry_mut(id) else {
             return 0;
         };
-        let offered = data.len();
         let n = e.conn.send(data);
         e.want_writable |= n < offered;
         self.mark(id.index);
@@ -416,6 +468,15 @@ impl Engine {
             };
             let reopen = seg.syn && seg.ack.is_none() && !seg.rst && e.conn.accepts_new_syn(&seg);
             if !reopen {
+                let mut seg = seg;
+                if !seg.payload.is_empty() && self.stats.buffered as usize >= self.cfg.max_buffered
+                {
+                    // Keep what it acknowledges; its data (and a FIN after
+                    // it) comes again when the peer retransmits.
+                    self.stats.rx_over_budget += 1;
+                    seg.payload = Bytes::new();
+                    seg.fin = false;
+                }
                 e.conn.handle_segment(now, seg);
                 self.mark(index);
                 return;
@@ -581,6 +642,9 @@ impl Engine {
             self.stats.segments_out += 1;
             return Some(r);
         }
+        if !self.over_budget.is_empty() {
+            self.wake_over_budget();
+        }
         while let Some(&index) = self.dirty.front() {
             let Some(Some(e)) = self.slots.get_mut(index as usize) else {
                 self.dirty.pop_front();
@@ -631,8 +695,12 @@ impl Engine {
             self.events.push_back(Event::PeerClosed(id));
         }
         if e.want_writable && c.send_capacity() > 0 && c.state() != State::Closed {
-            e.want_writable = false;
-            self.events.push_back(Event::Writable(id));
+            if (self.stats.buffered as usize) < self.cfg.max_buffered {
+                e.want_writable = false;
+                self.events.push_back(Event::Writable(id));
+            } else {
+                self.over_budget.push((index, generation));
+            }
         }
         if c.state() == State::Closed {
             let reason = c.close_reason().unwrap_or(CloseReason::Aborted);
@@ -642,6 +710,7 @@ impl Engine {
             self.stats.rto_expirations += cs.rto_expirations;
             self.stats.challenge_acks += cs.challenge_acks;
             self.stats.paws_rejected += cs.paws_rejected;
+            self.stats.buffered -= e.buffered as u64;
             let tuple = e.tuple;
             let listener = e.listener;
             // Still tied to its listener: never handed to the application.
