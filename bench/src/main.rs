@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 
 mod tcp_idle;
+mod tcp_service;
 use serde_json::{Value, json};
 
 #[derive(Parser, Debug)]
@@ -34,6 +35,14 @@ enum Cmd {
     L2Reflect(L2Args),
     /// TCP engine cost per segment with few vs many idle connections (should be flat).
     TcpIdle(tcp_idle::Args),
+    /// Bulk and request/response of the test services on our TCP vs the kernel's, same link and core.
+    TcpService(tcp_service::Args),
+    /// (internal) Load for tcp-service, run in the client namespace.
+    #[command(hide = true)]
+    TcpLoad(tcp_service::LoadArgs),
+    /// (internal) Echo/discard/source on the kernel's TCP for tcp-service.
+    #[command(hide = true)]
+    TcpKernelServer,
 }
 
 #[derive(clap::Args, Debug)]
@@ -63,6 +72,9 @@ fn main() {
     let r = match cli.cmd {
         Cmd::L2Reflect(a) => l2_reflect(a),
         Cmd::TcpIdle(a) => tcp_idle::run(a),
+        Cmd::TcpService(a) => tcp_service::run(a),
+        Cmd::TcpLoad(a) => tcp_service::load(a),
+        Cmd::TcpKernelServer => tcp_service::kernel_server(),
     };
     if let Err(e) = r {
         eprintln!("bench: error: {e}");

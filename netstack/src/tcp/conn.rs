@@ -1640,8 +1640,7 @@ impl Connection {
         }
     }
 
-    /// Internal consistency, for the property tests.
-    #[cfg(test)]
+    /// Internal consistency, for the property tests and fuzz targets.
     pub(crate) fn check_invariants(&self) {
         assert!(
             self.snd_una.diff(self.snd_nxt) <= 0,

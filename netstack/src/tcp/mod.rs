@@ -6,23 +6,18 @@
 //! it arrived in, and the send queue holds references that retransmissions
 //! reuse, never copies.
 //!
-//! Slice 1 (this file set): handshake both ways, data transfer with
-//! cumulative ACKs, RTO per RFC 6298 with a configurable minimum, NewReno fast
-//! retransmit and recovery (RFC 5681/6582), window scaling and MSS options
-//! (RFC 7323 §2), zero-window probing, FIN/half-close, TIME_WAIT, RST handling
-//! with RFC 5961 challenge ACKs, and a retransmission limit.
+//! [`Connection`] implements the handshake both ways, data transfer, RTO per
+//! RFC 6298 with a configurable floor, NewReno (RFC 5681/6582) or CUBIC (RFC
+//! 9438), SACK (RFC 2018, recovery after RFC 6675), Limited Transmit (RFC
+//! 3042), window scaling, timestamps and PAWS (RFC 7323), zero-window
+//! probing, delayed ACK, FIN/half-close, TIME_WAIT (a newer SYN reopens it,
+//! RFC 6191), RST handling with RFC 5961 challenge ACKs, keepalive, user and
+//! idle timeouts.
 //!
 //! [`Engine`] is the per-core layer: 4-tuple demux, listeners and backlog,
-//! SYN cookies past the backlog (RFC 4987), RFC 6528 ISNs, a timer wheel, and
-//! an event queue.
-//!
-//! Also SACK (RFC 2018, recovery after RFC 6675) and Limited Transmit (RFC 3042).
-//!
-//! TODO (issue 3, later slices): timestamps (RFC 7323
-//! §3-5) and the short TIME_WAIT they allow, RFC 6191 SYN in TIME_WAIT,
-//! CUBIC, delayed ACKs, keepalive, RSS-aware ephemeral ports,
-//! mbuf-backed `Bytes` (payload is copied out of the frame for now), and the
-//! hookup to `Stack` and the data plane.
+//! SYN cookies past the backlog (RFC 4987), RFC 6528 ISNs, ephemeral ports
+//! chosen by RSS steering, a timer wheel, an event queue, and a per-core
+//! budget on buffered payload.
 
 mod conn;
 mod engine;
@@ -35,6 +30,9 @@ pub use conn::{
 };
 pub use engine::{ConnId, Engine, EngineConfig, EngineStats, Event, FourTuple};
 pub use seq::Seq;
+
+#[doc(hidden)]
+pub mod fuzzing;
 
 #[cfg(test)]
 mod prop;
