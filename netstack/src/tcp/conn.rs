@@ -180,6 +180,8 @@ pub struct ConnStats {
     pub keepalives_sent: u64,
     /// Segments dropped by PAWS: an older timestamp than already seen.
     pub paws_rejected: u64,
+    /// RTT samples taken from echoed timestamps (when no segment was timed).
+    pub rtt_samples_ts: u64,
     /// Segments outside the receive window (answered with an ACK).
     pub out_of_window: u64,
     pub out_of_order: u64,
@@ -738,7 +740,7 @@ impl Connection {
         self.ack_pending = true;
         if let Some(ack) = seg.ack {
             self.snd_wl2 = ack;
-            self.ack_advance(now, ack);
+            self.ack_advance(now, ack, seg.timestamp);
             self.state = State::Established;
         } else {
             // Simultaneous open: answer with SYN-ACK.
@@ -890,7 +892,7 @@ impl Connection {
         }
         let new_sack_info = self.sacked_bytes() > sacked_before;
         if ack.diff(self.snd_una) > 0 {
-            self.ack_advance(now, ack);
+            self.ack_advance(now, ack, seg.timestamp);
         } else if ack == self.snd_una
             && seg.payload.is_empty()
             && !seg.fin
@@ -1038,8 +1040,8 @@ impl Connection {
         self.ack_pending = true;
     }
 
-    /// New data acknowledged up to `ack`.
-    fn ack_advance(&mut self, now: Instant, ack: Seq) {
+    /// New data acknowledged up to `ack`, by a segment carrying `timestamp`.
+    fn ack_advance(&mut self, now: Instant, ack: Seq, timestamp: Option<(u32, u32)>) {
         let mut acked = ack - self.snd_una;
         // SYN and FIN occupy sequence space but not the queue.
         if !self.syn_acked && acked > 0 {
@@ -1062,12 +1064,24 @@ impl Connection {
             self.snd_nxt = ack;
         }
         self.timeouts_in_a_row = 0;
-        // RTT sample, Karn's rule: only from a segment never retransmitted.
+        // RTT sample, Karn's rule: only from a segment never retransmitted,
+        // timed to the microsecond ...
         if let Some((s, t)) = self.rtt_probe
             && ack.diff(s) > 0
         {
             self.rtt_sample(now.saturating_since(t));
             self.rtt_probe = None;
+        } else if self.ts_ok
+            && let Some((_, echo)) = timestamp
+        {
+            // ... else from the echoed timestamp (RFC 7323 §4.1), which names
+            // the transmission it answers, so retransmitted data is timed
+            // too (after an RTO Karn's rule has nothing to time). 1 ms ticks.
+            let ticks = self.ts_at(now).wrapping_sub(echo);
+            if ticks < 1 << 31 {
+                self.stats.rtt_samples_ts += 1;
+                self.rtt_sample(Duration::from_millis(u64::from(ticks)));
+            }
         }
         let mss = self.eff_mss();
         match self.recover {
@@ -1426,7 +1440,7 @@ impl Connection {
     /// The next segment to send, if any. Call until it returns `None`.
     #[must_use]
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Segment> {
-        self.ts_now = (now.as_micros() / 1000) as u32; // a 1 ms clock
+        self.ts_now = (now.as_micros() / 1000) as u32; // a 1 ms clock (ts_at)
         if let Some(rst) = self.rst_to_send.take() {
             return Some(self.count_out(rst));
         }
@@ -1696,6 +1710,11 @@ impl Connection {
 
     fn tsval(&self) -> u32 {
         self.ts_now.wrapping_add(self.ts_offset)
+    }
+
+    /// Our timestamp clock at `now`.
+    fn ts_at(&self, now: Instant) -> u32 {
+        ((now.as_micros() / 1000) as u32).wrapping_add(self.ts_offset)
     }
 
     /// RFC 6191: may a new SYN reopen this 4-tuple while it is in
@@ -2106,5 +2125,56 @@ mod tests {
         a.handle_segment(now, syn_ack);
         assert!(!a.ts_ok && !b.ts_ok);
         assert!(drain(&mut a, now).iter().all(|s| s.timestamp.is_none()));
+    }
+
+    /// After an RTO only the echoed timestamp can time the retransmission
+    /// (Karn's rule forbids the timer sample); without timestamps there is
+    /// no sample at all.
+    #[test]
+    fn the_echoed_timestamp_times_a_retransmission() {
+        for timestamps in [true, false] {
+            let (mut a, mut b, mut now) = if timestamps {
+                established()
+            } else {
+                let now = Instant::from_millis(1);
+                let off = TcpConfig {
+                    timestamps: false,
+                    ..TcpConfig::default()
+                };
+                let mut a = Connection::connect(off.clone(), Seq(1));
+                let syn = a.poll_transmit(now).unwrap();
+                let mut b = Connection::accept(off, now, &syn, Seq(9));
+                a.handle_segment(now, b.poll_transmit(now).unwrap());
+                b.handle_segment(now, a.poll_transmit(now).unwrap());
+                (a, b, now)
+            };
+            let srtt0 = a.srtt;
+            a.send(Bytes::from(vec![1; 1000]));
+            assert_eq!(drain(&mut a, now).len(), 1, "sent, and lost");
+            now = a.poll_timeout().expect("RTO armed");
+            a.handle_timeout(now);
+            let rexmit = drain(&mut a, now);
+            assert_eq!((rexmit.len(), a.stats().rto_expirations), (1, 1));
+            // The retransmission arrives and its ACK comes back 30 ms later.
+            now = now + Duration::from_millis(30);
+            for s in rexmit {
+                b.handle_segment(now, s);
+            }
+            b.handle_timeout(now + Duration::from_millis(50)); // delayed ACK
+            for s in drain(&mut b, now + Duration::from_millis(50)) {
+                a.handle_segment(now, s);
+            }
+            assert_eq!(a.send_queued(), 0, "acknowledged");
+            if timestamps {
+                assert_eq!(a.stats().rtt_samples_ts, 1);
+                let srtt = a.srtt.unwrap();
+                assert!(
+                    srtt > srtt0.unwrap() && srtt >= Duration::from_millis(3),
+                    "the 30 ms sample moved srtt: {srtt0:?} -> {srtt:?}"
+                );
+            } else {
+                assert_eq!(a.srtt, srtt0, "Karn: nothing to time");
+            }
+        }
     }
 }
