@@ -9,6 +9,7 @@
 //! default, documented in `docs/config.md`.
 #![forbid(unsafe_code)]
 
+mod proxy;
 mod validate;
 
 use std::net::Ipv4Addr;
@@ -16,6 +17,10 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use proxy::{
+    ClusterConfig, ClusterLimits, EndpointConfig, LbPolicy, ListenerConfig, OutlierDetection,
+    TcpProxyConfig, parse_socket_addr,
+};
 pub use validate::{ConfigError, ConfigErrors};
 
 /// The default configuration compiled into the binary.
@@ -42,6 +47,19 @@ pub struct Config {
     /// Test services on our own TCP stack, listening on every port address.
     #[serde(default)]
     pub services: Vec<ServiceConfig>,
+    /// Where client connections are accepted and which cluster they go to.
+    #[serde(default)]
+    pub listeners: Vec<ListenerConfig>,
+    #[serde(default)]
+    pub clusters: Vec<ClusterConfig>,
+    /// On SIGTERM listeners stop accepting, and established connections get
+    /// this long to finish before they are closed.
+    #[serde(default = "default_drain_timeout")]
+    pub drain_timeout_ms: u64,
+}
+
+fn default_drain_timeout() -> u64 {
+    5_000
 }
 
 /// The user-space TCP stack.

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use crate::{Config, IdleMode, Ipv4Net, parse_ipv4};
+use crate::{Config, IdleMode, Ipv4Net, parse_ipv4, parse_socket_addr};
 
 /// One problem in a configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -443,6 +443,8 @@ impl Config {
             }
         }
 
+        self.validate_proxy(&mut e);
+
         // --- admin
         let s = &self.admin.socket;
         e.check(
@@ -464,6 +466,151 @@ impl Config {
         } else {
             Err(ConfigErrors(e.0))
         }
+    }
+}
+
+impl Config {
+    /// Listeners, clusters and the drain timeout.
+    fn validate_proxy(&self, e: &mut Errors) {
+        let ours: Vec<std::net::Ipv4Addr> = self
+            .ports
+            .iter()
+            .filter_map(|p| Ipv4Net::parse(&p.address).ok().map(|n| n.addr))
+            .collect();
+        let mut names = HashMap::new();
+        let mut bound = HashMap::new();
+        for (i, l) in self.listeners.iter().enumerate() {
+            let at = |f: &str| format!("listeners[{i}].{f}");
+            e.check(!l.name.is_empty(), at("name"), "\"\"", "must not be empty");
+            if let Some(j) = names.insert(l.name.as_str(), i) {
+                e.push(
+                    at("name"),
+                    &l.name,
+                    format!("already used by listeners[{j}]"),
+                );
+            }
+            match parse_socket_addr(&l.address) {
+                Err(why) => e.push(at("address"), &l.address, why),
+                Ok(a) => {
+                    let ip = *a.ip();
+                    if !ip.is_unspecified() && !ours.contains(&ip) {
+                        e.push(
+                            at("address"),
+                            &l.address,
+                            format!(
+                                "{ip} is not the address of any port (ports[].address), nor 0.0.0.0"
+                            ),
+                        );
+                    }
+                    if let Some(s) = self.services.iter().position(|s| s.port == a.port()) {
+                        e.push(
+                            at("address"),
+                            &l.address,
+                            format!("port {} is taken by services[{s}]", a.port()),
+                        );
+                    }
+                    // 0.0.0.0:p clashes with every a:p.
+                    for (&(oip, oport), &j) in &bound {
+                        let overlap = oport == a.port()
+                            && (oip == ip
+                                || ip.is_unspecified()
+                                || std::net::Ipv4Addr::is_unspecified(&oip));
+                        if overlap {
+                            e.push(
+                                at("address"),
+                                &l.address,
+                                format!("overlaps listeners[{j}]"),
+                            );
+                        }
+                    }
+                    bound.insert((ip, a.port()), i);
+                }
+            }
+            if !self.clusters.iter().any(|c| c.name == l.tcp_proxy.cluster) {
+                e.push(
+                    at("tcp_proxy.cluster"),
+                    &l.tcp_proxy.cluster,
+                    "no cluster of that name (clusters[].name)",
+                );
+            }
+        }
+        let mut names = HashMap::new();
+        for (i, c) in self.clusters.iter().enumerate() {
+            let at = |f: &str| format!("clusters[{i}].{f}");
+            e.check(!c.name.is_empty(), at("name"), "\"\"", "must not be empty");
+            if let Some(j) = names.insert(c.name.as_str(), i) {
+                e.push(
+                    at("name"),
+                    &c.name,
+                    format!("already used by clusters[{j}]"),
+                );
+            }
+            let mut seen = HashMap::new();
+            for (k, ep) in c.endpoints.iter().enumerate() {
+                let at = |f: &str| format!("clusters[{i}].endpoints[{k}].{f}");
+                match parse_socket_addr(&ep.address) {
+                    Err(why) => e.push(at("address"), &ep.address, why),
+                    Ok(a) => {
+                        if let Some(j) = seen.insert(a, k) {
+                            e.push(
+                                at("address"),
+                                &ep.address,
+                                format!("already listed as endpoints[{j}]"),
+                            );
+                        }
+                    }
+                }
+                e.check(
+                    (1..=128).contains(&ep.weight),
+                    at("weight"),
+                    ep.weight,
+                    "must be between 1 and 128",
+                );
+            }
+            e.check(
+                (1..=600_000).contains(&c.connect_timeout_ms),
+                at("connect_timeout_ms"),
+                c.connect_timeout_ms,
+                "must be between 1 and 600000",
+            );
+            e.check(
+                c.limits.max_connections >= 1,
+                at("limits.max_connections"),
+                c.limits.max_connections,
+                "must be at least 1",
+            );
+            e.check(
+                c.limits.max_pending >= 1,
+                at("limits.max_pending"),
+                c.limits.max_pending,
+                "must be at least 1",
+            );
+            let o = &c.outlier_detection;
+            e.check(
+                o.consecutive_failures >= 1,
+                at("outlier_detection.consecutive_failures"),
+                o.consecutive_failures,
+                "must be at least 1",
+            );
+            e.check(
+                (1..=3_600_000).contains(&o.base_ejection_ms),
+                at("outlier_detection.base_ejection_ms"),
+                o.base_ejection_ms,
+                "must be between 1 and 3600000",
+            );
+            e.check(
+                o.max_ejection_percent <= 100,
+                at("outlier_detection.max_ejection_percent"),
+                o.max_ejection_percent,
+                "must be a percentage, 0-100",
+            );
+        }
+        e.check(
+            self.drain_timeout_ms <= 3_600_000,
+            "drain_timeout_ms",
+            self.drain_timeout_ms,
+            "must be at most 3600000 (an hour)",
+        );
     }
 }
 
@@ -522,6 +669,56 @@ ports:
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn listeners_and_clusters_are_checked_field_by_field() {
+        let y = r#"
+ports: [{name: a, device: net_tap0, address: 10.0.0.1/24}]
+services: [{kind: echo, port: 7}]
+listeners:
+  - {name: web, address: "10.0.0.1:80", tcp_proxy: {cluster: backend}}
+  - {name: web, address: "0.0.0.0:80", tcp_proxy: {cluster: nope}}
+  - {name: v6, address: "[fe80::1]:80", tcp_proxy: {cluster: backend}}
+  - {name: other, address: "10.9.9.9:81", tcp_proxy: {cluster: backend}}
+  - {name: svc, address: "10.0.0.1:7", tcp_proxy: {cluster: backend}}
+clusters:
+  - name: backend
+    lb_policy: least_connections
+    endpoints:
+      - {address: "10.0.1.2:8080", weight: 3}
+      - {address: "10.0.1.2:8080"}
+      - {address: "fe80::2", weight: 0}
+    connect_timeout_ms: 0
+    outlier_detection: {consecutive_failures: 0, max_ejection_percent: 101}
+"#;
+        let err = Config::from_yaml(y).unwrap_err();
+        let text = err.to_string();
+        for want in [
+            "listeners[1].name = web: already used by listeners[0]",
+            "listeners[1].address = 0.0.0.0:80: overlaps listeners[0]",
+            "listeners[1].tcp_proxy.cluster = nope: no cluster of that name",
+            "listeners[2].address = [fe80::1]:80: IPv6 is not supported yet",
+            "listeners[3].address = 10.9.9.9:81: 10.9.9.9 is not the address of any port",
+            "listeners[4].address = 10.0.0.1:7: port 7 is taken by services[0]",
+            "clusters[0].endpoints[1].address = 10.0.1.2:8080: already listed as endpoints[0]",
+            "clusters[0].endpoints[2].address = fe80::2: IPv6 is not supported yet",
+            "clusters[0].endpoints[2].weight = 0: must be between 1 and 128",
+            "clusters[0].connect_timeout_ms = 0",
+            "clusters[0].outlier_detection.consecutive_failures = 0",
+            "clusters[0].outlier_detection.max_ejection_percent = 101",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+        assert_eq!(err.0.len(), 12, "{text}");
+        // A good one, with the defaults.
+        let ok = "ports: [{name: a, device: net_tap0, address: 10.0.0.1/24}]\nlisteners: [{name: l, address: \"0.0.0.0:80\", tcp_proxy: {cluster: c}}]\nclusters: [{name: c, endpoints: [{address: \"10.0.1.2:80\"}]}]\n";
+        let c = Config::from_yaml(ok).unwrap();
+        let cl = &c.clusters[0];
+        assert_eq!((cl.connect_timeout_ms, cl.endpoints[0].weight), (5000, 1));
+        assert_eq!(cl.lb_policy, crate::LbPolicy::RoundRobin);
+        assert_eq!(cl.outlier_detection.consecutive_failures, 5);
+        assert_eq!(c.drain_timeout_ms, 5000);
     }
 
     #[test]

@@ -214,6 +214,13 @@ fn run(
 ) -> Result<(), Failure> {
     let started = Instant::now();
     let args = eal_args::build(cfg, online, passthrough);
+    if !cfg.listeners.is_empty() {
+        // TODO(issue 4): the splice that serves them.
+        tracing::warn!(
+            "{} listener(s) configured and validated, but this build does not proxy yet: nothing listens on them",
+            cfg.listeners.len()
+        );
+    }
     tracing::info!("starting EAL: {}", args[1..].join(" "));
     let eal =
         Eal::init(&args).map_err(|e| format!("{e} (EAL arguments: {})", args[1..].join(" ")))?;

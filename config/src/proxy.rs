@@ -1,0 +1,152 @@
+//! Listeners and clusters: what the data plane proxies, from where to where.
+//!
+//! The model knows nothing of how it was loaded: YAML fills it today, the xDS
+//! agent (translating Envoy listeners, clusters and endpoints) later.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use serde::{Deserialize, Serialize};
+
+use crate::parse_ipv4;
+
+/// Where client connections are accepted, and what is done with them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Unique; used in stats and logs.
+    pub name: String,
+    /// `address:port` to accept on. The address is one of the ports'
+    /// addresses, or `0.0.0.0` for all of them.
+    pub address: String,
+    /// The listener's filter: proxy the byte stream to a cluster.
+    pub tcp_proxy: TcpProxyConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpProxyConfig {
+    /// The cluster (by name) that connections are forwarded to.
+    pub cluster: String,
+}
+
+/// A set of upstream endpoints and how connections are spread over them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Unique; used in stats, logs and by listeners.
+    pub name: String,
+    /// Static endpoints. A cluster may be empty (its connections are refused
+    /// at once and counted), as an xDS cluster is until endpoints arrive.
+    #[serde(default)]
+    pub endpoints: Vec<EndpointConfig>,
+    #[serde(default)]
+    pub lb_policy: LbPolicy,
+    /// Upstream handshake deadline; past it the endpoint counts a failure
+    /// and the client's connection is closed.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_ms: u64,
+    /// Close both sides of a proxied connection with no traffic either way
+    /// this long; 0: never.
+    #[serde(default)]
+    pub idle_timeout_ms: u64,
+    /// Circuit breakers, over all worker cores.
+    #[serde(default)]
+    pub limits: ClusterLimits,
+    #[serde(default)]
+    pub outlier_detection: OutlierDetection,
+}
+
+fn default_connect_timeout() -> u64 {
+    5_000
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LbPolicy {
+    /// Weighted round robin.
+    #[default]
+    RoundRobin,
+    /// The endpoint with the fewest active connections relative to its
+    /// weight (of two picked at random, as Envoy's LEAST_REQUEST does).
+    LeastConnections,
+    /// Weighted random.
+    Random,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    /// `address:port` (IPv4).
+    pub address: String,
+    /// Relative share of new connections (1-128).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// Circuit breaker thresholds. Past them a new client connection is refused
+/// (closed at once) and counted as an overflow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterLimits {
+    /// Upstream connections open or opening.
+    pub max_connections: u32,
+    /// Upstream connections still in their handshake.
+    pub max_pending: u32,
+}
+
+impl Default for ClusterLimits {
+    fn default() -> Self {
+        // Far above Envoy's 1 024, which silently caps a busy proxy.
+        ClusterLimits {
+            max_connections: 100_000,
+            max_pending: 10_000,
+        }
+    }
+}
+
+/// Passive health checking: endpoints that keep failing to connect are
+/// ejected for a while.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutlierDetection {
+    /// Refused or timed-out connects in a row that eject an endpoint.
+    pub consecutive_failures: u32,
+    /// Ejection time, multiplied by the number of times the endpoint has
+    /// been ejected.
+    pub base_ejection_ms: u64,
+    /// At most this share of a cluster's endpoints is ejected at once. If
+    /// every endpoint is unhealthy anyway, all are used rather than none.
+    pub max_ejection_percent: u32,
+}
+
+impl Default for OutlierDetection {
+    fn default() -> Self {
+        OutlierDetection {
+            consecutive_failures: 5,
+            base_ejection_ms: 30_000,
+            max_ejection_percent: 10,
+        }
+    }
+}
+
+/// Parse `a.b.c.d:port`; the error says why, in words for a config user.
+pub fn parse_socket_addr(s: &str) -> Result<SocketAddrV4, String> {
+    if s.starts_with('[') || s.parse::<std::net::Ipv6Addr>().is_ok() {
+        return Err("IPv6 is not supported yet; use an IPv4 address".into());
+    }
+    let (a, p) = s
+        .rsplit_once(':')
+        .ok_or("expected IPv4 address and port, like 10.0.0.1:8080")?;
+    let addr: Ipv4Addr = parse_ipv4(a)?;
+    let port: u16 = p
+        .parse()
+        .map_err(|_| format!("port {p:?} is not a number 1-65535"))?;
+    if port == 0 {
+        return Err("port 0 is not a port to connect or listen on".into());
+    }
+    Ok(SocketAddrV4::new(addr, port))
+}
