@@ -290,7 +290,7 @@ fn run(
     // has RSS; otherwise (or when told) the receiving core passes each
     // segment on to the owner by the same Toeplitz function, with a key of
     // our own. Either way active opens choose their ports by it.
-    let stack_mode = nq > 1 && cfg.workers.mode == WorkerMode::Stack;
+    let several_stacks = nq > 1 && cfg.workers.mode == WorkerMode::Stack;
     // Random, so that nobody can aim many flows at one core.
     let soft_key = random_secret::<40>()?;
     let mut layouts = Vec::new(); // per port: (key, reta, in software)
@@ -300,7 +300,7 @@ fn run(
             .then(|| port.rss_layout())
             .flatten();
         let layout = match hw {
-            _ if !stack_mode => None,
+            _ if !several_stacks => None,
             Some(l) => Some((l.key, l.reta, false)),
             None => {
                 tracing::info!(

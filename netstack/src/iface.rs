@@ -447,7 +447,9 @@ impl<F: Frame> Stack<F> {
         P: FramePool<Frame = F>,
         T: Transmit<F>,
     {
-        self.stats.ipv4_rx.inc();
+        if !handed {
+            self.stats.ipv4_rx.inc(); // counted once, by the core that received it
+        }
         let Ok(ip) = Ipv4Packet::new_checked(&frame.data()[ETH_LEN..]) else {
             return self.stats.record_drop(DropReason::Ipv4Malformed);
         };
