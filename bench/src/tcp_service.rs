@@ -21,6 +21,8 @@ use mio::net::{TcpListener, TcpStream as MioStream};
 use mio::{Events, Interest, Poll, Token};
 use serde_json::{Value, json};
 
+use e2e_tests::{Topology, sh, sh_output};
+
 use crate::{Proc, median};
 
 const ADDR: &str = "10.10.1.1";
@@ -77,10 +79,10 @@ pub fn run(a: Args) -> Result<(), String> {
             dataplane.display()
         ));
     }
-    let root = workspace_root(&me)?;
     let work = std::env::temp_dir().join(format!("bench-tcp-{}", std::process::id()));
     std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
-    let topo = Topology::up(&root, &a.prefix)?;
+    // Removed on drop, also when a measurement fails.
+    let topo = Topology::up(&a.prefix);
     println!(
         "TCP services, ours vs the kernel's: {} rounds x {} s per measurement. Server (our worker, \
          or the kernel server thread) pinned to CPU {}; clients pinned to CPU {}. Link: veth, \
@@ -145,63 +147,6 @@ fn brief(r: &Value) -> String {
         .join(", ")
 }
 
-fn workspace_root(me: &Path) -> Result<PathBuf, String> {
-    // target/release/bench -> the workspace root holds scripts/topology.sh.
-    me.ancestors()
-        .find(|d| d.join("scripts/topology.sh").exists())
-        .map(Path::to_path_buf)
-        .ok_or_else(|| "cannot find scripts/topology.sh above the bench binary".into())
-}
-
-fn sh(cmd: &str) -> Result<String, String> {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .output()
-        .map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        return Err(format!(
-            "`{cmd}` failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// The test namespaces, removed on drop.
-struct Topology {
-    root: PathBuf,
-    prefix: String,
-}
-
-impl Topology {
-    fn up(root: &Path, prefix: &str) -> Result<Topology, String> {
-        let t = Topology {
-            root: root.into(),
-            prefix: prefix.into(),
-        };
-        sh(&format!(
-            "{}/scripts/topology.sh up -p {prefix}",
-            root.display()
-        ))?;
-        Ok(t)
-    }
-    fn ns(&self, role: &str) -> String {
-        format!("{}-{role}", self.prefix)
-    }
-}
-
-impl Drop for Topology {
-    fn drop(&mut self) {
-        let _ = sh(&format!(
-            "{}/scripts/topology.sh down -p {}",
-            self.root.display(),
-            self.prefix
-        ));
-    }
-}
-
 fn start_ours(a: &Args, t: &Topology, bin: &Path, work: &Path) -> Result<Proc, String> {
     let admin = work.join("admin.sock");
     let cfg = work.join("dp.yaml");
@@ -253,7 +198,7 @@ struct KernelServer {
 
 impl Drop for KernelServer {
     fn drop(&mut self) {
-        let _ = sh(&format!(
+        let _ = sh_output(&format!(
             "ip -n {} addr del {ADDR}/24 dev {}",
             self.ns, self.ifname
         ));
@@ -262,7 +207,7 @@ impl Drop for KernelServer {
 
 fn start_kernel(a: &Args, t: &Topology, me: &Path, work: &Path) -> Result<KernelServer, String> {
     let (ns, ifname) = (t.ns("dut"), format!("{}-c0", t.prefix));
-    sh(&format!("ip -n {ns} addr add {ADDR}/24 dev {ifname}"))?;
+    sh(&format!("ip -n {ns} addr add {ADDR}/24 dev {ifname}"));
     let mut c = Command::new("ip");
     c.args(["netns", "exec", &ns, "taskset", "-c"])
         .arg(a.server_cpu.to_string())
@@ -275,20 +220,18 @@ fn start_kernel(a: &Args, t: &Topology, me: &Path, work: &Path) -> Result<Kernel
     };
     // Ready when the echo port answers from the client's side.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !t_exec_ok(t, "cli", &format!("nc -z -w 1 {ADDR} 7")) {
+    let listening = || {
+        t.exec("cli", &format!("nc -z -w 1 {ADDR} 7"))
+            .status
+            .success()
+    };
+    while !listening() {
         if Instant::now() > deadline {
             return Err("kernel server did not start listening".into());
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     Ok(guard)
-}
-
-fn t_exec_ok(t: &Topology, role: &str, cmd: &str) -> bool {
-    Command::new("ip")
-        .args(["netns", "exec", &t.ns(role), "sh", "-c", cmd])
-        .output()
-        .is_ok_and(|o| o.status.success())
 }
 
 /// Run the three loads from the client namespace; one JSON object.

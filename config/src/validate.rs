@@ -478,7 +478,7 @@ impl Config {
             .filter_map(|p| Ipv4Net::parse(&p.address).ok().map(|n| n.addr))
             .collect();
         let mut names = HashMap::new();
-        let mut bound = HashMap::new();
+        let mut bound: HashMap<(std::net::Ipv4Addr, u16), usize> = HashMap::new();
         for (i, l) in self.listeners.iter().enumerate() {
             let at = |f: &str| format!("listeners[{i}].{f}");
             e.check(!l.name.is_empty(), at("name"), "\"\"", "must not be empty");
@@ -512,9 +512,7 @@ impl Config {
                     // 0.0.0.0:p clashes with every a:p.
                     for (&(oip, oport), &j) in &bound {
                         let overlap = oport == a.port()
-                            && (oip == ip
-                                || ip.is_unspecified()
-                                || std::net::Ipv4Addr::is_unspecified(&oip));
+                            && (oip == ip || ip.is_unspecified() || oip.is_unspecified());
                         if overlap {
                             e.push(
                                 at("address"),

@@ -141,12 +141,17 @@ impl Balancer {
             LbPolicy::LeastConnections => {
                 // Power of two choices over the usable endpoints, by active
                 // connections per unit of weight.
-                let usable_idx: Vec<usize> = (0..self.endpoints.len())
-                    .filter(|&i| usable(&self.endpoints[i]))
-                    .collect();
-                let n = usable_idx.len() as u64;
-                let a = usable_idx[(self.next_random() % n) as usize];
-                let b = usable_idx[(self.next_random() % n) as usize];
+                let n = self.endpoints.iter().filter(|e| usable(e)).count() as u64;
+                let (ka, kb) = (self.next_random() % n, self.next_random() % n);
+                let nth_usable = |k: u64| {
+                    self.endpoints
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, e)| usable(e))
+                        .nth(k as usize)
+                        .map_or(0, |(i, _)| i)
+                };
+                let (a, b) = (nth_usable(ka), nth_usable(kb));
                 let load = |i: usize| {
                     let e = &self.endpoints[i];
                     u64::from(e.active) * 128 / u64::from(e.weight)

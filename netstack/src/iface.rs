@@ -497,7 +497,9 @@ impl<F: Frame> Stack<F> {
         match protocol {
             IpProtocol::Icmp => self.receive_icmp(now, frame, header_len, src, dst, pool, tx),
             IpProtocol::Tcp if self.tcp.is_some() => {
-                if !handed && let Some(core) = self.owner_elsewhere(iface, &frame, header_len) {
+                if !handed
+                    && let Some(core) = self.owner_elsewhere(iface, &frame, header_len, src, dst)
+                {
                     self.stats.steered_out.inc();
                     self.handoffs.push(Handoff { core, iface, frame });
                     return;
@@ -558,14 +560,19 @@ impl<F: Frame> Stack<F> {
     /// With software steering on `iface`: the core whose queue this TCP
     /// segment's 4-tuple hashes to, if not ours. A header too short to carry
     /// ports stays here and is dropped as malformed.
-    fn owner_elsewhere(&self, iface: usize, frame: &F, header_len: usize) -> Option<u16> {
+    fn owner_elsewhere(
+        &self,
+        iface: usize,
+        frame: &F,
+        header_len: usize,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+    ) -> Option<u16> {
         let st = self.ifaces[iface].soft_steering.as_ref()?;
-        let d = frame.data();
-        let l3 = &d[ETH_LEN..];
-        let l4 = l3.get(header_len..header_len + 4)?;
-        let ip = |o: usize| Ipv4Addr::new(l3[o], l3[o + 1], l3[o + 2], l3[o + 3]);
-        let remote = (ip(12), u16::from_be_bytes([l4[0], l4[1]]));
-        let local = (ip(16), u16::from_be_bytes([l4[2], l4[3]]));
+        let at = ETH_LEN + header_len;
+        let ports = frame.data().get(at..at + 4)?;
+        let remote = (src, u16::from_be_bytes([ports[0], ports[1]]));
+        let local = (dst, u16::from_be_bytes([ports[2], ports[3]]));
         let q = st.queue_of(remote, local);
         (q != st.queue()).then_some(q)
     }

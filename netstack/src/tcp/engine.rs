@@ -154,6 +154,8 @@ struct Entry {
     want_writable: bool,
     /// Its share of `EngineStats::buffered` when last counted.
     buffered: usize,
+    /// Listed in `over_budget` (once).
+    awaits_budget: bool,
 }
 
 /// One core's TCP. See the module docs.
@@ -336,6 +338,7 @@ impl Engine {
             peer_closed_sent: false,
             want_writable: false,
             buffered: 0,
+            awaits_budget: false,
         });
         self.by_tuple.insert(tuple, index);
         self.dirty.push_back(index);
@@ -376,11 +379,15 @@ impl Engine {
     /// refused room are visited (and told `Writable`).
     fn wake_over_budget(&mut self) {
         if (self.stats.buffered as usize) < self.cfg.max_buffered {
-            for (index, generation) in std::mem::take(&mut self.over_budget) {
-                if self.generations.get(index as usize) == Some(&generation) {
+            // `mark` never lists anything, so the list can be walked in place.
+            for k in 0..self.over_budget.len() {
+                let (index, generation) = self.over_budget[k];
+                if let Some(e) = self.entry_mut(ConnId { index, generation }) {
+                    e.awaits_budget = false;
                     self.mark(index);
                 }
             }
+            self.over_budget.clear();
         }
     }
 
@@ -401,8 +408,7 @@ impl Engine {
         let mut data = data;
         if offered > room {
             data.truncate(room);
-            self.stats.send_over_budget += 1;
-            self.over_budget.push((id.index, id.generation));
+            self.stats.send_over_budget += 1; // settle lists it to be woken
         }
         let Some(e) = self.entry_mut(id) else {
             return 0;
@@ -698,7 +704,8 @@ impl Engine {
             if (self.stats.buffered as usize) < self.cfg.max_buffered {
                 e.want_writable = false;
                 self.events.push_back(Event::Writable(id));
-            } else {
+            } else if !e.awaits_budget {
+                e.awaits_budget = true;
                 self.over_budget.push((index, generation));
             }
         }
