@@ -188,8 +188,9 @@ impl Balancer {
         if e.consecutive_failures < self.outlier.consecutive_failures || e.ejected(now) {
             return Verdict::Kept;
         }
-        // One more ejected must stay within the share allowed.
-        if (out + 1) * 100 > total * self.outlier.max_ejection_percent as usize {
+        // One more ejected must stay within the share allowed; as in Envoy,
+        // one endpoint may always be ejected whatever the share.
+        if out > 0 && (out + 1) * 100 > total * self.outlier.max_ejection_percent as usize {
             return Verdict::EjectionRefused;
         }
         e.ejections += 1;
@@ -312,6 +313,22 @@ mod tests {
         }
         assert!(b.endpoints()[0].ejected(now + std::time::Duration::from_millis(1500)));
         assert!(!b.endpoints()[0].ejected(now + std::time::Duration::from_millis(2000)));
+    }
+
+    #[test]
+    fn one_endpoint_may_always_be_ejected() {
+        let now = Instant::from_millis(1);
+        // 10 % of two endpoints is less than one.
+        let mut b = Balancer::new(&cluster(LbPolicy::RoundRobin, &[1, 1], 10), 1);
+        for _ in 0..2 {
+            b.connect_failed(1, now);
+        }
+        assert_eq!(b.connect_failed(1, now), Verdict::Ejected);
+        assert_eq!(counts(&mut b, 10, now), [10, 0]);
+        for _ in 0..2 {
+            b.connect_failed(0, now);
+        }
+        assert_eq!(b.connect_failed(0, now), Verdict::EjectionRefused);
     }
 
     #[test]

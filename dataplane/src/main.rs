@@ -9,9 +9,8 @@
 
 mod admin;
 mod eal_args;
-// TODO(issue 4): the proxy splice picks upstreams with it; tested on its own until then.
-#[allow(dead_code)]
 mod lb;
+mod proxy;
 mod service;
 mod stats;
 mod worker;
@@ -30,7 +29,7 @@ use dpdk::{Eal, Mempool, Port, PortConfig};
 use netstack::{ArpParams, EthernetAddress, IfaceConfig, Stack, StackConfig, ZeroCopyConfig};
 use serde_json::json;
 
-use crate::worker::{Engine, LoopStats, Worker};
+use crate::worker::{Apps, Engine, LoopStats, Worker};
 
 /// Frames in flight from one worker to another (software steering).
 const STEER_RING: usize = 4096;
@@ -217,13 +216,6 @@ fn run(
 ) -> Result<(), Failure> {
     let started = Instant::now();
     let args = eal_args::build(cfg, online, passthrough);
-    if !cfg.listeners.is_empty() {
-        // TODO(issue 4): the splice that serves them.
-        tracing::warn!(
-            "{} listener(s) configured and validated, but this build does not proxy yet: nothing listens on them",
-            cfg.listeners.len()
-        );
-    }
     tracing::info!("starting EAL: {}", args[1..].join(" "));
     let eal =
         Eal::init(&args).map_err(|e| format!("{e} (EAL arguments: {})", args[1..].join(" ")))?;
@@ -329,6 +321,9 @@ fn run(
 
     // Workers.
     let worker_stop = Arc::new(AtomicBool::new(false));
+    let drain = Arc::new(AtomicBool::new(false));
+    // Circuit breakers count over all cores.
+    let gauges = proxy::ClusterGauges::for_config(cfg);
     let mut handles = Vec::new();
     let mut views = Vec::new();
     for (wi, &lcore) in lcores.iter().enumerate() {
@@ -344,7 +339,8 @@ fn run(
                     .expect("queue taken once")
             })
             .collect();
-        let (engine, services) = match cfg.workers.mode {
+        let seed = random_secret::<8>()?;
+        let (engine, apps) = match cfg.workers.mode {
             WorkerMode::Stack => {
                 let mut stack_cfg = stack_config(cfg, &ports);
                 let mut steering = Vec::new();
@@ -361,14 +357,30 @@ fn run(
                 let addrs: Vec<Ipv4Addr> = stack_cfg.ifaces.iter().map(|i| i.addr).collect();
                 let mut stack = Stack::new(stack_cfg);
                 stack.enable_tcp(tcp_config(cfg, steering)?, netstack::Instant::ZERO);
+                let sources = upstream_sources(cfg, &stack, wi == 0);
                 let tcp = stack.tcp().expect("enabled above");
                 let services =
                     service::Services::new(&cfg.services, &addrs, tcp, cfg.tcp.backlog as usize);
-                (Engine::Stack(Box::new(stack)), Some(services))
+                let proxy = (!cfg.listeners.is_empty()).then(|| {
+                    proxy::Proxy::new(
+                        cfg,
+                        &addrs,
+                        |ip| sources.get(&ip).copied().flatten(),
+                        gauges.clone(),
+                        u64::from_le_bytes(seed),
+                        tcp,
+                    )
+                });
+                let apps = Apps {
+                    services: Some(services),
+                    proxy,
+                };
+                (Engine::Stack(Box::new(stack)), apps)
             }
-            WorkerMode::L2Reflect => (Engine::L2Reflect, None),
+            WorkerMode::L2Reflect => (Engine::L2Reflect, Apps::default()),
         };
-        let service_stats = services.as_ref().map(|s| s.stats().clone());
+        let service_stats = apps.services.as_ref().map(|s| s.stats().clone());
+        let proxy_stats = apps.proxy.as_ref().map(|p| p.stats().clone());
         let stack_stats = match &engine {
             Engine::Stack(s) => Some(s.stats().clone()),
             Engine::L2Reflect => None,
@@ -379,12 +391,13 @@ fn run(
             tx,
             pool: ports[0].1[wi].clone(),
             engine,
-            services,
+            apps,
             steer: steer_links.pop(),
             burst: cfg.workers.burst_size,
             idle: cfg.workers.idle.clone(),
             stats: loop_stats.clone(),
             stop: worker_stop.clone(),
+            drain: drain.clone(),
             tsc_hz: eal.tsc_hz(),
         };
         match eal.launch(lcore, move || w.run()) {
@@ -403,6 +416,7 @@ fn run(
             loop_stats,
             stack_stats,
             service_stats,
+            proxy_stats,
         });
     }
     tracing::info!(
@@ -413,12 +427,18 @@ fn run(
         cfg.admin.socket.display()
     );
 
-    // Control loop: admin requests, stop signal, worker health.
+    // Control loop: admin requests, stop signal, worker health. On the first
+    // signal the proxy drains: listeners close, sessions get
+    // drain_timeout_ms to finish, then the workers stop (resetting what is
+    // left). A second signal exits at once.
     let tsc_hz = eal.tsc_hz();
     let mut failed = None;
-    while !stop.load(Ordering::Relaxed) {
+    let mut drain_until = None;
+    loop {
         admin.serve_pending(&mut |req| match req.get("cmd").and_then(|c| c.as_str()) {
-            Some("stats") => stats::snapshot(cfg, &ports, &views, started.elapsed(), tsc_hz),
+            Some("stats") => {
+                stats::snapshot(cfg, &ports, &views, &gauges, started.elapsed(), tsc_hz)
+            }
             Some(other) => json!({"error": format!("unknown cmd {other:?}; known: stats")}),
             None => json!({"error": "missing \"cmd\""}),
         });
@@ -428,6 +448,30 @@ fn run(
         {
             failed = Some(format!("worker on CPU {} stopped unexpectedly", v.cpu));
             break;
+        }
+        if stop.load(Ordering::Relaxed) {
+            let active = stats::proxy_sessions(&views);
+            match drain_until {
+                _ if cfg.listeners.is_empty() => break,
+                None => {
+                    tracing::info!(
+                        "draining: listeners closed; {active} proxied connection(s) get up to {} ms to finish (signal again to stop now)",
+                        cfg.drain_timeout_ms
+                    );
+                    drain.store(true, Ordering::Relaxed);
+                    drain_until =
+                        Some(Instant::now() + Duration::from_millis(cfg.drain_timeout_ms));
+                }
+                Some(_) if active == 0 => {
+                    tracing::info!("drained: no proxied connection left");
+                    break;
+                }
+                Some(t) if Instant::now() >= t => {
+                    tracing::warn!("drain timeout: resetting {active} proxied connection(s)");
+                    break;
+                }
+                Some(_) => {}
+            }
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -440,7 +484,7 @@ fn run(
             failed.get_or_insert(format!("worker on lcore {lcore} failed (code {rc})"));
         }
     }
-    let final_stats = stats::snapshot(cfg, &ports, &views, started.elapsed(), tsc_hz);
+    let final_stats = stats::snapshot(cfg, &ports, &views, &gauges, started.elapsed(), tsc_hz);
     // Close every port (stop + close: AF_XDP detaches its XDP program) before
     // any pool goes: a port's TX ring may hold buffers of another port's pool.
     let (ports, pools): (Vec<Port>, Vec<Vec<Arc<Mempool>>>) = ports.into_iter().unzip();
@@ -456,6 +500,34 @@ fn run(
         Some(f) => Err(f.into()),
         None => Ok(()),
     }
+}
+
+/// For every endpoint of every cluster, the address of ours its connections
+/// leave from: that of the port its route goes out of (`None`: no route,
+/// logged once when `log`).
+fn upstream_sources(
+    cfg: &Config,
+    stack: &Stack<dpdk::Mbuf>,
+    log: bool,
+) -> hashbrown::HashMap<Ipv4Addr, Option<Ipv4Addr>> {
+    let mut out = hashbrown::HashMap::new();
+    for c in &cfg.clusters {
+        for ep in &c.endpoints {
+            let Ok(sa) = dataplane_config::parse_socket_addr(&ep.address) else {
+                continue;
+            };
+            let src = stack.source_addr(*sa.ip());
+            if src.is_none() && log {
+                tracing::warn!(
+                    "cluster {}: no route to endpoint {} (no port's subnet holds it, no gateway): its connections will be refused",
+                    c.name,
+                    ep.address
+                );
+            }
+            out.insert(*sa.ip(), src);
+        }
+    }
+    out
 }
 
 /// `N` random bytes from the kernel.

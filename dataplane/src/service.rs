@@ -71,41 +71,40 @@ impl Services {
         &self.stats
     }
 
-    /// Handle every pending engine event.
-    pub fn run(&mut self, e: &mut Engine) {
-        while let Some(ev) = e.poll_event() {
-            match ev {
-                Event::Incoming { listener } => {
-                    while let Some(id) = e.accept(listener.0, listener.1) {
-                        let Some(&kind) = self.kinds.get(&listener.1) else {
-                            e.abort(id);
-                            continue;
-                        };
-                        self.stats.accepted.inc();
-                        self.conns.insert(
-                            id,
-                            Conn {
-                                kind,
-                                held: None,
-                                sent: 0,
-                                peer_closed: false,
-                            },
-                        );
-                        self.pump(e, id);
-                    }
-                }
-                Event::Readable(id) | Event::Writable(id) => self.pump(e, id),
-                Event::PeerClosed(id) => {
-                    if let Some(c) = self.conns.get_mut(&id) {
-                        c.peer_closed = true;
-                    }
+    /// Handle one engine event (connections of other users are not ours:
+    /// a listener without a service is refused, other events ignored).
+    pub fn handle(&mut self, e: &mut Engine, ev: Event) {
+        match ev {
+            Event::Incoming { listener } => {
+                while let Some(id) = e.accept(listener.0, listener.1) {
+                    let Some(&kind) = self.kinds.get(&listener.1) else {
+                        e.abort(id);
+                        continue;
+                    };
+                    self.stats.accepted.inc();
+                    self.conns.insert(
+                        id,
+                        Conn {
+                            kind,
+                            held: None,
+                            sent: 0,
+                            peer_closed: false,
+                        },
+                    );
                     self.pump(e, id);
                 }
-                Event::Closed(id, _) => {
-                    self.conns.remove(&id);
-                }
-                Event::Connected(_) => {}
             }
+            Event::Readable(id) | Event::Writable(id) => self.pump(e, id),
+            Event::PeerClosed(id) => {
+                if let Some(c) = self.conns.get_mut(&id) {
+                    c.peer_closed = true;
+                }
+                self.pump(e, id);
+            }
+            Event::Closed(id, _) => {
+                self.conns.remove(&id);
+            }
+            Event::Connected(_) => {}
         }
     }
 

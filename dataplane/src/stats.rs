@@ -1,6 +1,7 @@
 //! The stats document served on the admin socket, and its table rendering.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use dataplane_config::Config;
@@ -8,6 +9,9 @@ use dpdk::{Mempool, Port};
 use netstack::Stats;
 use serde_json::{Map, Value, json};
 
+use crate::proxy::{
+    CLUSTER_FIELDS, ClusterGauges, Counters, ENDPOINT_FIELDS, LISTENER_FIELDS, ProxyStats,
+};
 use crate::worker::LoopStats;
 
 /// What the control thread keeps of each worker.
@@ -17,12 +21,94 @@ pub struct WorkerView {
     pub loop_stats: Arc<LoopStats>,
     pub stack_stats: Option<Arc<Stats>>,
     pub service_stats: Option<Arc<crate::service::ServiceStats>>,
+    pub proxy_stats: Option<Arc<ProxyStats>>,
+}
+
+/// Proxied connections in progress over all cores (client sides accepted
+/// and not yet ended).
+pub fn proxy_sessions(workers: &[WorkerView]) -> u64 {
+    workers
+        .iter()
+        .flat_map(|w| w.proxy_stats.iter())
+        .flat_map(|p| p.listeners.iter())
+        .map(|c| c.cx_total.get().saturating_sub(c.cx_closed.get()))
+        .sum()
+}
+
+/// Sum the same counters over every core: `pick` chooses them in one core's
+/// stats, `fields` says which to show.
+fn summed<'a>(
+    workers: &'a [WorkerView],
+    pick: impl Fn(&'a ProxyStats) -> Option<&'a Counters>,
+    fields: &[&str],
+) -> Map<String, Value> {
+    let mut m = Map::new();
+    for f in fields {
+        m.insert(f.to_string(), json!(0u64));
+    }
+    for p in workers.iter().filter_map(|w| w.proxy_stats.as_deref()) {
+        let Some(c) = pick(p) else { continue };
+        for (k, v) in c.fields() {
+            if let Some(e) = m.get_mut(k) {
+                *e = json!(e.as_u64().unwrap_or(0).wrapping_add(v));
+            }
+        }
+    }
+    m
+}
+
+/// Listeners, clusters and endpoints, each summed over the cores.
+fn proxy_json(cfg: &Config, workers: &[WorkerView], gauges: &[ClusterGauges]) -> Value {
+    let listeners: Vec<Value> = cfg
+        .listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let mut m = summed(workers, |p| p.listeners.get(i), LISTENER_FIELDS);
+            m.insert("name".into(), json!(l.name));
+            m.insert("address".into(), json!(l.address));
+            m.insert("cluster".into(), json!(l.tcp_proxy.cluster));
+            Value::Object(m)
+        })
+        .collect();
+    let clusters: Vec<Value> = cfg
+        .clusters
+        .iter()
+        .enumerate()
+        .map(|(ci, c)| {
+            let mut m = summed(workers, |p| p.clusters.get(ci), CLUSTER_FIELDS);
+            m.insert("name".into(), json!(c.name));
+            if let Some(g) = gauges.get(ci) {
+                m.insert("open".into(), json!(g.open.load(Relaxed)));
+                m.insert("pending".into(), json!(g.pending.load(Relaxed)));
+            }
+            let eps: Vec<Value> = c
+                .endpoints
+                .iter()
+                .enumerate()
+                .map(|(ei, e)| {
+                    let mut em = summed(
+                        workers,
+                        |p| p.endpoints.get(ci).and_then(|v| v.get(ei)),
+                        ENDPOINT_FIELDS,
+                    );
+                    em.insert("address".into(), json!(e.address));
+                    em.insert("weight".into(), json!(e.weight));
+                    Value::Object(em)
+                })
+                .collect();
+            m.insert("endpoints".into(), json!(eps));
+            Value::Object(m)
+        })
+        .collect();
+    json!({"listeners": listeners, "clusters": clusters})
 }
 
 pub fn snapshot(
     cfg: &Config,
     ports: &[(Port, Vec<Arc<Mempool>>)],
     workers: &[WorkerView],
+    gauges: &[ClusterGauges],
     uptime: Duration,
     tsc_hz: u64,
 ) -> Value {
@@ -65,7 +151,20 @@ pub fn snapshot(
                 "source_bytes": s.source_bytes.get(),
             })
         });
-        wj.push(json!({"lcore": w.lcore, "cpu": w.cpu, "loop": lp, "stack": stack, "services": services}));
+        // This core's share of the proxying.
+        let proxy = w.proxy_stats.as_ref().map(|p| {
+            let mut m = Map::new();
+            for c in &p.listeners {
+                for (k, v) in c.fields() {
+                    if matches!(k, "cx_total" | "cx_active" | "bytes_up" | "bytes_down") {
+                        let e = m.entry(k.to_string()).or_insert(json!(0u64));
+                        *e = json!(e.as_u64().unwrap_or(0).wrapping_add(v));
+                    }
+                }
+            }
+            Value::Object(m)
+        });
+        wj.push(json!({"lcore": w.lcore, "cpu": w.cpu, "loop": lp, "stack": stack, "services": services, "proxy": proxy}));
     }
     let pj: Vec<Value> = cfg
         .ports
@@ -111,6 +210,7 @@ pub fn snapshot(
         "ports": pj,
         "workers": wj,
         "totals": totals,
+        "proxy": proxy_json(cfg, workers, gauges),
     })
 }
 
@@ -170,6 +270,49 @@ pub fn render(v: &Value) -> String {
         };
         line(&w["loop"]);
         line(&w["stack"]);
+        if w["proxy"].is_object() {
+            out.push_str(&format!(
+                "  proxy: {} connections ({} active), {} B up, {} B down\n",
+                u(&w["proxy"]["cx_total"]),
+                u(&w["proxy"]["cx_active"]),
+                u(&w["proxy"]["bytes_up"]),
+                u(&w["proxy"]["bytes_down"]),
+            ));
+        }
+    }
+    // Zero counters are left out, except connections.
+    let fields = |m: &Value, keys: &[&str]| {
+        keys.iter()
+            .filter(|k| u(&m[**k]) != 0 || k.starts_with("cx_total") || k.starts_with("cx_active"))
+            .map(|k| format!("{k} {}", u(&m[*k])))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for l in v["proxy"]["listeners"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "listener {} {} -> {}: {}\n",
+            l["name"].as_str().unwrap_or(""),
+            l["address"].as_str().unwrap_or(""),
+            l["cluster"].as_str().unwrap_or(""),
+            fields(l, LISTENER_FIELDS)
+        ));
+    }
+    for c in v["proxy"]["clusters"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "cluster {} (open {}, pending {}): {}\n",
+            c["name"].as_str().unwrap_or(""),
+            u(&c["open"]),
+            u(&c["pending"]),
+            fields(c, CLUSTER_FIELDS)
+        ));
+        for e in c["endpoints"].as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "  endpoint {} (weight {}): {}\n",
+                e["address"].as_str().unwrap_or(""),
+                u(&e["weight"]),
+                fields(e, ENDPOINT_FIELDS)
+            ));
+        }
     }
     out
 }

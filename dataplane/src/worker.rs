@@ -10,10 +10,13 @@ use dataplane_config::{IdleConfig, IdleMode};
 use dpdk::{Mbuf, Mempool, RxQueue, TxQueue};
 use netstack::{Counter, DropReason, FramePool, Instant, Stack, Transmit};
 
+use crate::proxy::Proxy;
 use crate::service::Services;
 
 /// How often stack timers (ARP retries) are run.
 const TIMER_TICK_US: u64 = 1_000;
+/// Rounds of events → users → flush per poll.
+const APP_ROUNDS: usize = 3;
 
 /// Loop counters of one worker, readable from the admin thread.
 #[derive(Debug, Default)]
@@ -89,15 +92,42 @@ pub struct Worker {
     /// Buffers for packets the stack originates (ARP requests).
     pub pool: Arc<Mempool>,
     pub engine: Engine,
-    /// Test services on the stack's TCP (stack mode only).
-    pub services: Option<Services>,
+    /// The users of the stack's TCP (stack mode only).
+    pub apps: Apps,
     /// Rings to the other workers, when a port is steered in software.
     pub steer: Option<SteerLinks>,
     pub burst: u16,
     pub idle: IdleConfig,
     pub stats: Arc<LoopStats>,
     pub stop: Arc<AtomicBool>,
+    /// Set by the control thread on SIGTERM: the proxy stops accepting and
+    /// lets its sessions finish.
+    pub drain: Arc<AtomicBool>,
     pub tsc_hz: u64,
+}
+
+/// What runs on a core's TCP engine: the test services and the proxy. Each
+/// event goes to the one whose listener or connection it names.
+#[derive(Default)]
+pub struct Apps {
+    pub services: Option<Services>,
+    pub proxy: Option<Proxy>,
+}
+
+impl Apps {
+    fn handle(&mut self, e: &mut netstack::tcp::Engine, now: Instant, ev: netstack::tcp::Event) {
+        if let Some(p) = self.proxy.as_mut()
+            && p.owns(&ev)
+        {
+            p.handle(e, now, ev);
+        } else if let Some(s) = self.services.as_mut() {
+            s.handle(e, ev);
+        } else if let netstack::tcp::Event::Incoming { listener } = ev {
+            while let Some(id) = e.accept(listener.0, listener.1) {
+                e.abort(id);
+            }
+        }
+    }
 }
 
 pub(crate) struct Tx<'a>(&'a mut [TxQueue]);
@@ -142,7 +172,13 @@ impl Worker {
             {
                 let (mut pool, mut tx) = (Pool(&self.pool), Tx(&mut self.tx));
                 stack.poll(now, &mut pool, &mut tx);
-                run_services(stack, self.services.as_mut(), now, &mut pool, &mut tx);
+                if let (Some(p), Some(e)) = (self.apps.proxy.as_mut(), stack.tcp()) {
+                    if self.drain.load(Relaxed) {
+                        p.drain(e);
+                    }
+                    p.tick(e, now);
+                }
+                run_apps(stack, &mut self.apps, now, &mut pool, &mut tx);
                 next_tick = now.as_micros() + TIMER_TICK_US;
             }
 
@@ -174,7 +210,7 @@ impl Worker {
                             };
                             stack.receive(now, port, m, &mut pool, &mut tx);
                         }
-                        run_services(stack, self.services.as_mut(), now, &mut pool, &mut tx);
+                        run_apps(stack, &mut self.apps, now, &mut pool, &mut tx);
                         if let Some(links) = &self.steer {
                             pass_on(stack, links, &s);
                         }
@@ -198,7 +234,7 @@ impl Worker {
                     }
                 }
                 if handed > 0 {
-                    run_services(stack, self.services.as_mut(), now, &mut pool, &mut tx);
+                    run_apps(stack, &mut self.apps, now, &mut pool, &mut tx);
                     pass_on(stack, links, &s);
                 }
             }
@@ -224,6 +260,16 @@ impl Worker {
                     std::thread::sleep(sleep);
                 }
             }
+        }
+        // Proxied connections are reset rather than left to time out.
+        if let (Engine::Stack(stack), Some(p)) = (&mut self.engine, self.apps.proxy.as_mut())
+            && let Some(e) = stack.tcp()
+        {
+            p.abort_all(e);
+            let now = Instant::from_micros((dpdk::eal::rdtsc() - tsc0) / ticks_per_us);
+            let (mut pool, mut tx) = (Pool(&self.pool), Tx(&mut self.tx));
+            stack.flush_tcp(now, &mut pool, &mut tx);
+            self.flush_tx();
         }
         // Queues flush on drop; the stack frees what waits for ARP.
         drop(self.engine);
@@ -257,17 +303,27 @@ impl Drop for ExitFlag {
     }
 }
 
-/// Let the services react to TCP events, then send what they produced.
-fn run_services(
+/// Let the services and the proxy react to TCP events, then send what they
+/// produced. What they do may raise more events (a send that fills a queue,
+/// a close): a few rounds take those too; the rest wait for the next poll.
+fn run_apps(
     stack: &mut Stack<Mbuf>,
-    services: Option<&mut Services>,
+    apps: &mut Apps,
     now: Instant,
     pool: &mut Pool<'_>,
     tx: &mut Tx<'_>,
 ) {
-    if let (Some(s), Some(e)) = (services, stack.tcp()) {
-        s.run(e);
+    for _ in 0..APP_ROUNDS {
+        let Some(e) = stack.tcp() else { return };
+        let mut handled = 0usize;
+        while let Some(ev) = e.poll_event() {
+            apps.handle(e, now, ev);
+            handled += 1;
+        }
         stack.flush_tcp(now, pool, tx);
+        if handled == 0 {
+            return;
+        }
     }
 }
 

@@ -213,6 +213,13 @@ impl<F: Frame> Stack<F> {
         self.tcp.as_mut()
     }
 
+    /// The address of ours that packets to `dst` leave from (that of the
+    /// interface its route goes out of), if there is a route.
+    pub fn source_addr(&self, dst: Ipv4Addr) -> Option<Ipv4Addr> {
+        let (iface, _) = self.routes.lookup(dst)?;
+        Some(self.ifaces[iface].addr)
+    }
+
     /// This core's counters; clone the `Arc` to read them from another thread.
     pub fn stats(&self) -> &Arc<Stats> {
         &self.stats

@@ -545,6 +545,15 @@ impl Connection {
         }
     }
 
+    /// Set the offset added to our timestamp clock (before anything is
+    /// sent). By default it derives from the ISN, so it is fixed per
+    /// connection; the engine sets one per address pair instead, as Linux
+    /// does, so that our timestamps only grow between connections to the
+    /// same host and a peer's TIME_WAIT takes our new SYN (RFC 6191).
+    pub fn set_ts_offset(&mut self, offset: u32) {
+        self.ts_offset = offset;
+    }
+
     /// Active open: the first `poll_transmit` yields our SYN.
     pub fn connect(cfg: TcpConfig, iss: Seq) -> Connection {
         Connection::new(cfg, iss, State::SynSent)

@@ -26,7 +26,7 @@ pub struct FourTuple {
 
 /// A connection's handle: slot index and generation, so a stale handle never
 /// reaches a reused slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId {
     index: u32,
     generation: u32,
@@ -261,6 +261,25 @@ impl Engine {
             });
     }
 
+    /// Stop accepting on `addr:port`: later SYNs are answered with RST, and
+    /// connections still in its backlog (handshaking or not yet accepted)
+    /// are reset. Connections already accepted are not touched. Scans the
+    /// table once; meant for draining, not for the fast path.
+    pub fn unlisten(&mut self, addr: Ipv4Addr, port: u16) {
+        if self.listeners.remove(&(addr, port)).is_none() {
+            return;
+        }
+        for index in 0..self.slots.len() as u32 {
+            let Some(Some(e)) = self.slots.get_mut(index as usize) else {
+                continue;
+            };
+            if e.listener == Some((addr, port)) {
+                e.conn.abort();
+                self.mark(index);
+            }
+        }
+    }
+
     /// Take the next established connection of a listener.
     pub fn accept(&mut self, addr: Ipv4Addr, port: u16) -> Option<ConnId> {
         let l = self.listeners.get_mut(&(addr, port))?;
@@ -306,7 +325,8 @@ impl Engine {
                 continue; // its replies would arrive on another core
             }
             let iss = self.isn(now, &tuple);
-            let conn = Connection::connect(self.cfg.tcp.clone(), iss);
+            let mut conn = Connection::connect(self.cfg.tcp.clone(), iss);
+            conn.set_ts_offset(self.ts_offset(&tuple));
             return Some(self.insert(tuple, conn, None));
         }
         None
@@ -521,7 +541,8 @@ impl Engine {
                 }
                 l.pending += 1;
                 let iss = self.isn(now, &tuple);
-                let conn = Connection::accept(self.cfg.tcp.clone(), now, &seg, iss);
+                let mut conn = Connection::accept(self.cfg.tcp.clone(), now, &seg, iss);
+                conn.set_ts_offset(self.ts_offset(&tuple));
                 self.insert(tuple, conn, Some(local));
                 return;
             }
@@ -566,6 +587,18 @@ impl Engine {
         }
         self.stats.no_connection += 1;
         self.reset_for(tuple, &seg);
+    }
+
+    /// Our timestamp clock's offset towards a host: keyed by the address
+    /// pair only, so it is unpredictable to others but the same for every
+    /// connection between the two hosts (see `Connection::set_ts_offset`).
+    fn ts_offset(&self, t: &FourTuple) -> u32 {
+        let mut key = self.cfg.secret;
+        key[15] ^= 0x75; // not the ISN, cookie or table key
+        let mut h = SipHasher13::new_with_key(&key);
+        h.write_u32(u32::from(t.local.0));
+        h.write_u32(u32::from(t.remote.0));
+        h.finish() as u32
     }
 
     /// Cookie layout (our ISN): 5 bits of a 64 s time slot, 3 bits of MSS

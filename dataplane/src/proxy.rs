@@ -1,0 +1,704 @@
+//! The L4 proxy: client connections accepted on a listener are spliced to an
+//! upstream connection opened on the same core, bytes moving from one side's
+//! receive queue to the other's send queue by reference.
+//!
+//! Driven only by the TCP engine's events and the worker's clock, like the
+//! services; one `Proxy` per core, sharing nothing with the others but the
+//! clusters' circuit-breaker gauges and the counters the admin thread reads.
+//!
+//! A session's life:
+//! - accept, pick an endpoint (`lb`), pass the circuit breakers, open the
+//!   upstream connection. The client's bytes wait in its receive queue (its
+//!   window closes) until the upstream handshake completes;
+//! - splice both ways. What a side's send queue does not take is held, and
+//!   the other side is not read until it drains: backpressure reaches the
+//!   sender as a closed window, and memory stays bounded by the send buffers;
+//! - a FIN is forwarded as a half-close once everything before it is sent;
+//!   a reset (or a retransmission give-up) on one side resets the other;
+//! - the session ends when both connections are closed, or at once (both
+//!   reset) on a connect failure, a connect timeout or an idle timeout.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::time::Duration;
+
+use bytes::Bytes;
+use dataplane_config::{Config, parse_socket_addr};
+use hashbrown::HashMap;
+use netstack::tcp::{CloseReason, ConnId, Engine, Event};
+use netstack::{Counter, Instant};
+
+use crate::lb::{Balancer, Verdict};
+
+/// Counters of one listener, cluster or endpoint on one core. Not every
+/// field means something at every level; the stats document shows the ones
+/// that do.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Connections: accepted (listener) or opened upstream (cluster, endpoint).
+    pub cx_total: Counter,
+    /// Of those, ended. Active = total - closed.
+    pub cx_closed: Counter,
+    /// Upstream handshakes not completed yet (gauge: opened - settled).
+    pub cx_connecting: Counter,
+    pub cx_connected: Counter,
+    /// Client to upstream.
+    pub bytes_up: Counter,
+    /// Upstream to client.
+    pub bytes_down: Counter,
+    /// Upstream handshakes refused or reset.
+    pub connect_failures: Counter,
+    pub connect_timeouts: Counter,
+    /// Client connections refused by a circuit breaker.
+    pub overflows: Counter,
+    /// Client connections refused for want of an endpoint or a way to reach
+    /// it (empty cluster, no route, connection table full).
+    pub no_upstream: Counter,
+    /// Client connections closed before reaching an upstream (any of the
+    /// reasons above, or draining).
+    pub refused: Counter,
+    /// Sessions ended by a reset from either side or a retransmission
+    /// give-up.
+    pub resets: Counter,
+    pub idle_timeouts: Counter,
+    /// Times an endpoint was ejected by outlier detection.
+    pub ejections: Counter,
+}
+
+/// The proxy counters of one core.
+#[derive(Debug)]
+pub struct ProxyStats {
+    pub listeners: Vec<Counters>,
+    pub clusters: Vec<Counters>,
+    /// `[cluster][endpoint]`.
+    pub endpoints: Vec<Vec<Counters>>,
+}
+
+impl ProxyStats {
+    pub fn new(cfg: &Config) -> ProxyStats {
+        ProxyStats {
+            listeners: cfg.listeners.iter().map(|_| Counters::default()).collect(),
+            clusters: cfg.clusters.iter().map(|_| Counters::default()).collect(),
+            endpoints: cfg
+                .clusters
+                .iter()
+                .map(|c| c.endpoints.iter().map(|_| Counters::default()).collect())
+                .collect(),
+        }
+    }
+}
+
+/// A cluster's connections over all cores, for its circuit breakers.
+#[derive(Debug, Default)]
+pub struct ClusterGauges {
+    /// Upstream connections open or opening.
+    pub open: AtomicU32,
+    /// Of those, still in their handshake.
+    pub pending: AtomicU32,
+}
+
+impl ClusterGauges {
+    pub fn for_config(cfg: &Config) -> Arc<[ClusterGauges]> {
+        cfg.clusters
+            .iter()
+            .map(|_| ClusterGauges::default())
+            .collect()
+    }
+}
+
+/// Take one unit of `g` if that keeps it within `max`.
+fn take(g: &AtomicU32, max: u32) -> bool {
+    g.fetch_update(Relaxed, Relaxed, |v| (v < max).then_some(v + 1))
+        .is_ok()
+}
+
+#[derive(Debug)]
+struct Cluster {
+    lb: Balancer,
+    /// Per endpoint: the address of ours its connections leave from (`None`:
+    /// no route to it).
+    sources: Vec<Option<Ipv4Addr>>,
+    connect_timeout: Duration,
+    idle_timeout: Option<Duration>,
+    max_connections: u32,
+    max_pending: u32,
+    /// Upstream handshakes in progress, by deadline (one timeout per
+    /// cluster, so in order).
+    connecting: VecDeque<(Instant, u32, ConnId)>,
+}
+
+#[derive(Debug)]
+struct Session {
+    listener: usize,
+    cluster: usize,
+    endpoint: usize,
+    down: ConnId,
+    up: ConnId,
+    connected: bool,
+    down_open: bool,
+    up_open: bool,
+    /// Taken from the client, not yet taken by the upstream's send queue.
+    to_up: Option<Bytes>,
+    /// Taken from the upstream, not yet taken by the client's send queue.
+    to_down: Option<Bytes>,
+    fin_sent_up: bool,
+    fin_sent_down: bool,
+    last_active: Instant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dir {
+    /// Client to upstream.
+    Up,
+    /// Upstream to client.
+    Down,
+}
+
+#[derive(Debug)]
+pub struct Proxy {
+    /// Bound `(address, port)` → listener index.
+    bound: HashMap<(Ipv4Addr, u16), usize>,
+    listener_cluster: Vec<usize>,
+    clusters: Vec<Cluster>,
+    sessions: Vec<Option<Session>>,
+    free: Vec<u32>,
+    by_conn: HashMap<ConnId, u32>,
+    /// Idle deadlines (sessions of clusters with an idle timeout): checked
+    /// against the session's last activity when due.
+    idle: BinaryHeap<Reverse<(Instant, u32, ConnId)>>,
+    stats: Arc<ProxyStats>,
+    gauges: Arc<[ClusterGauges]>,
+    draining: bool,
+}
+
+impl Proxy {
+    /// Listen on every listener's address (each port's address for
+    /// `0.0.0.0`). `source` says which address of ours reaches a given
+    /// upstream; `seed` varies the balancers' random choices per core.
+    pub fn new(
+        cfg: &Config,
+        port_addrs: &[Ipv4Addr],
+        source: impl Fn(Ipv4Addr) -> Option<Ipv4Addr>,
+        gauges: Arc<[ClusterGauges]>,
+        seed: u64,
+        engine: &mut Engine,
+    ) -> Proxy {
+        let backlog = cfg.tcp.backlog as usize;
+        let index: HashMap<&str, usize> = cfg
+            .clusters
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name.as_str(), i))
+            .collect();
+        let mut bound = HashMap::new();
+        let mut listener_cluster = Vec::new();
+        for (li, l) in cfg.listeners.iter().enumerate() {
+            // Validated: the address parses and the cluster exists.
+            listener_cluster.push(
+                index
+                    .get(l.tcp_proxy.cluster.as_str())
+                    .copied()
+                    .unwrap_or(0),
+            );
+            let Ok(sa) = parse_socket_addr(&l.address) else {
+                continue;
+            };
+            let addrs: Vec<Ipv4Addr> = if sa.ip().is_unspecified() {
+                port_addrs.to_vec()
+            } else {
+                vec![*sa.ip()]
+            };
+            for a in addrs {
+                engine.listen(a, sa.port(), backlog);
+                bound.insert((a, sa.port()), li);
+            }
+        }
+        let clusters = cfg
+            .clusters
+            .iter()
+            .enumerate()
+            .map(|(ci, c)| {
+                let lb = Balancer::new(
+                    c,
+                    seed.wrapping_add(ci as u64)
+                        .wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                );
+                let sources = lb
+                    .endpoints()
+                    .iter()
+                    .map(|e| source(*e.addr.ip()))
+                    .collect();
+                Cluster {
+                    lb,
+                    sources,
+                    connect_timeout: Duration::from_millis(c.connect_timeout_ms),
+                    idle_timeout: (c.idle_timeout_ms > 0)
+                        .then(|| Duration::from_millis(c.idle_timeout_ms)),
+                    max_connections: c.limits.max_connections,
+                    max_pending: c.limits.max_pending,
+                    connecting: VecDeque::new(),
+                }
+            })
+            .collect();
+        Proxy {
+            bound,
+            listener_cluster,
+            clusters,
+            sessions: Vec::new(),
+            free: Vec::new(),
+            by_conn: HashMap::new(),
+            idle: BinaryHeap::new(),
+            stats: Arc::new(ProxyStats::new(cfg)),
+            gauges,
+            draining: false,
+        }
+    }
+
+    pub fn stats(&self) -> &Arc<ProxyStats> {
+        &self.stats
+    }
+
+    /// Whether this event concerns the proxy (else it is the services').
+    pub fn owns(&self, ev: &Event) -> bool {
+        match ev {
+            Event::Incoming { listener } => self.bound.contains_key(listener),
+            Event::Connected(id)
+            | Event::Readable(id)
+            | Event::Writable(id)
+            | Event::PeerClosed(id)
+            | Event::Closed(id, _) => self.by_conn.contains_key(id),
+        }
+    }
+
+    /// Stop accepting: listeners go (new SYNs are reset, the backlog too);
+    /// sessions in progress carry on.
+    pub fn drain(&mut self, e: &mut Engine) {
+        if self.draining {
+            return;
+        }
+        self.draining = true;
+        for &(a, p) in self.bound.keys() {
+            e.unlisten(a, p);
+        }
+    }
+
+    /// Reset every session (when the worker stops).
+    pub fn abort_all(&mut self, e: &mut Engine) {
+        for k in 0..self.sessions.len() as u32 {
+            if self.sessions[k as usize].is_some() {
+                self.end(e, k, true);
+            }
+        }
+    }
+
+    /// Run due connect and idle timeouts. Cheap when none is due.
+    pub fn tick(&mut self, e: &mut Engine, now: Instant) {
+        for ci in 0..self.clusters.len() {
+            while let Some(&(at, k, down)) = self.clusters[ci].connecting.front() {
+                if at > now {
+                    break;
+                }
+                self.clusters[ci].connecting.pop_front();
+                let Some(s) = self.session(k, down) else {
+                    continue;
+                };
+                if s.connected {
+                    continue;
+                }
+                let ep = s.endpoint;
+                self.stats.clusters[ci].connect_timeouts.inc();
+                self.stats.endpoints[ci][ep].connect_timeouts.inc();
+                self.connect_failed(ci, ep, now);
+                self.refuse_session(e, k);
+            }
+        }
+        while let Some(&Reverse((at, k, down))) = self.idle.peek() {
+            if at > now {
+                break;
+            }
+            self.idle.pop();
+            let Some(s) = self.session(k, down) else {
+                continue;
+            };
+            let Some(idle) = self.clusters[s.cluster].idle_timeout else {
+                continue;
+            };
+            let due = s.last_active + idle;
+            if due > now {
+                self.idle.push(Reverse((due, k, down)));
+                continue;
+            }
+            let (li, ci, ep) = (s.listener, s.cluster, s.endpoint);
+            self.stats.listeners[li].idle_timeouts.inc();
+            self.stats.clusters[ci].idle_timeouts.inc();
+            self.stats.endpoints[ci][ep].idle_timeouts.inc();
+            self.end(e, k, true);
+        }
+    }
+
+    /// Handle one event that [`Proxy::owns`].
+    pub fn handle(&mut self, e: &mut Engine, now: Instant, ev: Event) {
+        match ev {
+            Event::Incoming { listener } => {
+                let Some(&li) = self.bound.get(&listener) else {
+                    return;
+                };
+                while let Some(id) = e.accept(listener.0, listener.1) {
+                    self.open(e, now, li, id);
+                }
+            }
+            Event::Connected(id) => {
+                let Some(&k) = self.by_conn.get(&id) else {
+                    return;
+                };
+                let Some(s) = self.sessions[k as usize].as_mut() else {
+                    return;
+                };
+                if s.up != id || s.connected {
+                    return;
+                }
+                s.connected = true;
+                s.last_active = now;
+                let (ci, ep) = (s.cluster, s.endpoint);
+                self.gauges[ci].pending.fetch_sub(1, Relaxed);
+                for c in [&self.stats.clusters[ci], &self.stats.endpoints[ci][ep]] {
+                    c.cx_connected.inc();
+                    c.cx_connecting.set(c.cx_connecting.get().wrapping_sub(1));
+                }
+                self.clusters[ci].lb.connect_succeeded(ep);
+                self.pump(e, now, k, Dir::Up);
+                self.pump(e, now, k, Dir::Down);
+            }
+            Event::Readable(id) | Event::PeerClosed(id) => {
+                if let Some((k, down)) = self.side(id) {
+                    self.pump(e, now, k, if down { Dir::Up } else { Dir::Down });
+                }
+            }
+            Event::Writable(id) => {
+                if let Some((k, down)) = self.side(id) {
+                    self.pump(e, now, k, if down { Dir::Down } else { Dir::Up });
+                }
+            }
+            Event::Closed(id, reason) => self.closed(e, now, id, reason),
+        }
+    }
+
+    /// The session of `id`, and whether `id` is its client side.
+    fn side(&self, id: ConnId) -> Option<(u32, bool)> {
+        let &k = self.by_conn.get(&id)?;
+        let s = self.sessions[k as usize].as_ref()?;
+        Some((k, s.down == id))
+    }
+
+    /// Session `k` if it is still the one whose client side is `down`.
+    fn session(&self, k: u32, down: ConnId) -> Option<&Session> {
+        self.sessions
+            .get(k as usize)?
+            .as_ref()
+            .filter(|s| s.down == down)
+    }
+
+    /// A new client connection on listener `li`: pick an endpoint and open
+    /// the upstream side, or refuse it (reset) and count why.
+    fn open(&mut self, e: &mut Engine, now: Instant, li: usize, down: ConnId) {
+        let ci = self.listener_cluster[li];
+        let ls = &self.stats.listeners[li];
+        ls.cx_total.inc();
+        if self.draining {
+            return self.refuse(e, li, down);
+        }
+        let cs = &self.stats.clusters[ci];
+        let g = &self.gauges[ci];
+        let c = &mut self.clusters[ci];
+        if !take(&g.open, c.max_connections) {
+            cs.overflows.inc();
+            ls.overflows.inc();
+            return self.refuse(e, li, down);
+        }
+        if !take(&g.pending, c.max_pending) {
+            g.open.fetch_sub(1, Relaxed);
+            cs.overflows.inc();
+            ls.overflows.inc();
+            return self.refuse(e, li, down);
+        }
+        let up = c.lb.pick(now).and_then(|ep| {
+            let id = c.sources[ep].and_then(|src| {
+                let a = c.lb.endpoints()[ep].addr;
+                e.connect(now, src, (*a.ip(), a.port()))
+            });
+            if id.is_none() {
+                c.lb.release(ep);
+            }
+            Some((ep, id?))
+        });
+        let Some((ep, up)) = up else {
+            g.open.fetch_sub(1, Relaxed);
+            g.pending.fetch_sub(1, Relaxed);
+            cs.no_upstream.inc();
+            ls.no_upstream.inc();
+            return self.refuse(e, li, down);
+        };
+        let k = match self.free.pop() {
+            Some(k) => k,
+            None => {
+                self.sessions.push(None);
+                (self.sessions.len() - 1) as u32
+            }
+        };
+        self.sessions[k as usize] = Some(Session {
+            listener: li,
+            cluster: ci,
+            endpoint: ep,
+            down,
+            up,
+            connected: false,
+            down_open: true,
+            up_open: true,
+            to_up: None,
+            to_down: None,
+            fin_sent_up: false,
+            fin_sent_down: false,
+            last_active: now,
+        });
+        self.by_conn.insert(down, k);
+        self.by_conn.insert(up, k);
+        let c = &mut self.clusters[ci];
+        c.connecting.push_back((now + c.connect_timeout, k, down));
+        if let Some(idle) = c.idle_timeout {
+            self.idle.push(Reverse((now + idle, k, down)));
+        }
+        for c in [&self.stats.clusters[ci], &self.stats.endpoints[ci][ep]] {
+            c.cx_total.inc();
+            c.cx_connecting.inc();
+        }
+    }
+
+    /// Reset a client connection that gets no upstream.
+    fn refuse(&self, e: &mut Engine, li: usize, down: ConnId) {
+        let ls = &self.stats.listeners[li];
+        ls.refused.inc();
+        ls.cx_closed.inc();
+        e.abort(down);
+    }
+
+    /// Move what `dir`'s source has to its destination, hold what does not
+    /// fit, and forward the source's FIN once everything before it is sent.
+    fn pump(&mut self, e: &mut Engine, now: Instant, k: u32, dir: Dir) {
+        let Some(s) = self.sessions[k as usize].as_mut() else {
+            return;
+        };
+        if !s.connected {
+            return; // the client waits in its receive queue
+        }
+        let (src, dst, held, fin_sent, dst_open) = match dir {
+            Dir::Up => (s.down, s.up, &mut s.to_up, &mut s.fin_sent_up, s.up_open),
+            Dir::Down => (
+                s.up,
+                s.down,
+                &mut s.to_down,
+                &mut s.fin_sent_down,
+                s.down_open,
+            ),
+        };
+        if !dst_open || *fin_sent {
+            return;
+        }
+        let mut moved = 0u64;
+        loop {
+            let b = match held.take() {
+                Some(b) => b,
+                None => match e.recv(src) {
+                    Some(b) => b,
+                    None => break,
+                },
+            };
+            let n = e.send(dst, b.clone());
+            moved += n as u64;
+            if n < b.len() {
+                // Full: stop reading the source until `Writable`.
+                *held = Some(b.slice(n..));
+                break;
+            }
+        }
+        if held.is_none() && e.connection(src).is_some_and(|c| c.peer_closed()) {
+            *fin_sent = true;
+            e.close(dst);
+        }
+        if moved > 0 {
+            s.last_active = now;
+            let (li, ci, ep) = (s.listener, s.cluster, s.endpoint);
+            for c in [
+                &self.stats.listeners[li],
+                &self.stats.clusters[ci],
+                &self.stats.endpoints[ci][ep],
+            ] {
+                match dir {
+                    Dir::Up => c.bytes_up.add(moved),
+                    Dir::Down => c.bytes_down.add(moved),
+                }
+            }
+        }
+    }
+
+    fn closed(&mut self, e: &mut Engine, now: Instant, id: ConnId, reason: CloseReason) {
+        let Some((k, is_down)) = self.side(id) else {
+            return;
+        };
+        self.by_conn.remove(&id);
+        let Some(s) = self.sessions[k as usize].as_mut() else {
+            return;
+        };
+        if is_down {
+            s.down_open = false;
+        } else {
+            s.up_open = false;
+        }
+        let (li, ci, ep) = (s.listener, s.cluster, s.endpoint);
+        if !is_down && !s.connected {
+            // The upstream handshake failed (refused, reset, or retransmitted
+            // to exhaustion).
+            self.stats.clusters[ci].connect_failures.inc();
+            self.stats.endpoints[ci][ep].connect_failures.inc();
+            self.connect_failed(ci, ep, now);
+            return self.refuse_session(e, k);
+        }
+        if reason != CloseReason::Normal {
+            // A reset, a give-up or our own abort: the other side cannot
+            // complete either.
+            self.stats.listeners[li].resets.inc();
+            self.stats.clusters[ci].resets.inc();
+            self.stats.endpoints[ci][ep].resets.inc();
+            return self.end(e, k, true);
+        }
+        // The other side goes on until its own close (a half-close was
+        // forwarded, or is waiting for held bytes to drain).
+        if !s.down_open && !s.up_open {
+            self.end(e, k, false);
+        }
+    }
+
+    /// The upstream of session `k` never connected: reset the client too.
+    fn refuse_session(&mut self, e: &mut Engine, k: u32) {
+        if let Some(s) = self.sessions[k as usize].as_ref() {
+            self.stats.listeners[s.listener].refused.inc();
+        }
+        self.end(e, k, true);
+    }
+
+    fn connect_failed(&mut self, ci: usize, ep: usize, now: Instant) {
+        if self.clusters[ci].lb.connect_failed(ep, now) == Verdict::Ejected {
+            self.stats.clusters[ci].ejections.inc();
+            self.stats.endpoints[ci][ep].ejections.inc();
+            tracing::warn!(
+                "cluster {ci}: endpoint {} ejected after repeated connect failures",
+                self.clusters[ci].lb.endpoints()[ep].addr
+            );
+        }
+    }
+
+    /// Forget session `k`, resetting whichever side is still open when
+    /// `reset` (else nothing is open any more).
+    fn end(&mut self, e: &mut Engine, k: u32, reset: bool) {
+        let Some(s) = self.sessions[k as usize].take() else {
+            return;
+        };
+        self.free.push(k);
+        for (id, open) in [(s.down, s.down_open), (s.up, s.up_open)] {
+            self.by_conn.remove(&id);
+            if open && reset {
+                e.abort(id);
+            }
+        }
+        let (li, ci, ep) = (s.listener, s.cluster, s.endpoint);
+        self.clusters[ci].lb.release(ep);
+        let g = &self.gauges[ci];
+        g.open.fetch_sub(1, Relaxed);
+        if !s.connected {
+            g.pending.fetch_sub(1, Relaxed);
+            for c in [&self.stats.clusters[ci], &self.stats.endpoints[ci][ep]] {
+                c.cx_connecting.set(c.cx_connecting.get().wrapping_sub(1));
+            }
+        }
+        for c in [
+            &self.stats.listeners[li],
+            &self.stats.clusters[ci],
+            &self.stats.endpoints[ci][ep],
+        ] {
+            c.cx_closed.inc();
+        }
+    }
+}
+
+impl Counters {
+    /// Every counter by name; `cx_active` derived.
+    pub fn fields(&self) -> [(&'static str, u64); 15] {
+        [
+            ("cx_total", self.cx_total.get()),
+            (
+                "cx_active",
+                self.cx_total.get().wrapping_sub(self.cx_closed.get()),
+            ),
+            ("cx_connecting", self.cx_connecting.get()),
+            ("cx_connected", self.cx_connected.get()),
+            ("bytes_up", self.bytes_up.get()),
+            ("bytes_down", self.bytes_down.get()),
+            ("connect_failures", self.connect_failures.get()),
+            ("connect_timeouts", self.connect_timeouts.get()),
+            ("overflows", self.overflows.get()),
+            ("no_upstream", self.no_upstream.get()),
+            ("refused", self.refused.get()),
+            ("resets", self.resets.get()),
+            ("idle_timeouts", self.idle_timeouts.get()),
+            ("ejections", self.ejections.get()),
+            ("cx_closed", self.cx_closed.get()),
+        ]
+    }
+}
+
+/// The counters that mean something for a listener.
+pub const LISTENER_FIELDS: &[&str] = &[
+    "cx_total",
+    "cx_active",
+    "bytes_up",
+    "bytes_down",
+    "refused",
+    "overflows",
+    "no_upstream",
+    "resets",
+    "idle_timeouts",
+];
+
+/// ... for a cluster.
+pub const CLUSTER_FIELDS: &[&str] = &[
+    "cx_total",
+    "cx_active",
+    "cx_connecting",
+    "cx_connected",
+    "bytes_up",
+    "bytes_down",
+    "connect_failures",
+    "connect_timeouts",
+    "overflows",
+    "no_upstream",
+    "resets",
+    "idle_timeouts",
+    "ejections",
+];
+
+/// ... for an endpoint.
+pub const ENDPOINT_FIELDS: &[&str] = &[
+    "cx_total",
+    "cx_active",
+    "cx_connecting",
+    "cx_connected",
+    "bytes_up",
+    "bytes_down",
+    "connect_failures",
+    "connect_timeouts",
+    "resets",
+    "idle_timeouts",
+    "ejections",
+];
