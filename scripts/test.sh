@@ -27,7 +27,7 @@ sweep() {
     ip netns del "$ns" || true
   done
   rm -f /dev/hugepages/e2e-*map_* 2>/dev/null || true
-  rm -rf /var/run/dpdk/e2e-* /tmp/dp-e2e-* 2>/dev/null || true
+  rm -rf /var/run/dpdk/e2e-* /tmp/dp-e2e-* /tmp/nginx-[xps][0-9]* 2>/dev/null || true
 }
 trap sweep EXIT
 

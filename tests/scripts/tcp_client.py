@@ -5,6 +5,11 @@ usage:
   tcp_client.py echo    HOST PORT BYTES        send random bytes, read them back, compare sha256
   tcp_client.py source  HOST PORT BYTES        read BYTES, check the i % 251 pattern, close
   tcp_client.py discard HOST PORT BYTES        send BYTES, half-close, expect a clean close
+  tcp_client.py upload  HOST PORT BYTES        send BYTES of random data, half-close, expect the
+                                               sha256 (hex) of what was sent back (upstream.py sink)
+  tcp_client.py hold    HOST PORT CONNS SECONDS  open CONNS connections, wait SECONDS, and count
+                                               those the far end closed or reset ("closed") and
+                                               those still open ("open"); always "ok"
   tcp_client.py many    HOST PORT CONNS BYTES [burst]
                                                CONNS concurrent echo connections of BYTES each;
                                                "burst" opens them all at once (no staggering)
@@ -62,6 +67,51 @@ def discard(host, port, size):
     return {"ok": s.recv(1) == b"", "sent": size}
 
 
+def upload(host, port, size):
+    s = socket.create_connection((host, port), timeout=60)
+    h = hashlib.sha256()
+    t0 = time.time()
+    left = size
+    while left > 0:
+        chunk = os.urandom(min(left, 1 << 20))
+        h.update(chunk)
+        s.sendall(chunk)
+        left -= len(chunk)
+    s.shutdown(socket.SHUT_WR)
+    got = bytearray()
+    while True:
+        b = s.recv(1 << 16)
+        if not b:
+            break
+        got.extend(b)
+    want = h.hexdigest()
+    return {"ok": got.decode(errors="replace") == want, "sent": size, "sha256": want,
+            "answer": got.decode(errors="replace"), "seconds": time.time() - t0}
+
+
+def hold(host, port, conns, seconds):
+    socks = []
+    refused = 0
+    for _ in range(conns):
+        try:
+            socks.append(socket.create_connection((host, port), timeout=5))
+        except OSError:
+            refused += 1
+    time.sleep(seconds)
+    closed = 0
+    for s in socks:
+        s.setblocking(False)
+        try:
+            if s.recv(1) == b"":
+                closed += 1
+        except BlockingIOError:
+            pass  # nothing to read: still open
+        except OSError:
+            closed += 1
+        s.close()
+    return {"ok": True, "open": len(socks) - closed, "closed": closed + refused}
+
+
 async def one(host, port, size, i):
     data = os.urandom(size)
     r, w = await asyncio.wait_for(asyncio.open_connection(host, port), 30)
@@ -89,11 +139,14 @@ async def many(host, port, conns, size, burst):
 
 def main():
     mode, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    if mode == "many":
+    if mode == "hold":
+        out = hold(host, port, int(sys.argv[4]), float(sys.argv[5]))
+    elif mode == "many":
         burst = len(sys.argv) > 6 and sys.argv[6] == "burst"
         out = asyncio.run(many(host, port, int(sys.argv[4]), int(sys.argv[5]), burst))
     else:
-        out = {"echo": echo, "source": source, "discard": discard}[mode](host, port, int(sys.argv[4]))
+        modes = {"echo": echo, "source": source, "discard": discard, "upload": upload}
+        out = modes[mode](host, port, int(sys.argv[4]))
     print(json.dumps(out))
     sys.exit(0 if out["ok"] else 1)
 

@@ -293,6 +293,26 @@ impl Dataplane {
             .to_string()
     }
 
+    /// Send SIGTERM and return at once (the data plane drains).
+    pub fn sigterm(&self) {
+        if let Some(c) = &self.child {
+            sh(&format!("kill -TERM {}", c.id()));
+        }
+    }
+
+    /// Wait up to `within` for the process to exit; its exit code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut()?.try_wait().ok()? {
+                self.child = None;
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// SIGTERM and wait; returns the exit code.
     pub fn terminate(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;
@@ -386,4 +406,170 @@ admin:
   socket: {{dir}}/admin.sock
 "#
     )
+}
+
+// === Upstreams ===
+
+/// A process started in one of the topology's namespaces, killed (SIGTERM,
+/// then SIGKILL) on drop.
+#[derive(Debug)]
+pub struct Background {
+    child: Option<Child>,
+    what: String,
+}
+
+impl Background {
+    /// Run `argv` in `<prefix>-<role>`. With `ready`, wait until its first
+    /// line of output is that word.
+    pub fn start(topo: &Topology, role: &str, argv: &[&str], ready: Option<&str>) -> Background {
+        use std::io::BufRead;
+        let what = argv.join(" ");
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &topo.ns(role)])
+            .args(argv)
+            .stdout(if ready.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {what}: {e}"));
+        if let Some(word) = ready {
+            let out = child.stdout.take().expect("piped");
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(out).read_line(&mut line);
+            assert_eq!(line.trim(), word, "{what} did not start");
+        }
+        Background {
+            child: Some(child),
+            what,
+        }
+    }
+
+    /// Stop it now (SIGTERM, then SIGKILL after 5 s).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = sigterm_and_wait(&mut c, Duration::from_secs(5));
+        }
+    }
+
+    pub fn what(&self) -> &str {
+        &self.what
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One of our Python upstream servers (tests/scripts/upstream.py: `echo`,
+/// `sink` or `hold`) on `addr:port` in the upstream namespace.
+pub fn python_upstream(topo: &Topology, mode: &str, addr: &str, port: u16) -> Background {
+    let script = root().join("tests/scripts/upstream.py");
+    Background::start(
+        topo,
+        "up",
+        &[
+            "/usr/bin/python3",
+            &script.display().to_string(),
+            mode,
+            addr,
+            &port.to_string(),
+        ],
+        Some("ready"),
+    )
+}
+
+/// An nginx in the upstream namespace with a configuration of ours (Debian's
+/// default allows 768 connections and refuses uploads): `GET /` answers a
+/// short fixed body, `GET /big` a file of `big_bytes` random bytes whose
+/// sha256 is [`Nginx::big_sha256`]. Stopped on drop, its files removed.
+#[derive(Debug)]
+pub struct Nginx {
+    process: Background,
+    pub dir: PathBuf,
+    pub big_sha256: String,
+}
+
+/// What nginx answers to `GET /`.
+pub const NGINX_BODY: &str = "hello from the upstream\n";
+
+impl Nginx {
+    pub fn start(topo: &Topology, name: &str, listen: &str, big_bytes: u64) -> Nginx {
+        let dir = std::env::temp_dir().join(format!("nginx-{}-{name}", topo.prefix));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let d = dir.display();
+        let big_sha256 = if big_bytes > 0 {
+            let out = sh(&format!(
+                "head -c {big_bytes} /dev/urandom | tee {d}/big | sha256sum"
+            ));
+            out.split_whitespace().next().unwrap().to_string()
+        } else {
+            String::new()
+        };
+        let conf = format!(
+            r#"worker_processes 1;
+daemon off;
+master_process off;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+worker_rlimit_nofile 20000;
+events {{ worker_connections 20000; }}
+http {{
+  access_log off;
+  client_body_temp_path {d};
+  proxy_temp_path {d};
+  fastcgi_temp_path {d};
+  uwsgi_temp_path {d};
+  scgi_temp_path {d};
+  keepalive_requests 1000000;
+  keepalive_timeout 300s;
+  server {{
+    listen {listen} backlog=4096;
+    location = / {{ return 200 "{}"; }}
+    location = /big {{ alias {d}/big; }}
+  }}
+}}
+"#,
+            NGINX_BODY.escape_default()
+        );
+        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+        let conf_path = dir.join("nginx.conf").display().to_string();
+        let process = Background::start(topo, "up", &["nginx", "-c", &conf_path], None);
+        // Up once it answers.
+        let host = listen.split(':').next().unwrap();
+        let port = listen.rsplit(':').next().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !topo
+            .exec(
+                "up",
+                &format!("curl -sf -m 1 http://{host}:{port}/ -o /dev/null"),
+            )
+            .status
+            .success()
+        {
+            assert!(Instant::now() < deadline, "nginx on {listen} did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Nginx {
+            process,
+            dir,
+            big_sha256,
+        }
+    }
+
+    /// Kill it (SIGTERM), as an endpoint that dies.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        self.process.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
