@@ -23,7 +23,7 @@ HUGEPAGES=${HUGEPAGES:-1024}
 PKGS=(
   dpdk dpdk-dev libdpdk-dev pkg-config clang libclang-dev
   iproute2 ethtool iputils-ping python3-scapy tcpdump netcat-openbsd
-  nftables curl wrk procps kmod nginx haproxy python3-venv
+  nftables curl wrk procps kmod nginx libnginx-mod-stream haproxy python3-venv
 )
 missing=()
 for p in "${PKGS[@]}"; do

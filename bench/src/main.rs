@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 
+mod http_load;
+mod proxy_compare;
 mod tcp_idle;
 mod tcp_service;
 use serde_json::{Value, json};
@@ -43,6 +45,14 @@ enum Cmd {
     /// (internal) Echo/discard/source on the kernel's TCP for tcp-service.
     #[command(hide = true)]
     TcpKernelServer,
+    /// Proxies side by side: direct, this data plane, Envoy, HAProxy, nginx (throughput, latency, CPU and memory per connection).
+    ProxyCompare(proxy_compare::Args),
+    /// (internal) Open-loop HTTP load at a fixed rate, latency from the scheduled send time.
+    #[command(hide = true)]
+    HttpRate(http_load::RateArgs),
+    /// (internal) Hold N idle connections until stdin closes.
+    #[command(hide = true)]
+    HoldConns(http_load::HoldArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -75,6 +85,9 @@ fn main() {
         Cmd::TcpService(a) => tcp_service::run(a),
         Cmd::TcpLoad(a) => tcp_service::load(a),
         Cmd::TcpKernelServer => tcp_service::kernel_server(),
+        Cmd::ProxyCompare(a) => proxy_compare::run(a),
+        Cmd::HttpRate(a) => http_load::rate(a),
+        Cmd::HoldConns(a) => http_load::hold(a),
     };
     if let Err(e) = r {
         eprintln!("bench: error: {e}");
