@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Quick start: prepare the host, build, and run the data plane on the embedded
 # default configuration: DPDK AF_XDP ports on veths in network namespaces (no
-# NIC needed), answering ping from a kernel client.
+# NIC needed), proxying TCP port 8080 to an nginx in the upstream namespace.
 #
-#   scripts/run.sh            demo: ping both ports, print stats, stop, clean up
-#   scripts/run.sh --keep     stay up until Ctrl-C (try: ip netns exec dp-cli ping 10.10.1.1)
+#   scripts/run.sh            demo: ping both ports, curl and wrk through the proxy,
+#                             print stats, stop (draining), clean up
+#   scripts/run.sh --keep     stay up until Ctrl-C
+#                             (try: ip netns exec dp-cli curl http://10.10.1.1:8080/)
 #
 # Falls back to AF_PACKET if AF_XDP cannot start on this kernel. Everything it
 # creates (namespaces, veths, XDP programs, sockets) is removed on exit.
@@ -26,10 +28,12 @@ $BIN --check
 
 WORK=$(mktemp -d /tmp/dataplane-run.XXXXXX)
 DP_PID=
+UP_PID=
 cleanup() {
   if [ -n "$DP_PID" ] && kill -0 "$DP_PID" 2>/dev/null; then
     kill -TERM "$DP_PID"; wait "$DP_PID" 2>/dev/null || true
   fi
+  if [ -n "$UP_PID" ]; then kill -TERM "$UP_PID" 2>/dev/null; wait "$UP_PID" 2>/dev/null || true; fi
   scripts/topology.sh down
   rm -rf "$WORK"
 }
@@ -37,6 +41,14 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 scripts/topology.sh up
+
+# The upstream: nginx in dp-up on 10.10.2.2:80 (the benchmark's configuration).
+mkdir -p "$WORK/upstream"
+head -c 1048576 /dev/urandom >"$WORK/upstream/big"
+sed -e 's/{UPSTREAM_ADDR}/10.10.2.2/g' -e 's/{UPSTREAM_PORT}/80/g' -e "s|{DIR}|$WORK/upstream|g" \
+  bench/proxies/upstream-nginx.conf >"$WORK/upstream/nginx.conf"
+ip netns exec dp-up nginx -c "$WORK/upstream/nginx.conf" >"$WORK/upstream/log" 2>&1 &
+UP_PID=$!
 
 start() { # start CONFIG_ARGS...: launch in dp-dut, wait for the admin socket
   ip netns exec dp-dut "$BIN" "$@" >"$WORK/dataplane.log" 2>&1 &
@@ -64,6 +76,10 @@ echo "run: ping from namespace dp-cli to the data plane's 10.10.1.1"
 ip netns exec dp-cli ping -c 5 -i 0.2 -W 2 10.10.1.1
 echo "run: ping from namespace dp-up to the data plane's 10.10.2.1"
 ip netns exec dp-up ping -c 5 -i 0.2 -W 2 10.10.2.1
+echo "run: curl through the proxy (10.10.1.1:8080 -> nginx at 10.10.2.2:80)"
+ip netns exec dp-cli curl -sS -m 5 -i http://10.10.1.1:8080/
+echo "run: wrk through the proxy for 3 s (64 keep-alive connections)"
+ip netns exec dp-cli wrk -t1 -c64 -d3s http://10.10.1.1:8080/ | sed 's/^/    /'
 echo "run: dataplane stats"
 $BIN stats "${CFG[@]}"
 

@@ -23,11 +23,11 @@ stage() { # stage NAME CMD...
 
 # Anything a killed test run may have left (its Drop guards did not run).
 sweep() {
-  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^[xps][0-9]+-(cli|dut|up)$' || true); do
+  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^([xps][0-9]+|pq)-(cli|dut|up)$' || true); do
     ip netns del "$ns" || true
   done
   rm -f /dev/hugepages/e2e-*map_* 2>/dev/null || true
-  rm -rf /var/run/dpdk/e2e-* /tmp/dp-e2e-* /tmp/nginx-[xps][0-9]* 2>/dev/null || true
+  rm -rf /var/run/dpdk/e2e-* /tmp/dp-e2e-* /tmp/nginx-[xps][0-9]* /tmp/bench-quick.* /tmp/bench-proxy-* 2>/dev/null || true
 }
 trap sweep EXIT
 
@@ -47,3 +47,45 @@ else
   echo "test: cargo-nextest not found; using cargo test (one test at a time)"
   stage "tests (cargo test)" cargo test --release --workspace --locked -- --test-threads=1
 fi
+
+# The proxy comparison, quick (one repetition, 3-second runs, 500 idle
+# connections): it must run to completion against every incumbent and write
+# every measurement. Its numbers are not judged here (see docs/benchmarks.md).
+bench_quick() {
+  local out
+  out=$(mktemp -d /tmp/bench-quick.XXXXXX)
+  target/release/bench proxy-compare --runs 1 --seconds 3 --idle-conns 500 --bulk-mib 64 \
+    --prefix pq --out "$out" 2>"$out/progress.log" | tail -n 14
+  python3 - "$out/latest.json" <<'PY'
+import json, math, sys
+doc = json.load(open(sys.argv[1]))
+proxies = ["direct", "dataplane", "envoy", "haproxy", "nginx"]
+measures = ["keepalive_rps", "conn_rps", "p50_us", "p99_us", "p999_us", "cpu_us_per_req",
+            "cpu_us_per_req_busy", "bulk_gbps", "idle_conn_bytes"]
+bad = []
+for p in proxies:
+    for m in measures:
+        v = doc.get("proxies", {}).get(p, {}).get(m)
+        s = doc.get("spread", {}).get(p, {}).get(m, {})
+        if not isinstance(v, (int, float)) or not math.isfinite(v):
+            bad.append(f"proxies.{p}.{m} = {v!r}")
+        if set(s) != {"min", "max"}:
+            bad.append(f"spread.{p}.{m} = {s!r}")
+    for m in ["keepalive_rps", "conn_rps", "bulk_gbps", "p50_us"]:
+        if not doc["proxies"][p][m] > 0:
+            bad.append(f"proxies.{p}.{m} is not positive: {doc['proxies'][p][m]}")
+for m in measures:
+    if not isinstance(doc.get("ratios_vs_envoy", {}).get(m), (int, float)):
+        bad.append(f"ratios_vs_envoy.{m} missing")
+if bad:
+    sys.exit("bench JSON incomplete:\n  " + "\n  ".join(bad))
+print(f"bench JSON complete: {len(proxies)} proxies x {len(measures)} measurements")
+PY
+  local rc=$?
+  for f in latest.md latency.svg; do
+    [ -s "$out/$f" ] || { echo "test: bench wrote no $f" >&2; rc=1; }
+  done
+  rm -rf "$out"
+  return $rc
+}
+stage "bench (quick)" bench_quick
