@@ -245,6 +245,7 @@ pub struct TcpCounters {
     pub rto_expirations: Counter,
     pub challenge_acks: Counter,
     pub paws_rejected: Counter,
+    pub syn_retried_after_rst: Counter,
     pub time_wait_reopened: Counter,
     /// Payload bytes held by this core's connections (a gauge).
     pub buffered: Counter,
@@ -274,6 +275,7 @@ impl TcpCounters {
         self.rto_expirations.set(s.rto_expirations);
         self.challenge_acks.set(s.challenge_acks);
         self.paws_rejected.set(s.paws_rejected);
+        self.syn_retried_after_rst.set(s.syn_retried_after_rst);
         self.time_wait_reopened.set(s.time_wait_reopened);
         self.buffered.set(s.buffered);
         self.rx_over_budget.set(s.rx_over_budget);
@@ -301,6 +303,10 @@ impl TcpCounters {
         f("tcp_rto_expirations", self.rto_expirations.get());
         f("tcp_challenge_acks", self.challenge_acks.get());
         f("tcp_paws_rejected", self.paws_rejected.get());
+        f(
+            "tcp_syn_retried_after_rst",
+            self.syn_retried_after_rst.get(),
+        );
         f("tcp_time_wait_reopened", self.time_wait_reopened.get());
         f("tcp_buffered_bytes", self.buffered.get());
         f("tcp_rx_over_budget", self.rx_over_budget.get());

@@ -185,6 +185,9 @@ pub struct ConnStats {
     /// Segments outside the receive window (answered with an ACK).
     pub out_of_window: u64,
     pub out_of_order: u64,
+    /// SYNs sent again at once behind a RST, after an ACK that did not
+    /// acknowledge our SYN (an old incarnation of the 4-tuple at the peer).
+    pub syn_retried_after_rst: u64,
 }
 
 const MAX_WINDOW_SHIFT: u8 = 14; // RFC 7323 §2.3
@@ -453,6 +456,9 @@ pub struct Connection {
     last_activity: Instant,
     keepalives_unanswered: u32,
     keepalive_now: bool,
+    /// SynSent: our SYN was already sent again at once after an
+    /// unacceptable ACK (see `handle_syn_sent`).
+    syn_retried: bool,
     /// Last forward progress while data is outstanding (user timeout).
     progress_at: Option<Instant>,
 
@@ -533,6 +539,7 @@ impl Connection {
             last_activity: Instant::ZERO,
             keepalives_unanswered: 0,
             keepalive_now: false,
+            syn_retried: false,
             progress_at: None,
             ts_ok: false,
             ts_recent: 0,
@@ -728,6 +735,17 @@ impl Connection {
                     rst: true,
                     ..Default::default()
                 });
+                // Typically the peer still holds an old incarnation of this
+                // 4-tuple (a TIME_WAIT that refused our SYN on PAWS or
+                // sequence grounds) and answered with its ACK. The RST
+                // clears it, so send the SYN again right behind it instead
+                // of after the SYN's one-second RTO; once per connection.
+                if !self.syn_retried {
+                    self.syn_retried = true;
+                    self.snd_nxt = self.iss;
+                    self.rtt_probe = None; // Karn: a resent SYN is not timed
+                    self.stats.syn_retried_after_rst += 1;
+                }
             }
             return;
         }
@@ -1756,6 +1774,33 @@ impl Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_old_incarnation_at_the_peer_is_reset_and_the_syn_sent_again_at_once() {
+        let now = Instant::from_millis(1);
+        let mut a = Connection::connect(TcpConfig::default(), Seq(1000));
+        let syn = a.poll_transmit(now).unwrap();
+        assert!(syn.syn);
+        // A TIME_WAIT that refuses the SYN answers with its own ACK.
+        let stale = Segment {
+            seq: Seq(5000),
+            ack: Some(Seq(77)),
+            ..Default::default()
+        };
+        a.handle_segment(now, stale.clone());
+        let rst = a.poll_transmit(now).unwrap();
+        assert!(rst.rst && rst.seq == Seq(77), "{rst:?}");
+        let again = a.poll_transmit(now).unwrap();
+        assert!(again.syn && again.seq == Seq(1000), "{again:?}");
+        assert_eq!(a.stats().syn_retried_after_rst, 1);
+        // Once: a peer that keeps answering so gets only RSTs; the SYN
+        // waits for its timer.
+        a.handle_segment(now, stale);
+        assert!(a.poll_transmit(now).unwrap().rst);
+        assert!(a.poll_transmit(now).is_none());
+        assert_eq!(a.stats().syn_retried_after_rst, 1);
+        assert_eq!(a.state(), State::SynSent);
+    }
 
     fn established() -> (Connection, Connection, Instant) {
         let now = Instant::from_millis(1);

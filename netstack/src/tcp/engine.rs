@@ -94,6 +94,7 @@ pub struct EngineStats {
     pub time_wait_reopened: u64,
     /// Old duplicates dropped by PAWS (summed when connections close).
     pub paws_rejected: u64,
+    pub syn_retried_after_rst: u64,
     /// Segments for no connection or listener, answered with RST.
     pub no_connection: u64,
     pub resets_sent: u64,
@@ -215,7 +216,11 @@ impl Engine {
             events: VecDeque::new(),
             pending_rst: VecDeque::new(),
             due_scratch: Vec::new(),
-            next_port: *EPHEMERAL.start(),
+            // From the secret: a restarted process does not walk the ports
+            // its predecessor just used (and the peer may hold in TIME_WAIT).
+            next_port: *EPHEMERAL.start()
+                + u16::from_le_bytes([cfg.secret[0], cfg.secret[1]])
+                    % (*EPHEMERAL.end() - *EPHEMERAL.start()),
             epoch: now,
             stats: EngineStats::default(),
             cfg,
@@ -750,6 +755,7 @@ impl Engine {
             self.stats.rto_expirations += cs.rto_expirations;
             self.stats.challenge_acks += cs.challenge_acks;
             self.stats.paws_rejected += cs.paws_rejected;
+            self.stats.syn_retried_after_rst += cs.syn_retried_after_rst;
             self.stats.buffered -= e.buffered as u64;
             let tuple = e.tuple;
             let listener = e.listener;
