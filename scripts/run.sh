@@ -66,7 +66,7 @@ if ! start; then
   echo "run: AF_XDP did not start; log:"; sed 's/^/    /' "$WORK/dataplane.log"
   echo "run: falling back to AF_PACKET"
   kill -TERM "$DP_PID" 2>/dev/null || true; wait "$DP_PID" 2>/dev/null || true
-  $BIN default-config | sed 's/net_af_xdp/net_af_packet/' >"$WORK/af_packet.yaml"
+  $BIN default-config | sed -e 's/net_af_xdp/net_af_packet/' -e 's/,busy_budget=0//' >"$WORK/af_packet.yaml"
   CFG=(--config "$WORK/af_packet.yaml")
   start "${CFG[@]}" || { sed 's/^/    /' "$WORK/dataplane.log"; die "the data plane did not start"; }
 fi

@@ -161,6 +161,14 @@ impl Worker {
         let s = self.stats.clone();
         // Tells the control thread this loop is over, also if it panics.
         let _exited = ExitFlag(self.stats.clone());
+        if self.idle.mode == IdleMode::Adaptive {
+            // The kernel may stretch a sleep by the thread's timer slack
+            // (50 µs by default), which would double the back-off's cost in
+            // latency.
+            if let Err(e) = set_timer_slack(Duration::from_micros(1)) {
+                tracing::debug!("timer slack left at its default: {e}");
+            }
+        }
 
         while !self.stop.load(Relaxed) {
             let t0 = dpdk::eal::rdtsc();
@@ -293,6 +301,20 @@ impl Worker {
         self.stats.tx_ring_full.set(dropped);
         self.stats.tx_unsendable.set(unsendable);
     }
+}
+
+/// Set this thread's timer slack (`/proc/<tid>/timerslack_ns`, Linux 4.6+).
+fn set_timer_slack(slack: Duration) -> std::io::Result<()> {
+    // /proc/thread-self -> "<pid>/task/<tid>"
+    let link = std::fs::read_link("/proc/thread-self")?;
+    let tid = link
+        .file_name()
+        .and_then(|t| t.to_str())
+        .ok_or_else(|| std::io::Error::other("no thread id in /proc/thread-self"))?;
+    std::fs::write(
+        format!("/proc/{tid}/timerslack_ns"),
+        slack.as_nanos().to_string(),
+    )
 }
 
 struct ExitFlag(Arc<LoopStats>);
