@@ -462,7 +462,7 @@ fn run(
                     drain_until =
                         Some(Instant::now() + Duration::from_millis(cfg.drain_timeout_ms));
                 }
-                Some(_) if active == 0 => {
+                Some(_) if active == 0 && stats::proxy_drained(&views) => {
                     tracing::info!("drained: no proxied connection left");
                     break;
                 }

@@ -22,7 +22,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -71,6 +71,8 @@ pub struct Counters {
 /// The proxy counters of one core.
 #[derive(Debug)]
 pub struct ProxyStats {
+    /// Set once this core has stopped listening (draining).
+    pub drained: AtomicBool,
     pub listeners: Vec<Counters>,
     pub clusters: Vec<Counters>,
     /// `[cluster][endpoint]`.
@@ -80,6 +82,7 @@ pub struct ProxyStats {
 impl ProxyStats {
     pub fn new(cfg: &Config) -> ProxyStats {
         ProxyStats {
+            drained: AtomicBool::new(false),
             listeners: cfg.listeners.iter().map(|_| Counters::default()).collect(),
             clusters: cfg.clusters.iter().map(|_| Counters::default()).collect(),
             endpoints: cfg
@@ -146,6 +149,11 @@ struct Session {
     to_down: Option<Bytes>,
     fin_sent_up: bool,
     fin_sent_down: bool,
+    /// The client's FIN was seen (its stream is complete): forward it once
+    /// `to_up` is sent, even if the client's connection is gone by then.
+    eof_down: bool,
+    /// The upstream's FIN was seen.
+    eof_up: bool,
     last_active: Instant,
 }
 
@@ -273,16 +281,23 @@ impl Proxy {
         }
     }
 
-    /// Stop accepting: listeners go (new SYNs are reset, the backlog too);
-    /// sessions in progress carry on.
-    pub fn drain(&mut self, e: &mut Engine) {
+    /// Stop accepting: connections that completed their handshake are
+    /// still taken, then the listeners go (later SYNs and handshakes in
+    /// progress are reset); sessions carry on.
+    pub fn drain(&mut self, e: &mut Engine, now: Instant) {
         if self.draining {
             return;
         }
-        self.draining = true;
-        for &(a, p) in self.bound.keys() {
+        let bound: Vec<((Ipv4Addr, u16), usize)> =
+            self.bound.iter().map(|(k, v)| (*k, *v)).collect();
+        for ((a, p), li) in bound {
+            while let Some(id) = e.accept(a, p) {
+                self.open(e, now, li, id);
+            }
             e.unlisten(a, p);
         }
+        self.draining = true;
+        self.stats.drained.store(true, Relaxed);
     }
 
     /// Reset every session (when the worker stops).
@@ -305,7 +320,8 @@ impl Proxy {
                 let Some(s) = self.session(k, down) else {
                     continue;
                 };
-                if s.connected {
+                // Connected, or its `Connected` is still queued.
+                if s.connected || e.connection(s.up).is_some_and(|c| c.is_established()) {
                     continue;
                 }
                 let ep = s.endpoint;
@@ -314,6 +330,17 @@ impl Proxy {
                 self.connect_failed(ci, ep, now);
                 self.refuse_session(e, k);
             }
+        }
+        // Entries of ended sessions wait for their time; when they are most
+        // of the heap, drop them at once.
+        if self.idle.len() > 2 * self.by_conn.len() + 1024 {
+            let sessions = &self.sessions;
+            self.idle.retain(|Reverse((_, k, down))| {
+                sessions
+                    .get(*k as usize)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|s| s.down == *down)
+            });
         }
         while let Some(&Reverse((at, k, down))) = self.idle.peek() {
             if at > now {
@@ -326,7 +353,12 @@ impl Proxy {
             let Some(idle) = self.clusters[s.cluster].idle_timeout else {
                 continue;
             };
-            let due = s.last_active + idle;
+            // Not connected yet: the connect timeout's business.
+            let due = if s.connected {
+                s.last_active + idle
+            } else {
+                now + idle
+            };
             if due > now {
                 self.idle.push(Reverse((due, k, down)));
                 continue;
@@ -375,11 +407,13 @@ impl Proxy {
             Event::Readable(id) | Event::PeerClosed(id) => {
                 if let Some((k, down)) = self.side(id) {
                     self.pump(e, now, k, if down { Dir::Up } else { Dir::Down });
+                    self.finish_if_done(e, k);
                 }
             }
             Event::Writable(id) => {
                 if let Some((k, down)) = self.side(id) {
                     self.pump(e, now, k, if down { Dir::Down } else { Dir::Up });
+                    self.finish_if_done(e, k);
                 }
             }
             Event::Closed(id, reason) => self.closed(e, now, id, reason),
@@ -461,6 +495,8 @@ impl Proxy {
             to_down: None,
             fin_sent_up: false,
             fin_sent_down: false,
+            eof_down: false,
+            eof_up: false,
             last_active: now,
         });
         self.by_conn.insert(down, k);
@@ -493,13 +529,21 @@ impl Proxy {
         if !s.connected {
             return; // the client waits in its receive queue
         }
-        let (src, dst, held, fin_sent, dst_open) = match dir {
-            Dir::Up => (s.down, s.up, &mut s.to_up, &mut s.fin_sent_up, s.up_open),
+        let (src, dst, held, fin_sent, eof, dst_open) = match dir {
+            Dir::Up => (
+                s.down,
+                s.up,
+                &mut s.to_up,
+                &mut s.fin_sent_up,
+                &mut s.eof_down,
+                s.up_open,
+            ),
             Dir::Down => (
                 s.up,
                 s.down,
                 &mut s.to_down,
                 &mut s.fin_sent_down,
+                &mut s.eof_up,
                 s.down_open,
             ),
         };
@@ -523,7 +567,8 @@ impl Proxy {
                 break;
             }
         }
-        if held.is_none() && e.connection(src).is_some_and(|c| c.peer_closed()) {
+        *eof |= e.connection(src).is_some_and(|c| c.peer_closed());
+        if held.is_none() && *eof {
             *fin_sent = true;
             e.close(dst);
         }
@@ -573,8 +618,39 @@ impl Proxy {
             self.stats.endpoints[ci][ep].resets.inc();
             return self.end(e, k, true);
         }
-        // The other side goes on until its own close (a half-close was
-        // forwarded, or is waiting for held bytes to drain).
+        // Both FINs are done on this side, and the engine keeps a
+        // connection until its received bytes are read: its stream is
+        // complete. The other side goes on until its own close, once what
+        // is held for it is sent and the FIN passed on.
+        if is_down {
+            s.eof_down = true;
+        } else {
+            s.eof_up = true;
+        }
+        self.pump(e, now, k, if is_down { Dir::Up } else { Dir::Down });
+        self.finish_if_done(e, k);
+    }
+
+    /// A side whose stream has ended both ways (its FIN read, ours
+    /// queued after everything else) has nothing more to carry: the engine
+    /// finishes it alone (the last ACKs, TIME_WAIT), and the session need
+    /// not wait for that. When both sides are done, the session ends; the
+    /// connections' later `Closed` events are no longer the proxy's.
+    fn finish_if_done(&mut self, e: &mut Engine, k: u32) {
+        let Some(s) = self.sessions[k as usize].as_mut() else {
+            return;
+        };
+        let sides = [
+            (s.down, &mut s.down_open, s.eof_down && s.fin_sent_down),
+            (s.up, &mut s.up_open, s.eof_up && s.fin_sent_up),
+        ];
+        for (id, open, both_fins) in sides {
+            let unread = e.connection(id).is_some_and(|c| c.recv_ready() > 0);
+            if *open && both_fins && !unread {
+                *open = false;
+                self.by_conn.remove(&id);
+            }
+        }
         if !s.down_open && !s.up_open {
             self.end(e, k, false);
         }
@@ -635,12 +711,13 @@ impl Proxy {
 impl Counters {
     /// Every counter by name; `cx_active` derived.
     pub fn fields(&self) -> [(&'static str, u64); 15] {
+        // Closed before total: read the other way round, a connection that
+        // ends in between would make `cx_active` wrap.
+        let closed = self.cx_closed.get();
+        let total = self.cx_total.get();
         [
-            ("cx_total", self.cx_total.get()),
-            (
-                "cx_active",
-                self.cx_total.get().wrapping_sub(self.cx_closed.get()),
-            ),
+            ("cx_total", total),
+            ("cx_active", total.saturating_sub(closed)),
             ("cx_connecting", self.cx_connecting.get()),
             ("cx_connected", self.cx_connected.get()),
             ("bytes_up", self.bytes_up.get()),
@@ -653,7 +730,7 @@ impl Counters {
             ("resets", self.resets.get()),
             ("idle_timeouts", self.idle_timeouts.get()),
             ("ejections", self.ejections.get()),
-            ("cx_closed", self.cx_closed.get()),
+            ("cx_closed", closed),
         ]
     }
 }

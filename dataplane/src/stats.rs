@@ -31,8 +31,19 @@ pub fn proxy_sessions(workers: &[WorkerView]) -> u64 {
         .iter()
         .flat_map(|w| w.proxy_stats.iter())
         .flat_map(|p| p.listeners.iter())
-        .map(|c| c.cx_total.get().saturating_sub(c.cx_closed.get()))
+        .map(|c| {
+            let closed = c.cx_closed.get(); // first: see `Counters::fields`
+            c.cx_total.get().saturating_sub(closed)
+        })
         .sum()
+}
+
+/// Whether every core has stopped listening (so no session can start).
+pub fn proxy_drained(workers: &[WorkerView]) -> bool {
+    workers
+        .iter()
+        .filter_map(|w| w.proxy_stats.as_ref())
+        .all(|p| p.drained.load(Relaxed))
 }
 
 /// Sum the same counters over every core: `pick` chooses them in one core's

@@ -182,7 +182,7 @@ impl Worker {
                 stack.poll(now, &mut pool, &mut tx);
                 if let (Some(p), Some(e)) = (self.apps.proxy.as_mut(), stack.tcp()) {
                     if self.drain.load(Relaxed) {
-                        p.drain(e);
+                        p.drain(e, now);
                     }
                     p.tick(e, now);
                 }

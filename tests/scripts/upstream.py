@@ -7,12 +7,19 @@ usage:
                                 came, then close
   upstream.py hold ADDR PORT    accept and keep connections open, sending nothing, until the
                                 client closes
+  upstream.py finfirst ADDR PORT FILE
+                                wait 0.5 s without reading, half-close (our FIN first), wait
+                                1 s more, then read the client's bytes to its FIN and append
+                                "<sha256> <length>" to FILE. Its receive buffers are tiny
+                                (4 kB socket buffer, 1 kB stream buffer), so that what it does
+                                not read stays with the sender
 Prints "ready" once listening; runs until killed. asyncio, one thread: thousands of
 connections are fine (the file limit is raised to its hard maximum).
 """
 import asyncio
 import hashlib
 import resource
+import socket
 import sys
 
 
@@ -58,12 +65,42 @@ async def hold(r, w):
         w.close()
 
 
+async def finfirst(r, w):
+    h = hashlib.sha256()
+    n = 0
+    try:
+        await asyncio.sleep(0.5)
+        w.write_eof()
+        await w.drain()
+        await asyncio.sleep(1)
+        while True:
+            b = await r.read(1 << 20)
+            if not b:
+                break
+            h.update(b)
+            n += len(b)
+        with open(sys.argv[4], "a") as f:
+            f.write(f"{h.hexdigest()} {n}\n")
+    except ConnectionError:
+        pass
+    finally:
+        w.close()
+
+
 async def main():
     mode, addr, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    handler = {"echo": echo, "sink": sink, "hold": hold}[mode]
-    server = await asyncio.start_server(handler, addr, port, backlog=4096, reuse_address=True)
+    handler = {"echo": echo, "sink": sink, "hold": hold, "finfirst": finfirst}[mode]
+    if mode == "finfirst":
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.bind((addr, port))
+        sock.listen(64)
+        server = await asyncio.start_server(handler, sock=sock, limit=1024)
+    else:
+        server = await asyncio.start_server(handler, addr, port, backlog=4096, reuse_address=True)
     print("ready", flush=True)
     async with server:
         await server.serve_forever()

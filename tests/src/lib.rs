@@ -465,21 +465,23 @@ impl Drop for Background {
 }
 
 /// One of our Python upstream servers (tests/scripts/upstream.py: `echo`,
-/// `sink` or `hold`) on `addr:port` in the upstream namespace.
+/// `sink`, `hold`, or `finfirst FILE`) on `addr:port` in the upstream
+/// namespace.
 pub fn python_upstream(topo: &Topology, mode: &str, addr: &str, port: u16) -> Background {
     let script = root().join("tests/scripts/upstream.py");
-    Background::start(
-        topo,
-        "up",
-        &[
-            "/usr/bin/python3",
-            &script.display().to_string(),
-            mode,
-            addr,
-            &port.to_string(),
-        ],
-        Some("ready"),
-    )
+    let port = port.to_string();
+    // The mode and its arguments ("finfirst /path") go between the script
+    // and the address.
+    let mode: Vec<&str> = mode.split_whitespace().collect();
+    let mut argv = vec![
+        "/usr/bin/python3",
+        script.to_str().unwrap(),
+        mode[0],
+        addr,
+        &port,
+    ];
+    argv.extend(&mode[1..]);
+    Background::start(topo, "up", &argv, Some("ready"))
 }
 
 /// An nginx in the upstream namespace with a configuration of ours (Debian's

@@ -128,6 +128,16 @@ fn curl_and_wrk_through_the_proxy_to_nginx() {
     );
     assert!(closes > 1000, "{closes} connections in 3 s");
     assert!(errors.is_empty() && !non2xx, "{errors}");
+    // A session ends when both of its sides are done, not when the side in
+    // TIME_WAIT leaves it (1 s): its circuit-breaker slot is free at once.
+    std::thread::sleep(Duration::from_millis(200));
+    let s = dp.stats();
+    assert_eq!(n(&listener(&s, "web")["cx_active"]), 0);
+    assert_eq!(n(&cluster(&s, "nginx")["open"]), 0);
+    assert!(
+        n(&s["totals"]["tcp_connections"]) > 0,
+        "TIME_WAITs still held"
+    );
 
     assert_eq!(settle(&dp, "web"), 0, "sessions left open");
     let s = dp.stats();
@@ -558,4 +568,67 @@ clusters:
     );
     assert!(dp.log().contains("drained"), "{}", dp.log());
     session.kill();
+}
+
+#[test]
+fn an_upstream_that_closes_first_still_gets_every_byte_and_the_fin() {
+    let _serial = serial();
+    require_root();
+    let topo = Topology::up(&unique_prefix("p"));
+    let record = std::env::temp_dir().join(format!("finfirst-{}.txt", topo.prefix));
+    let _ = std::fs::remove_file(&record);
+    // The client sends 200 kB and its FIN at once. The upstream reads
+    // nothing for 1.5 s (with tiny receive buffers) and sends its FIN after
+    // 0.5 s; the upstream side's send queue is small. So most of the
+    // client's bytes wait, held and unread in the client side's receive
+    // queue, while that side completes its close (the client's FIN came
+    // first: CLOSE_WAIT, then LAST_ACK, CLOSED).
+    let _up = python_upstream(
+        &topo,
+        &format!("finfirst {}", record.display()),
+        "10.10.2.2",
+        9200,
+    );
+    let dp = start(
+        &topo,
+        r#"
+tcp: {send_buffer: 16384}
+listeners:
+  - {name: ff, address: "10.10.1.1:9200", tcp_proxy: {cluster: ff}}
+clusters:
+  - name: ff
+    endpoints: [{address: "10.10.2.2:9200"}]
+"#,
+    );
+    let script = dp.dir.join("client.py");
+    std::fs::write(
+        &script,
+        "import hashlib, os, socket\n\
+         s = socket.create_connection(('10.10.1.1', 9200), timeout=30)\n\
+         data = os.urandom(200_000)\n\
+         s.sendall(data)\n\
+         s.shutdown(socket.SHUT_WR)\n\
+         assert s.recv(1) == b''  # the upstream's FIN, passed on\n\
+         print(hashlib.sha256(data).hexdigest(), len(data))\n",
+    )
+    .unwrap();
+    let sent = cli_ok(&topo, &format!("/usr/bin/python3 {}", script.display()));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let got = loop {
+        let text = std::fs::read_to_string(&record).unwrap_or_default();
+        if !text.is_empty() || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = std::fs::remove_file(&record);
+    assert_eq!(
+        got.trim(),
+        sent.trim(),
+        "the upstream got every byte, then EOF"
+    );
+    assert_eq!(settle(&dp, "ff"), 0, "the session ended");
+    let l = listener(&dp.stats(), "ff");
+    assert_eq!(n(&l["bytes_up"]), 200_000);
+    assert_eq!(n(&l["resets"]), 0, "{l}");
 }

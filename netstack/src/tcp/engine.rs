@@ -748,6 +748,20 @@ impl Engine {
             }
         }
         if c.state() == State::Closed {
+            // Closed normally with received bytes its user has not read yet
+            // (both FINs are done, the peer was told they arrived): the
+            // tuple is free at once, the connection stays until they are
+            // read.
+            if e.listener.is_none()
+                && c.recv_ready() > 0
+                && c.close_reason() == Some(CloseReason::Normal)
+            {
+                let tuple = e.tuple;
+                if self.by_tuple.get(&tuple) == Some(&index) {
+                    self.by_tuple.remove(&tuple);
+                }
+                return;
+            }
             let reason = c.close_reason().unwrap_or(CloseReason::Aborted);
             let cs = *c.stats();
             self.stats.retransmits += cs.retransmits;
@@ -764,7 +778,9 @@ impl Engine {
             self.slots[index as usize] = None;
             self.generations[index as usize] = self.generations[index as usize].wrapping_add(1);
             self.free.push(index);
-            self.by_tuple.remove(&tuple);
+            if self.by_tuple.get(&tuple) == Some(&index) {
+                self.by_tuple.remove(&tuple);
+            }
             if let Some(l) = listener.and_then(|l| self.listeners.get_mut(&l)) {
                 // Never accepted: it leaves the backlog.
                 l.pending -= 1;
