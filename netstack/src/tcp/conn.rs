@@ -1,6 +1,7 @@
 //! One TCP connection's state machine.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -371,7 +372,9 @@ impl RecvQueue {
 /// One TCP connection. See the module docs for what it does and does not do.
 #[derive(Debug)]
 pub struct Connection {
-    cfg: TcpConfig,
+    /// Shared by every connection of an engine (one copy per core, not per
+    /// connection: idle connections are mostly this struct).
+    cfg: Arc<TcpConfig>,
     state: State,
     close_reason: Option<CloseReason>,
 
@@ -477,7 +480,7 @@ pub struct Connection {
 }
 
 impl Connection {
-    fn new(cfg: TcpConfig, iss: Seq, state: State) -> Connection {
+    fn new(cfg: Arc<TcpConfig>, iss: Seq, state: State) -> Connection {
         let mut rcv_shift = 0;
         while rcv_shift < MAX_WINDOW_SHIFT && (cfg.recv_buffer >> rcv_shift) > u32::from(u16::MAX) {
             rcv_shift += 1;
@@ -562,14 +565,19 @@ impl Connection {
     }
 
     /// Active open: the first `poll_transmit` yields our SYN.
-    pub fn connect(cfg: TcpConfig, iss: Seq) -> Connection {
-        Connection::new(cfg, iss, State::SynSent)
+    pub fn connect(cfg: impl Into<Arc<TcpConfig>>, iss: Seq) -> Connection {
+        Connection::new(cfg.into(), iss, State::SynSent)
     }
 
     /// Passive open from a received SYN (the listener checked it carries SYN
     /// and no ACK/RST). The first `poll_transmit` yields our SYN-ACK.
-    pub fn accept(cfg: TcpConfig, now: Instant, syn: &Segment, iss: Seq) -> Connection {
-        let mut c = Connection::new(cfg, iss, State::SynReceived);
+    pub fn accept(
+        cfg: impl Into<Arc<TcpConfig>>,
+        now: Instant,
+        syn: &Segment,
+        iss: Seq,
+    ) -> Connection {
+        let mut c = Connection::new(cfg.into(), iss, State::SynReceived);
         c.irs = syn.seq;
         c.rcv_nxt = syn.seq + 1;
         c.take_syn_options(syn);
@@ -585,14 +593,14 @@ impl Connection {
     /// handshake finished with `ack`, which is processed at once. Window
     /// scaling is off (a cookie cannot carry it without timestamps).
     pub fn from_cookie(
-        cfg: TcpConfig,
+        cfg: impl Into<Arc<TcpConfig>>,
         now: Instant,
         irs: Seq,
         iss: Seq,
         peer_mss: u16,
         ack: Segment,
     ) -> Connection {
-        let mut c = Connection::new(cfg, iss, State::SynReceived);
+        let mut c = Connection::new(cfg.into(), iss, State::SynReceived);
         c.irs = irs;
         c.rcv_nxt = irs + 1;
         c.rcv_shift = 0;
@@ -1942,8 +1950,8 @@ mod tests {
     /// `established()` with `tweak` applied to both sides' config.
     fn established_with(tweak: impl Fn(&mut TcpConfig)) -> (Connection, Connection, Instant) {
         let (mut a, mut b, now) = established();
-        tweak(&mut a.cfg);
-        tweak(&mut b.cfg);
+        tweak(Arc::make_mut(&mut a.cfg));
+        tweak(Arc::make_mut(&mut b.cfg));
         (a, b, now)
     }
 

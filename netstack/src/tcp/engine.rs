@@ -163,6 +163,8 @@ struct Entry {
 #[derive(Debug)]
 pub struct Engine {
     cfg: EngineConfig,
+    /// `cfg.tcp`, shared by the connections.
+    tcp: std::sync::Arc<super::TcpConfig>,
     slots: Vec<Option<Entry>>,
     free: Vec<u32>,
     generations: Vec<u32>,
@@ -223,6 +225,7 @@ impl Engine {
                     % (*EPHEMERAL.end() - *EPHEMERAL.start()),
             epoch: now,
             stats: EngineStats::default(),
+            tcp: std::sync::Arc::new(cfg.tcp.clone()),
             cfg,
         }
     }
@@ -330,7 +333,7 @@ impl Engine {
                 continue; // its replies would arrive on another core
             }
             let iss = self.isn(now, &tuple);
-            let mut conn = Connection::connect(self.cfg.tcp.clone(), iss);
+            let mut conn = Connection::connect(self.tcp.clone(), iss);
             conn.set_ts_offset(self.ts_offset(&tuple));
             return Some(self.insert(tuple, conn, None));
         }
@@ -546,7 +549,7 @@ impl Engine {
                 }
                 l.pending += 1;
                 let iss = self.isn(now, &tuple);
-                let mut conn = Connection::accept(self.cfg.tcp.clone(), now, &seg, iss);
+                let mut conn = Connection::accept(self.tcp.clone(), now, &seg, iss);
                 conn.set_ts_offset(self.ts_offset(&tuple));
                 self.insert(tuple, conn, Some(local));
                 return;
@@ -570,7 +573,7 @@ impl Engine {
                 Some(mss) if self.len() < self.cfg.max_connections => {
                     self.stats.syn_cookies_accepted += 1;
                     let conn = Connection::from_cookie(
-                        self.cfg.tcp.clone(),
+                        self.tcp.clone(),
                         now,
                         irs,
                         ack + u32::MAX,
