@@ -158,6 +158,7 @@ pub fn run(a: Args) -> Result<(), String> {
     let work = std::env::temp_dir().join(format!("bench-proxy-{}", std::process::id()));
     std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
     let topo = Topology::up(&a.prefix);
+    on_signal_tear_down(&a.prefix)?;
     // Connection-per-request runs leave TIME_WAITs behind on whichever side
     // closed first; without reuse the client (and a kernel proxy's upstream
     // side) runs out of its 28 000 ports at ~470 connections/s, and what
@@ -368,6 +369,33 @@ pub fn run(a: Args) -> Result<(), String> {
     );
     drop(topo);
     let _ = std::fs::remove_dir_all(&work);
+    Ok(())
+}
+
+/// On SIGINT/SIGTERM (no `Drop` runs then), stop every process in the
+/// topology's namespaces, remove the namespaces and the work directories,
+/// and exit 130.
+fn on_signal_tear_down(prefix: &str) -> Result<(), String> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .map_err(|e| format!("signal handlers: {e}"))?;
+    let prefix = prefix.to_string();
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            eprintln!("\nbench: interrupted; removing the topology");
+            for role in ["cli", "dut", "up"] {
+                let _ = sh_output(&format!(
+                    "ip netns pids {prefix}-{role} 2>/dev/null | xargs -r kill -9"
+                ));
+            }
+            let _ = sh_output(&format!(
+                "{}/scripts/topology.sh down -p {prefix}",
+                root().display()
+            ));
+            let _ = sh_output("rm -rf /tmp/bench-proxy-*");
+            std::process::exit(130);
+        }
+    });
     Ok(())
 }
 
