@@ -392,7 +392,7 @@ fn on_signal_tear_down(prefix: &str) -> Result<(), String> {
                 "{}/scripts/topology.sh down -p {prefix}",
                 root().display()
             ));
-            let _ = sh_output("rm -rf /tmp/bench-proxy-*");
+            let _ = sh_output("rm -rf /tmp/bench-proxy-* /var/run/dpdk/bench-proxy");
             std::process::exit(130);
         }
     });
