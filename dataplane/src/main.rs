@@ -42,8 +42,9 @@ const STEER_RING: usize = 4096;
     long_about = "Kernel-bypass data plane on DPDK with a user-space network stack.\n\n\
 Without a subcommand it runs: it starts DPDK's EAL, brings up the ports named in the config \
 (DPDK virtual devices such as net_af_xdp, or PCI NICs bound to vfio-pci), runs one worker per \
-configured core, and answers ARP and ping on each port's address. SIGINT/SIGTERM stop it \
-cleanly. Without --config it uses the embedded default (see `dataplane default-config`), which \
+configured core, answers ARP and ping on each port's address, and proxies TCP from the \
+configured listeners to their clusters. SIGINT/SIGTERM drain it (listeners close, proxied \
+connections get drain_timeout_ms) and stop it cleanly; a second signal stops it at once. Without --config it uses the embedded default (see `dataplane default-config`), which \
 matches the namespaces that `scripts/topology.sh up` builds.\n\n\
 EAL arguments can be appended after `--`, e.g. `dataplane -c dp.yaml -- --log-level=lib.eal:debug`.",
     args_conflicts_with_subcommands = true
@@ -59,7 +60,7 @@ struct Cli {
 enum Cmd {
     /// Run the data plane (the default).
     Run(RunArgs),
-    /// Print a running data plane's per-core counters, read through its admin socket.
+    /// Print a running data plane's counters (ports, cores, listeners, clusters, endpoints), read through its admin socket.
     Stats(StatsArgs),
     /// Print the embedded default configuration.
     DefaultConfig,
