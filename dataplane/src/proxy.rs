@@ -19,7 +19,7 @@
 //!   reset) on a connect failure, a connect timeout or an idle timeout.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::BinaryHeap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
@@ -80,6 +80,20 @@ pub struct ProxyStats {
 }
 
 impl ProxyStats {
+    /// The counters of a session's listener, cluster and endpoint.
+    fn all(&self, li: usize, ci: usize, ep: usize) -> [&Counters; 3] {
+        [
+            &self.listeners[li],
+            &self.clusters[ci],
+            &self.endpoints[ci][ep],
+        ]
+    }
+
+    /// The counters of an upstream connection: its cluster's and endpoint's.
+    fn upstream(&self, ci: usize, ep: usize) -> [&Counters; 2] {
+        [&self.clusters[ci], &self.endpoints[ci][ep]]
+    }
+
     pub fn new(cfg: &Config) -> ProxyStats {
         ProxyStats {
             drained: AtomicBool::new(false),
@@ -128,9 +142,6 @@ struct Cluster {
     idle_timeout: Option<Duration>,
     max_connections: u32,
     max_pending: u32,
-    /// Upstream handshakes in progress, by deadline (one timeout per
-    /// cluster, so in order).
-    connecting: VecDeque<(Instant, u32, ConnId)>,
 }
 
 #[derive(Debug)]
@@ -174,12 +185,14 @@ pub struct Proxy {
     sessions: Vec<Option<Session>>,
     free: Vec<u32>,
     by_conn: HashMap<ConnId, u32>,
+    /// Upstream handshake deadlines (session slot, client side's id): only
+    /// the due ones are looked at, whatever the number of clusters.
+    connecting: BinaryHeap<Reverse<(Instant, u32, ConnId)>>,
     /// Idle deadlines (sessions of clusters with an idle timeout): checked
     /// against the session's last activity when due.
     idle: BinaryHeap<Reverse<(Instant, u32, ConnId)>>,
     stats: Arc<ProxyStats>,
     gauges: Arc<[ClusterGauges]>,
-    draining: bool,
 }
 
 impl Proxy {
@@ -247,7 +260,6 @@ impl Proxy {
                         .then(|| Duration::from_millis(c.idle_timeout_ms)),
                     max_connections: c.limits.max_connections,
                     max_pending: c.limits.max_pending,
-                    connecting: VecDeque::new(),
                 }
             })
             .collect();
@@ -258,10 +270,10 @@ impl Proxy {
             sessions: Vec::new(),
             free: Vec::new(),
             by_conn: HashMap::new(),
+            connecting: BinaryHeap::new(),
             idle: BinaryHeap::new(),
             stats: Arc::new(ProxyStats::new(cfg)),
             gauges,
-            draining: false,
         }
     }
 
@@ -269,23 +281,11 @@ impl Proxy {
         &self.stats
     }
 
-    /// Whether this event concerns the proxy (else it is the services').
-    pub fn owns(&self, ev: &Event) -> bool {
-        match ev {
-            Event::Incoming { listener } => self.bound.contains_key(listener),
-            Event::Connected(id)
-            | Event::Readable(id)
-            | Event::Writable(id)
-            | Event::PeerClosed(id)
-            | Event::Closed(id, _) => self.by_conn.contains_key(id),
-        }
-    }
-
     /// Stop accepting: connections that completed their handshake are
     /// still taken, then the listeners go (later SYNs and handshakes in
     /// progress are reset); sessions carry on.
     pub fn drain(&mut self, e: &mut Engine, now: Instant) {
-        if self.draining {
+        if self.stats.drained.load(Relaxed) {
             return;
         }
         let bound: Vec<((Ipv4Addr, u16), usize)> =
@@ -296,7 +296,6 @@ impl Proxy {
             }
             e.unlisten(a, p);
         }
-        self.draining = true;
         self.stats.drained.store(true, Relaxed);
     }
 
@@ -311,25 +310,24 @@ impl Proxy {
 
     /// Run due connect and idle timeouts. Cheap when none is due.
     pub fn tick(&mut self, e: &mut Engine, now: Instant) {
-        for ci in 0..self.clusters.len() {
-            while let Some(&(at, k, down)) = self.clusters[ci].connecting.front() {
-                if at > now {
-                    break;
-                }
-                self.clusters[ci].connecting.pop_front();
-                let Some(s) = self.session(k, down) else {
-                    continue;
-                };
-                // Connected, or its `Connected` is still queued.
-                if s.connected || e.connection(s.up).is_some_and(|c| c.is_established()) {
-                    continue;
-                }
-                let ep = s.endpoint;
-                self.stats.clusters[ci].connect_timeouts.inc();
-                self.stats.endpoints[ci][ep].connect_timeouts.inc();
-                self.connect_failed(ci, ep, now);
-                self.refuse_session(e, k);
+        while let Some(&Reverse((at, k, down))) = self.connecting.peek() {
+            if at > now {
+                break;
             }
+            self.connecting.pop();
+            let Some(s) = self.session(k, down) else {
+                continue;
+            };
+            // Connected, or its `Connected` is still queued.
+            if s.connected || e.connection(s.up).is_some_and(|c| c.is_established()) {
+                continue;
+            }
+            let (ci, ep) = (s.cluster, s.endpoint);
+            for c in self.stats.upstream(ci, ep) {
+                c.connect_timeouts.inc();
+            }
+            self.connect_failed(ci, ep, now);
+            self.refuse_session(e, k);
         }
         // Entries of ended sessions wait for their time; when they are most
         // of the heap, drop them at once.
@@ -364,39 +362,38 @@ impl Proxy {
                 continue;
             }
             let (li, ci, ep) = (s.listener, s.cluster, s.endpoint);
-            self.stats.listeners[li].idle_timeouts.inc();
-            self.stats.clusters[ci].idle_timeouts.inc();
-            self.stats.endpoints[ci][ep].idle_timeouts.inc();
+            for c in self.stats.all(li, ci, ep) {
+                c.idle_timeouts.inc();
+            }
             self.end(e, k, true);
         }
     }
 
-    /// Handle one event that [`Proxy::owns`].
-    pub fn handle(&mut self, e: &mut Engine, now: Instant, ev: Event) {
+    /// Handle `ev` if it names one of the proxy's listeners or connections;
+    /// otherwise give it back (it is the services').
+    pub fn handle(&mut self, e: &mut Engine, now: Instant, ev: Event) -> Option<Event> {
         match ev {
             Event::Incoming { listener } => {
                 let Some(&li) = self.bound.get(&listener) else {
-                    return;
+                    return Some(ev);
                 };
                 while let Some(id) = e.accept(listener.0, listener.1) {
                     self.open(e, now, li, id);
                 }
             }
             Event::Connected(id) => {
-                let Some(&k) = self.by_conn.get(&id) else {
-                    return;
+                let Some((k, _)) = self.side(id) else {
+                    return Some(ev);
                 };
-                let Some(s) = self.sessions[k as usize].as_mut() else {
-                    return;
-                };
+                let s = self.sessions[k as usize].as_mut()?;
                 if s.up != id || s.connected {
-                    return;
+                    return None;
                 }
                 s.connected = true;
                 s.last_active = now;
                 let (ci, ep) = (s.cluster, s.endpoint);
                 self.gauges[ci].pending.fetch_sub(1, Relaxed);
-                for c in [&self.stats.clusters[ci], &self.stats.endpoints[ci][ep]] {
+                for c in self.stats.upstream(ci, ep) {
                     c.cx_connected.inc();
                     c.cx_connecting.set(c.cx_connecting.get().wrapping_sub(1));
                 }
@@ -405,19 +402,27 @@ impl Proxy {
                 self.pump(e, now, k, Dir::Down);
             }
             Event::Readable(id) | Event::PeerClosed(id) => {
-                if let Some((k, down)) = self.side(id) {
-                    self.pump(e, now, k, if down { Dir::Up } else { Dir::Down });
-                    self.finish_if_done(e, k);
-                }
+                let Some((k, down)) = self.side(id) else {
+                    return Some(ev);
+                };
+                self.pump(e, now, k, if down { Dir::Up } else { Dir::Down });
+                self.finish_if_done(e, k);
             }
             Event::Writable(id) => {
-                if let Some((k, down)) = self.side(id) {
-                    self.pump(e, now, k, if down { Dir::Down } else { Dir::Up });
-                    self.finish_if_done(e, k);
-                }
+                let Some((k, down)) = self.side(id) else {
+                    return Some(ev);
+                };
+                self.pump(e, now, k, if down { Dir::Down } else { Dir::Up });
+                self.finish_if_done(e, k);
             }
-            Event::Closed(id, reason) => self.closed(e, now, id, reason),
+            Event::Closed(id, reason) => {
+                let Some((k, down)) = self.side(id) else {
+                    return Some(ev);
+                };
+                self.closed(e, now, k, down, id, reason);
+            }
         }
+        None
     }
 
     /// The session of `id`, and whether `id` is its client side.
@@ -441,9 +446,6 @@ impl Proxy {
         let ci = self.listener_cluster[li];
         let ls = &self.stats.listeners[li];
         ls.cx_total.inc();
-        if self.draining {
-            return self.refuse(e, li, down);
-        }
         let cs = &self.stats.clusters[ci];
         let g = &self.gauges[ci];
         let c = &mut self.clusters[ci];
@@ -501,12 +503,13 @@ impl Proxy {
         });
         self.by_conn.insert(down, k);
         self.by_conn.insert(up, k);
-        let c = &mut self.clusters[ci];
-        c.connecting.push_back((now + c.connect_timeout, k, down));
+        let c = &self.clusters[ci];
+        self.connecting
+            .push(Reverse((now + c.connect_timeout, k, down)));
         if let Some(idle) = c.idle_timeout {
             self.idle.push(Reverse((now + idle, k, down)));
         }
-        for c in [&self.stats.clusters[ci], &self.stats.endpoints[ci][ep]] {
+        for c in self.stats.upstream(ci, ep) {
             c.cx_total.inc();
             c.cx_connecting.inc();
         }
@@ -575,11 +578,7 @@ impl Proxy {
         if moved > 0 {
             s.last_active = now;
             let (li, ci, ep) = (s.listener, s.cluster, s.endpoint);
-            for c in [
-                &self.stats.listeners[li],
-                &self.stats.clusters[ci],
-                &self.stats.endpoints[ci][ep],
-            ] {
+            for c in self.stats.all(li, ci, ep) {
                 match dir {
                     Dir::Up => c.bytes_up.add(moved),
                     Dir::Down => c.bytes_down.add(moved),
@@ -588,10 +587,16 @@ impl Proxy {
         }
     }
 
-    fn closed(&mut self, e: &mut Engine, now: Instant, id: ConnId, reason: CloseReason) {
-        let Some((k, is_down)) = self.side(id) else {
-            return;
-        };
+    /// Connection `id`, side `is_down` of session `k`, is gone.
+    fn closed(
+        &mut self,
+        e: &mut Engine,
+        now: Instant,
+        k: u32,
+        is_down: bool,
+        id: ConnId,
+        reason: CloseReason,
+    ) {
         self.by_conn.remove(&id);
         let Some(s) = self.sessions[k as usize].as_mut() else {
             return;
@@ -605,17 +610,18 @@ impl Proxy {
         if !is_down && !s.connected {
             // The upstream handshake failed (refused, reset, or retransmitted
             // to exhaustion).
-            self.stats.clusters[ci].connect_failures.inc();
-            self.stats.endpoints[ci][ep].connect_failures.inc();
+            for c in self.stats.upstream(ci, ep) {
+                c.connect_failures.inc();
+            }
             self.connect_failed(ci, ep, now);
             return self.refuse_session(e, k);
         }
         if reason != CloseReason::Normal {
             // A reset, a give-up or our own abort: the other side cannot
             // complete either.
-            self.stats.listeners[li].resets.inc();
-            self.stats.clusters[ci].resets.inc();
-            self.stats.endpoints[ci][ep].resets.inc();
+            for c in self.stats.all(li, ci, ep) {
+                c.resets.inc();
+            }
             return self.end(e, k, true);
         }
         // Both FINs are done on this side, and the engine keeps a
@@ -666,8 +672,9 @@ impl Proxy {
 
     fn connect_failed(&mut self, ci: usize, ep: usize, now: Instant) {
         if self.clusters[ci].lb.connect_failed(ep, now) == Verdict::Ejected {
-            self.stats.clusters[ci].ejections.inc();
-            self.stats.endpoints[ci][ep].ejections.inc();
+            for c in self.stats.upstream(ci, ep) {
+                c.ejections.inc();
+            }
             tracing::warn!(
                 "cluster {ci}: endpoint {} ejected after repeated connect failures",
                 self.clusters[ci].lb.endpoints()[ep].addr
@@ -694,15 +701,11 @@ impl Proxy {
         g.open.fetch_sub(1, Relaxed);
         if !s.connected {
             g.pending.fetch_sub(1, Relaxed);
-            for c in [&self.stats.clusters[ci], &self.stats.endpoints[ci][ep]] {
+            for c in self.stats.upstream(ci, ep) {
                 c.cx_connecting.set(c.cx_connecting.get().wrapping_sub(1));
             }
         }
-        for c in [
-            &self.stats.listeners[li],
-            &self.stats.clusters[ci],
-            &self.stats.endpoints[ci][ep],
-        ] {
+        for c in self.stats.all(li, ci, ep) {
             c.cx_closed.inc();
         }
     }

@@ -46,19 +46,13 @@ pub fn proxy_drained(workers: &[WorkerView]) -> bool {
         .all(|p| p.drained.load(Relaxed))
 }
 
-/// Sum the same counters over every core: `pick` chooses them in one core's
-/// stats, `fields` says which to show.
-fn summed<'a>(
-    workers: &'a [WorkerView],
-    pick: impl Fn(&'a ProxyStats) -> Option<&'a Counters>,
-    fields: &[&str],
-) -> Map<String, Value> {
+/// The `fields` of `counters`, each summed over them.
+fn sum<'a>(counters: impl Iterator<Item = &'a Counters>, fields: &[&str]) -> Map<String, Value> {
     let mut m = Map::new();
     for f in fields {
         m.insert(f.to_string(), json!(0u64));
     }
-    for p in workers.iter().filter_map(|w| w.proxy_stats.as_deref()) {
-        let Some(c) = pick(p) else { continue };
+    for c in counters {
         for (k, v) in c.fields() {
             if let Some(e) = m.get_mut(k) {
                 *e = json!(e.as_u64().unwrap_or(0).wrapping_add(v));
@@ -66,6 +60,17 @@ fn summed<'a>(
         }
     }
     m
+}
+
+/// The same counters summed over every core: `pick` chooses them in one
+/// core's stats.
+fn summed<'a>(
+    workers: &'a [WorkerView],
+    pick: impl Fn(&'a ProxyStats) -> Option<&'a Counters>,
+    fields: &[&str],
+) -> Map<String, Value> {
+    let cores = workers.iter().filter_map(|w| w.proxy_stats.as_deref());
+    sum(cores.filter_map(pick), fields)
 }
 
 /// Listeners, clusters and endpoints, each summed over the cores.
@@ -164,16 +169,8 @@ pub fn snapshot(
         });
         // This core's share of the proxying.
         let proxy = w.proxy_stats.as_ref().map(|p| {
-            let mut m = Map::new();
-            for c in &p.listeners {
-                for (k, v) in c.fields() {
-                    if matches!(k, "cx_total" | "cx_active" | "bytes_up" | "bytes_down") {
-                        let e = m.entry(k.to_string()).or_insert(json!(0u64));
-                        *e = json!(e.as_u64().unwrap_or(0).wrapping_add(v));
-                    }
-                }
-            }
-            Value::Object(m)
+            let share = ["cx_total", "cx_active", "bytes_up", "bytes_down"];
+            Value::Object(sum(p.listeners.iter(), &share))
         });
         wj.push(json!({"lcore": w.lcore, "cpu": w.cpu, "loop": lp, "stack": stack, "services": services, "proxy": proxy}));
     }

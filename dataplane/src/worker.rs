@@ -116,11 +116,14 @@ pub struct Apps {
 
 impl Apps {
     fn handle(&mut self, e: &mut netstack::tcp::Engine, now: Instant, ev: netstack::tcp::Event) {
-        if let Some(p) = self.proxy.as_mut()
-            && p.owns(&ev)
-        {
-            p.handle(e, now, ev);
-        } else if let Some(s) = self.services.as_mut() {
+        let ev = match self.proxy.as_mut() {
+            Some(p) => match p.handle(e, now, ev) {
+                Some(ev) => ev,
+                None => return,
+            },
+            None => ev,
+        };
+        if let Some(s) = self.services.as_mut() {
             s.handle(e, ev);
         } else if let netstack::tcp::Event::Incoming { listener } = ev {
             while let Some(id) = e.accept(listener.0, listener.1) {

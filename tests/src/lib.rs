@@ -575,3 +575,37 @@ impl Drop for Nginx {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+// === Clients ===
+
+/// Run `tests/scripts/tcp_client.py ARGS` in the client namespace; its JSON
+/// answer (panics with its output if it failed).
+pub fn tcp_client(topo: &Topology, args: &str) -> Value {
+    let out = topo.exec(
+        "cli",
+        &format!(
+            "/usr/bin/python3 {}/tests/scripts/tcp_client.py {args}",
+            root().display()
+        ),
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "tcp_client.py {args} failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(text.trim()).unwrap()
+}
+
+/// [`two_port_config`] on `net_af_packet` with two workers (CPUs 0 and 1)
+/// and two queue pairs per port: the kernel spreads flows over the queues by
+/// its own hash, so connections reach the data plane on either core and
+/// software steering brings them to their owner.
+pub fn two_worker_af_packet_config() -> String {
+    let cfg = two_port_config("af_packet", true)
+        .replace("cores: [1]", "cores: [0, 1]")
+        .replace("-c0\n", "-c0,qpairs=2\n")
+        .replace("-u0\n", "-u0,qpairs=2\n");
+    assert!(cfg.contains("qpairs=2") && cfg.contains("[0, 1]"));
+    cfg
+}

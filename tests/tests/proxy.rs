@@ -5,27 +5,10 @@
 use std::time::{Duration, Instant};
 
 use e2e_tests::{
-    Dataplane, NGINX_BODY, Nginx, Topology, python_upstream, require_root, root, serial,
-    two_port_config, unique_prefix,
+    Dataplane, NGINX_BODY, Nginx, Topology, python_upstream, require_root, serial, tcp_client,
+    two_port_config, two_worker_af_packet_config, unique_prefix,
 };
 use serde_json::Value;
-
-fn client(topo: &Topology, args: &str) -> Value {
-    let out = topo.exec(
-        "cli",
-        &format!(
-            "/usr/bin/python3 {}/tests/scripts/tcp_client.py {args}",
-            root().display()
-        ),
-    );
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "tcp_client.py {args} failed: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(text.trim()).unwrap()
-}
 
 fn cli_ok(topo: &Topology, cmd: &str) -> String {
     let out = topo.exec("cli", cmd);
@@ -96,6 +79,15 @@ fn wrk(topo: &Topology, args: &str) -> (u64, String, bool) {
         .to_string();
     (requests, errors, out.contains("Non-2xx"))
 }
+
+/// Port 7007 proxied to the Python echo server on the upstream side.
+const ECHO: &str = r#"
+listeners:
+  - {name: echo, address: "10.10.1.1:7007", tcp_proxy: {cluster: echo}}
+clusters:
+  - name: echo
+    endpoints: [{address: "10.10.2.2:7"}]
+"#;
 
 const WEB: &str = r#"
 listeners:
@@ -199,7 +191,7 @@ fn transfer_both_ways(topo: &Topology, nginx: &Nginx) {
         Some(nginx.big_sha256.as_str())
     );
     let down = t0.elapsed();
-    let r = client(topo, &format!("upload 10.10.1.1 9000 {MIB_256}"));
+    let r = tcp_client(topo, &format!("upload 10.10.1.1 9000 {MIB_256}"));
     assert_eq!(r["ok"], true, "{r}");
     eprintln!(
         "256 MiB down in {:.1} s, up in {:.1} s",
@@ -266,17 +258,8 @@ fn five_thousand_concurrent_connections_through_the_proxy() {
     require_root();
     let topo = Topology::up(&unique_prefix("p"));
     let _echo = python_upstream(&topo, "echo", "10.10.2.2", 7);
-    let dp = start(
-        &topo,
-        r#"
-listeners:
-  - {name: echo, address: "10.10.1.1:7007", tcp_proxy: {cluster: echo}}
-clusters:
-  - name: echo
-    endpoints: [{address: "10.10.2.2:7"}]
-"#,
-    );
-    let r = client(&topo, "many 10.10.1.1 7007 5000 2000");
+    let dp = start(&topo, ECHO);
+    let r = tcp_client(&topo, "many 10.10.1.1 7007 5000 2000");
     assert_eq!(r["good"], 5000, "{r}");
     assert_eq!(settle(&dp, "echo"), 0);
     let s = dp.stats();
@@ -436,7 +419,7 @@ clusters:
     endpoints: [{address: "10.10.2.2:7"}]
 "#,
     );
-    let r = client(&topo, "hold 10.10.1.1 9100 25 1.5");
+    let r = tcp_client(&topo, "hold 10.10.1.1 9100 25 1.5");
     assert_eq!(
         (r["open"].as_u64(), r["closed"].as_u64()),
         (Some(10), Some(15)),
@@ -448,9 +431,9 @@ clusters:
     assert_eq!(n(&listener(&s, "hold")["refused"]), 15);
     // The limit is per cluster: another cluster serves meanwhile, and the
     // limit frees up as connections end.
-    assert_eq!(client(&topo, "echo 10.10.1.1 7007 100000")["ok"], true);
+    assert_eq!(tcp_client(&topo, "echo 10.10.1.1 7007 100000")["ok"], true);
     assert_eq!(settle(&dp, "hold"), 0);
-    let r = client(&topo, "hold 10.10.1.1 9100 10 0.5");
+    let r = tcp_client(&topo, "hold 10.10.1.1 9100 10 0.5");
     assert_eq!(r["open"], 10, "{r}");
     assert_eq!(dp.terminate(), Some(0), "{}", dp.log());
 }
@@ -461,25 +444,12 @@ fn two_workers_proxy_through_software_steering() {
     require_root();
     let topo = Topology::up(&unique_prefix("p"));
     let _echo = python_upstream(&topo, "echo", "10.10.2.2", 7);
-    let cfg = two_port_config("af_packet", true)
-        .replace("cores: [1]", "cores: [0, 1]")
-        .replace("-c0\n", "-c0,qpairs=2\n")
-        .replace("-u0\n", "-u0,qpairs=2\n");
-    assert!(cfg.contains("qpairs=2") && cfg.contains("[0, 1]"));
+    let cfg = two_worker_af_packet_config();
     let mut dp = Dataplane::start(
         &topo,
-        &format!(
-            "{cfg}{}",
-            r#"
-listeners:
-  - {name: echo, address: "0.0.0.0:7007", tcp_proxy: {cluster: echo}}
-clusters:
-  - name: echo
-    endpoints: [{address: "10.10.2.2:7"}]
-"#
-        ),
+        &format!("{cfg}{}", ECHO.replace("10.10.1.1:7007", "0.0.0.0:7007")),
     );
-    let r = client(&topo, "many 10.10.1.1 7007 1000 2000");
+    let r = tcp_client(&topo, "many 10.10.1.1 7007 1000 2000");
     assert_eq!(r["good"], 1000, "{r}");
     assert_eq!(settle(&dp, "echo"), 0, "no session left behind");
     let s = dp.stats();
@@ -510,17 +480,7 @@ fn sigterm_stops_accepting_and_lets_sessions_finish() {
     require_root();
     let topo = Topology::up(&unique_prefix("p"));
     let _echo = python_upstream(&topo, "echo", "10.10.2.2", 7);
-    let mut dp = start(
-        &topo,
-        r#"
-drain_timeout_ms: 20000
-listeners:
-  - {name: echo, address: "10.10.1.1:7007", tcp_proxy: {cluster: echo}}
-clusters:
-  - name: echo
-    endpoints: [{address: "10.10.2.2:7"}]
-"#,
-    );
+    let mut dp = start(&topo, &format!("drain_timeout_ms: 20000\n{ECHO}"));
     // A session that echoes a line, waits for a flag file, echoes another.
     let flag = dp.dir.join("go");
     let script = format!(

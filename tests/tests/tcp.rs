@@ -3,27 +3,11 @@
 //! namespace, byte-exact with sha256, also under loss injected by nftables.
 
 use e2e_tests::{
-    Dataplane, Impairer, Topology, require_root, root, serial, two_port_config, unique_prefix,
+    Dataplane, Impairer, Topology, require_root, serial, tcp_client, two_port_config,
+    two_worker_af_packet_config, unique_prefix,
 };
 
 const SERVICES: &str = "services:\n  - {kind: echo, port: 7}\n  - {kind: discard, port: 9}\n  - {kind: source, port: 19}\n";
-
-fn client(topo: &Topology, args: &str) -> serde_json::Value {
-    let out = topo.exec(
-        "cli",
-        &format!(
-            "/usr/bin/python3 {}/tests/scripts/tcp_client.py {args}",
-            root().display()
-        ),
-    );
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "tcp_client.py {args} failed: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(text.trim()).unwrap()
-}
 
 /// Connections still held after waiting up to 5 s for them to close
 /// (TIME_WAIT is 1 s; counters are published per timer tick).
@@ -52,10 +36,10 @@ fn kernel_clients_against_our_tcp_on_af_xdp() {
     require_root();
     let topo = Topology::up(&unique_prefix("x"));
     let mut dp = start(&topo, "af_xdp");
-    let r = client(&topo, "echo 10.10.1.1 7 8000000");
+    let r = tcp_client(&topo, "echo 10.10.1.1 7 8000000");
     assert_eq!(r["received"], 8_000_000);
-    client(&topo, "source 10.10.1.1 19 8000000");
-    client(&topo, "discard 10.10.1.1 9 3000000");
+    tcp_client(&topo, "source 10.10.1.1 19 8000000");
+    tcp_client(&topo, "discard 10.10.1.1 9 3000000");
     // A closed port is refused with our RST, at once.
     let out = topo.exec("cli", "nc -z -w 3 10.10.1.1 8080");
     assert!(!out.status.success());
@@ -89,7 +73,7 @@ fn three_thousand_concurrent_kernel_connections() {
     require_root();
     let topo = Topology::up(&unique_prefix("x"));
     let dp = start(&topo, "af_xdp");
-    let r = client(&topo, "many 10.10.1.1 7 3000 2000");
+    let r = tcp_client(&topo, "many 10.10.1.1 7 3000 2000");
     assert_eq!(r["good"], 3000, "{r}");
     assert!(dp.total("tcp_accepted") >= 3000);
     assert_eq!(dp.total("tcp_backlog_full"), 0);
@@ -113,9 +97,9 @@ fn byte_exact_under_two_percent_loss_both_ways() {
         "nft: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let r = client(&topo, "echo 10.10.1.1 7 4000000");
+    let r = tcp_client(&topo, "echo 10.10.1.1 7 4000000");
     assert_eq!(r["received"], 4_000_000);
-    client(&topo, "source 10.10.1.1 19 4000000");
+    tcp_client(&topo, "source 10.10.1.1 19 4000000");
     // Totals are published when connections end (TIME_WAIT is 1 s).
     let mut retransmits = 0;
     for _ in 0..50 {
@@ -152,9 +136,9 @@ fn byte_exact_through_reordering_duplication_and_delay() {
         &topo,
         "--seed 7 --drop 0.01 --dup 0.02 --reorder 0.05 --delay-ms 1 --jitter-ms 0.5",
     );
-    let r = client(&topo, "echo 10.10.1.1 7 3000000");
+    let r = tcp_client(&topo, "echo 10.10.1.1 7 3000000");
     assert_eq!(r["received"], 3_000_000);
-    client(&topo, "source 10.10.1.1 19 3000000");
+    tcp_client(&topo, "source 10.10.1.1 19 3000000");
     assert_eq!(connections_after_close(&dp), 0, "no connection stuck");
     let s = imp.finish();
     for dir in ["a_to_b", "b_to_a"] {
@@ -171,8 +155,8 @@ fn kernel_clients_against_our_tcp_on_af_packet() {
     require_root();
     let topo = Topology::up(&unique_prefix("p"));
     let mut dp = start(&topo, "af_packet");
-    client(&topo, "echo 10.10.1.1 7 4000000");
-    client(&topo, "source 10.10.1.1 19 2000000");
+    tcp_client(&topo, "echo 10.10.1.1 7 4000000");
+    tcp_client(&topo, "source 10.10.1.1 19 2000000");
     // AF_PACKET takes chained mbufs: full-sized payload went out attached
     // behind the headers, never copied by us (the kernel client sends
     // full-sized segments, and the echo returns the very receive buffers).
@@ -202,7 +186,7 @@ fn a_tiny_backlog_still_completes_kernel_handshakes_with_syn_cookies() {
             two_port_config("af_xdp", true)
         ),
     );
-    let r = client(&topo, "many 10.10.1.1 7 500 1000 burst");
+    let r = tcp_client(&topo, "many 10.10.1.1 7 500 1000 burst");
     assert_eq!(r["good"], 500, "{r}");
     assert!(
         dp.total("tcp_syn_cookies_sent") > 0,
@@ -224,17 +208,13 @@ fn two_workers_share_connections_through_software_steering() {
     let _serial = serial();
     require_root();
     let topo = Topology::up(&unique_prefix("s"));
-    let cfg = two_port_config("af_packet", true)
-        .replace("cores: [1]", "cores: [0, 1]")
-        .replace("-c0\n", "-c0,qpairs=2\n")
-        .replace("-u0\n", "-u0,qpairs=2\n");
-    assert!(cfg.contains("qpairs=2") && cfg.contains("[0, 1]"));
+    let cfg = two_worker_af_packet_config();
     let mut dp = Dataplane::start(&topo, &format!("{cfg}{SERVICES}"));
-    let r = client(&topo, "many 10.10.1.1 7 1000 2000");
+    let r = tcp_client(&topo, "many 10.10.1.1 7 1000 2000");
     assert_eq!(r["good"], 1000, "{r}");
-    let r = client(&topo, "echo 10.10.1.1 7 4000000");
+    let r = tcp_client(&topo, "echo 10.10.1.1 7 4000000");
     assert_eq!(r["received"], 4_000_000);
-    client(&topo, "source 10.10.1.1 19 2000000");
+    tcp_client(&topo, "source 10.10.1.1 19 2000000");
 
     let s = dp.stats();
     let workers = s["workers"].as_array().unwrap();

@@ -243,9 +243,18 @@ impl Engine {
         self.by_tuple.is_empty()
     }
 
+    /// A hasher keyed by the engine's secret, made distinct per use by
+    /// `domain` (the ISN function uses 0), so that no output of one use
+    /// tells anything about another.
+    fn keyed(&self, domain: u8) -> SipHasher13 {
+        let mut key = self.cfg.secret;
+        key[15] ^= domain;
+        SipHasher13::new_with_key(&key)
+    }
+
     /// RFC 6528: ISN = M + F(4-tuple, secret), M a 4 µs clock.
     fn isn(&self, now: Instant, t: &FourTuple) -> Seq {
-        let mut h = SipHasher13::new_with_key(&self.cfg.secret);
+        let mut h = self.keyed(0);
         std::hash::Hash::hash(t, &mut h);
         let m = (now.as_micros().wrapping_sub(self.epoch.as_micros()) / 4) as u32;
         Seq((h.finish() as u32).wrapping_add(m))
@@ -601,9 +610,7 @@ impl Engine {
     /// pair only, so it is unpredictable to others but the same for every
     /// connection between the two hosts (see `Connection::set_ts_offset`).
     fn ts_offset(&self, t: &FourTuple) -> u32 {
-        let mut key = self.cfg.secret;
-        key[15] ^= 0x75; // not the ISN, cookie or table key
-        let mut h = SipHasher13::new_with_key(&key);
+        let mut h = self.keyed(0x75);
         h.write_u32(u32::from(t.local.0));
         h.write_u32(u32::from(t.remote.0));
         h.finish() as u32
@@ -646,9 +653,7 @@ impl Engine {
 
     /// Covers the MSS index too, so it cannot be altered.
     fn cookie_hash(&self, t: &FourTuple, slot: u32, client_isn: Seq, mss_idx: u32) -> u32 {
-        let mut key = self.cfg.secret;
-        key[15] ^= 0xc0; // not the ISN or table key
-        let mut h = SipHasher13::new_with_key(&key);
+        let mut h = self.keyed(0xc0);
         std::hash::Hash::hash(t, &mut h);
         h.write_u32(slot);
         h.write_u32(client_isn.0);
