@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use crate::{Config, IdleMode, Ipv4Net, parse_ipv4, parse_socket_addr};
+use crate::{
+    ClusterConfig, Config, IdleMode, Ipv4Net, ListenerConfig, parse_ipv4, parse_socket_addr,
+};
 
 /// One problem in a configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,10 +46,10 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
-struct Errors(Vec<ConfigError>);
+pub(crate) struct Errors(pub(crate) Vec<ConfigError>);
 
 impl Errors {
-    fn push(
+    pub(crate) fn push(
         &mut self,
         path: impl Into<String>,
         value: impl fmt::Display,
@@ -59,7 +61,7 @@ impl Errors {
             reason: reason.into(),
         });
     }
-    fn check(
+    pub(crate) fn check(
         &mut self,
         ok: bool,
         path: impl Into<String>,
@@ -460,6 +462,20 @@ impl Config {
             s.display(),
             "is longer than a Unix socket path may be (107 bytes)",
         );
+        e.check(
+            (64 << 10..=4 << 30).contains(&self.admin.max_request_bytes),
+            "admin.max_request_bytes",
+            self.admin.max_request_bytes,
+            "must be between 65536 and 4294967296",
+        );
+        if let Some(f) = &self.admin.state_file {
+            e.check(
+                f.is_absolute(),
+                "admin.state_file",
+                f.display(),
+                "must be an absolute path",
+            );
+        }
 
         if e.0.is_empty() {
             Ok(())
@@ -472,16 +488,11 @@ impl Config {
 impl Config {
     /// Listeners, clusters and the drain timeout.
     fn validate_proxy(&self, e: &mut Errors) {
-        let ours: Vec<std::net::Ipv4Addr> = self
-            .ports
-            .iter()
-            .filter_map(|p| Ipv4Net::parse(&p.address).ok().map(|n| n.addr))
-            .collect();
+        let ours = self.port_addrs();
         let mut names = HashMap::new();
         let mut bound: HashMap<(std::net::Ipv4Addr, u16), usize> = HashMap::new();
         for (i, l) in self.listeners.iter().enumerate() {
             let at = |f: &str| format!("listeners[{i}].{f}");
-            e.check(!l.name.is_empty(), at("name"), "\"\"", "must not be empty");
             if let Some(j) = names.insert(l.name.as_str(), i) {
                 e.push(
                     at("name"),
@@ -489,40 +500,18 @@ impl Config {
                     format!("already used by listeners[{j}]"),
                 );
             }
-            match parse_socket_addr(&l.address) {
-                Err(why) => e.push(at("address"), &l.address, why),
-                Ok(a) => {
-                    let ip = *a.ip();
-                    if !ip.is_unspecified() && !ours.contains(&ip) {
+            if let Some(a) = self.check_listener(l, &ours, &at, e) {
+                let ip = *a.ip();
+                for (&(oip, oport), &j) in &bound {
+                    if overlaps((ip, a.port()), (oip, oport)) {
                         e.push(
                             at("address"),
                             &l.address,
-                            format!(
-                                "{ip} is not the address of any port (ports[].address), nor 0.0.0.0"
-                            ),
+                            format!("overlaps listeners[{j}]"),
                         );
                     }
-                    if let Some(s) = self.services.iter().position(|s| s.port == a.port()) {
-                        e.push(
-                            at("address"),
-                            &l.address,
-                            format!("port {} is taken by services[{s}]", a.port()),
-                        );
-                    }
-                    // 0.0.0.0:p clashes with every a:p.
-                    for (&(oip, oport), &j) in &bound {
-                        let overlap = oport == a.port()
-                            && (oip == ip || ip.is_unspecified() || oip.is_unspecified());
-                        if overlap {
-                            e.push(
-                                at("address"),
-                                &l.address,
-                                format!("overlaps listeners[{j}]"),
-                            );
-                        }
-                    }
-                    bound.insert((ip, a.port()), i);
                 }
+                bound.insert((ip, a.port()), i);
             }
             if !self.clusters.iter().any(|c| c.name == l.tcp_proxy.cluster) {
                 e.push(
@@ -535,7 +524,6 @@ impl Config {
         let mut names = HashMap::new();
         for (i, c) in self.clusters.iter().enumerate() {
             let at = |f: &str| format!("clusters[{i}].{f}");
-            e.check(!c.name.is_empty(), at("name"), "\"\"", "must not be empty");
             if let Some(j) = names.insert(c.name.as_str(), i) {
                 e.push(
                     at("name"),
@@ -543,65 +531,7 @@ impl Config {
                     format!("already used by clusters[{j}]"),
                 );
             }
-            let mut seen = HashMap::new();
-            for (k, ep) in c.endpoints.iter().enumerate() {
-                let at = |f: &str| format!("clusters[{i}].endpoints[{k}].{f}");
-                match parse_socket_addr(&ep.address) {
-                    Err(why) => e.push(at("address"), &ep.address, why),
-                    Ok(a) => {
-                        if let Some(j) = seen.insert(a, k) {
-                            e.push(
-                                at("address"),
-                                &ep.address,
-                                format!("already listed as endpoints[{j}]"),
-                            );
-                        }
-                    }
-                }
-                e.check(
-                    (1..=128).contains(&ep.weight),
-                    at("weight"),
-                    ep.weight,
-                    "must be between 1 and 128",
-                );
-            }
-            e.check(
-                (1..=600_000).contains(&c.connect_timeout_ms),
-                at("connect_timeout_ms"),
-                c.connect_timeout_ms,
-                "must be between 1 and 600000",
-            );
-            e.check(
-                c.limits.max_connections >= 1,
-                at("limits.max_connections"),
-                c.limits.max_connections,
-                "must be at least 1",
-            );
-            e.check(
-                c.limits.max_pending >= 1,
-                at("limits.max_pending"),
-                c.limits.max_pending,
-                "must be at least 1",
-            );
-            let o = &c.outlier_detection;
-            e.check(
-                o.consecutive_failures >= 1,
-                at("outlier_detection.consecutive_failures"),
-                o.consecutive_failures,
-                "must be at least 1",
-            );
-            e.check(
-                (1..=3_600_000).contains(&o.base_ejection_ms),
-                at("outlier_detection.base_ejection_ms"),
-                o.base_ejection_ms,
-                "must be between 1 and 3600000",
-            );
-            e.check(
-                o.max_ejection_percent <= 100,
-                at("outlier_detection.max_ejection_percent"),
-                o.max_ejection_percent,
-                "must be a percentage, 0-100",
-            );
+            check_cluster(c, &at, e);
         }
         e.check(
             self.drain_timeout_ms <= 3_600_000,
@@ -610,6 +540,129 @@ impl Config {
             "must be at most 3600000 (an hour)",
         );
     }
+
+    /// The ports' own addresses.
+    pub(crate) fn port_addrs(&self) -> Vec<std::net::Ipv4Addr> {
+        self.ports
+            .iter()
+            .filter_map(|p| Ipv4Net::parse(&p.address).ok().map(|n| n.addr))
+            .collect()
+    }
+
+    /// One listener's own fields (not its name's uniqueness, its overlap
+    /// with other listeners or its cluster): the address, if usable.
+    pub(crate) fn check_listener(
+        &self,
+        l: &ListenerConfig,
+        ours: &[std::net::Ipv4Addr],
+        at: &dyn Fn(&str) -> String,
+        e: &mut Errors,
+    ) -> Option<std::net::SocketAddrV4> {
+        e.check(!l.name.is_empty(), at("name"), "\"\"", "must not be empty");
+        e.check(
+            !l.tcp_proxy.cluster.is_empty(),
+            at("tcp_proxy.cluster"),
+            "\"\"",
+            "must not be empty",
+        );
+        let before = e.0.len();
+        match parse_socket_addr(&l.address) {
+            Err(why) => {
+                e.push(at("address"), &l.address, why);
+                None
+            }
+            Ok(a) => {
+                let ip = *a.ip();
+                if !ip.is_unspecified() && !ours.contains(&ip) {
+                    e.push(
+                        at("address"),
+                        &l.address,
+                        format!(
+                            "{ip} is not the address of any port (ports[].address), nor 0.0.0.0"
+                        ),
+                    );
+                }
+                if let Some(s) = self.services.iter().position(|s| s.port == a.port()) {
+                    e.push(
+                        at("address"),
+                        &l.address,
+                        format!("port {} is taken by services[{s}]", a.port()),
+                    );
+                }
+                (e.0.len() == before).then_some(a)
+            }
+        }
+    }
+}
+
+/// Whether two listening addresses take the same connections: the same
+/// port, and the same address or either one `0.0.0.0`.
+pub(crate) fn overlaps(a: (std::net::Ipv4Addr, u16), b: (std::net::Ipv4Addr, u16)) -> bool {
+    a.1 == b.1 && (a.0 == b.0 || a.0.is_unspecified() || b.0.is_unspecified())
+}
+
+/// One cluster's fields, whatever else is configured.
+pub(crate) fn check_cluster(c: &ClusterConfig, at: &dyn Fn(&str) -> String, e: &mut Errors) {
+    e.check(!c.name.is_empty(), at("name"), "\"\"", "must not be empty");
+    let mut seen = HashMap::new();
+    for (k, ep) in c.endpoints.iter().enumerate() {
+        let at = |f: &str| at(&format!("endpoints[{k}].{f}"));
+        match parse_socket_addr(&ep.address) {
+            Err(why) => e.push(at("address"), &ep.address, why),
+            Ok(a) => {
+                if let Some(j) = seen.insert(a, k) {
+                    e.push(
+                        at("address"),
+                        &ep.address,
+                        format!("already listed as endpoints[{j}]"),
+                    );
+                }
+            }
+        }
+        e.check(
+            (1..=128).contains(&ep.weight),
+            at("weight"),
+            ep.weight,
+            "must be between 1 and 128",
+        );
+    }
+    e.check(
+        (1..=600_000).contains(&c.connect_timeout_ms),
+        at("connect_timeout_ms"),
+        c.connect_timeout_ms,
+        "must be between 1 and 600000",
+    );
+    e.check(
+        c.limits.max_connections >= 1,
+        at("limits.max_connections"),
+        c.limits.max_connections,
+        "must be at least 1",
+    );
+    e.check(
+        c.limits.max_pending >= 1,
+        at("limits.max_pending"),
+        c.limits.max_pending,
+        "must be at least 1",
+    );
+    let o = &c.outlier_detection;
+    e.check(
+        o.consecutive_failures >= 1,
+        at("outlier_detection.consecutive_failures"),
+        o.consecutive_failures,
+        "must be at least 1",
+    );
+    e.check(
+        (1..=3_600_000).contains(&o.base_ejection_ms),
+        at("outlier_detection.base_ejection_ms"),
+        o.base_ejection_ms,
+        "must be between 1 and 3600000",
+    );
+    e.check(
+        o.max_ejection_percent <= 100,
+        at("outlier_detection.max_ejection_percent"),
+        o.max_ejection_percent,
+        "must be a percentage, 0-100",
+    );
 }
 
 #[cfg(test)]

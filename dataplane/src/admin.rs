@@ -2,7 +2,8 @@
 //!
 //! Protocol: the client sends one JSON object on one line (`{"cmd":"stats"}`)
 //! and reads one JSON object back; the server then closes the connection.
-//! Later commands (config push, admin API) extend this same socket.
+//! Commands: `stats`, `config` (the listeners and clusters in force) and
+//! `apply` (a live update, `{"cmd":"apply","update":{...}}`).
 
 use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
@@ -12,12 +13,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-/// Requests are small; refuse anything bigger rather than buffer it.
-const MAX_REQUEST: u64 = 64 * 1024;
-
-/// Time one client may take to send its request and read the answer. The
-/// control thread serves clients one by one, and it also watches for SIGTERM.
-const CLIENT_DEADLINE: Duration = Duration::from_secs(1);
+/// Longest a client may pause while sending its request or reading the
+/// answer. The control thread serves clients one by one, and it also
+/// watches for SIGTERM.
+const CLIENT_STALL: Duration = Duration::from_secs(1);
+/// Longest one client may take in all (a large update streams for a while).
+const CLIENT_DEADLINE: Duration = Duration::from_secs(60);
 /// Connections served per call, so a flood cannot starve the control loop.
 const MAX_PER_POLL: usize = 16;
 
@@ -27,13 +28,15 @@ pub struct AdminServer {
     path: PathBuf,
     /// (device, inode) of our socket file: removed on exit only if still ours.
     id: (u64, u64),
+    /// Larger requests are refused rather than buffered.
+    max_request: u64,
 }
 
 impl AdminServer {
     /// Bind `path` with mode 0600. A stale socket (nobody listening) is
     /// replaced; a live one means another data plane uses it, which is an
     /// error; anything that is not a socket is never touched.
-    pub fn bind(path: &Path) -> Result<AdminServer, String> {
+    pub fn bind(path: &Path, max_request: u64) -> Result<AdminServer, String> {
         let dir = path
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
@@ -93,6 +96,7 @@ impl AdminServer {
             listener,
             path: path.to_owned(),
             id: (meta.dev(), meta.ino()),
+            max_request,
         })
     }
 
@@ -102,7 +106,7 @@ impl AdminServer {
             let Ok((stream, _)) = self.listener.accept() else {
                 return;
             };
-            if let Err(e) = serve_one(stream, handle) {
+            if let Err(e) = serve_one(stream, self.max_request, handle) {
                 tracing::debug!("admin connection: {e}");
             }
         }
@@ -118,33 +122,50 @@ impl Drop for AdminServer {
     }
 }
 
-fn serve_one(stream: UnixStream, handle: &mut dyn FnMut(&Value) -> Value) -> std::io::Result<()> {
+fn serve_one(
+    stream: UnixStream,
+    max_request: u64,
+    handle: &mut dyn FnMut(&Value) -> Value,
+) -> std::io::Result<()> {
     let deadline = Instant::now() + CLIENT_DEADLINE;
     let left = || {
         deadline
             .saturating_duration_since(Instant::now())
-            .max(Duration::from_millis(1))
+            .clamp(Duration::from_millis(1), CLIENT_STALL)
     };
     stream.set_nonblocking(false)?;
     // Read one line, under one deadline for the whole request.
     let mut req = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !req.contains(&b'\n') {
-        if Instant::now() >= deadline || req.len() as u64 > MAX_REQUEST {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut too_large = false;
+    loop {
+        if Instant::now() >= deadline {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
-                "request too slow or too large",
+                "request too slow",
             ));
+        }
+        if req.len() as u64 > max_request {
+            too_large = true;
+            break;
         }
         stream.set_read_timeout(Some(left()))?;
         let n = (&stream).read(&mut buf)?;
         if n == 0 {
             break;
         }
+        // Only the new bytes can hold the end of the line.
+        let done = buf[..n].contains(&b'\n');
         req.extend_from_slice(&buf[..n]);
+        if done {
+            break;
+        }
     }
     let line = req.split(|&b| b == b'\n').next().unwrap_or(&[]);
     let reply = match serde_json::from_slice::<Value>(line) {
+        _ if too_large => json!({"error": format!(
+            "request larger than admin.max_request_bytes ({max_request}); raise it in the data plane's configuration"
+        )}),
         Ok(req) if req.is_object() => handle(&req),
         Ok(_) => json!({"error": "request must be a JSON object like {\"cmd\":\"stats\"}"}),
         Err(e) => json!({"error": format!("request is not JSON: {e}")}),
@@ -155,8 +176,18 @@ fn serve_one(stream: UnixStream, handle: &mut dyn FnMut(&Value) -> Value) -> std
     (&stream).write_all(&out)
 }
 
-/// Send one request to a running data plane and return its answer.
+/// Send one request to a running data plane and return its answer; an
+/// answer with `error` is an `Err`.
 pub fn request(path: &Path, req: &Value) -> Result<Value, String> {
+    let v = request_raw(path, req)?;
+    if let Some(err) = v.get("error").and_then(Value::as_str) {
+        return Err(format!("data plane refused the request: {err}"));
+    }
+    Ok(v)
+}
+
+/// Send one request to a running data plane and return its answer as is.
+pub fn request_raw(path: &Path, req: &Value) -> Result<Value, String> {
     let mut s = UnixStream::connect(path).map_err(|e| {
         format!("cannot reach the data plane's admin socket {}: {e} (is it running? pass --socket or --config)", path.display())
     })?;
@@ -168,10 +199,5 @@ pub fn request(path: &Path, req: &Value) -> Result<Value, String> {
     let mut buf = String::new();
     s.read_to_string(&mut buf)
         .map_err(|e| format!("admin socket read: {e}"))?;
-    let v: Value =
-        serde_json::from_str(&buf).map_err(|e| format!("admin socket answered non-JSON: {e}"))?;
-    if let Some(err) = v.get("error").and_then(Value::as_str) {
-        return Err(format!("data plane refused the request: {err}"));
-    }
-    Ok(v)
+    serde_json::from_str(&buf).map_err(|e| format!("admin socket answered non-JSON: {e}"))
 }

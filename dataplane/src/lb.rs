@@ -4,18 +4,30 @@
 //! Each worker core keeps its own copy, as Envoy's workers keep their own
 //! load balancers: counts of active connections and connect failures are
 //! the core's own, so nothing here is shared or locked.
+//!
+//! Endpoints keep their index for as long as a connection uses them: one
+//! that leaves the cluster is only marked `removed` (no new connections)
+//! until its last connection ends, and its slot is reused after that.
 
-use std::net::SocketAddrV4;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
-use dataplane_config::{ClusterConfig, LbPolicy, OutlierDetection, parse_socket_addr};
+use dataplane_config::{LbPolicy, OutlierDetection};
+use hashbrown::HashMap;
 use netstack::Instant;
+
+use crate::live::{ClusterLive, CoreCounters};
 
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     pub addr: SocketAddrV4,
     pub weight: u32,
+    /// The address of ours its connections leave from (`None`: no route).
+    pub source: Option<Ipv4Addr>,
+    pub stats: CoreCounters,
     /// Connections to it open or opening on this core.
     pub active: u32,
+    /// No longer in the cluster: kept only for its connections.
+    pub removed: bool,
     /// Refused or timed-out connects in a row.
     consecutive_failures: u32,
     /// Times it has been ejected (the ejection time grows with it).
@@ -46,32 +58,82 @@ pub struct Balancer {
     policy: LbPolicy,
     outlier: OutlierDetection,
     endpoints: Vec<Endpoint>,
+    /// Endpoints in the cluster (not `removed`).
+    live: usize,
     rng: u64,
 }
 
 impl Balancer {
-    /// The cluster's endpoints as config gives them (validated: they parse).
-    pub fn new(c: &ClusterConfig, seed: u64) -> Balancer {
-        Balancer {
-            policy: c.lb_policy,
-            outlier: c.outlier_detection.clone(),
-            endpoints: c
-                .endpoints
-                .iter()
-                .filter_map(|e| {
-                    Some(Endpoint {
-                        addr: parse_socket_addr(&e.address).ok()?,
-                        weight: e.weight.max(1),
-                        active: 0,
-                        consecutive_failures: 0,
-                        ejections: 0,
-                        ejected_until: None,
-                        current: 0,
-                    })
-                })
-                .collect(),
+    pub fn new(c: &ClusterLive, seed: u64) -> Balancer {
+        let mut b = Balancer {
+            policy: c.cfg.lb_policy,
+            outlier: c.cfg.outlier_detection.clone(),
+            endpoints: Vec::new(),
+            live: 0,
             rng: seed | 1,
+        };
+        b.update(c);
+        b
+    }
+
+    /// Take `c`'s policy and endpoints. An endpoint that stays (same
+    /// address) keeps its connection count and health; one that goes is
+    /// marked removed. Costs in proportion to the cluster's size.
+    pub fn update(&mut self, c: &ClusterLive) {
+        self.policy = c.cfg.lb_policy;
+        self.outlier = c.cfg.outlier_detection.clone();
+        let mut old: HashMap<SocketAddrV4, usize> = self
+            .endpoints
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| !e.removed)
+            .map(|(i, e)| (e.addr, i))
+            .collect();
+        let mut free = self
+            .endpoints
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.removed && e.active == 0)
+            .map(|(i, _)| i)
+            .collect::<Vec<_>>()
+            .into_iter();
+        for ep in &c.endpoints {
+            if let Some(i) = old.remove(&ep.addr) {
+                let e = &mut self.endpoints[i];
+                e.weight = ep.weight.max(1);
+                e.source = ep.source;
+                e.stats = ep.stats.clone();
+                continue;
+            }
+            let e = Endpoint {
+                addr: ep.addr,
+                weight: ep.weight.max(1),
+                source: ep.source,
+                stats: ep.stats.clone(),
+                active: 0,
+                removed: false,
+                consecutive_failures: 0,
+                ejections: 0,
+                ejected_until: None,
+                current: 0,
+            };
+            match free.next() {
+                Some(i) => self.endpoints[i] = e,
+                None => self.endpoints.push(e),
+            }
         }
+        for (_, i) in old {
+            self.endpoints[i].removed = true;
+        }
+        // Trailing slots nobody uses can go.
+        while self
+            .endpoints
+            .last()
+            .is_some_and(|e| e.removed && e.active == 0)
+        {
+            self.endpoints.pop();
+        }
+        self.live = self.endpoints.iter().filter(|e| !e.removed).count();
     }
 
     pub fn endpoints(&self) -> &[Endpoint] {
@@ -91,11 +153,11 @@ impl Balancer {
     /// them (serving with suspect endpoints beats refusing everything).
     /// `None` only for an empty cluster. Counts the connection as active.
     pub fn pick(&mut self, now: Instant) -> Option<usize> {
-        if self.endpoints.is_empty() {
+        if self.live == 0 {
             return None;
         }
-        let any_healthy = self.endpoints.iter().any(|e| !e.ejected(now));
-        let usable = |e: &Endpoint| !any_healthy || !e.ejected(now);
+        let any_healthy = self.endpoints.iter().any(|e| !e.removed && !e.ejected(now));
+        let usable = |e: &Endpoint| !e.removed && (!any_healthy || !e.ejected(now));
         let i = match self.policy {
             LbPolicy::RoundRobin => {
                 // Smooth weighted round robin (as nginx): every usable
@@ -179,8 +241,12 @@ impl Balancer {
 
     /// The upstream handshake to `i` was refused or timed out.
     pub fn connect_failed(&mut self, i: usize, now: Instant) -> Verdict {
-        let total = self.endpoints.len();
-        let out = self.endpoints.iter().filter(|e| e.ejected(now)).count();
+        let total = self.live;
+        let out = self
+            .endpoints
+            .iter()
+            .filter(|e| !e.removed && e.ejected(now))
+            .count();
         let Some(e) = self.endpoints.get_mut(i) else {
             return Verdict::Kept;
         };
@@ -204,10 +270,30 @@ impl Balancer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dataplane_config::{ClusterLimits, EndpointConfig};
+    use crate::live::{EndpointLive, PerCore};
+    use dataplane_config::{ClusterConfig, ClusterLimits, EndpointConfig};
+    use std::sync::Arc;
 
-    fn cluster(policy: LbPolicy, weights: &[u32], max_ejection_percent: u32) -> ClusterConfig {
-        ClusterConfig {
+    fn live(c: ClusterConfig) -> ClusterLive {
+        ClusterLive {
+            endpoints: c
+                .endpoints
+                .iter()
+                .map(|e| EndpointLive {
+                    addr: e.address.parse().unwrap(),
+                    weight: e.weight,
+                    source: None,
+                    stats: Arc::new(PerCore::new(1)),
+                })
+                .collect(),
+            cfg: c,
+            gauges: Default::default(),
+            stats: Arc::new(PerCore::new(1)),
+        }
+    }
+
+    fn cluster(policy: LbPolicy, weights: &[u32], max_ejection_percent: u32) -> ClusterLive {
+        live(ClusterConfig {
             name: "c".into(),
             endpoints: weights
                 .iter()
@@ -226,7 +312,7 @@ mod tests {
                 base_ejection_ms: 1000,
                 max_ejection_percent,
             },
-        }
+        })
     }
 
     fn counts(b: &mut Balancer, n: usize, now: Instant) -> Vec<usize> {
@@ -332,6 +418,39 @@ mod tests {
     }
 
     #[test]
+    fn an_update_keeps_the_state_of_endpoints_that_stay() {
+        let now = Instant::from_millis(1);
+        let mut b = Balancer::new(&cluster(LbPolicy::RoundRobin, &[1, 1, 1], 100), 1);
+        let held = b.pick(now).unwrap(); // endpoint 0, still connected
+        assert_eq!(held, 0);
+        for _ in 0..3 {
+            b.connect_failed(2, now);
+        }
+        assert!(b.endpoints()[2].ejected(now));
+        // 10.0.0.1 leaves, 10.0.0.3 stays (ejected), 10.0.0.9 arrives.
+        let mut c = cluster(LbPolicy::RoundRobin, &[1, 1, 1], 100);
+        c.endpoints[0].addr = "10.0.0.9:80".parse().unwrap();
+        b.update(&c);
+        let eps = b.endpoints();
+        assert!(
+            eps[0].removed && eps[0].active == 1,
+            "kept for its connection"
+        );
+        assert!(eps[2].ejected(now), "health survives the update");
+        assert_eq!(eps[3].addr.to_string(), "10.0.0.9:80");
+        let picked = counts(&mut b, 20, now);
+        assert_eq!(picked, [0, 10, 0, 10], "never the removed or the ejected");
+        // Once its connection ends, the removed slot is reused.
+        b.release(held);
+        let mut c2 = cluster(LbPolicy::RoundRobin, &[1], 100);
+        c2.endpoints[0].addr = "10.0.0.7:80".parse().unwrap();
+        c2.endpoints.extend(c.endpoints.iter().cloned());
+        b.update(&c2);
+        assert_eq!(b.endpoints()[0].addr.to_string(), "10.0.0.7:80");
+        assert_eq!(b.endpoints().len(), 4);
+    }
+
+    #[test]
     fn with_every_endpoint_ejected_all_are_used() {
         let now = Instant::from_millis(1);
         let mut b = Balancer::new(&cluster(LbPolicy::RoundRobin, &[1, 1], 100), 1);
@@ -342,6 +461,7 @@ mod tests {
         }
         assert!(b.endpoints().iter().all(|e| e.ejected(now)));
         assert_eq!(counts(&mut b, 10, now), [5, 5], "panic mode: all of them");
+        b.update(&cluster(LbPolicy::RoundRobin, &[], 100));
         assert!(
             Balancer::new(&cluster(LbPolicy::Random, &[], 10), 1)
                 .pick(now)

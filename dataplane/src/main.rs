@@ -10,6 +10,7 @@
 mod admin;
 mod eal_args;
 mod lb;
+mod live;
 mod proxy;
 mod service;
 mod stats;
@@ -24,12 +25,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
-use dataplane_config::{Config, Ipv4Net, RxChecksumPolicy, SteeringMode, WorkerMode, parse_ipv4};
+use dataplane_config::{
+    Config, Ipv4Net, ProxyState, ProxyUpdate, RxChecksumPolicy, SteeringMode, WorkerMode,
+    parse_ipv4,
+};
 use dpdk::{Eal, Mempool, Port, PortConfig};
 use netstack::{ArpParams, EthernetAddress, IfaceConfig, Stack, StackConfig, ZeroCopyConfig};
+use serde::Deserialize;
 use serde_json::json;
 
 use crate::worker::{Apps, Engine, LoopStats, Worker};
+
+/// How long an update waits for every worker to confirm it.
+const PUBLISH_WAIT: Duration = Duration::from_secs(5);
+/// Saves of the state file are at most this frequent.
+const STATE_SAVE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Frames in flight from one worker to another (software steering).
 const STEER_RING: usize = 4096;
@@ -62,8 +72,44 @@ enum Cmd {
     Run(RunArgs),
     /// Print a running data plane's counters (ports, cores, listeners, clusters, endpoints), read through its admin socket.
     Stats(StatsArgs),
+    /// Change a running data plane's listeners and clusters: send an update
+    /// (YAML or JSON, docs/config.md "Live updates") to its admin socket. It
+    /// is checked and applied atomically by every worker, or rejected whole
+    /// with every problem listed (exit 2).
+    Apply(ApplyArgs),
+    /// Print the listeners and clusters a running data plane has in force.
+    ShowConfig(SocketArgs),
     /// Print the embedded default configuration.
     DefaultConfig,
+}
+
+#[derive(Args, Debug)]
+struct SocketArgs {
+    /// Admin socket of the data plane to ask.
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Take the admin socket path from this configuration file.
+    #[arg(short, long, value_name = "FILE", conflicts_with = "socket")]
+    config: Option<PathBuf>,
+}
+
+impl SocketArgs {
+    fn path(self) -> Result<PathBuf, Failure> {
+        Ok(match (self.socket, self.config) {
+            (Some(s), _) => s,
+            (None, c) => load_config(c.as_deref())?.admin.socket,
+        })
+    }
+}
+
+#[derive(Args, Debug)]
+struct ApplyArgs {
+    /// The update: `version`, `full`, `listeners`, `clusters`,
+    /// `remove_listeners`, `remove_clusters`.
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+    #[command(flatten)]
+    socket: SocketArgs,
 }
 
 #[derive(Args, Debug, Default)]
@@ -103,6 +149,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Some(Cmd::Stats(a)) => cmd_stats(a),
+        Some(Cmd::Apply(a)) => cmd_apply(a),
+        Some(Cmd::ShowConfig(a)) => a.path().and_then(|p| {
+            let v = admin::request(&p, &json!({"cmd": "config"}))?;
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            Ok(())
+        }),
         Some(Cmd::DefaultConfig) => {
             print!("{}", dataplane_config::DEFAULT_YAML);
             Ok(())
@@ -165,6 +217,78 @@ fn cmd_stats(a: StatsArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+fn cmd_apply(a: ApplyArgs) -> Result<(), Failure> {
+    let text = std::fs::read_to_string(&a.file)
+        .map_err(|e| Failure::Config(format!("cannot read {}: {e}", a.file.display())))?;
+    let update: ProxyUpdate = serde_saphyr::from_str(&text)
+        .map_err(|e| Failure::Config(format!("{}: {e}", a.file.display())))?;
+    let socket = a.socket.path()?;
+    let v = admin::request_raw(&socket, &json!({"cmd": "apply", "update": update}))?;
+    if let Some(err) = v.get("error").and_then(|e| e.as_str()) {
+        return Err(Failure::Config(format!("{}: {err}", a.file.display())));
+    }
+    println!(
+        "applied version {:?} (generation {}) in {} µs",
+        v["version"].as_str().unwrap_or(""),
+        v["generation"],
+        v["apply_us"]
+    );
+    Ok(())
+}
+
+/// The listeners and clusters to start with: the state file's, if there is
+/// one, else the configuration's.
+fn initial_state(cfg: &Config) -> Result<ProxyState, Failure> {
+    let Some(path) = cfg.admin.state_file.as_ref().filter(|p| p.exists()) else {
+        return Ok(ProxyState::from_config(cfg));
+    };
+    let bad = |why: String| {
+        Failure::Config(format!(
+            "admin.state_file {}: {why}; fix or remove it to start from the configuration's listeners and clusters",
+            path.display()
+        ))
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let saved: ProxyState = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let update = ProxyUpdate {
+        version: saved.version,
+        full: true,
+        listeners: saved.listeners.into_values().collect(),
+        clusters: saved.clusters.into_values().collect(),
+        ..ProxyUpdate::default()
+    };
+    let change = ProxyState::default().check(update, cfg).map_err(|r| {
+        bad(r
+            .iter()
+            .map(|r| r.to_string())
+            .collect::<Vec<_>>()
+            .join("; "))
+    })?;
+    let mut state = ProxyState::default();
+    state.apply(&change);
+    tracing::info!(
+        "listeners and clusters from {} (version {:?}): {} listener(s), {} cluster(s)",
+        path.display(),
+        state.version,
+        state.listeners.len(),
+        state.clusters.len()
+    );
+    Ok(state)
+}
+
+/// Write the state in force to `path` (atomically: a temporary file, then
+/// rename).
+fn save_state(path: &Path, state: &ProxyState) -> Result<(), String> {
+    let tmp = path.with_extension("tmp");
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let json = serde_json::to_vec(state).map_err(|e| e.to_string())?;
+    std::fs::write(&tmp, json)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
 fn cmd_run(a: RunArgs) -> Result<(), Failure> {
     let cfg = load_config(a.config.as_deref())?;
     let online = eal_args::online_cpus();
@@ -175,6 +299,7 @@ fn cmd_run(a: RunArgs) -> Result<(), Failure> {
             host.join("\n  - ")
         )));
     }
+    let state = initial_state(&cfg)?;
     if a.check {
         println!(
             "configuration OK: {} port(s), {} worker core(s) {:?}, admin socket {}",
@@ -195,9 +320,17 @@ fn cmd_run(a: RunArgs) -> Result<(), Failure> {
     }
 
     // Bind the admin socket before EAL so a clash fails fast.
-    let admin = admin::AdminServer::bind(&cfg.admin.socket)?;
+    let admin = admin::AdminServer::bind(&cfg.admin.socket, cfg.admin.max_request_bytes)?;
     let mut eal_started = false;
-    let result = run(&cfg, &online, &a.eal_args, &stop, &admin, &mut eal_started);
+    let result = run(
+        &cfg,
+        state,
+        &online,
+        &a.eal_args,
+        &stop,
+        &admin,
+        &mut eal_started,
+    );
     drop(admin);
     // Only our own leftovers: if EAL did not start here, the prefix may belong
     // to another running DPDK process.
@@ -209,6 +342,7 @@ fn cmd_run(a: RunArgs) -> Result<(), Failure> {
 
 fn run(
     cfg: &Config,
+    state: ProxyState,
     online: &[u32],
     passthrough: &[String],
     stop: &Arc<AtomicBool>,
@@ -323,8 +457,9 @@ fn run(
     // Workers.
     let worker_stop = Arc::new(AtomicBool::new(false));
     let drain = Arc::new(AtomicBool::new(false));
-    // Circuit breakers count over all cores.
-    let gauges = proxy::ClusterGauges::for_config(cfg);
+    // Listeners and clusters, shared with the workers as updates.
+    let mut live = live::Live::new(state, cfg, lcores.len());
+    let mut mailboxes = Vec::new();
     let mut handles = Vec::new();
     let mut views = Vec::new();
     for (wi, &lcore) in lcores.iter().enumerate() {
@@ -358,23 +493,13 @@ fn run(
                 let addrs: Vec<Ipv4Addr> = stack_cfg.ifaces.iter().map(|i| i.addr).collect();
                 let mut stack = Stack::new(stack_cfg);
                 stack.enable_tcp(tcp_config(cfg, steering)?, netstack::Instant::ZERO);
-                let sources = upstream_sources(cfg, &stack, wi == 0);
                 let tcp = stack.tcp().expect("enabled above");
-                let services =
-                    service::Services::new(&cfg.services, &addrs, tcp, cfg.tcp.backlog as usize);
-                let proxy = (!cfg.listeners.is_empty()).then(|| {
-                    proxy::Proxy::new(
-                        cfg,
-                        &addrs,
-                        |ip| sources.get(&ip).copied().flatten(),
-                        gauges.clone(),
-                        u64::from_le_bytes(seed),
-                        tcp,
-                    )
-                });
+                let backlog = cfg.tcp.backlog as usize;
+                let services = service::Services::new(&cfg.services, &addrs, tcp, backlog);
+                let proxy = proxy::Proxy::new(wi, &addrs, backlog, u64::from_le_bytes(seed));
                 let apps = Apps {
                     services: Some(services),
-                    proxy,
+                    proxy: Some(proxy),
                 };
                 (Engine::Stack(Box::new(stack)), apps)
             }
@@ -387,6 +512,8 @@ fn run(
             Engine::L2Reflect => None,
         };
         let loop_stats = Arc::new(LoopStats::default());
+        let mailbox = live::Mailbox::with(live.initial());
+        mailboxes.push(mailbox.clone());
         let w = Worker {
             rx,
             tx,
@@ -399,6 +526,7 @@ fn run(
             stats: loop_stats.clone(),
             stop: worker_stop.clone(),
             drain: drain.clone(),
+            mailbox,
             tsc_hz: eal.tsc_hz(),
         };
         match eal.launch(lcore, move || w.run()) {
@@ -435,14 +563,31 @@ fn run(
     let tsc_hz = eal.tsc_hz();
     let mut failed = None;
     let mut drain_until = None;
+    let mut saved_at = Instant::now();
     loop {
         admin.serve_pending(&mut |req| match req.get("cmd").and_then(|c| c.as_str()) {
-            Some("stats") => {
-                stats::snapshot(cfg, &ports, &views, &gauges, started.elapsed(), tsc_hz)
+            Some("stats") => stats::snapshot(cfg, &ports, &views, &live, started.elapsed(), tsc_hz),
+            Some("config") => {
+                let mut v = serde_json::to_value(&live.state).unwrap_or_default();
+                v["generation"] = json!(live.generation());
+                v
             }
-            Some(other) => json!({"error": format!("unknown cmd {other:?}; known: stats")}),
+            Some("apply") => apply_update(cfg, &mut live, &mailboxes, req),
+            Some(other) => {
+                json!({"error": format!("unknown cmd {other:?}; known: stats, config, apply")})
+            }
             None => json!({"error": "missing \"cmd\""}),
         });
+        if let Some(path) = &cfg.admin.state_file
+            && live.dirty
+            && saved_at.elapsed() >= STATE_SAVE_INTERVAL
+        {
+            saved_at = Instant::now();
+            live.dirty = false;
+            if let Err(e) = save_state(path, &live.state) {
+                tracing::warn!("cannot save the proxy state: {e}");
+            }
+        }
         if let Some(v) = views
             .iter()
             .find(|v| v.loop_stats.exited.load(Ordering::Relaxed))
@@ -453,7 +598,7 @@ fn run(
         if stop.load(Ordering::Relaxed) {
             let active = stats::proxy_sessions(&views);
             match drain_until {
-                _ if cfg.listeners.is_empty() => break,
+                _ if live.listeners.is_empty() && active == 0 => break,
                 None => {
                     tracing::info!(
                         "draining: listeners closed; {active} proxied connection(s) get up to {} ms to finish (signal again to stop now)",
@@ -485,7 +630,13 @@ fn run(
             failed.get_or_insert(format!("worker on lcore {lcore} failed (code {rc})"));
         }
     }
-    let final_stats = stats::snapshot(cfg, &ports, &views, &gauges, started.elapsed(), tsc_hz);
+    let final_stats = stats::snapshot(cfg, &ports, &views, &live, started.elapsed(), tsc_hz);
+    if let Some(path) = &cfg.admin.state_file
+        && live.dirty
+        && let Err(e) = save_state(path, &live.state)
+    {
+        tracing::warn!("cannot save the proxy state: {e}");
+    }
     // Close every port (stop + close: AF_XDP detaches its XDP program) before
     // any pool goes: a port's TX ring may hold buffers of another port's pool.
     let (ports, pools): (Vec<Port>, Vec<Vec<Arc<Mempool>>>) = ports.into_iter().unzip();
@@ -503,32 +654,54 @@ fn run(
     }
 }
 
-/// For every endpoint of every cluster, the address of ours its connections
-/// leave from: that of the port its route goes out of (`None`: no route,
-/// logged once when `log`).
-fn upstream_sources(
+/// Check and apply the update in `req` (`{"cmd": "apply", "update": {...}}`)
+/// and answer when every worker serves it.
+fn apply_update(
     cfg: &Config,
-    stack: &Stack<dpdk::Mbuf>,
-    log: bool,
-) -> hashbrown::HashMap<Ipv4Addr, Option<Ipv4Addr>> {
-    let mut out = hashbrown::HashMap::new();
-    for c in &cfg.clusters {
-        for ep in &c.endpoints {
-            let Ok(sa) = dataplane_config::parse_socket_addr(&ep.address) else {
-                continue;
-            };
-            let src = stack.source_addr(*sa.ip());
-            if src.is_none() && log {
-                tracing::warn!(
-                    "cluster {}: no route to endpoint {} (no port's subnet holds it, no gateway): its connections will be refused",
-                    c.name,
-                    ep.address
-                );
-            }
-            out.insert(*sa.ip(), src);
+    live: &mut live::Live,
+    mailboxes: &[Arc<live::Mailbox>],
+    req: &serde_json::Value,
+) -> serde_json::Value {
+    let t0 = Instant::now();
+    let update: ProxyUpdate = match req.get("update").map(ProxyUpdate::deserialize) {
+        Some(Ok(u)) => u,
+        Some(Err(e)) => return json!({"error": format!("update: {e}")}),
+        None => return json!({"error": "missing \"update\""}),
+    };
+    let version = update.version.clone();
+    let (u, rejected) = match live.prepare(update, cfg) {
+        Ok(ok) => ok,
+        Err(rejected) => {
+            let lines: Vec<String> = rejected.iter().map(|r| format!("\n  - {r}")).collect();
+            return json!({
+                "error": format!("update rejected, nothing changed:{}", lines.concat()),
+                "rejected": rejected,
+            });
         }
+    };
+    let served = live.publish(&u, mailboxes, PUBLISH_WAIT);
+    let took = t0.elapsed();
+    if !served {
+        tracing::warn!(
+            "update {version:?} (generation {}) not confirmed by every worker within {PUBLISH_WAIT:?}; they apply it when they run again",
+            u.generation
+        );
     }
-    out
+    tracing::debug!(
+        "update {version:?} applied in {} µs: +{} listener(s) -{}, +{} cluster(s) -{}",
+        took.as_micros(),
+        u.listeners.len(),
+        u.remove_listeners.len(),
+        u.clusters.len(),
+        u.remove_clusters.len()
+    );
+    json!({
+        "applied": served,
+        "version": version,
+        "generation": u.generation,
+        "apply_us": took.as_micros() as u64,
+        "rejected": rejected,
+    })
 }
 
 /// `N` random bytes from the kernel.

@@ -26,12 +26,12 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 use std::time::Duration;
 
 use bytes::Bytes;
-use dataplane_config::{Config, parse_socket_addr};
 use hashbrown::HashMap;
 use netstack::tcp::{CloseReason, ConnId, Engine, Event};
 use netstack::{Counter, Instant};
 
 use crate::lb::{Balancer, Verdict};
+use crate::live::{ClusterLive, ListenerLive, Update};
 
 /// Counters of one listener, cluster or endpoint on one core. Not every
 /// field means something at every level; the stats document shows the ones
@@ -68,44 +68,14 @@ pub struct Counters {
     pub ejections: Counter,
 }
 
-/// The proxy counters of one core.
-#[derive(Debug)]
+/// What the control thread reads of one core's proxy (the counters of
+/// listeners, clusters and endpoints live with them, in `live`).
+#[derive(Debug, Default)]
 pub struct ProxyStats {
     /// Set once this core has stopped listening (draining).
     pub drained: AtomicBool,
-    pub listeners: Vec<Counters>,
-    pub clusters: Vec<Counters>,
-    /// `[cluster][endpoint]`.
-    pub endpoints: Vec<Vec<Counters>>,
-}
-
-impl ProxyStats {
-    /// The counters of a session's listener, cluster and endpoint.
-    fn all(&self, li: usize, ci: usize, ep: usize) -> [&Counters; 3] {
-        [
-            &self.listeners[li],
-            &self.clusters[ci],
-            &self.endpoints[ci][ep],
-        ]
-    }
-
-    /// The counters of an upstream connection: its cluster's and endpoint's.
-    fn upstream(&self, ci: usize, ep: usize) -> [&Counters; 2] {
-        [&self.clusters[ci], &self.endpoints[ci][ep]]
-    }
-
-    pub fn new(cfg: &Config) -> ProxyStats {
-        ProxyStats {
-            drained: AtomicBool::new(false),
-            listeners: cfg.listeners.iter().map(|_| Counters::default()).collect(),
-            clusters: cfg.clusters.iter().map(|_| Counters::default()).collect(),
-            endpoints: cfg
-                .clusters
-                .iter()
-                .map(|c| c.endpoints.iter().map(|_| Counters::default()).collect())
-                .collect(),
-        }
-    }
+    /// Sessions in progress (client side accepted, not yet ended).
+    pub sessions: Counter,
 }
 
 /// A cluster's connections over all cores, for its circuit breakers.
@@ -117,15 +87,6 @@ pub struct ClusterGauges {
     pub pending: AtomicU32,
 }
 
-impl ClusterGauges {
-    pub fn for_config(cfg: &Config) -> Arc<[ClusterGauges]> {
-        cfg.clusters
-            .iter()
-            .map(|_| ClusterGauges::default())
-            .collect()
-    }
-}
-
 /// Take one unit of `g` if that keeps it within `max`.
 fn take(g: &AtomicU32, max: u32) -> bool {
     g.fetch_update(Relaxed, Relaxed, |v| (v < max).then_some(v + 1))
@@ -133,21 +94,109 @@ fn take(g: &AtomicU32, max: u32) -> bool {
 }
 
 #[derive(Debug)]
+struct Listener {
+    live: Arc<ListenerLive>,
+    /// The engine listeners it owns (each port's address for `0.0.0.0`).
+    bound: Vec<(Ipv4Addr, u16)>,
+    sessions: u32,
+    /// No longer configured: kept only for its sessions' counters.
+    removed: bool,
+}
+
+#[derive(Debug)]
 struct Cluster {
+    live: Arc<ClusterLive>,
     lb: Balancer,
-    /// Per endpoint: the address of ours its connections leave from (`None`:
-    /// no route to it).
-    sources: Vec<Option<Ipv4Addr>>,
     connect_timeout: Duration,
     idle_timeout: Option<Duration>,
-    max_connections: u32,
-    max_pending: u32,
+    sessions: u32,
+    removed: bool,
+}
+
+impl Cluster {
+    fn new(live: &Arc<ClusterLive>, seed: u64) -> Cluster {
+        let mut c = Cluster {
+            lb: Balancer::new(live, seed),
+            live: live.clone(),
+            connect_timeout: Duration::ZERO,
+            idle_timeout: None,
+            sessions: 0,
+            removed: false,
+        };
+        c.update(live);
+        c
+    }
+
+    fn update(&mut self, live: &Arc<ClusterLive>) {
+        let c = &live.cfg;
+        self.connect_timeout = Duration::from_millis(c.connect_timeout_ms);
+        self.idle_timeout =
+            (c.idle_timeout_ms > 0).then(|| Duration::from_millis(c.idle_timeout_ms));
+        if !Arc::ptr_eq(&self.live, live) {
+            self.lb.update(live);
+        }
+        self.live = live.clone();
+    }
+}
+
+/// Slots that keep their index while anything refers to them.
+#[derive(Debug)]
+struct Slab<T> {
+    items: Vec<Option<T>>,
+    free: Vec<u32>,
+}
+
+impl<T> Slab<T> {
+    fn new() -> Slab<T> {
+        Slab {
+            items: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+    fn insert(&mut self, v: T) -> u32 {
+        match self.free.pop() {
+            Some(k) => {
+                self.items[k as usize] = Some(v);
+                k
+            }
+            None => {
+                self.items.push(Some(v));
+                (self.items.len() - 1) as u32
+            }
+        }
+    }
+    fn remove(&mut self, k: u32) -> Option<T> {
+        let v = self.items.get_mut(k as usize)?.take();
+        if v.is_some() {
+            self.free.push(k);
+        }
+        v
+    }
+    fn get(&self, k: u32) -> Option<&T> {
+        self.items.get(k as usize)?.as_ref()
+    }
+    fn get_mut(&mut self, k: u32) -> Option<&mut T> {
+        self.items.get_mut(k as usize)?.as_mut()
+    }
+}
+
+impl<T> std::ops::Index<u32> for Slab<T> {
+    type Output = T;
+    fn index(&self, k: u32) -> &T {
+        self.get(k).expect("slot in use")
+    }
+}
+
+impl<T> std::ops::IndexMut<u32> for Slab<T> {
+    fn index_mut(&mut self, k: u32) -> &mut T {
+        self.get_mut(k).expect("slot in use")
+    }
 }
 
 #[derive(Debug)]
 struct Session {
-    listener: usize,
-    cluster: usize,
+    listener: u32,
+    cluster: u32,
     endpoint: usize,
     down: ConnId,
     up: ConnId,
@@ -178,10 +227,17 @@ enum Dir {
 
 #[derive(Debug)]
 pub struct Proxy {
-    /// Bound `(address, port)` → listener index.
-    bound: HashMap<(Ipv4Addr, u16), usize>,
-    listener_cluster: Vec<usize>,
-    clusters: Vec<Cluster>,
+    /// This worker's index: its slot in every `PerCore` counter.
+    core: usize,
+    port_addrs: Vec<Ipv4Addr>,
+    backlog: usize,
+    seed: u64,
+    /// Bound `(address, port)` → listener slot.
+    bound: HashMap<(Ipv4Addr, u16), u32>,
+    listeners: Slab<Listener>,
+    listener_by_name: HashMap<String, u32>,
+    clusters: Slab<Cluster>,
+    cluster_by_name: HashMap<String, u32>,
     sessions: Vec<Option<Session>>,
     free: Vec<u32>,
     by_conn: HashMap<ConnId, u32>,
@@ -192,93 +248,168 @@ pub struct Proxy {
     /// against the session's last activity when due.
     idle: BinaryHeap<Reverse<(Instant, u32, ConnId)>>,
     stats: Arc<ProxyStats>,
-    gauges: Arc<[ClusterGauges]>,
 }
 
 impl Proxy {
-    /// Listen on every listener's address (each port's address for
-    /// `0.0.0.0`). `source` says which address of ours reaches a given
-    /// upstream; `seed` varies the balancers' random choices per core.
-    pub fn new(
-        cfg: &Config,
-        port_addrs: &[Ipv4Addr],
-        source: impl Fn(Ipv4Addr) -> Option<Ipv4Addr>,
-        gauges: Arc<[ClusterGauges]>,
-        seed: u64,
-        engine: &mut Engine,
-    ) -> Proxy {
-        let backlog = cfg.tcp.backlog as usize;
-        let index: HashMap<&str, usize> = cfg
-            .clusters
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.name.as_str(), i))
-            .collect();
-        let mut bound = HashMap::new();
-        let mut listener_cluster = Vec::new();
-        for (li, l) in cfg.listeners.iter().enumerate() {
-            // Validated: the address parses and the cluster exists.
-            listener_cluster.push(
-                index
-                    .get(l.tcp_proxy.cluster.as_str())
-                    .copied()
-                    .unwrap_or(0),
-            );
-            let Ok(sa) = parse_socket_addr(&l.address) else {
-                continue;
-            };
-            let addrs: Vec<Ipv4Addr> = if sa.ip().is_unspecified() {
-                port_addrs.to_vec()
-            } else {
-                vec![*sa.ip()]
-            };
-            for a in addrs {
-                engine.listen(a, sa.port(), backlog);
-                bound.insert((a, sa.port()), li);
-            }
-        }
-        let clusters = cfg
-            .clusters
-            .iter()
-            .enumerate()
-            .map(|(ci, c)| {
-                let lb = Balancer::new(
-                    c,
-                    seed.wrapping_add(ci as u64)
-                        .wrapping_mul(0x9e37_79b9_7f4a_7c15),
-                );
-                let sources = lb
-                    .endpoints()
-                    .iter()
-                    .map(|e| source(*e.addr.ip()))
-                    .collect();
-                Cluster {
-                    lb,
-                    sources,
-                    connect_timeout: Duration::from_millis(c.connect_timeout_ms),
-                    idle_timeout: (c.idle_timeout_ms > 0)
-                        .then(|| Duration::from_millis(c.idle_timeout_ms)),
-                    max_connections: c.limits.max_connections,
-                    max_pending: c.limits.max_pending,
-                }
-            })
-            .collect();
+    /// An empty proxy for worker `core`; listeners and clusters arrive as
+    /// updates (the first one is everything configured). `port_addrs` are
+    /// the addresses a `0.0.0.0` listener binds; `seed` varies the
+    /// balancers' random choices per core.
+    pub fn new(core: usize, port_addrs: &[Ipv4Addr], backlog: usize, seed: u64) -> Proxy {
         Proxy {
-            bound,
-            listener_cluster,
-            clusters,
+            core,
+            port_addrs: port_addrs.to_vec(),
+            backlog,
+            seed,
+            bound: HashMap::new(),
+            listeners: Slab::new(),
+            listener_by_name: HashMap::new(),
+            clusters: Slab::new(),
+            cluster_by_name: HashMap::new(),
             sessions: Vec::new(),
             free: Vec::new(),
             by_conn: HashMap::new(),
             connecting: BinaryHeap::new(),
             idle: BinaryHeap::new(),
-            stats: Arc::new(ProxyStats::new(cfg)),
-            gauges,
+            stats: Arc::new(ProxyStats::default()),
         }
     }
 
     pub fn stats(&self) -> &Arc<ProxyStats> {
         &self.stats
+    }
+
+    // === updates ===
+
+    /// Apply one configuration update. Sessions carry on whatever it
+    /// changes: a removed listener stops accepting, a removed cluster or
+    /// endpoint takes no new connections, and both are forgotten once
+    /// their last session ends.
+    pub fn apply(&mut self, e: &mut Engine, now: Instant, u: &Update) {
+        for name in &u.remove_listeners {
+            if let Some(li) = self.listener_by_name.remove(name) {
+                self.unbind(e, now, li);
+                self.listeners[li].removed = true;
+                self.forget_listener_if_unused(li);
+            }
+        }
+        for name in &u.remove_clusters {
+            if let Some(ci) = self.cluster_by_name.remove(name) {
+                self.clusters[ci].removed = true;
+                self.forget_cluster_if_unused(ci);
+            }
+        }
+        for c in &u.clusters {
+            match self.cluster_by_name.get(&c.cfg.name) {
+                Some(&ci) => self.clusters[ci].update(c),
+                None => {
+                    let seed = self
+                        .seed
+                        .wrapping_add(self.clusters.items.len() as u64)
+                        .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                    let ci = self.clusters.insert(Cluster::new(c, seed));
+                    self.cluster_by_name.insert(c.cfg.name.clone(), ci);
+                }
+            }
+        }
+        // Listeners that move release their old addresses first, so that
+        // another may take them in the same update.
+        let mut to_bind = Vec::new();
+        for l in &u.listeners {
+            match self.listener_by_name.get(&l.cfg.name) {
+                Some(&li) => {
+                    if self.listeners[li].live.addr != l.addr {
+                        self.unbind(e, now, li);
+                        to_bind.push(li);
+                    }
+                    self.listeners[li].live = l.clone();
+                }
+                None => {
+                    let li = self.listeners.insert(Listener {
+                        live: l.clone(),
+                        bound: Vec::new(),
+                        sessions: 0,
+                        removed: false,
+                    });
+                    self.listener_by_name.insert(l.cfg.name.clone(), li);
+                    to_bind.push(li);
+                }
+            }
+        }
+        if !self.stats.drained.load(Relaxed) {
+            for li in to_bind {
+                self.bind(e, li);
+            }
+        }
+    }
+
+    fn bind(&mut self, e: &mut Engine, li: u32) {
+        let sa = self.listeners[li].live.addr;
+        let addrs: Vec<Ipv4Addr> = if sa.ip().is_unspecified() {
+            self.port_addrs.clone()
+        } else {
+            vec![*sa.ip()]
+        };
+        for a in addrs {
+            e.listen(a, sa.port(), self.backlog);
+            self.bound.insert((a, sa.port()), li);
+            self.listeners[li].bound.push((a, sa.port()));
+        }
+    }
+
+    /// Stop accepting on listener `li`: connections that completed their
+    /// handshake are still taken, later SYNs and handshakes in progress are
+    /// reset.
+    fn unbind(&mut self, e: &mut Engine, now: Instant, li: u32) {
+        let bound = std::mem::take(&mut self.listeners[li].bound);
+        for (a, p) in bound {
+            while let Some(id) = e.accept(a, p) {
+                self.open(e, now, li, id);
+            }
+            e.unlisten(a, p);
+            self.bound.remove(&(a, p));
+        }
+    }
+
+    fn forget_listener_if_unused(&mut self, li: u32) {
+        if self
+            .listeners
+            .get(li)
+            .is_some_and(|l| l.removed && l.sessions == 0)
+        {
+            self.listeners.remove(li);
+        }
+    }
+
+    fn forget_cluster_if_unused(&mut self, ci: u32) {
+        if self
+            .clusters
+            .get(ci)
+            .is_some_and(|c| c.removed && c.sessions == 0)
+        {
+            self.clusters.remove(ci);
+        }
+    }
+
+    // === counters ===
+
+    /// The counters of a session's listener, cluster and endpoint.
+    fn all(&self, li: u32, ci: u32, ep: usize) -> [&Counters; 3] {
+        let [c, e] = self.upstream(ci, ep);
+        [self.listeners[li].live.stats.get(self.core), c, e]
+    }
+
+    /// The counters of an upstream connection: its cluster's and endpoint's.
+    fn upstream(&self, ci: u32, ep: usize) -> [&Counters; 2] {
+        let c = &self.clusters[ci];
+        [
+            c.live.stats.get(self.core),
+            c.lb.endpoints()[ep].stats.get(self.core),
+        ]
+    }
+
+    fn listener_stats(&self, li: u32) -> &Counters {
+        self.listeners[li].live.stats.get(self.core)
     }
 
     /// Stop accepting: connections that completed their handshake are
@@ -288,13 +419,9 @@ impl Proxy {
         if self.stats.drained.load(Relaxed) {
             return;
         }
-        let bound: Vec<((Ipv4Addr, u16), usize)> =
-            self.bound.iter().map(|(k, v)| (*k, *v)).collect();
-        for ((a, p), li) in bound {
-            while let Some(id) = e.accept(a, p) {
-                self.open(e, now, li, id);
-            }
-            e.unlisten(a, p);
+        let all: Vec<u32> = self.listener_by_name.values().copied().collect();
+        for li in all {
+            self.unbind(e, now, li);
         }
         self.stats.drained.store(true, Relaxed);
     }
@@ -323,7 +450,7 @@ impl Proxy {
                 continue;
             }
             let (ci, ep) = (s.cluster, s.endpoint);
-            for c in self.stats.upstream(ci, ep) {
+            for c in self.upstream(ci, ep) {
                 c.connect_timeouts.inc();
             }
             self.connect_failed(ci, ep, now);
@@ -362,7 +489,7 @@ impl Proxy {
                 continue;
             }
             let (li, ci, ep) = (s.listener, s.cluster, s.endpoint);
-            for c in self.stats.all(li, ci, ep) {
+            for c in self.all(li, ci, ep) {
                 c.idle_timeouts.inc();
             }
             self.end(e, k, true);
@@ -392,8 +519,8 @@ impl Proxy {
                 s.connected = true;
                 s.last_active = now;
                 let (ci, ep) = (s.cluster, s.endpoint);
-                self.gauges[ci].pending.fetch_sub(1, Relaxed);
-                for c in self.stats.upstream(ci, ep) {
+                self.clusters[ci].live.gauges.pending.fetch_sub(1, Relaxed);
+                for c in self.upstream(ci, ep) {
                     c.cx_connected.inc();
                     c.cx_connecting.set(c.cx_connecting.get().wrapping_sub(1));
                 }
@@ -442,29 +569,37 @@ impl Proxy {
 
     /// A new client connection on listener `li`: pick an endpoint and open
     /// the upstream side, or refuse it (reset) and count why.
-    fn open(&mut self, e: &mut Engine, now: Instant, li: usize, down: ConnId) {
-        let ci = self.listener_cluster[li];
-        let ls = &self.stats.listeners[li];
+    fn open(&mut self, e: &mut Engine, now: Instant, li: u32, down: ConnId) {
+        let ls = self.listeners[li].live.stats.clone();
+        let ls = ls.get(self.core);
         ls.cx_total.inc();
-        let cs = &self.stats.clusters[ci];
-        let g = &self.gauges[ci];
+        let cluster = &self.listeners[li].live.cfg.tcp_proxy.cluster;
+        let Some(&ci) = self.cluster_by_name.get(cluster) else {
+            // Named by the listener but not (or no longer) configured.
+            ls.no_upstream.inc();
+            return self.refuse(e, li, down);
+        };
         let c = &mut self.clusters[ci];
-        if !take(&g.open, c.max_connections) {
+        let cs = c.live.stats.get(self.core);
+        let g = &c.live.gauges;
+        let limits = &c.live.cfg.limits;
+        if !take(&g.open, limits.max_connections) {
             cs.overflows.inc();
             ls.overflows.inc();
             return self.refuse(e, li, down);
         }
-        if !take(&g.pending, c.max_pending) {
+        if !take(&g.pending, limits.max_pending) {
             g.open.fetch_sub(1, Relaxed);
             cs.overflows.inc();
             ls.overflows.inc();
             return self.refuse(e, li, down);
         }
         let up = c.lb.pick(now).and_then(|ep| {
-            let id = c.sources[ep].and_then(|src| {
-                let a = c.lb.endpoints()[ep].addr;
-                e.connect(now, src, (*a.ip(), a.port()))
-            });
+            let target = &c.lb.endpoints()[ep];
+            let a = target.addr;
+            let id = target
+                .source
+                .and_then(|src| e.connect(now, src, (*a.ip(), a.port())));
             if id.is_none() {
                 c.lb.release(ep);
             }
@@ -477,6 +612,10 @@ impl Proxy {
             ls.no_upstream.inc();
             return self.refuse(e, li, down);
         };
+        c.sessions += 1;
+        let (connect_timeout, idle_timeout) = (c.connect_timeout, c.idle_timeout);
+        self.listeners[li].sessions += 1;
+        self.stats.sessions.inc();
         let k = match self.free.pop() {
             Some(k) => k,
             None => {
@@ -503,21 +642,20 @@ impl Proxy {
         });
         self.by_conn.insert(down, k);
         self.by_conn.insert(up, k);
-        let c = &self.clusters[ci];
         self.connecting
-            .push(Reverse((now + c.connect_timeout, k, down)));
-        if let Some(idle) = c.idle_timeout {
+            .push(Reverse((now + connect_timeout, k, down)));
+        if let Some(idle) = idle_timeout {
             self.idle.push(Reverse((now + idle, k, down)));
         }
-        for c in self.stats.upstream(ci, ep) {
+        for c in self.upstream(ci, ep) {
             c.cx_total.inc();
             c.cx_connecting.inc();
         }
     }
 
     /// Reset a client connection that gets no upstream.
-    fn refuse(&self, e: &mut Engine, li: usize, down: ConnId) {
-        let ls = &self.stats.listeners[li];
+    fn refuse(&self, e: &mut Engine, li: u32, down: ConnId) {
+        let ls = self.listener_stats(li);
         ls.refused.inc();
         ls.cx_closed.inc();
         e.abort(down);
@@ -578,7 +716,7 @@ impl Proxy {
         if moved > 0 {
             s.last_active = now;
             let (li, ci, ep) = (s.listener, s.cluster, s.endpoint);
-            for c in self.stats.all(li, ci, ep) {
+            for c in self.all(li, ci, ep) {
                 match dir {
                     Dir::Up => c.bytes_up.add(moved),
                     Dir::Down => c.bytes_down.add(moved),
@@ -610,7 +748,7 @@ impl Proxy {
         if !is_down && !s.connected {
             // The upstream handshake failed (refused, reset, or retransmitted
             // to exhaustion).
-            for c in self.stats.upstream(ci, ep) {
+            for c in self.upstream(ci, ep) {
                 c.connect_failures.inc();
             }
             self.connect_failed(ci, ep, now);
@@ -619,7 +757,7 @@ impl Proxy {
         if reason != CloseReason::Normal {
             // A reset, a give-up or our own abort: the other side cannot
             // complete either.
-            for c in self.stats.all(li, ci, ep) {
+            for c in self.all(li, ci, ep) {
                 c.resets.inc();
             }
             return self.end(e, k, true);
@@ -665,19 +803,21 @@ impl Proxy {
     /// The upstream of session `k` never connected: reset the client too.
     fn refuse_session(&mut self, e: &mut Engine, k: u32) {
         if let Some(s) = self.sessions[k as usize].as_ref() {
-            self.stats.listeners[s.listener].refused.inc();
+            self.listener_stats(s.listener).refused.inc();
         }
         self.end(e, k, true);
     }
 
-    fn connect_failed(&mut self, ci: usize, ep: usize, now: Instant) {
+    fn connect_failed(&mut self, ci: u32, ep: usize, now: Instant) {
         if self.clusters[ci].lb.connect_failed(ep, now) == Verdict::Ejected {
-            for c in self.stats.upstream(ci, ep) {
+            for c in self.upstream(ci, ep) {
                 c.ejections.inc();
             }
+            let c = &self.clusters[ci];
             tracing::warn!(
-                "cluster {ci}: endpoint {} ejected after repeated connect failures",
-                self.clusters[ci].lb.endpoints()[ep].addr
+                "cluster {}: endpoint {} ejected after repeated connect failures",
+                c.live.cfg.name,
+                c.lb.endpoints()[ep].addr
             );
         }
     }
@@ -696,18 +836,26 @@ impl Proxy {
             }
         }
         let (li, ci, ep) = (s.listener, s.cluster, s.endpoint);
-        self.clusters[ci].lb.release(ep);
-        let g = &self.gauges[ci];
+        let c = &mut self.clusters[ci];
+        c.lb.release(ep);
+        c.sessions -= 1;
+        let g = &c.live.gauges;
         g.open.fetch_sub(1, Relaxed);
         if !s.connected {
             g.pending.fetch_sub(1, Relaxed);
-            for c in self.stats.upstream(ci, ep) {
+            for c in self.upstream(ci, ep) {
                 c.cx_connecting.set(c.cx_connecting.get().wrapping_sub(1));
             }
         }
-        for c in self.stats.all(li, ci, ep) {
+        for c in self.all(li, ci, ep) {
             c.cx_closed.inc();
         }
+        self.stats
+            .sessions
+            .set(self.stats.sessions.get().wrapping_sub(1));
+        self.listeners[li].sessions -= 1;
+        self.forget_listener_if_unused(li);
+        self.forget_cluster_if_unused(ci);
     }
 }
 

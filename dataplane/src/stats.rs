@@ -9,9 +9,8 @@ use dpdk::{Mempool, Port};
 use netstack::Stats;
 use serde_json::{Map, Value, json};
 
-use crate::proxy::{
-    CLUSTER_FIELDS, ClusterGauges, Counters, ENDPOINT_FIELDS, LISTENER_FIELDS, ProxyStats,
-};
+use crate::live::Live;
+use crate::proxy::{CLUSTER_FIELDS, Counters, ENDPOINT_FIELDS, LISTENER_FIELDS, ProxyStats};
 use crate::worker::LoopStats;
 
 /// What the control thread keeps of each worker.
@@ -30,12 +29,8 @@ pub fn proxy_sessions(workers: &[WorkerView]) -> u64 {
     workers
         .iter()
         .flat_map(|w| w.proxy_stats.iter())
-        .flat_map(|p| p.listeners.iter())
-        .map(|c| {
-            let closed = c.cx_closed.get(); // first: see `Counters::fields`
-            c.cx_total.get().saturating_sub(closed)
-        })
-        .sum()
+        .map(|p| p.sessions.get())
+        .fold(0u64, u64::wrapping_add)
 }
 
 /// Whether every core has stopped listening (so no session can start).
@@ -62,53 +57,33 @@ fn sum<'a>(counters: impl Iterator<Item = &'a Counters>, fields: &[&str]) -> Map
     m
 }
 
-/// The same counters summed over every core: `pick` chooses them in one
-/// core's stats.
-fn summed<'a>(
-    workers: &'a [WorkerView],
-    pick: impl Fn(&'a ProxyStats) -> Option<&'a Counters>,
-    fields: &[&str],
-) -> Map<String, Value> {
-    let cores = workers.iter().filter_map(|w| w.proxy_stats.as_deref());
-    sum(cores.filter_map(pick), fields)
-}
-
-/// Listeners, clusters and endpoints, each summed over the cores.
-fn proxy_json(cfg: &Config, workers: &[WorkerView], gauges: &[ClusterGauges]) -> Value {
-    let listeners: Vec<Value> = cfg
+/// Listeners, clusters and endpoints in force, each summed over the cores.
+fn proxy_json(live: &Live) -> Value {
+    let listeners: Vec<Value> = live
         .listeners
-        .iter()
-        .enumerate()
-        .map(|(i, l)| {
-            let mut m = summed(workers, |p| p.listeners.get(i), LISTENER_FIELDS);
-            m.insert("name".into(), json!(l.name));
-            m.insert("address".into(), json!(l.address));
-            m.insert("cluster".into(), json!(l.tcp_proxy.cluster));
+        .values()
+        .map(|l| {
+            let mut m = sum(l.stats.iter(), LISTENER_FIELDS);
+            m.insert("name".into(), json!(l.cfg.name));
+            m.insert("address".into(), json!(l.cfg.address));
+            m.insert("cluster".into(), json!(l.cfg.tcp_proxy.cluster));
             Value::Object(m)
         })
         .collect();
-    let clusters: Vec<Value> = cfg
+    let clusters: Vec<Value> = live
         .clusters
-        .iter()
-        .enumerate()
-        .map(|(ci, c)| {
-            let mut m = summed(workers, |p| p.clusters.get(ci), CLUSTER_FIELDS);
-            m.insert("name".into(), json!(c.name));
-            if let Some(g) = gauges.get(ci) {
-                m.insert("open".into(), json!(g.open.load(Relaxed)));
-                m.insert("pending".into(), json!(g.pending.load(Relaxed)));
-            }
+        .values()
+        .map(|c| {
+            let mut m = sum(c.stats.iter(), CLUSTER_FIELDS);
+            m.insert("name".into(), json!(c.cfg.name));
+            m.insert("open".into(), json!(c.gauges.open.load(Relaxed)));
+            m.insert("pending".into(), json!(c.gauges.pending.load(Relaxed)));
             let eps: Vec<Value> = c
                 .endpoints
                 .iter()
-                .enumerate()
-                .map(|(ei, e)| {
-                    let mut em = summed(
-                        workers,
-                        |p| p.endpoints.get(ci).and_then(|v| v.get(ei)),
-                        ENDPOINT_FIELDS,
-                    );
-                    em.insert("address".into(), json!(e.address));
+                .map(|e| {
+                    let mut em = sum(e.stats.iter(), ENDPOINT_FIELDS);
+                    em.insert("address".into(), json!(e.addr.to_string()));
                     em.insert("weight".into(), json!(e.weight));
                     Value::Object(em)
                 })
@@ -117,14 +92,19 @@ fn proxy_json(cfg: &Config, workers: &[WorkerView], gauges: &[ClusterGauges]) ->
             Value::Object(m)
         })
         .collect();
-    json!({"listeners": listeners, "clusters": clusters})
+    json!({
+        "version": live.state.version,
+        "generation": live.generation(),
+        "listeners": listeners,
+        "clusters": clusters,
+    })
 }
 
 pub fn snapshot(
     cfg: &Config,
     ports: &[(Port, Vec<Arc<Mempool>>)],
     workers: &[WorkerView],
-    gauges: &[ClusterGauges],
+    live: &Live,
     uptime: Duration,
     tsc_hz: u64,
 ) -> Value {
@@ -134,7 +114,7 @@ pub fn snapshot(
         *e = json!(e.as_u64().unwrap_or(0) + v);
     };
     let mut wj = Vec::new();
-    for w in workers {
+    for (wi, w) in workers.iter().enumerate() {
         let l = &w.loop_stats;
         let lp = json!({
             "busy_polls": l.busy_polls.get(),
@@ -168,9 +148,12 @@ pub fn snapshot(
             })
         });
         // This core's share of the proxying.
-        let proxy = w.proxy_stats.as_ref().map(|p| {
+        let proxy = w.proxy_stats.as_ref().map(|_| {
             let share = ["cx_total", "cx_active", "bytes_up", "bytes_down"];
-            Value::Object(sum(p.listeners.iter(), &share))
+            Value::Object(sum(
+                live.listeners.values().map(|l| l.stats.get(wi)),
+                &share,
+            ))
         });
         wj.push(json!({"lcore": w.lcore, "cpu": w.cpu, "loop": lp, "stack": stack, "services": services, "proxy": proxy}));
     }
@@ -218,7 +201,7 @@ pub fn snapshot(
         "ports": pj,
         "workers": wj,
         "totals": totals,
-        "proxy": proxy_json(cfg, workers, gauges),
+        "proxy": proxy_json(live),
     })
 }
 

@@ -10,6 +10,7 @@ use dataplane_config::{IdleConfig, IdleMode};
 use dpdk::{Mbuf, Mempool, RxQueue, TxQueue};
 use netstack::{Counter, DropReason, FramePool, Instant, Stack, Transmit};
 
+use crate::live::{Mailbox, Update};
 use crate::proxy::Proxy;
 use crate::service::Services;
 
@@ -103,6 +104,8 @@ pub struct Worker {
     /// Set by the control thread on SIGTERM: the proxy stops accepting and
     /// lets its sessions finish.
     pub drain: Arc<AtomicBool>,
+    /// Configuration updates for the proxy, applied between batches.
+    pub mailbox: Arc<Mailbox>,
     pub tsc_hz: u64,
 }
 
@@ -176,6 +179,11 @@ impl Worker {
         while !self.stop.load(Relaxed) {
             let t0 = dpdk::eal::rdtsc();
             let now = Instant::from_micros((t0 - tsc0) / ticks_per_us);
+
+            // 0. configuration updates, between two batches
+            if let Some(u) = self.mailbox.take() {
+                self.apply(&u, now);
+            }
 
             // 1. timers
             if let Engine::Stack(stack) = &mut self.engine
@@ -286,6 +294,31 @@ impl Worker {
         drop(self.engine);
         drop(self.tx);
         0
+    }
+
+    /// Apply `u` and every update queued behind it, then say how far this
+    /// worker has got.
+    #[cold]
+    fn apply(&mut self, u: &Update, now: Instant) {
+        let mut generation = u.generation;
+        if let Engine::Stack(stack) = &mut self.engine {
+            let (mut pool, mut tx) = (Pool(&self.pool), Tx(&mut self.tx));
+            if let (Some(p), Some(e)) = (self.apps.proxy.as_mut(), stack.tcp()) {
+                p.apply(e, now, u);
+                while let Some(next) = self.mailbox.take() {
+                    p.apply(e, now, &next);
+                    generation = next.generation;
+                }
+            }
+            run_apps(stack, &mut self.apps, now, &mut pool, &mut tx);
+        }
+        self.flush_tx();
+        while let Some(next) = self.mailbox.take() {
+            generation = next.generation;
+        }
+        self.mailbox
+            .applied
+            .store(generation, std::sync::atomic::Ordering::Release);
     }
 
     /// Send what is batched and publish the queues' totals.

@@ -1,0 +1,326 @@
+//! The proxy's live configuration: listeners and clusters that change while
+//! connections run.
+//!
+//! The control thread owns [`Live`]: the [`ProxyState`] in force, and for
+//! each listener, cluster and endpoint an immutable, shared description with
+//! its counters (one slot per worker core) and, for clusters, the circuit
+//! breakers' gauges. An accepted [`ProxyUpdate`] becomes one [`Update`]: the
+//! new and replaced items, and the names removed. The same `Arc<Update>` goes
+//! into every worker's [`Mailbox`]; each worker applies it between two
+//! batches (RCU: nothing the worker reads changes under it) and publishes
+//! the generation it has reached, which is when the control thread answers
+//! "applied".
+//!
+//! An update costs in proportion to what it changes: unchanged clusters are
+//! not rebuilt, and a replaced cluster keeps its counters and gauges (by
+//! name) and its endpoints' counters (by address).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_queue::ArrayQueue;
+use dataplane_config::{
+    Change, ClusterConfig, Config, Ipv4Net, ListenerConfig, ProxyState, ProxyUpdate, Rejected,
+    parse_socket_addr,
+};
+
+use crate::proxy::{ClusterGauges, Counters};
+
+/// One value per worker core, each on its own cache lines: a core writes
+/// only its own, the control thread reads them all.
+#[derive(Debug)]
+pub struct PerCore<T>(Box<[Padded<T>]>);
+
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct Padded<T>(T);
+
+impl<T: Default> PerCore<T> {
+    pub fn new(cores: usize) -> PerCore<T> {
+        PerCore((0..cores).map(|_| Padded(T::default())).collect())
+    }
+}
+
+impl<T> PerCore<T> {
+    /// Core `i`'s value (the last one for an index past the end, which a
+    /// correct caller never passes).
+    #[inline]
+    pub fn get(&self, i: usize) -> &T {
+        &self.0[i.min(self.0.len() - 1)].0
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.0.iter().map(|p| &p.0)
+    }
+}
+
+pub type CoreCounters = Arc<PerCore<Counters>>;
+
+/// A listener as the workers see it.
+#[derive(Debug)]
+pub struct ListenerLive {
+    pub cfg: ListenerConfig,
+    pub addr: SocketAddrV4,
+    pub stats: CoreCounters,
+}
+
+/// A cluster as the workers see it.
+#[derive(Debug)]
+pub struct ClusterLive {
+    /// Its configuration (endpoints as given, for display).
+    pub cfg: ClusterConfig,
+    pub endpoints: Vec<EndpointLive>,
+    pub gauges: Arc<ClusterGauges>,
+    pub stats: CoreCounters,
+}
+
+#[derive(Debug, Clone)]
+pub struct EndpointLive {
+    pub addr: SocketAddrV4,
+    pub weight: u32,
+    /// The address of ours its connections leave from (`None`: no route).
+    pub source: Option<Ipv4Addr>,
+    pub stats: CoreCounters,
+}
+
+/// One accepted change, as every worker applies it.
+#[derive(Debug, Default)]
+pub struct Update {
+    pub generation: u64,
+    pub listeners: Vec<Arc<ListenerLive>>,
+    pub clusters: Vec<Arc<ClusterLive>>,
+    pub remove_listeners: Vec<String>,
+    pub remove_clusters: Vec<String>,
+}
+
+/// Updates on their way to one worker, and how far it has got.
+#[derive(Debug)]
+pub struct Mailbox {
+    queue: ArrayQueue<Arc<Update>>,
+    /// The generation of the last update this worker applied.
+    pub applied: AtomicU64,
+}
+
+impl Mailbox {
+    /// A mailbox holding a new worker's first update.
+    pub fn with(first: Arc<Update>) -> Arc<Mailbox> {
+        let queue = ArrayQueue::new(8);
+        let _ = queue.push(first);
+        Arc::new(Mailbox {
+            queue,
+            applied: AtomicU64::new(0),
+        })
+    }
+
+    /// The next update for this worker, if one waits (a worker calls this
+    /// between batches; it costs an atomic load when nothing waits).
+    #[inline]
+    pub fn take(&self) -> Option<Arc<Update>> {
+        self.queue.pop()
+    }
+}
+
+/// The routes of the ports, to find the source address of an upstream:
+/// the longest connected prefix holding it, else the gateway's port.
+#[derive(Debug, Clone)]
+pub struct Routes {
+    connected: Vec<Ipv4Net>,
+    default: Option<Ipv4Addr>,
+}
+
+impl Routes {
+    pub fn new(cfg: &Config) -> Routes {
+        let nets: Vec<(Ipv4Net, bool)> = cfg
+            .ports
+            .iter()
+            .filter_map(|p| Some((Ipv4Net::parse(&p.address).ok()?, p.gateway.is_some())))
+            .collect();
+        Routes {
+            default: nets.iter().find(|(_, gw)| *gw).map(|(n, _)| n.addr),
+            connected: nets.into_iter().map(|(n, _)| n).collect(),
+        }
+    }
+
+    pub fn source(&self, dst: Ipv4Addr) -> Option<Ipv4Addr> {
+        self.connected
+            .iter()
+            .filter(|n| n.contains(dst))
+            .max_by_key(|n| n.prefix_len)
+            .map(|n| n.addr)
+            .or(self.default)
+    }
+}
+
+/// The control thread's side: the state in force and its shared parts.
+#[derive(Debug)]
+pub struct Live {
+    pub state: ProxyState,
+    pub listeners: BTreeMap<String, Arc<ListenerLive>>,
+    pub clusters: BTreeMap<String, Arc<ClusterLive>>,
+    generation: u64,
+    cores: usize,
+    routes: Routes,
+    /// Changed since last saved to the state file.
+    pub dirty: bool,
+}
+
+impl Live {
+    /// The live form of `state` (checked already), for `cores` workers.
+    pub fn new(state: ProxyState, cfg: &Config, cores: usize) -> Live {
+        let mut live = Live {
+            state: ProxyState::default(),
+            listeners: BTreeMap::new(),
+            clusters: BTreeMap::new(),
+            generation: 0,
+            cores,
+            routes: Routes::new(cfg),
+            dirty: false,
+        };
+        let ch = Change {
+            version: state.version.clone(),
+            listeners: state.listeners.into_values().collect(),
+            clusters: state.clusters.into_values().collect(),
+            ..Change::default()
+        };
+        live.build(&ch);
+        live.state.apply(&ch);
+        live
+    }
+
+    /// Everything in force, as the first update of a new worker.
+    pub fn initial(&self) -> Arc<Update> {
+        Arc::new(Update {
+            generation: self.generation,
+            listeners: self.listeners.values().cloned().collect(),
+            clusters: self.clusters.values().cloned().collect(),
+            ..Update::default()
+        })
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Check `u`, apply it to the state and build the workers' update.
+    pub fn prepare(
+        &mut self,
+        u: ProxyUpdate,
+        cfg: &Config,
+    ) -> Result<(Arc<Update>, Vec<Rejected>), Vec<Rejected>> {
+        let ch = self.state.check(u, cfg)?;
+        let update = self.build(&ch);
+        self.state.apply(&ch);
+        self.dirty = true;
+        Ok((update, ch.rejected))
+    }
+
+    fn build(&mut self, ch: &Change) -> Arc<Update> {
+        self.generation += 1;
+        let mut up = Update {
+            generation: self.generation,
+            remove_listeners: ch.remove_listeners.clone(),
+            remove_clusters: ch.remove_clusters.clone(),
+            ..Update::default()
+        };
+        for n in &ch.remove_listeners {
+            self.listeners.remove(n);
+        }
+        for n in &ch.remove_clusters {
+            self.clusters.remove(n);
+        }
+        for l in &ch.listeners {
+            let stats = self
+                .listeners
+                .get(&l.name)
+                .map(|o| o.stats.clone())
+                .unwrap_or_else(|| Arc::new(PerCore::new(self.cores)));
+            let Ok(addr) = parse_socket_addr(&l.address) else {
+                continue; // checked
+            };
+            let live = Arc::new(ListenerLive {
+                cfg: l.clone(),
+                addr,
+                stats,
+            });
+            self.listeners.insert(l.name.clone(), live.clone());
+            up.listeners.push(live);
+        }
+        for c in &ch.clusters {
+            let old = self.clusters.get(&c.name);
+            let old_eps: HashMap<SocketAddrV4, &EndpointLive> = old
+                .map(|o| o.endpoints.iter().map(|e| (e.addr, e)).collect())
+                .unwrap_or_default();
+            let endpoints = c
+                .endpoints
+                .iter()
+                .filter_map(|e| {
+                    let addr = parse_socket_addr(&e.address).ok()?;
+                    Some(EndpointLive {
+                        addr,
+                        weight: e.weight,
+                        source: self.routes.source(*addr.ip()),
+                        stats: old_eps
+                            .get(&addr)
+                            .map(|o| o.stats.clone())
+                            .unwrap_or_else(|| Arc::new(PerCore::new(self.cores))),
+                    })
+                })
+                .collect();
+            let live = Arc::new(ClusterLive {
+                cfg: c.clone(),
+                endpoints,
+                gauges: old.map(|o| o.gauges.clone()).unwrap_or_default(),
+                stats: old
+                    .map(|o| o.stats.clone())
+                    .unwrap_or_else(|| Arc::new(PerCore::new(self.cores))),
+            });
+            for e in live.endpoints.iter().filter(|e| e.source.is_none()) {
+                tracing::warn!(
+                    "cluster {}: no route to endpoint {} (no port's subnet holds it, no gateway): its connections will be refused",
+                    c.name,
+                    e.addr
+                );
+            }
+            self.clusters.insert(c.name.clone(), live.clone());
+            up.clusters.push(live);
+        }
+        Arc::new(up)
+    }
+
+    /// Hand `update` to every worker and wait (up to `wait`) until each has
+    /// applied it.
+    pub fn publish(&self, update: &Arc<Update>, boxes: &[Arc<Mailbox>], wait: Duration) -> bool {
+        let deadline = Instant::now() + wait;
+        for b in boxes {
+            let mut u = update.clone();
+            // A worker takes its mail every loop; a full box means it is
+            // stuck, and waiting is all there is to do.
+            while let Err(back) = b.queue.push(u) {
+                if Instant::now() >= deadline {
+                    return false;
+                }
+                u = back;
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        }
+        let mut spins = 0u32;
+        while boxes
+            .iter()
+            .any(|b| b.applied.load(Ordering::Acquire) < update.generation)
+        {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            spins += 1;
+            if spins < 200 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::sleep(Duration::from_micros(20));
+            }
+        }
+        true
+    }
+}
