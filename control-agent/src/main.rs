@@ -1,1 +1,255 @@
-fn main() {}
+//! `control-agent`: configures a running data plane from an xDS server (or
+//! an Envoy bootstrap file). See `docs/control-agent.md`.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use control_agent::client::{self, Target};
+use control_agent::dataplane::DataPlane;
+use control_agent::translate::{self, Ignored};
+use control_agent::xds::{Mode, Xds};
+use control_agent::{bootstrap, node};
+use dataplane_config::ProxyUpdate;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "control-agent",
+    version,
+    about = "Configure the data plane from an xDS (ADS) server or an Envoy bootstrap file",
+    long_about = "Configure the data plane from an xDS (ADS) server or an Envoy bootstrap file.\n\n\
+It connects to an aggregated discovery service (Istio's istiod, istio-agent's Unix socket, any \
+go-control-plane server), speaks state-of-the-world or incremental (Delta) ADS, translates \
+listeners (tcp_proxy), clusters (STATIC, EDS, STRICT_DNS) and endpoints into the data plane's \
+model, and pushes each change to the data plane's admin socket, which applies it atomically \
+without dropping connections. The data plane's verdict becomes the ACK or NACK. A resource we \
+cannot honour is NACKed with the reason; Istio's telemetry filters are ignored (counted).\n\n\
+If the agent stops, the data plane keeps serving what it has; a restarted agent re-syncs it. \
+SIGINT/SIGTERM stop the agent.",
+    after_help = "Examples:\n  control-agent --server http://istiod.istio-system:15010 \\\n      --node-id router~10.0.0.5~gw-1.istio-system~istio-system.svc.cluster.local\n  control-agent --server unix:/etc/istio/proxy/XDS --delta --node-id ...\n  control-agent --bootstrap envoy.yaml        # static_resources, and ads_config if any\n  control-agent --bootstrap envoy.yaml --check  # print the translation and exit"
+)]
+struct Cli {
+    /// The ADS server: http://HOST:PORT, or unix:/PATH. Overrides the
+    /// bootstrap's ads_config.
+    #[arg(long, value_name = "URI")]
+    server: Option<String>,
+    /// An Envoy v3 bootstrap (YAML or JSON): node, static_resources,
+    /// dynamic_resources.ads_config.
+    #[arg(long, value_name = "FILE")]
+    bootstrap: Option<PathBuf>,
+    /// Use incremental (Delta) ADS instead of state of the world (a
+    /// bootstrap whose ads_config.api_type is DELTA_GRPC selects it too).
+    #[arg(long)]
+    delta: bool,
+    /// Node id sent to the server (overrides the bootstrap's node.id).
+    #[arg(long, value_name = "ID")]
+    node_id: Option<String>,
+    /// Node cluster (service cluster) sent to the server.
+    #[arg(long, value_name = "NAME")]
+    node_cluster: Option<String>,
+    /// Node metadata entry, KEY=VALUE (VALUE as JSON if it parses, else a
+    /// string). Repeat for more.
+    #[arg(long, value_name = "KEY=VALUE")]
+    node_metadata: Vec<String>,
+    /// The data plane's admin socket.
+    #[arg(long, value_name = "PATH", default_value = "/run/dataplane/admin.sock")]
+    dataplane_socket: PathBuf,
+    /// Largest gRPC message either way (tonic's default is 4 MiB; a
+    /// response with 10 000 clusters is larger).
+    #[arg(long, value_name = "BYTES", default_value_t = 256 << 20)]
+    max_message_bytes: usize,
+    /// A subscribed resource the server has not sent within this long is
+    /// taken as absent (Envoy's initial_fetch_timeout).
+    #[arg(long, value_name = "MS", default_value_t = 15_000)]
+    resource_timeout_ms: u64,
+    /// First reconnect delay; doubles up to --backoff-max-ms, each wait
+    /// jittered between half and all of it.
+    #[arg(long, value_name = "MS", default_value_t = 500)]
+    backoff_base_ms: u64,
+    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    backoff_max_ms: u64,
+    /// Translate the bootstrap's static resources, print the data plane
+    /// update (JSON) and exit: 0 if everything translates, 2 if not.
+    #[arg(long, requires = "bootstrap")]
+    check: bool,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("control-agent: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    let ignored = Arc::new(Ignored::default());
+    let boot = match &cli.bootstrap {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+            Some(bootstrap::parse(&text).map_err(|e| format!("{}: {e}", p.display()))?)
+        }
+        None => None,
+    };
+    // Static resources: every one must translate (a bootstrap is not
+    // partially accepted, as in Envoy).
+    let (mut listeners, mut clusters, mut errors) = (Vec::new(), Vec::new(), Vec::new());
+    if let Some(s) = boot.as_ref().and_then(|b| b.static_resources.as_ref()) {
+        for (i, l) in s.listeners.iter().enumerate() {
+            match translate::listener(l, &ignored) {
+                Ok(Some(l)) => listeners.push(l),
+                Ok(None) => {}
+                Err(e) => errors.push(format!("static_resources.listeners[{i}] {:?}: {e}", l.name)),
+            }
+        }
+        for (i, c) in s.clusters.iter().enumerate() {
+            match translate::cluster(c, &ignored) {
+                Ok(p) => clusters.push(p),
+                Err(e) => errors.push(format!("static_resources.clusters[{i}] {:?}: {e}", c.name)),
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(format!(
+            "the bootstrap's static resources do not translate:\n  - {}",
+            errors.join("\n  - ")
+        ));
+    }
+    if cli.check {
+        let u = ProxyUpdate {
+            version: "bootstrap".into(),
+            full: true,
+            listeners: listeners.clone(),
+            clusters: clusters.iter().map(|c| c.cfg.clone()).collect(),
+            ..ProxyUpdate::default()
+        };
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&u).map_err(|e| e.to_string())?
+        );
+        return Ok(());
+    }
+
+    let server = match (&cli.server, &boot) {
+        (Some(s), _) => Some(parse_target(s)?),
+        (None, Some(b)) => bootstrap::ads_server(b)?,
+        (None, None) => {
+            return Err("nothing to do: give --server (an ADS server) and/or --bootstrap (an Envoy bootstrap file)".into());
+        }
+    };
+    let mut node = boot.as_ref().and_then(bootstrap::node).unwrap_or_default();
+    if let Some(id) = &cli.node_id {
+        node.id = id.clone();
+    }
+    if let Some(c) = &cli.node_cluster {
+        node.cluster = c.clone();
+    }
+    if server.is_some() {
+        node::check_id(&node.id)
+            .map_err(|e| format!("{e} (set --node-id or the bootstrap's node.id)"))?;
+    }
+    let mut metadata = BTreeMap::new();
+    for kv in &cli.node_metadata {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| format!("--node-metadata {kv:?}: expected KEY=VALUE"))?;
+        let v = serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.into()));
+        metadata.insert(k.to_owned(), v);
+    }
+    let mut n = node::build(&node.id, &node.cluster, &metadata);
+    if metadata.is_empty() {
+        n.metadata = node.metadata.clone();
+    }
+    n.locality = node.locality.clone();
+    let mode = if cli.delta || boot.as_ref().is_some_and(bootstrap::wants_delta) {
+        Mode::Delta
+    } else {
+        Mode::Sotw
+    };
+    let mut xds = Xds::new(
+        mode,
+        n,
+        Duration::from_millis(cli.resource_timeout_ms),
+        ignored,
+    );
+    xds.set_static(listeners, clusters);
+    let opts = client::Options {
+        server: server.clone(),
+        max_message_bytes: cli.max_message_bytes,
+        backoff_base: Duration::from_millis(cli.backoff_base_ms.max(1)),
+        backoff_max: Duration::from_millis(cli.backoff_max_ms.max(cli.backoff_base_ms).max(1)),
+    };
+    tracing::info!(
+        "control-agent: server {}, mode {mode:?}, node {:?}, data plane {}",
+        server
+            .as_ref()
+            .map_or("none (static resources only)".into(), |s| s.to_string()),
+        xds_node_id(&cli, &boot),
+        cli.dataplane_socket.display()
+    );
+    let dp = DataPlane::new(&cli.dataplane_socket);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("tokio: {e}"))?;
+    rt.block_on(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| format!("signal handler: {e}"))?;
+        tokio::select! {
+            _ = client::run(xds, opts, dp) => {}
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; the data plane keeps its configuration"),
+            _ = term.recv() => tracing::info!("terminated; the data plane keeps its configuration"),
+        }
+        Ok::<(), String>(())
+    })
+}
+
+fn xds_node_id(
+    cli: &Cli,
+    boot: &Option<envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap>,
+) -> String {
+    cli.node_id
+        .clone()
+        .or_else(|| {
+            boot.as_ref()
+                .and_then(|b| b.node.as_ref())
+                .map(|n| n.id.clone())
+        })
+        .unwrap_or_default()
+}
+
+fn parse_target(s: &str) -> Result<Target, String> {
+    if let Some(p) = s.strip_prefix("unix:") {
+        let p = p.trim_start_matches("//");
+        if p.is_empty() {
+            return Err("--server unix: needs a path, like unix:/etc/istio/proxy/XDS".into());
+        }
+        return Ok(Target::Unix(p.into()));
+    }
+    if s.starts_with("http://") {
+        return Ok(Target::Tcp(s.to_owned()));
+    }
+    if s.starts_with("https://") {
+        return Err("--server https://: TLS to the xDS server is not supported yet; use http:// (e.g. istiod's plaintext port 15010) or istio-agent's Unix socket".into());
+    }
+    if s.contains(':') {
+        return Ok(Target::Tcp(format!("http://{s}")));
+    }
+    Err(format!(
+        "--server {s:?}: expected http://HOST:PORT, HOST:PORT or unix:/PATH"
+    ))
+}

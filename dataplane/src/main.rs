@@ -564,6 +564,9 @@ fn run(
     let mut failed = None;
     let mut drain_until = None;
     let mut saved_at = Instant::now();
+    // Tells a control agent that this is a new process (it then pushes
+    // everything again).
+    let instance = format!("{:016x}", u64::from_le_bytes(random_secret::<8>()?));
     loop {
         admin.serve_pending(&mut |req| match req.get("cmd").and_then(|c| c.as_str()) {
             Some("stats") => stats::snapshot(cfg, &ports, &views, &live, started.elapsed(), tsc_hz),
@@ -573,8 +576,13 @@ fn run(
                 v
             }
             Some("apply") => apply_update(cfg, &mut live, &mailboxes, req),
+            Some("ping") => json!({
+                "instance": instance,
+                "generation": live.generation(),
+                "version": live.state.version,
+            }),
             Some(other) => {
-                json!({"error": format!("unknown cmd {other:?}; known: stats, config, apply")})
+                json!({"error": format!("unknown cmd {other:?}; known: stats, config, apply, ping")})
             }
             None => json!({"error": "missing \"cmd\""}),
         });

@@ -1,0 +1,167 @@
+//! Envoy's protobuf JSON mapping, for YAML and JSON files: the v3
+//! bootstrap (`--bootstrap envoy.yaml`) and single resources (tests,
+//! tools). Parsed with prost-reflect against the descriptors of the
+//! envoy-types package, so `@type`'d `Any`, durations (`"5s"`), wrappers
+//! and enum names work as in Envoy, and an unknown field is an error that
+//! names it.
+
+use std::sync::OnceLock;
+
+use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::core::v3::{Node, address, grpc_service};
+use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint;
+use envoy_types::pb::google::protobuf::Any;
+use prost::Message;
+use prost_reflect::{DescriptorPool, DynamicMessage};
+
+use crate::client::Target;
+
+static POOL: OnceLock<DescriptorPool> = OnceLock::new();
+
+fn pool() -> &'static DescriptorPool {
+    POOL.get_or_init(|| {
+        DescriptorPool::decode(
+            include_bytes!(concat!(env!("OUT_DIR"), "/envoy_types.bin")).as_slice(),
+        )
+        .expect("envoy-types' descriptor set decodes")
+    })
+}
+
+/// Parse YAML (or JSON, which is YAML) in protobuf's JSON mapping as the
+/// message `full_name`, and encode it.
+pub fn encode_yaml(full_name: &str, text: &str) -> Result<Vec<u8>, String> {
+    let desc = pool()
+        .get_message_by_name(full_name)
+        .ok_or_else(|| format!("unknown message type {full_name}"))?;
+    let value: serde_json::Value =
+        serde_saphyr::from_str(text).map_err(|e| format!("not YAML: {e}"))?;
+    let msg = DynamicMessage::deserialize(desc, value).map_err(|e| e.to_string())?;
+    Ok(msg.encode_to_vec())
+}
+
+/// A resource from YAML as an `Any` (`type_url` + bytes): what an xDS
+/// server sends.
+pub fn any_from_yaml(full_name: &str, text: &str) -> Result<Any, String> {
+    Ok(Any {
+        type_url: format!("type.googleapis.com/{full_name}"),
+        value: encode_yaml(full_name, text)?,
+    })
+}
+
+/// Read an Envoy v3 bootstrap.
+pub fn parse(text: &str) -> Result<Bootstrap, String> {
+    let bytes = encode_yaml("envoy.config.bootstrap.v3.Bootstrap", text)?;
+    Bootstrap::decode(bytes.as_slice()).map_err(|e| e.to_string())
+}
+
+/// The ADS server a bootstrap points at (`dynamic_resources.ads_config`),
+/// if any: a Google gRPC `target_uri`, or an Envoy gRPC cluster of
+/// `static_resources` with one endpoint (address and port, or a pipe).
+pub fn ads_server(b: &Bootstrap) -> Result<Option<Target>, String> {
+    let Some(ads) = b
+        .dynamic_resources
+        .as_ref()
+        .and_then(|d| d.ads_config.as_ref())
+    else {
+        return Ok(None);
+    };
+    let api = envoy_types::pb::envoy::config::core::v3::api_config_source::ApiType::try_from(
+        ads.api_type,
+    )
+    .map_err(|_| format!("ads_config.api_type: unknown value {}", ads.api_type))?;
+    use envoy_types::pb::envoy::config::core::v3::api_config_source::ApiType;
+    if !matches!(
+        api,
+        ApiType::Grpc | ApiType::DeltaGrpc | ApiType::AggregatedGrpc | ApiType::AggregatedDeltaGrpc
+    ) {
+        return Err(format!(
+            "ads_config.api_type {}: only GRPC and DELTA_GRPC are supported",
+            api.as_str_name()
+        ));
+    }
+    let svc = ads
+        .grpc_services
+        .first()
+        .ok_or("ads_config.grpc_services: empty")?;
+    match &svc.target_specifier {
+        Some(grpc_service::TargetSpecifier::GoogleGrpc(g)) => {
+            let uri = &g.target_uri;
+            Ok(Some(match uri.strip_prefix("unix:") {
+                Some(p) => Target::Unix(p.trim_start_matches("//").into()),
+                None if uri.contains("://") => Target::Tcp(uri.clone()),
+                None => Target::Tcp(format!("http://{uri}")),
+            }))
+        }
+        Some(grpc_service::TargetSpecifier::EnvoyGrpc(e)) => {
+            let static_clusters: &[Cluster] = b
+                .static_resources
+                .as_ref()
+                .map(|s| s.clusters.as_slice())
+                .unwrap_or(&[]);
+            let c = static_clusters
+                .iter()
+                .find(|c| c.name == e.cluster_name)
+                .ok_or_else(|| {
+                    format!(
+                        "ads_config names cluster {:?}, which is not in static_resources.clusters",
+                        e.cluster_name
+                    )
+                })?;
+            let ep = c
+                .load_assignment
+                .as_ref()
+                .and_then(|la| la.endpoints.first())
+                .and_then(|l| l.lb_endpoints.first())
+                .and_then(|e| match &e.host_identifier {
+                    Some(lb_endpoint::HostIdentifier::Endpoint(ep)) => ep.address.as_ref(),
+                    _ => None,
+                })
+                .and_then(|a| a.address.as_ref())
+                .ok_or_else(|| {
+                    format!(
+                        "cluster {:?}: no endpoint address for the ADS server",
+                        c.name
+                    )
+                })?;
+            match ep {
+                address::Address::SocketAddress(sa) => {
+                    let port = match sa.port_specifier {
+                        Some(envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier::PortValue(p)) => p,
+                        _ => return Err(format!("cluster {:?}: its endpoint needs port_value", c.name)),
+                    };
+                    let host = if sa.address.contains(':') {
+                        format!("[{}]", sa.address)
+                    } else {
+                        sa.address.clone()
+                    };
+                    Ok(Some(Target::Tcp(format!("http://{host}:{port}"))))
+                }
+                address::Address::Pipe(p) => Ok(Some(Target::Unix(p.path.clone().into()))),
+                address::Address::EnvoyInternalAddress(_) => Err(format!(
+                    "cluster {:?}: internal addresses cannot reach an ADS server",
+                    c.name
+                )),
+            }
+        }
+        None => Err("ads_config.grpc_services[0]: needs envoy_grpc or google_grpc".into()),
+    }
+}
+
+/// Whether the bootstrap asks for the incremental (Delta) protocol.
+pub fn wants_delta(b: &Bootstrap) -> bool {
+    use envoy_types::pb::envoy::config::core::v3::api_config_source::ApiType;
+    b.dynamic_resources
+        .as_ref()
+        .and_then(|d| d.ads_config.as_ref())
+        .is_some_and(|a| {
+            matches!(
+                ApiType::try_from(a.api_type),
+                Ok(ApiType::DeltaGrpc | ApiType::AggregatedDeltaGrpc)
+            )
+        })
+}
+
+pub fn node(b: &Bootstrap) -> Option<Node> {
+    b.node.clone()
+}

@@ -1,0 +1,893 @@
+//! The xDS client's state: what the management server sent, what was
+//! accepted, what the data plane has. No I/O here: responses come in, and
+//! out come the requests to send (ACK, NACK, subscription changes) and the
+//! data-plane updates to push. `client.rs` drives it over a gRPC stream.
+//!
+//! Protocol rules kept (Envoy's "xDS REST and gRPC protocol"):
+//! - per type: the last accepted `version_info` and the last `nonce`; an ACK
+//!   names the new version and the nonce; a NACK keeps the previous version,
+//!   names the nonce and says in `error_detail` which resources failed and
+//!   why. Valid resources of a response are applied even when others fail;
+//! - LDS and CDS are wildcard subscriptions and, in state-of-the-world,
+//!   full state (a resource absent from a response is deleted); EDS is
+//!   subscribed by name, for the clusters that use it, and an assignment
+//!   goes when no cluster refers to it any more (RDS would too, but the HTTP
+//!   connection manager that uses it is rejected until the L7 work);
+//! - warming: EDS is requested after the clusters that need it, listeners
+//!   after the first clusters are warm, and a cluster reaches the data plane
+//!   only with its endpoints (or once the does-not-exist timeout says there
+//!   are none);
+//! - on a new stream, subscriptions are sent again with the versions held
+//!   (Delta: `initial_resource_versions`), so the server can skip what we
+//!   have.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dataplane_config::{ClusterConfig, EndpointConfig, ListenerConfig, ProxyUpdate, Rejected};
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use envoy_types::pb::google::protobuf::Any;
+use envoy_types::pb::google::rpc::Status;
+use prost::Message;
+
+use crate::translate::{self, ClusterPlan, Ignored};
+
+pub const LDS: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+pub const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+pub const EDS: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+
+/// gRPC INVALID_ARGUMENT, the code Envoy puts in a NACK.
+const INVALID_ARGUMENT: i32 = 3;
+
+/// One request to send, in either protocol variant.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Request {
+    Sotw(DiscoveryRequest),
+    Delta(DeltaDiscoveryRequest),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Sotw,
+    Delta,
+}
+
+/// Per resource type.
+#[derive(Debug, Default)]
+struct TypeState {
+    subscribed: bool,
+    /// Last accepted `version_info` (SotW) / `system_version_info` (Delta).
+    version: String,
+    /// Last nonce received on the current stream.
+    nonce: String,
+    /// Delta: version of each resource held.
+    versions: BTreeMap<String, String>,
+    /// Last NACK's message (for stats and logs).
+    last_error: Option<String>,
+}
+
+/// A resource rejected, to be named in a NACK.
+#[derive(Debug, Clone)]
+struct Failure {
+    name: String,
+    reason: String,
+}
+
+/// What one response led to.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub requests: Vec<Request>,
+    /// Set when the data plane should get an update.
+    pub push: bool,
+}
+
+#[derive(Debug)]
+pub struct Xds {
+    mode: Mode,
+    node: Node,
+    lds: TypeState,
+    cds: TypeState,
+    eds: TypeState,
+    /// Resources from the bootstrap: never replaced or removed by xDS.
+    static_listeners: BTreeMap<String, ListenerConfig>,
+    static_clusters: BTreeMap<String, ClusterPlan>,
+    /// Accepted from the server.
+    listeners: BTreeMap<String, Option<ListenerConfig>>,
+    clusters: BTreeMap<String, ClusterPlan>,
+    /// Accepted assignments by EDS name.
+    assignments: HashMap<String, Vec<EndpointConfig>>,
+    /// EDS names subscribed, with when (for the does-not-exist timeout).
+    eds_wanted: BTreeMap<String, Instant>,
+    /// EDS names the server has not sent within the timeout (or said are
+    /// gone): their clusters warm up with no endpoints.
+    eds_missing: BTreeSet<String>,
+    /// Resolved STRICT_DNS hosts.
+    dns: HashMap<(String, u16), Vec<std::net::SocketAddrV4>>,
+    /// What the data plane has (as we pushed it).
+    pushed_listeners: BTreeMap<String, ListenerConfig>,
+    pushed_clusters: BTreeMap<String, ClusterConfig>,
+    /// Names whose desired state may differ from the pushed one.
+    dirty_listeners: BTreeSet<String>,
+    dirty_clusters: BTreeSet<String>,
+    /// The next push must be full (first one, or the data plane restarted).
+    full_push: bool,
+    /// The first full push has been made: the data plane's state is ours.
+    synced: bool,
+    started: Instant,
+    does_not_exist: Duration,
+    pub ignored: Arc<Ignored>,
+    /// Counters for the agent's own stats.
+    pub acks: u64,
+    pub nacks: u64,
+    /// The ACK or NACK waiting for the data plane's verdict.
+    pending: Option<Pending>,
+}
+
+impl Xds {
+    pub fn new(mode: Mode, node: Node, does_not_exist: Duration, ignored: Arc<Ignored>) -> Xds {
+        Xds {
+            mode,
+            node,
+            lds: TypeState::default(),
+            cds: TypeState::default(),
+            eds: TypeState::default(),
+            static_listeners: BTreeMap::new(),
+            static_clusters: BTreeMap::new(),
+            listeners: BTreeMap::new(),
+            clusters: BTreeMap::new(),
+            assignments: HashMap::new(),
+            eds_wanted: BTreeMap::new(),
+            eds_missing: BTreeSet::new(),
+            dns: HashMap::new(),
+            pushed_listeners: BTreeMap::new(),
+            pushed_clusters: BTreeMap::new(),
+            dirty_listeners: BTreeSet::new(),
+            dirty_clusters: BTreeSet::new(),
+            full_push: true,
+            synced: false,
+            started: Instant::now(),
+            does_not_exist,
+            ignored,
+            acks: 0,
+            nacks: 0,
+            pending: None,
+        }
+    }
+
+    /// Resources of the bootstrap's `static_resources` (translated already).
+    pub fn set_static(&mut self, listeners: Vec<ListenerConfig>, clusters: Vec<ClusterPlan>) {
+        for l in listeners {
+            self.dirty_listeners.insert(l.name.clone());
+            self.static_listeners.insert(l.name.clone(), l);
+        }
+        for c in clusters {
+            self.dirty_clusters.insert(c.cfg.name.clone());
+            if let Some(e) = &c.eds {
+                self.eds_wanted
+                    .entry(e.clone())
+                    .or_insert_with(Instant::now);
+            }
+            self.static_clusters.insert(c.cfg.name.clone(), c);
+        }
+    }
+
+    /// Static mode, or the server unreachable from the start: the data
+    /// plane may be given what we have.
+    pub fn mark_synced_without_server(&mut self) -> bool {
+        if self.synced {
+            return false;
+        }
+        self.synced = true;
+        true
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    fn ty(&mut self, type_url: &str) -> Option<&mut TypeState> {
+        match type_url {
+            LDS => Some(&mut self.lds),
+            CDS => Some(&mut self.cds),
+            EDS => Some(&mut self.eds),
+            _ => None,
+        }
+    }
+
+    // === subscriptions ===
+
+    /// The requests that open a stream: CDS at once; EDS for the clusters
+    /// held; LDS if it was subscribed before (a reconnect), else after the
+    /// clusters warm. Nonces belong to a stream and start empty.
+    pub fn on_stream_start(&mut self) -> Vec<Request> {
+        for t in [&mut self.lds, &mut self.cds, &mut self.eds] {
+            t.nonce.clear();
+        }
+        self.cds.subscribed = true;
+        let mut out = vec![self.request(CDS, None, true)];
+        if !self.eds_wanted.is_empty() {
+            self.eds.subscribed = true;
+            out.push(self.request(EDS, None, true));
+        }
+        if self.lds.subscribed {
+            out.push(self.request(LDS, None, true));
+        }
+        out
+    }
+
+    /// A request for `type_url`: the current subscription, the version held
+    /// and the last nonce, with `error` for a NACK. `initial` marks the
+    /// first request of a stream (Delta: carries the versions held).
+    fn request(&self, type_url: &str, error: Option<String>, initial: bool) -> Request {
+        let t = match type_url {
+            LDS => &self.lds,
+            CDS => &self.cds,
+            _ => &self.eds,
+        };
+        let names: Vec<String> = if type_url == EDS {
+            self.eds_wanted.keys().cloned().collect()
+        } else {
+            Vec::new() // wildcard
+        };
+        let error_detail = error.map(|message| Status {
+            code: INVALID_ARGUMENT,
+            message,
+            details: Vec::new(),
+        });
+        match self.mode {
+            Mode::Sotw => Request::Sotw(DiscoveryRequest {
+                version_info: t.version.clone(),
+                node: Some(self.node.clone()),
+                resource_names: names,
+                type_url: type_url.into(),
+                response_nonce: t.nonce.clone(),
+                error_detail,
+                ..Default::default()
+            }),
+            Mode::Delta => Request::Delta(DeltaDiscoveryRequest {
+                node: initial.then(|| self.node.clone()),
+                type_url: type_url.into(),
+                resource_names_subscribe: if initial { names } else { Vec::new() },
+                initial_resource_versions: if initial {
+                    t.versions.clone().into_iter().collect()
+                } else {
+                    Default::default()
+                },
+                response_nonce: if initial {
+                    String::new()
+                } else {
+                    t.nonce.clone()
+                },
+                error_detail,
+                ..Default::default()
+            }),
+        }
+    }
+
+    /// The EDS names the clusters need now; subscribe to new ones and drop
+    /// the rest (and their assignments). Returns the request to send, if
+    /// the subscription changed.
+    fn resubscribe_eds(&mut self) -> Option<Request> {
+        let needed: BTreeSet<String> = self
+            .clusters
+            .values()
+            .chain(self.static_clusters.values())
+            .filter_map(|c| c.eds.clone())
+            .collect();
+        let old: BTreeSet<String> = self.eds_wanted.keys().cloned().collect();
+        if needed == old {
+            return None;
+        }
+        let added: Vec<String> = needed.difference(&old).cloned().collect();
+        let removed: Vec<String> = old.difference(&needed).cloned().collect();
+        let now = Instant::now();
+        for n in &added {
+            self.eds_wanted.insert(n.clone(), now);
+        }
+        for n in &removed {
+            self.eds_wanted.remove(n);
+            self.assignments.remove(n);
+            self.eds_missing.remove(n);
+            self.eds.versions.remove(n);
+        }
+        self.eds.subscribed = true;
+        Some(match self.mode {
+            Mode::Sotw => self.request(EDS, None, false),
+            Mode::Delta => Request::Delta(DeltaDiscoveryRequest {
+                type_url: EDS.into(),
+                resource_names_subscribe: added,
+                resource_names_unsubscribe: removed,
+                ..Default::default()
+            }),
+        })
+    }
+
+    /// Clusters are warm when every EDS name they use has arrived or timed
+    /// out.
+    fn clusters_warm(&self) -> bool {
+        self.eds_wanted
+            .keys()
+            .all(|n| self.assignments.contains_key(n) || self.eds_missing.contains(n))
+    }
+
+    /// Subscribe to listeners once the first clusters are warm.
+    fn maybe_start_lds(&mut self, out: &mut Vec<Request>) {
+        if !self.lds.subscribed && !self.cds.version.is_empty() && self.clusters_warm() {
+            self.lds.subscribed = true;
+            out.push(self.request(LDS, None, true));
+        }
+    }
+
+    /// Run the does-not-exist timeout; `now` from the caller's clock.
+    pub fn on_timer(&mut self, now: Instant) -> Outcome {
+        let mut out = Outcome::default();
+        let mut expired = Vec::new();
+        for (n, since) in &self.eds_wanted {
+            if !self.assignments.contains_key(n)
+                && !self.eds_missing.contains(n)
+                && now.duration_since(*since) >= self.does_not_exist
+            {
+                expired.push(n.clone());
+            }
+        }
+        for n in expired {
+            tracing::warn!(
+                "EDS {n:?}: not received within {:?}; its clusters are used with no endpoints until it arrives",
+                self.does_not_exist
+            );
+            self.eds_missing.insert(n.clone());
+            self.dirty_eds(&n);
+            out.push = true;
+        }
+        // The server sent no clusters at all in time: go on with listeners.
+        if !self.lds.subscribed
+            && self.cds.subscribed
+            && now.duration_since(self.started) >= self.does_not_exist
+            && self.clusters_warm()
+        {
+            tracing::warn!(
+                "no clusters received within {:?}; asking for listeners anyway",
+                self.does_not_exist
+            );
+            self.lds.subscribed = true;
+            out.requests.push(self.request(LDS, None, true));
+        }
+        if self.lds.subscribed
+            && self.lds.version.is_empty()
+            && !self.synced
+            && now.duration_since(self.started) >= self.does_not_exist * 2
+        {
+            tracing::warn!(
+                "no listeners received in time; configuring the data plane with what there is"
+            );
+            self.synced = true;
+            out.push = true;
+        }
+        out.push &= self.synced;
+        out
+    }
+
+    fn dirty_eds(&mut self, eds: &str) {
+        for (name, c) in self.clusters.iter().chain(self.static_clusters.iter()) {
+            if c.eds.as_deref() == Some(eds) {
+                self.dirty_clusters.insert(name.clone());
+            }
+        }
+    }
+
+    // === responses ===
+
+    pub fn on_sotw(&mut self, r: DiscoveryResponse) -> Outcome {
+        let type_url = r.type_url.clone();
+        let Some(t) = self.ty(&type_url) else {
+            tracing::warn!("response for type {type_url:?}, which we never asked for: ignored");
+            return Outcome::default();
+        };
+        t.nonce = r.nonce.clone();
+        let mut resources = Vec::with_capacity(r.resources.len());
+        let mut failures = Vec::new();
+        for (i, any) in r.resources.iter().enumerate() {
+            match decode_named(&type_url, any) {
+                Ok(x) => resources.push(x),
+                Err(reason) => failures.push(Failure {
+                    name: format!("resources[{i}]"),
+                    reason,
+                }),
+            }
+        }
+        let full_state = type_url == LDS || type_url == CDS;
+        let names: BTreeSet<String> = resources.iter().map(|r| r.name().to_owned()).collect();
+        let removed: Vec<String> = if full_state {
+            let held: Vec<String> = match type_url.as_str() {
+                LDS => self.listeners.keys().cloned().collect(),
+                _ => self.clusters.keys().cloned().collect(),
+            };
+            held.into_iter().filter(|n| !names.contains(n)).collect()
+        } else {
+            Vec::new()
+        };
+        self.finish(&type_url, r.version_info, resources, removed, failures)
+    }
+
+    pub fn on_delta(&mut self, r: DeltaDiscoveryResponse) -> Outcome {
+        let type_url = r.type_url.clone();
+        let Some(t) = self.ty(&type_url) else {
+            tracing::warn!("response for type {type_url:?}, which we never asked for: ignored");
+            return Outcome::default();
+        };
+        t.nonce = r.nonce.clone();
+        let mut resources = Vec::new();
+        let mut failures = Vec::new();
+        let mut versions = Vec::new();
+        for res in &r.resources {
+            let Some(any) = &res.resource else {
+                failures.push(Failure {
+                    name: res.name.clone(),
+                    reason: "resource body missing".into(),
+                });
+                continue;
+            };
+            match decode_named(&type_url, any) {
+                Ok(x) if x.name() != res.name => failures.push(Failure {
+                    name: res.name.clone(),
+                    reason: format!("the resource inside is named {:?}", x.name()),
+                }),
+                Ok(x) => {
+                    versions.push((res.name.clone(), res.version.clone()));
+                    resources.push(x);
+                }
+                Err(reason) => failures.push(Failure {
+                    name: res.name.clone(),
+                    reason,
+                }),
+            }
+        }
+        let removed = r.removed_resources.clone();
+        let ok_names: BTreeSet<&str> = resources.iter().map(|r| r.name()).collect();
+        let failed: BTreeSet<String> = failures.iter().map(|f| f.name.clone()).collect();
+        let t = self.ty(&type_url).expect("known type");
+        for (n, v) in versions {
+            if ok_names.contains(n.as_str()) && !failed.contains(&n) {
+                t.versions.insert(n, v);
+            }
+        }
+        for n in &removed {
+            t.versions.remove(n);
+        }
+        self.finish(
+            &type_url,
+            r.system_version_info,
+            resources,
+            removed,
+            failures,
+        )
+    }
+
+    /// Apply decoded resources and removals of one response; build the ACK
+    /// or NACK.
+    fn finish(
+        &mut self,
+        type_url: &str,
+        version: String,
+        resources: Vec<Resource>,
+        removed: Vec<String>,
+        mut failures: Vec<Failure>,
+    ) -> Outcome {
+        let mut out = Outcome::default();
+        match type_url {
+            LDS => {
+                for r in resources {
+                    let Resource::Listener(l) = r else { continue };
+                    if self.static_listeners.contains_key(&l.name) {
+                        failures.push(Failure {
+                            name: l.name.clone(),
+                            reason: "a static listener of the bootstrap has this name".into(),
+                        });
+                        continue;
+                    }
+                    match translate::listener(&l, &self.ignored) {
+                        Ok(t) => {
+                            if self.listeners.get(&l.name) != Some(&t) {
+                                self.listeners.insert(l.name.clone(), t);
+                                self.dirty_listeners.insert(l.name.clone());
+                            }
+                        }
+                        // The old version, if any, stays.
+                        Err(reason) => failures.push(Failure {
+                            name: l.name.clone(),
+                            reason,
+                        }),
+                    }
+                }
+                for n in removed {
+                    if self.listeners.remove(&n).is_some() {
+                        self.dirty_listeners.insert(n);
+                    }
+                }
+                if !self.synced {
+                    self.synced = true;
+                    self.full_push = true;
+                }
+            }
+            CDS => {
+                for r in resources {
+                    let Resource::Cluster(c) = r else { continue };
+                    if self.static_clusters.contains_key(&c.name) {
+                        failures.push(Failure {
+                            name: c.name.clone(),
+                            reason: "a static cluster of the bootstrap has this name".into(),
+                        });
+                        continue;
+                    }
+                    match translate::cluster(&c, &self.ignored).and_then(|p| self.resolve(p)) {
+                        Ok(plan) => {
+                            if self.clusters.get(&c.name) != Some(&plan) {
+                                self.clusters.insert(c.name.clone(), plan);
+                                self.dirty_clusters.insert(c.name.clone());
+                            }
+                        }
+                        Err(reason) => failures.push(Failure {
+                            name: c.name.clone(),
+                            reason,
+                        }),
+                    }
+                }
+                for n in removed {
+                    if self.clusters.remove(&n).is_some() {
+                        self.dirty_clusters.insert(n);
+                    }
+                }
+                if let Some(req) = self.resubscribe_eds() {
+                    out.requests.push(req);
+                }
+            }
+            _ => {
+                for r in resources {
+                    let Resource::Assignment(cla) = r else {
+                        continue;
+                    };
+                    if !self.eds_wanted.contains_key(&cla.cluster_name) {
+                        continue; // not (or no longer) asked for
+                    }
+                    match translate::endpoints(&cla) {
+                        Ok(eps) => {
+                            self.eds_missing.remove(&cla.cluster_name);
+                            if self.assignments.get(&cla.cluster_name) != Some(&eps) {
+                                self.assignments.insert(cla.cluster_name.clone(), eps);
+                                self.dirty_eds(&cla.cluster_name);
+                            }
+                        }
+                        Err(reason) => failures.push(Failure {
+                            name: cla.cluster_name.clone(),
+                            reason,
+                        }),
+                    }
+                }
+                // Delta only: the server says these do not exist.
+                for n in removed {
+                    if self.eds_wanted.contains_key(&n) {
+                        self.assignments.remove(&n);
+                        self.eds_missing.insert(n.clone());
+                        self.dirty_eds(&n);
+                    }
+                }
+            }
+        }
+        self.maybe_start_lds(&mut out.requests);
+        out.push = self.synced;
+        // The ACK or NACK goes after the data plane's verdict (`settle`).
+        self.pending = Some(Pending {
+            type_url: type_url.to_owned(),
+            version,
+            failures,
+        });
+        out
+    }
+
+    /// Resolve a STRICT_DNS cluster's hosts (once per change of its
+    /// configuration; see docs/control-agent.md).
+    fn resolve(&mut self, mut p: ClusterPlan) -> Result<ClusterPlan, String> {
+        use std::net::ToSocketAddrs;
+        if p.dns.is_empty() {
+            return Ok(p);
+        }
+        let mut eps: BTreeMap<std::net::SocketAddrV4, u32> = BTreeMap::new();
+        for (host, port, weight) in &p.dns {
+            let key = (host.clone(), *port);
+            let addrs = match self.dns.get(&key) {
+                Some(a) => a.clone(),
+                None => {
+                    let a: Vec<std::net::SocketAddrV4> = (host.as_str(), *port)
+                        .to_socket_addrs()
+                        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+                        .filter_map(|a| match a {
+                            std::net::SocketAddr::V4(v4) => Some(v4),
+                            std::net::SocketAddr::V6(_) => None,
+                        })
+                        .collect();
+                    self.dns.insert(key, a.clone());
+                    a
+                }
+            };
+            for a in addrs {
+                *eps.entry(a).or_default() += weight;
+            }
+        }
+        p.cfg.endpoints = eps
+            .into_iter()
+            .map(|(a, w)| EndpointConfig {
+                address: a.to_string(),
+                weight: w.clamp(1, 128),
+            })
+            .collect();
+        Ok(p)
+    }
+
+    // === the data plane ===
+
+    /// The update that brings the data plane to the desired state, from
+    /// what changed since the last push (everything, when a full push is
+    /// due). `None` when nothing changed.
+    pub fn update(&mut self) -> Option<ProxyUpdate> {
+        if !self.synced {
+            return None;
+        }
+        let full = self.full_push;
+        if full {
+            self.dirty_listeners = self
+                .listeners
+                .keys()
+                .chain(self.static_listeners.keys())
+                .chain(self.pushed_listeners.keys())
+                .cloned()
+                .collect();
+            self.dirty_clusters = self
+                .clusters
+                .keys()
+                .chain(self.static_clusters.keys())
+                .chain(self.pushed_clusters.keys())
+                .cloned()
+                .collect();
+        }
+        let mut u = ProxyUpdate {
+            version: self.version_label(),
+            full,
+            partial: true,
+            ..ProxyUpdate::default()
+        };
+        for n in &self.dirty_clusters {
+            match self.desired_cluster(n) {
+                Some(c) if full || self.pushed_clusters.get(n) != Some(&c) => u.clusters.push(c),
+                Some(_) => {}
+                None if self.pushed_clusters.contains_key(n) => u.remove_clusters.push(n.clone()),
+                None => {}
+            }
+        }
+        for n in &self.dirty_listeners {
+            let want = self
+                .static_listeners
+                .get(n)
+                .or_else(|| self.listeners.get(n).and_then(Option::as_ref));
+            match want {
+                Some(l) if full || self.pushed_listeners.get(n) != Some(l) => {
+                    u.listeners.push(l.clone())
+                }
+                Some(_) => {}
+                None if self.pushed_listeners.contains_key(n) => u.remove_listeners.push(n.clone()),
+                None => {}
+            }
+        }
+        let empty = u.listeners.is_empty()
+            && u.clusters.is_empty()
+            && u.remove_listeners.is_empty()
+            && u.remove_clusters.is_empty();
+        if empty && !full {
+            self.dirty_clusters.clear();
+            self.dirty_listeners.clear();
+            return None;
+        }
+        Some(u)
+    }
+
+    /// A cluster as the data plane should have it: `None` if it does not
+    /// exist or is still warming (waiting for its endpoints).
+    fn desired_cluster(&self, name: &str) -> Option<ClusterConfig> {
+        let p = self
+            .static_clusters
+            .get(name)
+            .or_else(|| self.clusters.get(name))?;
+        let Some(eds) = &p.eds else {
+            return Some(p.cfg.clone());
+        };
+        let eps = match self.assignments.get(eds) {
+            Some(e) => e.clone(),
+            None if self.eds_missing.contains(eds) => Vec::new(),
+            None => return None, // warming
+        };
+        Some(ClusterConfig {
+            endpoints: eps,
+            ..p.cfg.clone()
+        })
+    }
+
+    fn version_label(&self) -> String {
+        format!(
+            "lds:{} cds:{} eds:{}",
+            self.lds.version, self.cds.version, self.eds.version
+        )
+    }
+
+    /// The data plane took `u` (except `rejected`), or could not be
+    /// reached (`Err`). Records what it has, and returns the ACK or NACK
+    /// of the response being handled, if any.
+    pub fn settle(
+        &mut self,
+        u: Option<&ProxyUpdate>,
+        result: Result<Vec<Rejected>, String>,
+    ) -> Option<Request> {
+        let mut dp_failures = Vec::new();
+        match (u, result) {
+            (Some(u), Ok(rejected)) => {
+                let bad =
+                    |kind: &str, n: &str| rejected.iter().any(|r| r.kind == kind && r.name == n);
+                if u.full {
+                    self.pushed_listeners.clear();
+                    self.pushed_clusters.clear();
+                }
+                for n in &u.remove_listeners {
+                    self.pushed_listeners.remove(n);
+                }
+                for n in &u.remove_clusters {
+                    self.pushed_clusters.remove(n);
+                }
+                for l in &u.listeners {
+                    if !bad("listener", &l.name) {
+                        self.pushed_listeners.insert(l.name.clone(), l.clone());
+                    }
+                }
+                for c in &u.clusters {
+                    if !bad("cluster", &c.name) {
+                        self.pushed_clusters.insert(c.name.clone(), c.clone());
+                    }
+                }
+                for r in rejected {
+                    dp_failures.push((
+                        r.kind.clone(),
+                        Failure {
+                            name: r.name.clone(),
+                            reason: format!("rejected by the data plane: {r}"),
+                        },
+                    ));
+                }
+                self.full_push = false;
+                self.dirty_clusters.clear();
+                self.dirty_listeners.clear();
+            }
+            (Some(_), Err(e)) => {
+                // Try again in full once it is back; the server's resources
+                // themselves were fine.
+                tracing::warn!("cannot configure the data plane: {e}; will retry");
+                self.full_push = true;
+            }
+            (None, _) => {}
+        }
+        let p = self.pending.take()?;
+        let mut failures = p.failures;
+        for (kind, f) in dp_failures {
+            let of_this_type = match p.type_url.as_str() {
+                LDS => kind == "listener",
+                _ => kind == "cluster",
+            };
+            if of_this_type {
+                failures.push(f);
+            } else {
+                tracing::warn!("{}: {}", f.name, f.reason);
+            }
+        }
+        Some(self.ack_or_nack(&p.type_url, p.version, failures))
+    }
+
+    fn ack_or_nack(&mut self, type_url: &str, version: String, failures: Vec<Failure>) -> Request {
+        let t = self.ty(type_url).expect("known type");
+        if failures.is_empty() {
+            t.version = version;
+            t.last_error = None;
+            self.acks += 1;
+            self.request(type_url, None, false)
+        } else {
+            let msg = failures
+                .iter()
+                .map(|f| format!("{}: {}", f.name, f.reason))
+                .collect::<Vec<_>>()
+                .join("; ");
+            tracing::warn!("NACK {} version {version:?}: {msg}", short(type_url));
+            t.last_error = Some(msg.clone());
+            self.nacks += 1;
+            self.request(type_url, Some(msg), false)
+        }
+    }
+
+    /// The data plane restarted (or was unreachable): push everything.
+    pub fn resync(&mut self) {
+        self.full_push = true;
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        let t = |t: &TypeState| {
+            serde_json::json!({
+                "subscribed": t.subscribed,
+                "version": t.version,
+                "last_error": t.last_error,
+            })
+        };
+        serde_json::json!({
+            "lds": t(&self.lds),
+            "cds": t(&self.cds),
+            "eds": t(&self.eds),
+            "listeners": self.pushed_listeners.len(),
+            "clusters": self.pushed_clusters.len(),
+            "acks": self.acks,
+            "nacks": self.nacks,
+            "ignored": self.ignored.count.load(std::sync::atomic::Ordering::Relaxed),
+            "synced": self.synced,
+        })
+    }
+}
+
+/// The ACK/NACK waiting for the data plane's answer.
+#[derive(Debug)]
+struct Pending {
+    type_url: String,
+    version: String,
+    failures: Vec<Failure>,
+}
+
+pub fn short(type_url: &str) -> &'static str {
+    match type_url {
+        LDS => "LDS",
+        CDS => "CDS",
+        EDS => "EDS",
+        _ => "?",
+    }
+}
+
+#[derive(Debug)]
+enum Resource {
+    Listener(Listener),
+    Cluster(Cluster),
+    Assignment(ClusterLoadAssignment),
+}
+
+impl Resource {
+    fn name(&self) -> &str {
+        match self {
+            Resource::Listener(l) => &l.name,
+            Resource::Cluster(c) => &c.name,
+            Resource::Assignment(a) => &a.cluster_name,
+        }
+    }
+}
+
+fn decode_named(type_url: &str, any: &Any) -> Result<Resource, String> {
+    if any.type_url != type_url {
+        return Err(format!(
+            "type {:?} in a {} response",
+            any.type_url,
+            short(type_url)
+        ));
+    }
+    let bytes = any.value.as_slice();
+    let r = match type_url {
+        LDS => Listener::decode(bytes).map(Resource::Listener),
+        CDS => Cluster::decode(bytes).map(Resource::Cluster),
+        _ => ClusterLoadAssignment::decode(bytes).map(Resource::Assignment),
+    };
+    r.map_err(|e| format!("cannot decode: {e}"))
+}
