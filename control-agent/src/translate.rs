@@ -148,10 +148,10 @@ pub fn listener(l: &Listener, ignored: &Ignored) -> ListenerResult {
             let unsupported = [
                 (!m.prefix_ranges.is_empty(), "prefix_ranges"),
                 (
-                    m.direct_source_prefix_ranges.len() > 0,
+                    !m.direct_source_prefix_ranges.is_empty(),
                     "direct_source_prefix_ranges",
                 ),
-                (m.source_prefix_ranges.len() > 0, "source_prefix_ranges"),
+                (!m.source_prefix_ranges.is_empty(), "source_prefix_ranges"),
                 (!m.source_ports.is_empty(), "source_ports"),
                 (m.source_type != 0, "source_type"),
                 (
@@ -166,7 +166,7 @@ pub fn listener(l: &Listener, ignored: &Ignored) -> ListenerResult {
                     !m.application_protocols.is_empty(),
                     "application_protocols (needs ALPN inspection)",
                 ),
-                (m.address_suffix.len() > 0, "address_suffix"),
+                (!m.address_suffix.is_empty(), "address_suffix"),
             ];
             if let Some((_, what)) = unsupported.iter().find(|(on, _)| *on) {
                 return Err(format!(
@@ -292,7 +292,7 @@ fn tcp_proxy(tp: &TcpProxy, ignored: &Ignored) -> Result<String, String> {
     if tp.metadata_match.is_some() {
         return Err("metadata_match (subset load balancing) is not supported".into());
     }
-    if tp.hash_policy.len() > 0 {
+    if !tp.hash_policy.is_empty() {
         return Err("hash_policy is not supported (no hashing load balancer yet)".into());
     }
     if !tp.access_log.is_empty() {

@@ -860,8 +860,8 @@ pub fn short(type_url: &str) -> &'static str {
 
 #[derive(Debug)]
 enum Resource {
-    Listener(Listener),
-    Cluster(Cluster),
+    Listener(Box<Listener>),
+    Cluster(Box<Cluster>),
     Assignment(ClusterLoadAssignment),
 }
 
@@ -885,8 +885,8 @@ fn decode_named(type_url: &str, any: &Any) -> Result<Resource, String> {
     }
     let bytes = any.value.as_slice();
     let r = match type_url {
-        LDS => Listener::decode(bytes).map(Resource::Listener),
-        CDS => Cluster::decode(bytes).map(Resource::Cluster),
+        LDS => Listener::decode(bytes).map(|l| Resource::Listener(Box::new(l))),
+        CDS => Cluster::decode(bytes).map(|c| Resource::Cluster(Box::new(c))),
         _ => ClusterLoadAssignment::decode(bytes).map(Resource::Assignment),
     };
     r.map_err(|e| format!("cannot decode: {e}"))

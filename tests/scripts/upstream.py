@@ -13,6 +13,9 @@ usage:
                                 "<sha256> <length>" to FILE. Its receive buffers are tiny
                                 (4 kB socket buffer, 1 kB stream buffer), so that what it does
                                 not read stays with the sender
+  upstream.py name ADDR PORT NAME
+                                send NAME and a newline, then echo like `echo`: a client can
+                                tell which upstream it reached
 Prints "ready" once listening; runs until killed. asyncio, one thread: thousands of
 connections are fine (the file limit is raised to its hard maximum).
 """
@@ -87,11 +90,16 @@ async def finfirst(r, w):
         w.close()
 
 
+async def name(r, w):
+    w.write((sys.argv[4] + "\n").encode())
+    await echo(r, w)
+
+
 async def main():
     mode, addr, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    handler = {"echo": echo, "sink": sink, "hold": hold, "finfirst": finfirst}[mode]
+    handler = {"echo": echo, "sink": sink, "hold": hold, "finfirst": finfirst, "name": name}[mode]
     if mode == "finfirst":
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

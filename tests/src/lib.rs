@@ -7,6 +7,8 @@
 //! nextest test group of one thread (`.config/nextest.toml`).
 #![forbid(unsafe_code)]
 
+pub mod xds;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
@@ -31,13 +33,18 @@ pub fn root() -> PathBuf {
 
 /// The `dataplane` binary built in the same profile as this test.
 pub fn dataplane_bin() -> PathBuf {
-    // target/<profile>/deps/<test> -> target/<profile>/dataplane
+    built_bin("dataplane")
+}
+
+/// The `control-agent` binary built in the same profile as this test.
+pub fn control_agent_bin() -> PathBuf {
+    built_bin("control-agent")
+}
+
+fn built_bin(name: &str) -> PathBuf {
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
     let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .unwrap()
-        .join("dataplane");
+    let bin = exe.parent().and_then(Path::parent).unwrap().join(name);
     assert!(
         bin.exists(),
         "{} not built: run `cargo build --release --workspace` first (scripts/test.sh does)",
@@ -461,6 +468,65 @@ impl Background {
 impl Drop for Background {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A `control-agent` run in the host namespace (it reaches the data plane
+/// through its admin socket, a file), logging to a file; stopped on drop.
+#[derive(Debug)]
+pub struct Agent {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Agent {
+    pub fn start(dp: &Dataplane, args: &[&str]) -> Agent {
+        let log = dp.dir.join(format!("agent-{}.log", std::process::id()));
+        let logf = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let child = Command::new(control_agent_bin())
+            .arg("--dataplane-socket")
+            .arg(&dp.socket)
+            .args(args)
+            .env("RUST_LOG", "info,control_agent=debug")
+            .stdout(Stdio::from(logf.try_clone().unwrap()))
+            .stderr(Stdio::from(logf))
+            .spawn()
+            .expect("spawn control-agent");
+        Agent {
+            child: Some(child),
+            log,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Kill it the hard way (SIGKILL), as a crash.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = sigterm_and_wait(&mut c, Duration::from_secs(5));
+        }
     }
 }
 

@@ -1,0 +1,592 @@
+//! The control agent end to end: a scripted xDS server of the test suite
+//! (tonic on envoy-types, `e2e_tests::xds`) drives the real `control-agent`,
+//! which configures the real data plane; kernel clients in the client
+//! namespace check what is served. Both protocol variants (state of the
+//! world and Delta) run the same scenarios.
+
+use std::time::{Duration, Instant};
+
+use control_agent::bootstrap::any_from_yaml;
+use e2e_tests::xds::{CDS, EDS, LDS, Listen, XdsServer};
+use e2e_tests::{
+    Agent, Background, Dataplane, NGINX_BODY, Nginx, Topology, python_upstream, require_root,
+    serial, two_port_config, unique_prefix,
+};
+use envoy_types::pb::google::protobuf::Any;
+use serde_json::Value;
+
+// === resources, in Envoy's YAML (protobuf JSON mapping) ===
+
+fn listener(name: &str, port: u16, cluster: &str) -> (String, Any) {
+    let y = format!(
+        r#"
+name: {name}
+address: {{socket_address: {{address: 0.0.0.0, port_value: {port}}}}}
+filter_chains:
+- filters:
+  - name: envoy.filters.network.tcp_proxy
+    typed_config:
+      "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+      stat_prefix: {name}
+      cluster: "{cluster}"
+"#
+    );
+    (
+        name.into(),
+        any_from_yaml("envoy.config.listener.v3.Listener", &y).unwrap(),
+    )
+}
+
+fn eds_cluster(name: &str) -> (String, Any) {
+    let y = format!(
+        r#"
+name: "{name}"
+type: EDS
+connect_timeout: 1s
+eds_cluster_config: {{eds_config: {{ads: {{}}, resource_api_version: V3}}}}
+circuit_breakers: {{thresholds: [{{max_connections: 100000, max_pending_requests: 100000}}]}}
+"#
+    );
+    (
+        name.into(),
+        any_from_yaml("envoy.config.cluster.v3.Cluster", &y).unwrap(),
+    )
+}
+
+fn cla(name: &str, endpoints: &[&str]) -> (String, Any) {
+    let eps: Vec<String> = endpoints
+        .iter()
+        .map(|e| {
+            let (a, p) = e.split_once(':').unwrap();
+            format!(
+                "    - endpoint: {{address: {{socket_address: {{address: {a}, port_value: {p}}}}}}}"
+            )
+        })
+        .collect();
+    let y = format!(
+        "cluster_name: \"{name}\"\nendpoints:\n  - lb_endpoints:\n{}\n",
+        eps.join("\n")
+    );
+    let y = if endpoints.is_empty() {
+        format!("cluster_name: \"{name}\"\n")
+    } else {
+        y
+    };
+    (
+        name.into(),
+        any_from_yaml("envoy.config.endpoint.v3.ClusterLoadAssignment", &y).unwrap(),
+    )
+}
+
+// === harness ===
+
+/// Dropped in this order: the agent, the server, the upstreams, the data
+/// plane, then the namespaces.
+struct Setup {
+    agent: Agent,
+    server: XdsServer,
+    _a: Background,
+    _b: Background,
+    dp: Dataplane,
+    topo: Topology,
+}
+
+/// Upstreams `A` (10.10.2.2:7001) and `B` (:7002) that say their name; a
+/// data plane with no listeners; the xDS server on a Unix socket with
+/// listener `web` :8080 → EDS cluster `web` → A; the agent in `mode`.
+fn setup(tag: &str, delta: bool, extra_dp_yaml: &str) -> Setup {
+    let topo = Topology::up(&unique_prefix(tag));
+    let a = python_upstream(&topo, "name A", "10.10.2.2", 7001);
+    let b = python_upstream(&topo, "name B", "10.10.2.2", 7002);
+    let dp = Dataplane::start(
+        &topo,
+        &format!("{}{extra_dp_yaml}", two_port_config("af_xdp", true)),
+    );
+    let server = XdsServer::start(Listen::Unix(dp.dir.join("xds.sock")));
+    server.set(CDS, vec![eds_cluster("web")]);
+    server.set(EDS, vec![cla("web", &["10.10.2.2:7001"])]);
+    server.set(LDS, vec![listener("web", 8080, "web")]);
+    let uri = server.uri();
+    let mut args = vec![
+        "--server",
+        &uri,
+        "--node-id",
+        "test-node",
+        "--backoff-base-ms",
+        "200",
+        "--backoff-max-ms",
+        "1000",
+    ];
+    if delta {
+        args.push("--delta");
+    }
+    let agent = Agent::start(&dp, &args);
+    let s = Setup {
+        topo,
+        dp,
+        server,
+        agent,
+        _a: a,
+        _b: b,
+    };
+    s.wait_who(8080, "A");
+    s
+}
+
+/// The first line an upstream sends through the proxy on `port`
+/// (`refused` if the connection fails).
+fn who(topo: &Topology, port: u16) -> String {
+    let out = topo.exec(
+        "cli",
+        &format!(
+            "timeout 3 python3 -c 'import socket; s=socket.create_connection((\"10.10.1.1\", {port}), timeout=2); print(s.makefile().readline().strip())' 2>/dev/null || echo refused"
+        ),
+    );
+    let got = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if got.is_empty() {
+        "refused".into()
+    } else {
+        got
+    }
+}
+
+/// Wait up to 20 s until `port` answers `want`; `logs` for the failure.
+fn wait_who(topo: &Topology, port: u16, want: &str, logs: &dyn Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = who(topo, port);
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "port {port} still answers {got:?}, not {want:?}\n{}",
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+impl Setup {
+    fn who(&self, port: u16) -> String {
+        who(&self.topo, port)
+    }
+
+    fn wait_who(&self, port: u16, want: &str) {
+        wait_who(&self.topo, port, want, &|| {
+            format!(
+                "agent log:\n{}\ndata plane log:\n{}",
+                self.agent.log(),
+                self.dp.log()
+            )
+        });
+    }
+
+    fn config(&self) -> Value {
+        let out = std::process::Command::new(e2e_tests::dataplane_bin())
+            .args(["show-config", "--socket"])
+            .arg(&self.dp.socket)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+fn acks_without_nack(server: &XdsServer) {
+    let nacks: Vec<_> = server.seen().into_iter().filter(|s| s.is_nack()).collect();
+    assert!(nacks.is_empty(), "unexpected NACKs: {nacks:#?}");
+}
+
+// === scenarios ===
+
+fn sync_add_and_remove(delta: bool) {
+    let s = setup(if delta { "xd" } else { "xs" }, delta, "");
+    // Initial sync: every type ACKed, node identity sent.
+    for ty in [CDS, EDS, LDS] {
+        s.server.wait_for(Duration::from_secs(5), "ACK", |r| {
+            r.type_url == ty && !r.response_nonce.is_empty() && !r.is_nack()
+        });
+    }
+    assert!(
+        s.server
+            .seen()
+            .iter()
+            .all(|r| r.node_id == "test-node" || r.node_id.is_empty())
+    );
+    assert_eq!(s.server.seen()[0].node_id, "test-node");
+    assert!(s.server.seen().iter().all(|r| r.delta == delta));
+
+    // Add a cluster and a listener.
+    s.server.upsert(CDS, vec![eds_cluster("echo")]);
+    s.server.upsert(EDS, vec![cla("echo", &["10.10.2.2:7002"])]);
+    s.server.upsert(LDS, vec![listener("echo", 9000, "echo")]);
+    s.wait_who(9000, "B");
+    assert_eq!(s.who(8080), "A");
+
+    // Move web's endpoint to B: EDS alone.
+    s.server.upsert(EDS, vec![cla("web", &["10.10.2.2:7002"])]);
+    s.wait_who(8080, "B");
+
+    // Remove the listener and its cluster: the port refuses, the data
+    // plane forgets both, the EDS subscription for it goes.
+    s.server.set(LDS, vec![listener("web", 8080, "web")]);
+    s.server.set(CDS, vec![eds_cluster("web")]);
+    s.wait_who(9000, "refused");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let c = s.config();
+        if c["clusters"].get("echo").is_none() && c["listeners"].get("echo").is_none() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "echo still configured: {c}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(s.who(8080), "B");
+    if !delta {
+        // The last EDS request names only what is still used.
+        let last = s
+            .server
+            .seen()
+            .into_iter()
+            .rev()
+            .find(|r| r.type_url == EDS)
+            .unwrap();
+        assert_eq!(last.names, ["web"], "{last:?}");
+    }
+    acks_without_nack(&s.server);
+}
+
+#[test]
+fn sotw_initial_sync_then_clusters_and_listeners_come_and_go() {
+    require_root();
+    let _g = serial();
+    sync_add_and_remove(false);
+}
+
+#[test]
+fn delta_initial_sync_then_clusters_and_listeners_come_and_go() {
+    require_root();
+    let _g = serial();
+    sync_add_and_remove(true);
+}
+
+fn invalid_is_nacked(delta: bool) {
+    let s = setup(if delta { "nd" } else { "ns" }, delta, "");
+    let acked = s.server.wait_for(Duration::from_secs(5), "LDS ACK", |r| {
+        r.type_url == LDS && !r.response_nonce.is_empty() && !r.is_nack()
+    });
+    // One response: a good new listener, one with the HTTP connection
+    // manager, one on an address that is not ours (the data plane refuses
+    // it), and the old one unchanged.
+    let hcm = (
+        "http".to_string(),
+        any_from_yaml(
+            "envoy.config.listener.v3.Listener",
+            r#"
+name: http
+address: {socket_address: {address: 0.0.0.0, port_value: 8081}}
+filter_chains:
+- filters:
+  - name: envoy.filters.network.http_connection_manager
+    typed_config:
+      "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+      stat_prefix: http
+      route_config: {name: r}
+"#,
+        )
+        .unwrap(),
+    );
+    let mut foreign = listener("foreign", 8082, "web");
+    foreign.1 = any_from_yaml(
+        "envoy.config.listener.v3.Listener",
+        r#"
+name: foreign
+address: {socket_address: {address: 10.99.0.1, port_value: 8082}}
+filter_chains:
+- filters:
+  - name: envoy.filters.network.tcp_proxy
+    typed_config:
+      "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+      stat_prefix: f
+      cluster: web
+"#,
+    )
+    .unwrap();
+    s.server
+        .upsert(LDS, vec![listener("good", 9001, "web"), hcm, foreign]);
+    let nack = s.server.wait_for(Duration::from_secs(10), "LDS NACK", |r| {
+        r.type_url == LDS && r.is_nack()
+    });
+    let why = nack.error.clone().unwrap();
+    assert!(
+        why.contains("http: ") && why.contains("HTTP connection manager"),
+        "{why}"
+    );
+    assert!(
+        why.contains("foreign: ") && why.contains("not the address of any port"),
+        "{why}"
+    );
+    assert!(!why.contains("good"), "{why}");
+    if !delta {
+        assert_eq!(
+            nack.version_info, acked.version_info,
+            "a NACK keeps the last good version"
+        );
+    }
+    // The good one is applied, the old one keeps serving.
+    s.wait_who(9001, "A");
+    assert_eq!(s.who(8080), "A");
+    assert_eq!(s.who(8081), "refused");
+
+    // A cluster the data plane cannot honour.
+    let ring = (
+        "ring".to_string(),
+        any_from_yaml(
+            "envoy.config.cluster.v3.Cluster",
+            "name: ring\ntype: STATIC\nlb_policy: RING_HASH\nload_assignment: {cluster_name: ring}\n",
+        )
+        .unwrap(),
+    );
+    s.server.upsert(CDS, vec![ring]);
+    let nack = s.server.wait_for(Duration::from_secs(10), "CDS NACK", |r| {
+        r.type_url == CDS && r.is_nack()
+    });
+    let why = nack.error.unwrap();
+    assert!(why.contains("ring: lb_policy RING_HASH"), "{why}");
+    assert_eq!(s.who(8080), "A");
+    // Fixed by the server: ACKed again.
+    s.server.set(CDS, vec![eds_cluster("web")]);
+    s.server
+        .wait_for(Duration::from_secs(10), "CDS ACK after the fix", |r| {
+            r.type_url == CDS
+                && !r.is_nack()
+                && !r.response_nonce.is_empty()
+                && r.response_nonce.parse::<u64>().unwrap_or(0)
+                    > nack.response_nonce.parse::<u64>().unwrap_or(0)
+        });
+}
+
+#[test]
+fn sotw_invalid_resources_are_nacked_by_name_and_the_rest_applies() {
+    require_root();
+    let _g = serial();
+    invalid_is_nacked(false);
+}
+
+#[test]
+fn delta_invalid_resources_are_nacked_by_name_and_the_rest_applies() {
+    require_root();
+    let _g = serial();
+    invalid_is_nacked(true);
+}
+
+fn restart_and_reconnect(delta: bool) {
+    let mut s = setup(if delta { "rd" } else { "rs" }, delta, "");
+    let before = s.server.wait_for(Duration::from_secs(5), "CDS ACK", |r| {
+        r.type_url == CDS && !r.response_nonce.is_empty() && !r.is_nack()
+    });
+    s.server.stop();
+    // The data plane keeps serving while the server is gone.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(s.who(8080), "A");
+    // What changed meanwhile arrives after the reconnect.
+    s.server.upsert(CDS, vec![eds_cluster("echo")]);
+    s.server.upsert(EDS, vec![cla("echo", &["10.10.2.2:7002"])]);
+    s.server.upsert(LDS, vec![listener("echo", 9000, "echo")]);
+    s.server.start_again();
+    s.wait_who(9000, "B");
+    assert!(s.server.streams() >= 2);
+    // The new stream resumed from the versions held.
+    let resumed = s
+        .server
+        .seen()
+        .into_iter()
+        .filter(|r| r.type_url == CDS && r.response_nonce.is_empty())
+        .nth(1)
+        .expect("a second stream's first CDS request");
+    if delta {
+        assert_eq!(
+            resumed.initial_versions.keys().collect::<Vec<_>>(),
+            ["web"],
+            "{resumed:?}"
+        );
+    } else {
+        assert_eq!(resumed.version_info, before.version_info, "{resumed:?}");
+    }
+    assert!(s.agent.log().contains("reconnecting in"));
+    acks_without_nack(&s.server);
+}
+
+#[test]
+fn sotw_server_restart_and_reconnect() {
+    require_root();
+    let _g = serial();
+    restart_and_reconnect(false);
+}
+
+#[test]
+fn delta_server_restart_and_reconnect() {
+    require_root();
+    let _g = serial();
+    restart_and_reconnect(true);
+}
+
+#[test]
+fn endpoint_churn_under_wrk_fails_no_request() {
+    require_root();
+    let _g = serial();
+    let s = setup("xc", false, "");
+    s.topo.exec("up", "ip addr add 10.10.2.3/24 dev up0");
+    let _n1 = Nginx::start(&s.topo, "a", "10.10.2.2:80", 0);
+    let _n2 = Nginx::start(&s.topo, "b", "10.10.2.3:80", 0);
+    s.server.upsert(CDS, vec![eds_cluster("http")]);
+    s.server.upsert(EDS, vec![cla("http", &["10.10.2.2:80"])]);
+    s.server.upsert(LDS, vec![listener("http", 80, "http")]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !s
+        .topo
+        .exec("cli", "curl -sf -m 1 http://10.10.1.1/")
+        .status
+        .success()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "http never served:\n{}",
+            s.agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Keep-alive and connection-per-request wrk at once, for 6 s, while
+    // the endpoints flip every 200 ms.
+    let wrk = |args: &str| {
+        let ns = s.topo.ns("cli");
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &ns, "sh", "-c"])
+            .arg(format!(
+                "wrk -t1 -d6s --timeout 2s {args} http://10.10.1.1/"
+            ))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let keep = wrk("-c16");
+    let close = wrk("-c8 -H 'Connection: close'");
+    let sets: [&[&str]; 4] = [
+        &["10.10.2.2:80", "10.10.2.3:80"],
+        &["10.10.2.3:80"],
+        &["10.10.2.2:80", "10.10.2.3:80"],
+        &["10.10.2.2:80"],
+    ];
+    let t0 = Instant::now();
+    let mut flips = 0;
+    while t0.elapsed() < Duration::from_millis(5500) {
+        s.server.upsert(EDS, vec![cla("http", sets[flips % 4])]);
+        flips += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for (what, child) in [("keep-alive", keep), ("close", close)] {
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}");
+        assert!(!text.contains("Socket errors"), "{what}: {text}");
+        assert!(!text.contains("Non-2xx"), "{what}: {text}");
+        let reqs: u64 = text
+            .lines()
+            .find(|l| l.contains("requests in"))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        assert!(reqs > 1000, "{what}: only {reqs} requests: {text}");
+        eprintln!("{what}: {reqs} requests, {flips} endpoint updates, no errors");
+    }
+    // Both endpoints served.
+    let st = s.dp.stats();
+    let c = st["proxy"]["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "http")
+        .unwrap()
+        .clone();
+    assert!(c["cx_total"].as_u64().unwrap() > 1000, "{c}");
+    acks_without_nack(&s.server);
+    assert!(
+        s.topo
+            .exec("cli", "curl -sf -m 2 http://10.10.1.1/")
+            .stdout
+            .starts_with(NGINX_BODY.as_bytes())
+    );
+}
+
+#[test]
+fn the_data_plane_outlives_the_agent_and_its_restart_resyncs() {
+    require_root();
+    let _g = serial();
+    let mut s = setup("xa", false, "");
+    // Kill -9: the data plane keeps serving.
+    s.agent.kill9();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(s.who(8080), "A");
+    // Meanwhile the server drops `web` and adds `echo`.
+    s.server.set(CDS, vec![eds_cluster("echo")]);
+    s.server.set(EDS, vec![cla("echo", &["10.10.2.2:7002"])]);
+    s.server.set(LDS, vec![listener("echo", 9000, "echo")]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(s.who(8080), "A", "nobody told the data plane yet");
+    let uri = s.server.uri();
+    let _agent = Agent::start(&s.dp, &["--server", &uri, "--node-id", "test-node-2"]);
+    s.wait_who(9000, "B");
+    // Re-synced in full: what the server no longer has is gone.
+    s.wait_who(8080, "refused");
+    let c = s.config();
+    assert!(c["listeners"].get("web").is_none(), "{c}");
+}
+
+#[test]
+fn a_restarted_data_plane_comes_up_with_the_last_applied_config() {
+    require_root();
+    let _g = serial();
+    let topo = Topology::up(&unique_prefix("xp"));
+    let _a = python_upstream(&topo, "name A", "10.10.2.2", 7001);
+    let state = std::env::temp_dir().join(format!("dp-state-{}.json", std::process::id()));
+    let _ = std::fs::remove_file(&state);
+    let cfg = format!(
+        "{}  state_file: {}\n",
+        two_port_config("af_xdp", true),
+        state.display()
+    );
+    {
+        let mut dp = Dataplane::start(&topo, &cfg);
+        let sock = std::env::temp_dir().join(format!("xds-{}.sock", std::process::id()));
+        let server = XdsServer::start(Listen::Unix(sock));
+        server.set(CDS, vec![eds_cluster("web")]);
+        server.set(EDS, vec![cla("web", &["10.10.2.2:7001"])]);
+        server.set(LDS, vec![listener("web", 8080, "web")]);
+        let uri = server.uri();
+        let agent = Agent::start(&dp, &["--server", &uri, "--node-id", "test-node"]);
+        wait_who(&topo, 8080, "A", &|| agent.log());
+        // Saved within about a second of the update.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !std::fs::read_to_string(&state).is_ok_and(|t| t.contains("\"web\"")) {
+            assert!(Instant::now() < deadline, "state file not written");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        drop(agent);
+        drop(server);
+        assert_eq!(dp.terminate(), Some(0), "{}", dp.log());
+    }
+    // No agent, no server: the new data plane serves what was applied.
+    let dp = Dataplane::start(&topo, &cfg);
+    wait_who(&topo, 8080, "A", &|| dp.log());
+    assert!(
+        dp.log().contains("listeners and clusters from"),
+        "{}",
+        dp.log()
+    );
+    let _ = std::fs::remove_file(&state);
+}
