@@ -21,11 +21,64 @@ static POOL: OnceLock<DescriptorPool> = OnceLock::new();
 
 fn pool() -> &'static DescriptorPool {
     POOL.get_or_init(|| {
-        DescriptorPool::decode(
+        let mut pool = DescriptorPool::decode(
             include_bytes!(concat!(env!("OUT_DIR"), "/envoy_types.bin")).as_slice(),
         )
-        .expect("envoy-types' descriptor set decodes")
+        .expect("envoy-types' descriptor set decodes");
+        // Istio wraps extension configs in TypedStruct, which envoy-types
+        // does not carry: declare both of its packages' versions.
+        for (file, package) in [
+            ("udpa/type/v1/typed_struct.proto", "udpa.type.v1"),
+            ("xds/type/v3/typed_struct.proto", "xds.type.v3"),
+        ] {
+            pool.add_file_descriptor_proto(typed_struct(file, package))
+                .expect("TypedStruct descriptor");
+        }
+        pool
     })
+}
+
+/// `message TypedStruct { string type_url = 1; google.protobuf.Struct value = 2; }`
+fn typed_struct(file: &str, package: &str) -> prost_reflect::prost_types::FileDescriptorProto {
+    use prost_reflect::prost_types::{
+        DescriptorProto, FieldDescriptorProto, FileDescriptorProto, field_descriptor_proto::Label,
+        field_descriptor_proto::Type,
+    };
+    let field = |name: &str, number, ty: Type, type_name: Option<&str>| FieldDescriptorProto {
+        name: Some(name.into()),
+        number: Some(number),
+        label: Some(Label::Optional as i32),
+        r#type: Some(ty as i32),
+        type_name: type_name.map(str::to_owned),
+        json_name: Some(
+            name.split('_')
+                .enumerate()
+                .map(|(i, w)| {
+                    if i == 0 {
+                        w.to_owned()
+                    } else {
+                        w[..1].to_uppercase() + &w[1..]
+                    }
+                })
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    FileDescriptorProto {
+        name: Some(file.into()),
+        package: Some(package.into()),
+        dependency: vec!["google/protobuf/struct.proto".into()],
+        message_type: vec![DescriptorProto {
+            name: Some("TypedStruct".into()),
+            field: vec![
+                field("type_url", 1, Type::String, None),
+                field("value", 2, Type::Message, Some(".google.protobuf.Struct")),
+            ],
+            ..Default::default()
+        }],
+        syntax: Some("proto3".into()),
+        ..Default::default()
+    }
 }
 
 /// Parse YAML (or JSON, which is YAML) in protobuf's JSON mapping as the
@@ -145,6 +198,16 @@ pub fn ads_server(b: &Bootstrap) -> Result<Option<Target>, String> {
             }
         }
         None => Err("ads_config.grpc_services[0]: needs envoy_grpc or google_grpc".into()),
+    }
+}
+
+/// The static cluster that only carries the ADS stream (`envoy_grpc`):
+/// the agent's own, not the data plane's.
+pub fn ads_cluster(b: &Bootstrap) -> Option<String> {
+    let ads = b.dynamic_resources.as_ref()?.ads_config.as_ref()?;
+    match &ads.grpc_services.first()?.target_specifier {
+        Some(grpc_service::TargetSpecifier::EnvoyGrpc(e)) => Some(e.cluster_name.clone()),
+        _ => None,
     }
 }
 

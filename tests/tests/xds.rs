@@ -4,6 +4,7 @@
 //! namespace check what is served. Both protocol variants (state of the
 //! world and Delta) run the same scenarios.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use control_agent::bootstrap::any_from_yaml;
@@ -133,13 +134,18 @@ fn setup(tag: &str, delta: bool, extra_dp_yaml: &str) -> Setup {
     s
 }
 
-/// The first line an upstream sends through the proxy on `port`
+/// The first line an upstream sends through the data plane on `port`
 /// (`refused` if the connection fails).
 fn who(topo: &Topology, port: u16) -> String {
+    who_at(topo, "cli", "10.10.1.1", port)
+}
+
+/// The same from namespace `role` to `host:port`.
+fn who_at(topo: &Topology, role: &str, host: &str, port: u16) -> String {
     let out = topo.exec(
-        "cli",
+        role,
         &format!(
-            "timeout 3 python3 -c 'import socket; s=socket.create_connection((\"10.10.1.1\", {port}), timeout=2); print(s.makefile().readline().strip())' 2>/dev/null || echo refused"
+            "timeout 3 python3 -c 'import socket; s=socket.create_connection((\"{host}\", {port}), timeout=2); print(s.makefile().readline().strip())' 2>/dev/null || echo refused"
         ),
     );
     let got = String::from_utf8_lossy(&out.stdout).trim().to_string();
@@ -152,15 +158,26 @@ fn who(topo: &Topology, port: u16) -> String {
 
 /// Wait up to 20 s until `port` answers `want`; `logs` for the failure.
 fn wait_who(topo: &Topology, port: u16, want: &str, logs: &dyn Fn() -> String) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    wait_who_at(topo, "cli", "10.10.1.1", port, want, logs)
+}
+
+fn wait_who_at(
+    topo: &Topology,
+    role: &str,
+    host: &str,
+    port: u16,
+    want: &str,
+    logs: &dyn Fn() -> String,
+) {
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let got = who(topo, port);
+        let got = who_at(topo, role, host, port);
         if got == want {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "port {port} still answers {got:?}, not {want:?}\n{}",
+            "{role}: {host}:{port} still answers {got:?}, not {want:?}\n{}",
             logs()
         );
         std::thread::sleep(Duration::from_millis(100));
@@ -589,4 +606,236 @@ fn a_restarted_data_plane_comes_up_with_the_last_applied_config() {
         dp.log()
     );
     let _ = std::fs::remove_file(&state);
+}
+
+/// Resources from a YAML file with keys `listeners`, `clusters`,
+/// `endpoints` (each a list in Envoy's JSON mapping).
+fn resources(path: &str) -> [(&'static str, Vec<(String, Any)>); 3] {
+    let text = std::fs::read_to_string(e2e_tests::root().join(path)).unwrap();
+    let doc: Value = serde_saphyr::from_str(&text).unwrap();
+    let list = |key: &str, ty: &str, name: &str| -> Vec<(String, Any)> {
+        doc[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let n = r[name].as_str().unwrap().to_string();
+                (
+                    n,
+                    any_from_yaml(ty, &serde_json::to_string(r).unwrap()).unwrap(),
+                )
+            })
+            .collect()
+    };
+    [
+        (
+            LDS,
+            list("listeners", "envoy.config.listener.v3.Listener", "name"),
+        ),
+        (
+            CDS,
+            list("clusters", "envoy.config.cluster.v3.Cluster", "name"),
+        ),
+        (
+            EDS,
+            list(
+                "endpoints",
+                "envoy.config.endpoint.v3.ClusterLoadAssignment",
+                "cluster_name",
+            ),
+        ),
+    ]
+}
+
+#[test]
+fn an_istio_gateway_configuration_is_served_without_nacks() {
+    require_root();
+    let _g = serial();
+    let mut s = setup("xi", false, "");
+    // One agent per data plane: this one goes, a gateway's comes.
+    s.agent.kill9();
+    for (ty, res) in resources("tests/fixtures/istio-router-tcp.yaml") {
+        s.server.upsert(ty, res);
+    }
+    let uri = s.server.uri();
+    let router = Agent::start(
+        &s.dp,
+        &[
+            "--server",
+            &uri,
+            "--node-id",
+            "router~10.10.1.1~istio-ingressgateway-7d4f.istio-system~istio-system.svc.cluster.local",
+            "--node-cluster",
+            "istio-ingressgateway.istio-system",
+            "--node-metadata",
+            "ISTIO_VERSION=1.24.0",
+            "--node-metadata",
+            "CLUSTER_ID=Kubernetes",
+        ],
+    );
+    wait_who(&s.topo, 31400, "A", &|| router.log());
+    let id =
+        "router~10.10.1.1~istio-ingressgateway-7d4f.istio-system~istio-system.svc.cluster.local";
+    for ty in [CDS, EDS, LDS] {
+        s.server
+            .wait_for(Duration::from_secs(10), "router ACK", |r| {
+                r.node_id == id && r.type_url == ty && !r.response_nonce.is_empty() && !r.is_nack()
+            });
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    acks_without_nack(&s.server);
+    let c = s.config();
+    assert!(
+        c["clusters"]
+            .get("outbound|9000||tcp-echo.istio-io-tcp-traffic-shifting.svc.cluster.local")
+            .is_some(),
+        "{c}"
+    );
+    let log = router.log();
+    assert!(
+        log.contains("ignoring network filter \"istio.stats\""),
+        "{log}"
+    );
+    assert!(
+        log.contains("ignoring cluster filter \"istio.metadata_exchange\""),
+        "{log}"
+    );
+}
+
+/// An Envoy bootstrap whose ADS server is the scripted one, on its Unix
+/// socket (a pipe address reaches it from any namespace).
+fn dynamic_bootstrap(sock: &std::path::Path, delta: bool) -> String {
+    format!(
+        r#"
+node: {{id: interop-node, cluster: interop}}
+admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: 9901}}}}}}
+dynamic_resources:
+  ads_config:
+    api_type: {}
+    transport_api_version: V3
+    grpc_services: [{{envoy_grpc: {{cluster_name: xds}}}}]
+  cds_config: {{ads: {{}}, resource_api_version: V3}}
+  lds_config: {{ads: {{}}, resource_api_version: V3}}
+static_resources:
+  clusters:
+  - name: xds
+    type: STATIC
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{http2_protocol_options: {{}}}}
+    load_assignment:
+      cluster_name: xds
+      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{pipe: {{path: {}}}}}}}}}]}}]
+"#,
+        if delta { "DELTA_GRPC" } else { "GRPC" },
+        sock.display()
+    )
+}
+
+fn interop(delta: bool) {
+    let topo = Topology::up(&unique_prefix(if delta { "ed" } else { "es" }));
+    let _a = python_upstream(&topo, "name A", "10.10.2.2", 7001);
+    let _b = python_upstream(&topo, "name B", "10.10.2.2", 7002);
+    let dp = Dataplane::start(&topo, &two_port_config("af_xdp", true));
+    let server = XdsServer::start(Listen::Unix(dp.dir.join("xds.sock")));
+    server.set(CDS, vec![eds_cluster("web")]);
+    server.set(EDS, vec![cla("web", &["10.10.2.2:7001"])]);
+    server.set(LDS, vec![listener("web", 8080, "web")]);
+    // One bootstrap file for both.
+    let boot = dp.dir.join("envoy.yaml");
+    std::fs::write(&boot, dynamic_bootstrap(&dp.dir.join("xds.sock"), delta)).unwrap();
+    let _envoy = e2e_tests::envoy(&topo, "up", &boot);
+    let agent = Agent::start(&dp, &["--bootstrap", boot.to_str().unwrap()]);
+    let logs = || agent.log();
+    // Envoy in the upstream namespace, the data plane in front of it.
+    let both = |port: u16, want: &str| {
+        wait_who_at(&topo, "up", "127.0.0.1", port, want, &logs);
+        wait_who(&topo, port, want, &logs);
+    };
+    both(8080, "A");
+    server.upsert(EDS, vec![cla("web", &["10.10.2.2:7002"])]);
+    both(8080, "B");
+    server.upsert(CDS, vec![eds_cluster("echo")]);
+    server.upsert(EDS, vec![cla("echo", &["10.10.2.2:7001"])]);
+    server.upsert(LDS, vec![listener("echo", 9000, "echo")]);
+    both(9000, "A");
+    server.set(LDS, vec![listener("web", 8080, "web")]);
+    both(9000, "refused");
+    both(8080, "B");
+    // Both ACKed everything; two streams (Envoy's and ours).
+    let seen = server.seen();
+    assert!(seen.iter().all(|r| r.delta == delta));
+    assert!(server.streams() >= 2);
+    let nacks: Vec<_> = seen.iter().filter(|r| r.is_nack()).collect();
+    assert!(nacks.is_empty(), "{nacks:#?}");
+}
+
+#[test]
+fn sotw_one_server_drives_envoy_and_the_data_plane_alike() {
+    require_root();
+    let _g = serial();
+    interop(false);
+}
+
+#[test]
+fn delta_one_server_drives_envoy_and_the_data_plane_alike() {
+    require_root();
+    let _g = serial();
+    interop(true);
+}
+
+#[test]
+fn one_static_bootstrap_runs_under_envoy_and_under_us() {
+    require_root();
+    let _g = serial();
+    let topo = Topology::up(&unique_prefix("eb"));
+    let _a = python_upstream(&topo, "name A", "10.10.2.2", 7001);
+    let _b = python_upstream(&topo, "name B", "10.10.2.2", 7002);
+    let dp = Dataplane::start(&topo, &two_port_config("af_xdp", true));
+    let boot = dp.dir.join("static.yaml");
+    std::fs::write(
+        &boot,
+        r#"
+admin: {address: {socket_address: {address: 127.0.0.1, port_value: 9901}}}
+static_resources:
+  listeners:
+  - name: echo
+    address: {socket_address: {address: 0.0.0.0, port_value: 9000}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: echo
+          cluster: pair
+  clusters:
+  - name: pair
+    type: STATIC
+    connect_timeout: 0.5s
+    lb_policy: ROUND_ROBIN
+    load_assignment:
+      cluster_name: pair
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {address: {socket_address: {address: 10.10.2.2, port_value: 7001}}}
+        - endpoint: {address: {socket_address: {address: 10.10.2.2, port_value: 7002}}}
+"#,
+    )
+    .unwrap();
+    let _envoy = e2e_tests::envoy(&topo, "up", &boot);
+    let agent = Agent::start(&dp, &["--bootstrap", boot.to_str().unwrap()]);
+    wait_who(&topo, 9000, "A", &|| agent.log());
+    wait_who_at(&topo, "up", "127.0.0.1", 9000, "A", &|| agent.log());
+    // Round robin over the same two endpoints under both.
+    let mut ours = BTreeSet::new();
+    let mut theirs = BTreeSet::new();
+    for _ in 0..6 {
+        ours.insert(who(&topo, 9000));
+        theirs.insert(who_at(&topo, "up", "127.0.0.1", 9000));
+    }
+    let want: BTreeSet<String> = ["A".to_string(), "B".to_string()].into();
+    assert_eq!(ours, want);
+    assert_eq!(theirs, want);
 }
