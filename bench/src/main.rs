@@ -19,6 +19,7 @@ mod http_load;
 mod proxy_compare;
 mod tcp_idle;
 mod tcp_service;
+mod xds_scale;
 use serde_json::{Value, json};
 
 #[derive(Parser, Debug)]
@@ -50,6 +51,8 @@ enum Cmd {
     /// (internal) Open-loop HTTP load at a fixed rate, latency from the scheduled send time.
     #[command(hide = true)]
     HttpRate(http_load::RateArgs),
+    /// A large xDS snapshot (10 000 clusters, 100 000 endpoints) through control-agent into the data plane, and into Envoy: time to serve, one-endpoint change, memory per cluster.
+    XdsScale(xds_scale::Args),
     /// (internal) Hold N idle connections until stdin closes.
     #[command(hide = true)]
     HoldConns(http_load::HoldArgs),
@@ -86,6 +89,7 @@ fn main() {
         Cmd::TcpLoad(a) => tcp_service::load(a),
         Cmd::TcpKernelServer => tcp_service::kernel_server(),
         Cmd::ProxyCompare(a) => proxy_compare::run(a),
+        Cmd::XdsScale(a) => xds_scale::run(a),
         Cmd::HttpRate(a) => http_load::rate(a),
         Cmd::HoldConns(a) => http_load::hold(a),
     };

@@ -106,9 +106,16 @@ pub struct Args {
     /// The envoy binary (default: installed by scripts/envoy-venv.sh).
     #[arg(long)]
     envoy: Option<PathBuf>,
-    /// The dataplane binary (default: next to this one).
+    /// The dataplane binary (default: next to this one; control-agent is
+    /// taken from the same directory).
     #[arg(long)]
     dataplane: Option<PathBuf>,
+    /// How the data plane gets its listener and cluster: `bootstrap`, from
+    /// Envoy's own bootstrap file (bench/proxies/envoy.yaml) through
+    /// control-agent --bootstrap, so both run the same configuration; or
+    /// `yaml`, written into the data plane's configuration file.
+    #[arg(long, default_value = "bootstrap", value_parser = ["bootstrap", "yaml"])]
+    dataplane_from: String,
 }
 
 type Samples = BTreeMap<String, BTreeMap<String, Vec<f64>>>;
@@ -574,6 +581,8 @@ struct Running {
     target: (&'static str, u16),
     /// The data plane's admin socket.
     admin: Option<PathBuf>,
+    /// control-agent, when it configures the data plane.
+    agent: Option<Proc>,
     dir: PathBuf,
     _addrs: Option<KernelAddrs>,
 }
@@ -615,6 +624,9 @@ impl Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
+        if let Some(mut a) = self.agent.take() {
+            a.interrupt();
+        }
         if let Some(mut p) = self.proc.take() {
             p.interrupt();
         }
@@ -635,6 +647,7 @@ fn start(cx: &mut Ctx, who: &str) -> Result<Running, String> {
         proc: None,
         target: LISTEN,
         admin: None,
+        agent: None,
         dir: dir.clone(),
         _addrs: None,
     };
@@ -657,20 +670,23 @@ fn start(cx: &mut Ctx, who: &str) -> Result<Running, String> {
                  ports:\n\
                  \x20 - {{name: client, device: \"net_af_xdp0,iface={p}-c0,busy_budget=0\", address: 10.10.1.1/24}}\n\
                  \x20 - {{name: upstream, device: \"net_af_xdp1,iface={p}-u0,busy_budget=0\", address: 10.10.2.1/24}}\n\
-                 admin: {{socket: {}}}\n\
-                 listeners:\n\
-                 \x20 - {{name: bench, address: \"{}:{}\", tcp_proxy: {{cluster: upstream}}}}\n\
-                 clusters:\n\
-                 \x20 - {{name: upstream, endpoints: [{{address: \"{}:{}\"}}]}}\n",
+                 admin: {{socket: {}}}\n",
                 a.load_cpu,
                 a.idle_mode,
                 admin.display(),
-                LISTEN.0,
-                LISTEN.1,
-                UPSTREAM.0,
-                UPSTREAM.1,
                 p = t.prefix,
             );
+            let cfg = if a.dataplane_from == "yaml" {
+                format!(
+                    "{cfg}listeners:\n\
+                     \x20 - {{name: bench, address: \"{}:{}\", tcp_proxy: {{cluster: upstream}}}}\n\
+                     clusters:\n\
+                     \x20 - {{name: upstream, endpoints: [{{address: \"{}:{}\"}}]}}\n",
+                    LISTEN.0, LISTEN.1, UPSTREAM.0, UPSTREAM.1,
+                )
+            } else {
+                cfg
+            };
             let f = dir.join("dataplane.yaml");
             write(&f, &cfg)?;
             cmd.arg(&cx.dataplane).arg("--config").arg(&f);
@@ -709,6 +725,33 @@ fn start(cx: &mut Ctx, who: &str) -> Result<Running, String> {
         other => return Err(format!("unknown proxy {other}")),
     }
     let mut p = Proc::spawn(who, &mut cmd, &dir.join("log"))?;
+    if who == "dataplane" && a.dataplane_from == "bootstrap" {
+        // Envoy's bootstrap, through the agent, once the admin socket is up.
+        let admin = r.admin.clone().ok_or("admin socket")?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::os::unix::net::UnixStream::connect(&admin).is_err() {
+            if Instant::now() > deadline || !p.alive() {
+                let log = p.interrupt();
+                return Err(format!("the data plane did not start:\n{log}"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let boot = dir.join("envoy.yaml");
+        write(&boot, &render("envoy.yaml", &dir, 19901)?)?;
+        let agent_bin = cx.dataplane.with_file_name("control-agent");
+        let mut ac = Command::new("taskset");
+        ac.args(["-c", &a.load_cpu.to_string()])
+            .arg(&agent_bin)
+            .arg("--bootstrap")
+            .arg(&boot)
+            .arg("--dataplane-socket")
+            .arg(&admin);
+        r.agent = Some(Proc::spawn(
+            "control-agent",
+            &mut ac,
+            &dir.join("agent.log"),
+        )?);
+    }
     let ready = wait_port(t, "cli", LISTEN, Duration::from_secs(30));
     if let Err(e) = ready {
         let log = p.interrupt();

@@ -157,8 +157,18 @@ async fn sotw(
             msg = stream.message() => {
                 let Some(resp) = msg.map_err(|e| format!("{e}"))? else { return Ok(()) };
                 tracing::debug!("{} response version {:?}: {} resource(s)", short(&resp.type_url), resp.version_info, resp.resources.len());
+                let arrived = Instant::now();
+                let (ty, n) = (short(&resp.type_url), resp.resources.len());
                 let out = xds.on_sotw(resp);
                 let ack = sync.push(xds, dp, out.push).await;
+                if sync.pushed {
+                    tracing::info!(
+                        "{ty} response of {n} resource(s): served by the data plane {:.3} ms after it arrived",
+                        arrived.elapsed().as_secs_f64() * 1e3
+                    );
+                } else {
+                    tracing::debug!("{ty} response of {n} resource(s) handled in {:.3} ms", arrived.elapsed().as_secs_f64() * 1e3);
+                }
                 for r in ack.into_iter().chain(out.requests) {
                     send(&tx, r).await;
                 }
@@ -202,8 +212,18 @@ async fn delta(
             msg = stream.message() => {
                 let Some(resp) = msg.map_err(|e| format!("{e}"))? else { return Ok(()) };
                 tracing::debug!("{} delta {:?}: {} resource(s), {} removed", short(&resp.type_url), resp.system_version_info, resp.resources.len(), resp.removed_resources.len());
+                let arrived = Instant::now();
+                let (ty, n) = (short(&resp.type_url), resp.resources.len());
                 let out = xds.on_delta(resp);
                 let ack = sync.push(xds, dp, out.push).await;
+                if sync.pushed {
+                    tracing::info!(
+                        "{ty} response of {n} resource(s): served by the data plane {:.3} ms after it arrived",
+                        arrived.elapsed().as_secs_f64() * 1e3
+                    );
+                } else {
+                    tracing::debug!("{ty} response of {n} resource(s) handled in {:.3} ms", arrived.elapsed().as_secs_f64() * 1e3);
+                }
                 for r in ack.into_iter().chain(out.requests) {
                     send(&tx, r).await;
                 }
@@ -223,6 +243,8 @@ struct DataPlaneSync {
     /// Who we configured last, and the generation our last update made.
     known: Option<Identity>,
     down: bool,
+    /// The last `push` applied an update.
+    pushed: bool,
 }
 
 impl DataPlaneSync {
@@ -230,6 +252,7 @@ impl DataPlaneSync {
     /// data plane's verdict decides.
     async fn push(&mut self, xds: &mut Xds, dp: &DataPlane, push: bool) -> Option<Request> {
         let u = if push { xds.update() } else { None };
+        self.pushed = false;
         let result = match &u {
             None => Ok(Vec::new()),
             Some(u) => {
@@ -238,6 +261,7 @@ impl DataPlaneSync {
                 match &r {
                     Ok((rejected, v)) => {
                         self.down = false;
+                        self.pushed = true;
                         tracing::info!(
                             "data plane: applied {:?}{} (+{} -{} listeners, +{} -{} clusters) in {} ms, {} rejected",
                             u.version,
@@ -249,9 +273,14 @@ impl DataPlaneSync {
                             t0.elapsed().as_millis(),
                             rejected.len()
                         );
-                        if let (Some(k), Some(g)) = (self.known.as_mut(), v["generation"].as_u64())
+                        // Our own change: not a reason to re-sync.
+                        if let (Some(i), Some(g)) =
+                            (v["instance"].as_str(), v["generation"].as_u64())
                         {
-                            k.generation = g;
+                            self.known = Some(Identity {
+                                instance: i.to_owned(),
+                                generation: g,
+                            });
                         }
                     }
                     Err(_) => self.down = true,

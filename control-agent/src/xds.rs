@@ -103,6 +103,12 @@ pub struct Xds {
     clusters: BTreeMap<String, ClusterPlan>,
     /// Accepted assignments by EDS name.
     assignments: HashMap<String, Vec<EndpointConfig>>,
+    /// EDS name → the clusters (static or not) that use it.
+    eds_users: HashMap<String, BTreeSet<String>>,
+    /// SotW: a hash of each accepted resource's bytes → its name, per type,
+    /// so that a response repeating what we have costs a hash, not a
+    /// decode and a translation.
+    unchanged: HashMap<String, HashMap<u64, String>>,
     /// EDS names subscribed, with when (for the does-not-exist timeout).
     eds_wanted: BTreeMap<String, Instant>,
     /// EDS names the server has not sent within the timeout (or said are
@@ -143,6 +149,8 @@ impl Xds {
             listeners: BTreeMap::new(),
             clusters: BTreeMap::new(),
             assignments: HashMap::new(),
+            eds_users: HashMap::new(),
+            unchanged: HashMap::new(),
             eds_wanted: BTreeMap::new(),
             eds_missing: BTreeSet::new(),
             dns: HashMap::new(),
@@ -173,6 +181,10 @@ impl Xds {
                 self.eds_wanted
                     .entry(e.clone())
                     .or_insert_with(Instant::now);
+                self.eds_users
+                    .entry(e.clone())
+                    .or_default()
+                    .insert(c.cfg.name.clone());
             }
             self.static_clusters.insert(c.cfg.name.clone(), c);
         }
@@ -374,11 +386,28 @@ impl Xds {
         out
     }
 
+    /// The clusters that use assignment `eds` need pushing.
     fn dirty_eds(&mut self, eds: &str) {
-        for (name, c) in self.clusters.iter().chain(self.static_clusters.iter()) {
-            if c.eds.as_deref() == Some(eds) {
-                self.dirty_clusters.insert(name.clone());
+        if let Some(users) = self.eds_users.get(eds) {
+            self.dirty_clusters.extend(users.iter().cloned());
+        }
+    }
+
+    /// Keep `eds_users` in step when a (dynamic) cluster changes.
+    fn reindex(&mut self, name: &str, old: Option<&ClusterPlan>, new: Option<&ClusterPlan>) {
+        if let Some(e) = old.and_then(|p| p.eds.as_ref())
+            && let Some(users) = self.eds_users.get_mut(e)
+        {
+            users.remove(name);
+            if users.is_empty() {
+                self.eds_users.remove(e);
             }
+        }
+        if let Some(e) = new.and_then(|p| p.eds.as_ref()) {
+            self.eds_users
+                .entry(e.clone())
+                .or_default()
+                .insert(name.to_owned());
         }
     }
 
@@ -393,9 +422,23 @@ impl Xds {
         t.nonce = r.nonce.clone();
         let mut resources = Vec::with_capacity(r.resources.len());
         let mut failures = Vec::new();
+        // Resources identical to ones already taken are not decoded again.
+        let known = self.unchanged.remove(&type_url).unwrap_or_default();
+        let mut seen = HashMap::with_capacity(r.resources.len());
+        let mut names: BTreeSet<String> = BTreeSet::new();
         for (i, any) in r.resources.iter().enumerate() {
+            let h = hash_bytes(&any.value);
+            if let Some(n) = known.get(&h) {
+                names.insert(n.clone());
+                seen.insert(h, n.clone());
+                continue;
+            }
             match decode_named(&type_url, any) {
-                Ok(x) => resources.push(x),
+                Ok(x) => {
+                    names.insert(x.name().to_owned());
+                    seen.insert(h, x.name().to_owned());
+                    resources.push(x);
+                }
                 Err(reason) => failures.push(Failure {
                     name: format!("resources[{i}]"),
                     reason,
@@ -403,7 +446,6 @@ impl Xds {
             }
         }
         let full_state = type_url == LDS || type_url == CDS;
-        let names: BTreeSet<String> = resources.iter().map(|r| r.name().to_owned()).collect();
         let removed: Vec<String> = if full_state {
             let held: Vec<String> = match type_url.as_str() {
                 LDS => self.listeners.keys().cloned().collect(),
@@ -413,7 +455,28 @@ impl Xds {
         } else {
             Vec::new()
         };
-        self.finish(&type_url, r.version_info, resources, removed, failures)
+        let out = self.finish(&type_url, r.version_info, resources, removed, failures);
+        // Remember only what was accepted (a rejected one is looked at
+        // again when it comes back).
+        let failed: BTreeSet<&str> = self
+            .pending
+            .as_ref()
+            .map(|p| p.failures.iter().map(|f| f.name.as_str()).collect())
+            .unwrap_or_default();
+        seen.retain(|_, n| !failed.contains(n.as_str()));
+        if type_url == EDS {
+            // A SotW EDS response may carry only some assignments: the
+            // others stay as they were, while still subscribed.
+            seen.retain(|_, n| self.eds_wanted.contains_key(n));
+            let fresh: std::collections::HashSet<String> = seen.values().cloned().collect();
+            for (h, n) in known {
+                if !fresh.contains(&n) && self.assignments.contains_key(&n) {
+                    seen.insert(h, n);
+                }
+            }
+        }
+        self.unchanged.insert(type_url, seen);
+        out
     }
 
     pub fn on_delta(&mut self, r: DeltaDiscoveryResponse) -> Outcome {
@@ -529,7 +592,9 @@ impl Xds {
                     match translate::cluster(&c, &self.ignored).and_then(|p| self.resolve(p)) {
                         Ok(plan) => {
                             if self.clusters.get(&c.name) != Some(&plan) {
-                                self.clusters.insert(c.name.clone(), plan);
+                                let old = self.clusters.insert(c.name.clone(), plan);
+                                let new = self.clusters.get(&c.name).cloned();
+                                self.reindex(&c.name, old.as_ref(), new.as_ref());
                                 self.dirty_clusters.insert(c.name.clone());
                             }
                         }
@@ -540,7 +605,8 @@ impl Xds {
                     }
                 }
                 for n in removed {
-                    if self.clusters.remove(&n).is_some() {
+                    if let Some(old) = self.clusters.remove(&n) {
+                        self.reindex(&n, Some(&old), None);
                         self.dirty_clusters.insert(n);
                     }
                 }
@@ -758,6 +824,10 @@ impl Xds {
                     }
                 }
                 for r in rejected {
+                    // Looked at again when the server sends it again.
+                    for m in self.unchanged.values_mut() {
+                        m.retain(|_, n| *n != r.name);
+                    }
                     dp_failures.push((
                         r.kind.clone(),
                         Failure {
@@ -847,6 +917,13 @@ struct Pending {
     type_url: String,
     version: String,
     failures: Vec<Failure>,
+}
+
+fn hash_bytes(b: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    b.hash(&mut h);
+    h.finish()
 }
 
 pub fn short(type_url: &str) -> &'static str {

@@ -100,6 +100,18 @@ impl AdminServer {
         })
     }
 
+    /// Wait up to `timeout` for a client (or a signal): the control loop's
+    /// pause, which a request ends at once.
+    pub fn wait(&self, timeout: Duration) {
+        use rustix::event::{PollFd, PollFlags, Timespec, poll};
+        let mut fds = [PollFd::new(&self.listener, PollFlags::IN)];
+        let t = Timespec {
+            tv_sec: timeout.as_secs() as i64,
+            tv_nsec: i64::from(timeout.subsec_nanos()),
+        };
+        let _ = poll(&mut fds, Some(&t));
+    }
+
     /// Serve pending connections with `handle`; returns at once if none.
     pub fn serve_pending(&self, handle: &mut dyn FnMut(&Value) -> Value) {
         for _ in 0..MAX_PER_POLL {

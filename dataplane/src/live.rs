@@ -277,11 +277,17 @@ impl Live {
                     .map(|o| o.stats.clone())
                     .unwrap_or_else(|| Arc::new(PerCore::new(self.cores))),
             });
-            for e in live.endpoints.iter().filter(|e| e.source.is_none()) {
+            let unroutable: Vec<String> = live
+                .endpoints
+                .iter()
+                .filter(|e| e.source.is_none())
+                .map(|e| e.addr.to_string())
+                .collect();
+            if let Some(first) = unroutable.first() {
                 tracing::warn!(
-                    "cluster {}: no route to endpoint {} (no port's subnet holds it, no gateway): its connections will be refused",
+                    "cluster {}: no route to {} endpoint(s), e.g. {first} (no port's subnet holds them, no gateway): their connections will be refused",
                     c.name,
-                    e.addr
+                    unroutable.len()
                 );
             }
             self.clusters.insert(c.name.clone(), live.clone());

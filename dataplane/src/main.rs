@@ -575,7 +575,11 @@ fn run(
                 v["generation"] = json!(live.generation());
                 v
             }
-            Some("apply") => apply_update(cfg, &mut live, &mailboxes, req),
+            Some("apply") => {
+                let mut v = apply_update(cfg, &mut live, &mailboxes, req);
+                v["instance"] = json!(instance);
+                v
+            }
             Some("ping") => json!({
                 "instance": instance,
                 "generation": live.generation(),
@@ -627,7 +631,7 @@ fn run(
                 Some(_) => {}
             }
         }
-        std::thread::sleep(Duration::from_millis(20));
+        admin.wait(Duration::from_millis(20));
     }
     tracing::info!("stopping");
     worker_stop.store(true, Ordering::Relaxed);

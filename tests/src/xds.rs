@@ -321,12 +321,13 @@ impl AggregatedDiscoveryService for Ads {
                 // Send each type whose version moved since we last sent it.
                 for (ty, (names, sent)) in subs.iter_mut() {
                     let (version, resources) = {
+                        let wanted: std::collections::HashSet<&String> = names.iter().collect();
                         let st = shared.state.lock().unwrap();
                         let v = st.versions.get(ty).copied().unwrap_or(0).to_string();
                         let all = st.resources.get(ty).cloned().unwrap_or_default();
                         let res: Vec<Any> = all
                             .into_iter()
-                            .filter(|(n, _)| names.is_empty() || names.contains(n))
+                            .filter(|(n, _)| names.is_empty() || wanted.contains(n))
                             .map(|(_, (_, a))| a)
                             .collect();
                         (v, res)
