@@ -23,11 +23,16 @@ stage() { # stage NAME CMD...
 
 # Anything a killed test run may have left (its Drop guards did not run).
 sweep() {
-  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^([xps][0-9]+|pq)-(cli|dut|up)$' || true); do
+  # Agents and Envoys the tests started (they outlive a killed test process).
+  pkill -f 'control-agent --dataplane-socket /tmp/dp-e2e-' 2>/dev/null || true
+  pkill -f 'envoy -c /tmp/dp-e2e-' 2>/dev/null || true
+  # Test prefixes: one or two letters and the test process's pid (unique_prefix).
+  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^([a-z]{1,2}[0-9]+|pq)-(cli|dut|up|imp)$' || true); do
     ip netns del "$ns" || true
   done
   rm -f /dev/hugepages/e2e-*map_* 2>/dev/null || true
-  rm -rf /var/run/dpdk/e2e-* /tmp/dp-e2e-* /tmp/nginx-[xps][0-9]* /tmp/bench-quick.* /tmp/bench-proxy-* 2>/dev/null || true
+  rm -rf /var/run/dpdk/e2e-* /tmp/dp-e2e-* /tmp/nginx-[a-z]*[0-9]* /tmp/bench-quick.* /tmp/bench-proxy-* \
+    /tmp/dp-state-*.json /tmp/xds-*.sock 2>/dev/null || true
 }
 trap sweep EXIT
 

@@ -382,7 +382,7 @@ pub fn run(a: Args) -> Result<(), String> {
 /// On SIGINT/SIGTERM (no `Drop` runs then), stop every process in the
 /// topology's namespaces, remove the namespaces and the work directories,
 /// and exit 130.
-fn on_signal_tear_down(prefix: &str) -> Result<(), String> {
+pub(crate) fn on_signal_tear_down(prefix: &str) -> Result<(), String> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
         .map_err(|e| format!("signal handlers: {e}"))?;
@@ -399,7 +399,9 @@ fn on_signal_tear_down(prefix: &str) -> Result<(), String> {
                 "{}/scripts/topology.sh down -p {prefix}",
                 root().display()
             ));
-            let _ = sh_output("rm -rf /tmp/bench-proxy-* /var/run/dpdk/bench-proxy");
+            let _ = sh_output(
+                "rm -rf /tmp/bench-proxy-* /var/run/dpdk/bench-proxy /tmp/bench-xds-* /var/run/dpdk/bench-xds-*",
+            );
             std::process::exit(130);
         }
     });
@@ -739,13 +741,22 @@ fn start(cx: &mut Ctx, who: &str) -> Result<Running, String> {
         let boot = dir.join("envoy.yaml");
         write(&boot, &render("envoy.yaml", &dir, 19901)?)?;
         let agent_bin = cx.dataplane.with_file_name("control-agent");
-        let mut ac = Command::new("taskset");
-        ac.args(["-c", &a.load_cpu.to_string()])
-            .arg(&agent_bin)
-            .arg("--bootstrap")
-            .arg(&boot)
-            .arg("--dataplane-socket")
-            .arg(&admin);
+        // In the DUT's namespace, so that an interrupted run stops it
+        // with the rest (it only needs the admin socket, a file).
+        let mut ac = Command::new("ip");
+        ac.args([
+            "netns",
+            "exec",
+            &dut,
+            "taskset",
+            "-c",
+            &a.load_cpu.to_string(),
+        ])
+        .arg(&agent_bin)
+        .arg("--bootstrap")
+        .arg(&boot)
+        .arg("--dataplane-socket")
+        .arg(&admin);
         r.agent = Some(Proc::spawn(
             "control-agent",
             &mut ac,

@@ -276,6 +276,9 @@ pub fn run(a: Args) -> Result<(), String> {
         Some(e2e_tests::envoy_bin())
     };
     let prefix = format!("xb{}", std::process::id() % 10_000);
+    // Interrupted: what runs in the namespaces (the data plane, the agent,
+    // Envoy) is stopped and the namespaces go.
+    crate::proxy_compare::on_signal_tear_down(&prefix)?;
     let topo = Topology::up(&prefix);
     let work = std::env::temp_dir().join(format!("bench-xds-{prefix}"));
     let _ = std::fs::remove_dir_all(&work);
@@ -434,7 +437,11 @@ fn run_ours(
     let log = dir.join("agent.log");
     let uri = server.uri();
     let mut args = vec![
-        "-c".to_string(),
+        "netns".to_string(),
+        "exec".into(),
+        topo.ns("dut"),
+        "taskset".into(),
+        "-c".into(),
         "0".into(),
         bins.agent.display().to_string(),
         "--server".into(),
@@ -449,7 +456,7 @@ fn run_ours(
     }
     let t0 = Instant::now();
     let agent = spawn(
-        Command::new("taskset")
+        Command::new("ip")
             .args(&args)
             .env("RUST_LOG", "info,control_agent::client=debug"),
         &log,

@@ -32,7 +32,7 @@ impl DataPlane {
         }
     }
 
-    async fn request(&self, req: &Value) -> Result<Value, String> {
+    async fn request(&self, req: &impl serde::Serialize) -> Result<Value, String> {
         let io = async {
             let mut s = UnixStream::connect(&self.socket).await.map_err(|e| {
                 format!(
@@ -59,7 +59,18 @@ impl DataPlane {
 
     /// Apply `u`; the items the data plane rejected come back.
     pub async fn apply(&self, u: &ProxyUpdate) -> Result<(Vec<Rejected>, Value), String> {
-        let v = self.request(&json!({"cmd": "apply", "update": u})).await?;
+        // Serialized straight from `u` (no JSON tree in between).
+        #[derive(serde::Serialize)]
+        struct Apply<'a> {
+            cmd: &'static str,
+            update: &'a ProxyUpdate,
+        }
+        let v = self
+            .request(&Apply {
+                cmd: "apply",
+                update: u,
+            })
+            .await?;
         if let Some(e) = v.get("error").and_then(Value::as_str) {
             return Err(format!("the data plane refused the update: {e}"));
         }

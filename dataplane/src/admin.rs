@@ -113,7 +113,7 @@ impl AdminServer {
     }
 
     /// Serve pending connections with `handle`; returns at once if none.
-    pub fn serve_pending(&self, handle: &mut dyn FnMut(&Value) -> Value) {
+    pub fn serve_pending(&self, handle: &mut dyn FnMut(&str, &[u8]) -> Value) {
         for _ in 0..MAX_PER_POLL {
             let Ok((stream, _)) = self.listener.accept() else {
                 return;
@@ -137,7 +137,7 @@ impl Drop for AdminServer {
 fn serve_one(
     stream: UnixStream,
     max_request: u64,
-    handle: &mut dyn FnMut(&Value) -> Value,
+    handle: &mut dyn FnMut(&str, &[u8]) -> Value,
 ) -> std::io::Result<()> {
     let deadline = Instant::now() + CLIENT_DEADLINE;
     let left = || {
@@ -174,12 +174,21 @@ fn serve_one(
         }
     }
     let line = req.split(|&b| b == b'\n').next().unwrap_or(&[]);
-    let reply = match serde_json::from_slice::<Value>(line) {
+    // Only the command is read here; its handler parses the rest into its
+    // own types (a large update is parsed once, not into a Value first).
+    #[derive(serde::Deserialize)]
+    struct Head {
+        cmd: Option<String>,
+    }
+    let reply = match serde_json::from_slice::<Head>(line) {
         _ if too_large => json!({"error": format!(
             "request larger than admin.max_request_bytes ({max_request}); raise it in the data plane's configuration"
         )}),
-        Ok(req) if req.is_object() => handle(&req),
-        Ok(_) => json!({"error": "request must be a JSON object like {\"cmd\":\"stats\"}"}),
+        Ok(Head { cmd: Some(cmd) }) => handle(&cmd, line),
+        Ok(Head { cmd: None }) => json!({"error": "missing \"cmd\""}),
+        Err(e) if e.is_data() => {
+            json!({"error": "request must be a JSON object like {\"cmd\":\"stats\"}"})
+        }
         Err(e) => json!({"error": format!("request is not JSON: {e}")}),
     };
     let mut out = serde_json::to_vec(&reply)?;

@@ -568,27 +568,26 @@ fn run(
     // everything again).
     let instance = format!("{:016x}", u64::from_le_bytes(random_secret::<8>()?));
     loop {
-        admin.serve_pending(&mut |req| match req.get("cmd").and_then(|c| c.as_str()) {
-            Some("stats") => stats::snapshot(cfg, &ports, &views, &live, started.elapsed(), tsc_hz),
-            Some("config") => {
+        admin.serve_pending(&mut |cmd, line| match cmd {
+            "stats" => stats::snapshot(cfg, &ports, &views, &live, started.elapsed(), tsc_hz),
+            "config" => {
                 let mut v = serde_json::to_value(&live.state).unwrap_or_default();
                 v["generation"] = json!(live.generation());
                 v
             }
-            Some("apply") => {
-                let mut v = apply_update(cfg, &mut live, &mailboxes, req);
+            "apply" => {
+                let mut v = apply_update(cfg, &mut live, &mailboxes, line);
                 v["instance"] = json!(instance);
                 v
             }
-            Some("ping") => json!({
+            "ping" => json!({
                 "instance": instance,
                 "generation": live.generation(),
                 "version": live.state.version,
             }),
-            Some(other) => {
+            other => {
                 json!({"error": format!("unknown cmd {other:?}; known: stats, config, apply, ping")})
             }
-            None => json!({"error": "missing \"cmd\""}),
         });
         if let Some(path) = &cfg.admin.state_file
             && live.dirty
@@ -666,19 +665,23 @@ fn run(
     }
 }
 
-/// Check and apply the update in `req` (`{"cmd": "apply", "update": {...}}`)
+/// Check and apply the update in `line` (`{"cmd": "apply", "update": {...}}`)
 /// and answer when every worker serves it.
 fn apply_update(
     cfg: &Config,
     live: &mut live::Live,
     mailboxes: &[Arc<live::Mailbox>],
-    req: &serde_json::Value,
+    line: &[u8],
 ) -> serde_json::Value {
+    #[derive(Deserialize)]
+    struct Apply {
+        update: Option<ProxyUpdate>,
+    }
     let t0 = Instant::now();
-    let update: ProxyUpdate = match req.get("update").map(ProxyUpdate::deserialize) {
-        Some(Ok(u)) => u,
-        Some(Err(e)) => return json!({"error": format!("update: {e}")}),
-        None => return json!({"error": "missing \"update\""}),
+    let update = match serde_json::from_slice::<Apply>(line) {
+        Ok(Apply { update: Some(u) }) => u,
+        Ok(Apply { update: None }) => return json!({"error": "missing \"update\""}),
+        Err(e) => return json!({"error": format!("update: {e}")}),
     };
     let version = update.version.clone();
     let (u, rejected) = match live.prepare(update, cfg) {
