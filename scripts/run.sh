@@ -4,6 +4,8 @@
 # NIC needed), proxying TCP port 8080 to an nginx in the upstream namespace.
 #
 #   scripts/run.sh            demo: ping both ports, curl and wrk through the proxy,
+#                             a live update by control-agent (Envoy's bootstrap format,
+#                             config/envoy-example.yaml: adds port 9090) while wrk runs,
 #                             print stats, stop (draining), clean up
 #   scripts/run.sh --keep     stay up until Ctrl-C
 #                             (try: ip netns exec dp-cli curl http://10.10.1.1:8080/)
@@ -22,14 +24,17 @@ scripts/setup-host.sh
 command -v cargo >/dev/null || die "cargo not found: install Rust (https://rustup.rs) first"
 
 echo "run: building (release)"
-cargo build --release -p dataplane --quiet
+cargo build --release -p dataplane -p control-agent --quiet
 BIN=target/release/dataplane
+AGENT=target/release/control-agent
 $BIN --check
 
 WORK=$(mktemp -d /tmp/dataplane-run.XXXXXX)
 DP_PID=
 UP_PID=
+AG_PID=
 cleanup() {
+  if [ -n "$AG_PID" ]; then kill -TERM "$AG_PID" 2>/dev/null; wait "$AG_PID" 2>/dev/null || true; fi
   if [ -n "$DP_PID" ] && kill -0 "$DP_PID" 2>/dev/null; then
     kill -TERM "$DP_PID"; wait "$DP_PID" 2>/dev/null || true
   fi
@@ -80,6 +85,23 @@ echo "run: curl through the proxy (10.10.1.1:8080 -> nginx at 10.10.2.2:80)"
 ip netns exec dp-cli curl -sS -m 5 -i http://10.10.1.1:8080/
 echo "run: wrk through the proxy for 3 s (64 keep-alive connections)"
 ip netns exec dp-cli wrk -t1 -c64 -d3s http://10.10.1.1:8080/ | sed 's/^/    /'
+echo "run: live update: control-agent --bootstrap config/envoy-example.yaml, under wrk"
+SOCK=/run/dataplane/admin.sock # the embedded default's (and the AF_PACKET fallback's)
+ip netns exec dp-cli wrk -t1 -c16 -d3s http://10.10.1.1:8080/ >"$WORK/wrk-update.txt" &
+WRK_PID=$!
+sleep 1
+"$AGENT" --bootstrap config/envoy-example.yaml --dataplane-socket "$SOCK" >"$WORK/agent.log" 2>&1 &
+AG_PID=$!
+for _ in $(seq 1 50); do
+  ip netns exec dp-cli curl -sf -m 1 -o /dev/null http://10.10.1.1:9090/ && break
+  sleep 0.2
+done
+wait "$WRK_PID"
+grep -E "requests in|Socket errors|Non-2xx" "$WORK/wrk-update.txt" | sed 's/^/    /'
+grep -E "applied" "$WORK/agent.log" | sed 's/^.*INFO //; s/^/    /'
+echo "run: curl the listener the update added (10.10.1.1:9090)"
+ip netns exec dp-cli curl -sS -m 5 http://10.10.1.1:9090/
+kill -TERM "$AG_PID"; wait "$AG_PID" 2>/dev/null || true; AG_PID=
 echo "run: dataplane stats"
 $BIN stats "${CFG[@]}"
 

@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 
 use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
-use envoy_types::pb::envoy::config::core::v3::{Node, address, grpc_service};
+use envoy_types::pb::envoy::config::core::v3::{address, grpc_service};
 use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint;
 use envoy_types::pb::google::protobuf::Any;
 use prost::Message;
@@ -223,8 +223,4 @@ pub fn wants_delta(b: &Bootstrap) -> bool {
                 Ok(ApiType::DeltaGrpc | ApiType::AggregatedDeltaGrpc)
             )
         })
-}
-
-pub fn node(b: &Bootstrap) -> Option<Node> {
-    b.node.clone()
 }

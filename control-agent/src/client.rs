@@ -63,7 +63,7 @@ pub async fn run(mut xds: Xds, opts: Options, dp: DataPlane) {
     let mut rng = Jitter::new();
     loop {
         let t0 = Instant::now();
-        match connect(&server, &opts).await {
+        match connect(&server).await {
             Ok(channel) => {
                 tracing::info!("connected to the ADS server {server} ({:?})", xds.mode());
                 let r = match xds.mode() {
@@ -92,7 +92,7 @@ pub async fn run(mut xds: Xds, opts: Options, dp: DataPlane) {
     }
 }
 
-async fn connect(server: &Target, opts: &Options) -> Result<Channel, String> {
+async fn connect(server: &Target) -> Result<Channel, String> {
     let ep = |uri: &str| {
         Endpoint::from_shared(uri.to_owned())
             .map(|e| {
@@ -102,7 +102,7 @@ async fn connect(server: &Target, opts: &Options) -> Result<Channel, String> {
             })
             .map_err(|e| format!("bad server address {uri:?}: {e}"))
     };
-    let _ = opts;
+
     match server {
         Target::Tcp(uri) => ep(uri)?.connect().await.map_err(|e| format!("{e}")),
         Target::Unix(path) => {

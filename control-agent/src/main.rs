@@ -155,7 +155,10 @@ fn run(cli: Cli) -> Result<(), String> {
             return Err("nothing to do: give --server (an ADS server) and/or --bootstrap (an Envoy bootstrap file)".into());
         }
     };
-    let mut node = boot.as_ref().and_then(bootstrap::node).unwrap_or_default();
+    let mut node = boot
+        .as_ref()
+        .and_then(|b| b.node.clone())
+        .unwrap_or_default();
     if let Some(id) = &cli.node_id {
         node.id = id.clone();
     }

@@ -190,14 +190,9 @@ impl Xds {
         }
     }
 
-    /// Static mode, or the server unreachable from the start: the data
-    /// plane may be given what we have.
-    pub fn mark_synced_without_server(&mut self) -> bool {
-        if self.synced {
-            return false;
-        }
+    /// Static mode (no server): the data plane may be given what we have.
+    pub fn mark_synced_without_server(&mut self) {
         self.synced = true;
-        true
     }
 
     pub fn mode(&self) -> Mode {
@@ -784,6 +779,10 @@ impl Xds {
     }
 
     fn version_label(&self) -> String {
+        if self.lds.version.is_empty() && self.cds.version.is_empty() && self.eds.version.is_empty()
+        {
+            return "bootstrap".into();
+        }
         format!(
             "lds:{} cds:{} eds:{}",
             self.lds.version, self.cds.version, self.eds.version

@@ -95,14 +95,11 @@ struct Setup {
 /// Upstreams `A` (10.10.2.2:7001) and `B` (:7002) that say their name; a
 /// data plane with no listeners; the xDS server on a Unix socket with
 /// listener `web` :8080 → EDS cluster `web` → A; the agent in `mode`.
-fn setup(tag: &str, delta: bool, extra_dp_yaml: &str) -> Setup {
+fn setup(tag: &str, delta: bool) -> Setup {
     let topo = Topology::up(&unique_prefix(tag));
     let a = python_upstream(&topo, "name A", "10.10.2.2", 7001);
     let b = python_upstream(&topo, "name B", "10.10.2.2", 7002);
-    let dp = Dataplane::start(
-        &topo,
-        &format!("{}{extra_dp_yaml}", two_port_config("af_xdp", true)),
-    );
+    let dp = Dataplane::start(&topo, &two_port_config("af_xdp", true));
     let server = XdsServer::start(Listen::Unix(dp.dir.join("xds.sock")));
     server.set(CDS, vec![eds_cluster("web")]);
     server.set(EDS, vec![cla("web", &["10.10.2.2:7001"])]);
@@ -222,7 +219,7 @@ fn acks_without_nack(server: &XdsServer) {
 // === scenarios ===
 
 fn sync_add_and_remove(delta: bool) {
-    let s = setup(if delta { "xd" } else { "xs" }, delta, "");
+    let s = setup(if delta { "xd" } else { "xs" }, delta);
     // Initial sync: every type ACKed, node identity sent.
     for ty in [CDS, EDS, LDS] {
         s.server.wait_for(Duration::from_secs(5), "ACK", |r| {
@@ -293,7 +290,7 @@ fn delta_initial_sync_then_clusters_and_listeners_come_and_go() {
 }
 
 fn invalid_is_nacked(delta: bool) {
-    let s = setup(if delta { "nd" } else { "ns" }, delta, "");
+    let s = setup(if delta { "nd" } else { "ns" }, delta);
     let acked = s.server.wait_for(Duration::from_secs(5), "LDS ACK", |r| {
         r.type_url == LDS && !r.response_nonce.is_empty() && !r.is_nack()
     });
@@ -403,7 +400,7 @@ fn delta_invalid_resources_are_nacked_by_name_and_the_rest_applies() {
 }
 
 fn restart_and_reconnect(delta: bool) {
-    let mut s = setup(if delta { "rd" } else { "rs" }, delta, "");
+    let mut s = setup(if delta { "rd" } else { "rs" }, delta);
     let before = s.server.wait_for(Duration::from_secs(5), "CDS ACK", |r| {
         r.type_url == CDS && !r.response_nonce.is_empty() && !r.is_nack()
     });
@@ -457,7 +454,7 @@ fn delta_server_restart_and_reconnect() {
 fn endpoint_churn_under_wrk_fails_no_request() {
     require_root();
     let _g = serial();
-    let s = setup("xc", false, "");
+    let s = setup("xc", false);
     s.topo.exec("up", "ip addr add 10.10.2.3/24 dev up0");
     let _n1 = Nginx::start(&s.topo, "a", "10.10.2.2:80", 0);
     let _n2 = Nginx::start(&s.topo, "b", "10.10.2.3:80", 0);
@@ -544,7 +541,7 @@ fn endpoint_churn_under_wrk_fails_no_request() {
 fn the_data_plane_outlives_the_agent_and_its_restart_resyncs() {
     require_root();
     let _g = serial();
-    let mut s = setup("xa", false, "");
+    let mut s = setup("xa", false);
     // Kill -9: the data plane keeps serving.
     s.agent.kill9();
     std::thread::sleep(Duration::from_millis(300));
@@ -651,7 +648,7 @@ fn resources(path: &str) -> [(&'static str, Vec<(String, Any)>); 3] {
 fn an_istio_gateway_configuration_is_served_without_nacks() {
     require_root();
     let _g = serial();
-    let mut s = setup("xi", false, "");
+    let mut s = setup("xi", false);
     // One agent per data plane: this one goes, a gateway's comes.
     s.agent.kill9();
     for (ty, res) in resources("tests/fixtures/istio-router-tcp.yaml") {
