@@ -210,7 +210,9 @@ impl ProxyState {
             if let Some(a) = cfg.check_listener(l, &ours, &at, &mut e) {
                 let here = (*a.ip(), a.port());
                 for (ip, name) in self.by_port.get(&a.port()).into_iter().flatten() {
-                    let gone = removed.contains(name.as_str()) || upserted.contains(name.as_str());
+                    // Free only if removed (a listener re-sent may still be
+                    // rejected and keep its address); itself never clashes.
+                    let gone = removed.contains(name.as_str()) || *name == l.name;
                     if !gone && overlaps(here, (*ip, a.port())) {
                         e.push(
                             at("address"),
@@ -454,6 +456,33 @@ mod tests {
         assert_eq!(ch.rejected.len(), 3);
         assert_eq!(s.clusters.keys().collect::<Vec<_>>(), ["good"]);
         assert_eq!(s.listeners.keys().collect::<Vec<_>>(), ["ok", "web"]);
+    }
+
+    #[test]
+    fn an_address_is_free_only_once_its_listener_is_removed() {
+        let mut s = ProxyState::default();
+        apply(
+            &mut s,
+            ProxyUpdate {
+                listeners: vec![listener("a", "0.0.0.0:80", "c")],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        // `a` tries to move onto a service's port (rejected, it stays on
+        // 80): `b` cannot have 80 in the same update.
+        let u = ProxyUpdate {
+            partial: true,
+            listeners: vec![
+                listener("a", "0.0.0.0:7", "c"),
+                listener("b", "10.0.0.1:80", "c"),
+            ],
+            ..Default::default()
+        };
+        let ch = apply(&mut s, u).unwrap();
+        assert_eq!(ch.rejected.len(), 2, "{:?}", ch.rejected);
+        assert_eq!(s.listeners["a"].address, "0.0.0.0:80");
+        assert!(!s.listeners.contains_key("b"));
     }
 
     #[test]

@@ -283,7 +283,9 @@ impl DataPlaneSync {
                             });
                         }
                     }
-                    Err(_) => self.down = true,
+                    // Refused (it answered): not a reason to poll it into a
+                    // full re-push every second.
+                    Err(e) => self.down = !e.starts_with("the data plane refused"),
                 }
                 r.map(|(rej, _)| rej)
             }

@@ -134,6 +134,12 @@ pub struct Xds {
     pub nacks: u64,
     /// The ACK or NACK waiting for the data plane's verdict.
     pending: Option<Pending>,
+    /// A CDS response has been handled (listeners may follow once warm).
+    cds_handled: bool,
+    /// Names the data plane rejected: pushed again when the server sends
+    /// them again, even unchanged (the cause may be gone).
+    rejected_listeners: BTreeSet<String>,
+    rejected_clusters: BTreeSet<String>,
 }
 
 impl Xds {
@@ -166,6 +172,9 @@ impl Xds {
             acks: 0,
             nacks: 0,
             pending: None,
+            cds_handled: false,
+            rejected_listeners: BTreeSet::new(),
+            rejected_clusters: BTreeSet::new(),
         }
     }
 
@@ -304,6 +313,12 @@ impl Xds {
             self.eds_missing.remove(n);
             self.eds.versions.remove(n);
         }
+        if !removed.is_empty()
+            && let Some(m) = self.unchanged.get_mut(EDS)
+        {
+            let gone: std::collections::HashSet<&String> = removed.iter().collect();
+            m.retain(|_, n| !gone.contains(n));
+        }
         self.eds.subscribed = true;
         Some(match self.mode {
             Mode::Sotw => self.request(EDS, None, false),
@@ -326,7 +341,7 @@ impl Xds {
 
     /// Subscribe to listeners once the first clusters are warm.
     fn maybe_start_lds(&mut self, out: &mut Vec<Request>) {
-        if !self.lds.subscribed && !self.cds.version.is_empty() && self.clusters_warm() {
+        if !self.lds.subscribed && self.cds_handled && self.clusters_warm() {
             self.lds.subscribed = true;
             out.push(self.request(LDS, None, true));
         }
@@ -440,7 +455,9 @@ impl Xds {
                 }),
             }
         }
-        let full_state = type_url == LDS || type_url == CDS;
+        // A resource that did not decode might be one we hold: delete
+        // nothing on the strength of this response then.
+        let full_state = (type_url == LDS || type_url == CDS) && failures.is_empty();
         let removed: Vec<String> = if full_state {
             let held: Vec<String> = match type_url.as_str() {
                 LDS => self.listeners.keys().cloned().collect(),
@@ -552,7 +569,9 @@ impl Xds {
                     }
                     match translate::listener(&l, &self.ignored) {
                         Ok(t) => {
-                            if self.listeners.get(&l.name) != Some(&t) {
+                            if self.listeners.get(&l.name) != Some(&t)
+                                || self.rejected_listeners.contains(&l.name)
+                            {
                                 self.listeners.insert(l.name.clone(), t);
                                 self.dirty_listeners.insert(l.name.clone());
                             }
@@ -575,6 +594,7 @@ impl Xds {
                 }
             }
             CDS => {
+                self.cds_handled = true;
                 for r in resources {
                     let Resource::Cluster(c) = r else { continue };
                     if self.static_clusters.contains_key(&c.name) {
@@ -586,7 +606,9 @@ impl Xds {
                     }
                     match translate::cluster(&c, &self.ignored).and_then(|p| self.resolve(p)) {
                         Ok(plan) => {
-                            if self.clusters.get(&c.name) != Some(&plan) {
+                            if self.clusters.get(&c.name) != Some(&plan)
+                                || self.rejected_clusters.contains(&c.name)
+                            {
                                 let old = self.clusters.insert(c.name.clone(), plan);
                                 let new = self.clusters.get(&c.name).cloned();
                                 self.reindex(&c.name, old.as_ref(), new.as_ref());
@@ -724,7 +746,11 @@ impl Xds {
             ..ProxyUpdate::default()
         };
         for n in &self.dirty_clusters {
+            let exists = self.static_clusters.contains_key(n) || self.clusters.contains_key(n);
             match self.desired_cluster(n) {
+                // Warming (its new assignment has not come): the data plane
+                // keeps what it has meanwhile, as Envoy does.
+                None if exists => {}
                 Some(c) if full || self.pushed_clusters.get(n) != Some(&c) => u.clusters.push(c),
                 Some(_) => {}
                 None if self.pushed_clusters.contains_key(n) => u.remove_clusters.push(n.clone()),
@@ -803,8 +829,9 @@ impl Xds {
                 let bad =
                     |kind: &str, n: &str| rejected.iter().any(|r| r.kind == kind && r.name == n);
                 if u.full {
-                    self.pushed_listeners.clear();
-                    self.pushed_clusters.clear();
+                    // What the data plane rejected, it kept as it was.
+                    self.pushed_listeners.retain(|n, _| bad("listener", n));
+                    self.pushed_clusters.retain(|n, _| bad("cluster", n));
                 }
                 for n in &u.remove_listeners {
                     self.pushed_listeners.remove(n);
@@ -813,12 +840,18 @@ impl Xds {
                     self.pushed_clusters.remove(n);
                 }
                 for l in &u.listeners {
-                    if !bad("listener", &l.name) {
+                    if bad("listener", &l.name) {
+                        self.rejected_listeners.insert(l.name.clone());
+                    } else {
+                        self.rejected_listeners.remove(&l.name);
                         self.pushed_listeners.insert(l.name.clone(), l.clone());
                     }
                 }
                 for c in &u.clusters {
-                    if !bad("cluster", &c.name) {
+                    if bad("cluster", &c.name) {
+                        self.rejected_clusters.insert(c.name.clone());
+                    } else {
+                        self.rejected_clusters.remove(&c.name);
                         self.pushed_clusters.insert(c.name.clone(), c.clone());
                     }
                 }
@@ -840,10 +873,21 @@ impl Xds {
                 self.dirty_listeners.clear();
             }
             (Some(_), Err(e)) => {
-                // Try again in full once it is back; the server's resources
-                // themselves were fine.
+                // Not applied: NACKed, and pushed in full once possible.
                 tracing::warn!("cannot configure the data plane: {e}; will retry");
                 self.full_push = true;
+                let kind = if self.pending.as_ref().is_some_and(|p| p.type_url == LDS) {
+                    "listener"
+                } else {
+                    "cluster"
+                };
+                dp_failures.push((
+                    kind.to_string(),
+                    Failure {
+                        name: "(data plane)".into(),
+                        reason: e,
+                    },
+                ));
             }
             (None, _) => {}
         }

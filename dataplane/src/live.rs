@@ -165,6 +165,8 @@ pub struct Live {
     routes: Routes,
     /// Changed since last saved to the state file.
     pub dirty: bool,
+    /// Per worker, updates its full mailbox could not take yet, in order.
+    backlog: Vec<std::collections::VecDeque<Arc<Update>>>,
 }
 
 impl Live {
@@ -178,6 +180,7 @@ impl Live {
             cores,
             routes: Routes::new(cfg),
             dirty: false,
+            backlog: Vec::new(),
         };
         let ch = Change {
             version: state.version.clone(),
@@ -297,20 +300,25 @@ impl Live {
     }
 
     /// Hand `update` to every worker and wait (up to `wait`) until each has
-    /// applied it.
-    pub fn publish(&self, update: &Arc<Update>, boxes: &[Arc<Mailbox>], wait: Duration) -> bool {
+    /// applied it. An update never skips a worker: one whose mailbox stays
+    /// full keeps it in a backlog, handed over by `flush_backlog`.
+    pub fn publish(
+        &mut self,
+        update: &Arc<Update>,
+        boxes: &[Arc<Mailbox>],
+        wait: Duration,
+    ) -> bool {
         let deadline = Instant::now() + wait;
-        for b in boxes {
-            let mut u = update.clone();
-            // A worker takes its mail every loop; a full box means it is
-            // stuck, and waiting is all there is to do.
-            while let Err(back) = b.queue.push(u) {
-                if Instant::now() >= deadline {
-                    return false;
-                }
-                u = back;
-                std::thread::sleep(Duration::from_micros(50));
+        self.backlog.resize_with(boxes.len(), Default::default);
+        for q in &mut self.backlog {
+            q.push_back(update.clone());
+        }
+        // A worker takes its mail every loop; a full box means it is busy.
+        while !self.flush_backlog(boxes) {
+            if Instant::now() >= deadline {
+                return false;
             }
+            std::thread::sleep(Duration::from_micros(50));
         }
         let mut spins = 0u32;
         while boxes
@@ -328,5 +336,21 @@ impl Live {
             }
         }
         true
+    }
+
+    /// Move backlogged updates into the workers' mailboxes, in order; true
+    /// when nothing is left waiting.
+    pub fn flush_backlog(&mut self, boxes: &[Arc<Mailbox>]) -> bool {
+        let mut all = true;
+        for (q, b) in self.backlog.iter_mut().zip(boxes) {
+            while let Some(u) = q.pop_front() {
+                if let Err(back) = b.queue.push(u) {
+                    q.push_front(back);
+                    all = false;
+                    break;
+                }
+            }
+        }
+        all
     }
 }

@@ -630,6 +630,7 @@ fn run(
                 Some(_) => {}
             }
         }
+        live.flush_backlog(&mailboxes);
         admin.wait(Duration::from_millis(20));
     }
     tracing::info!("stopping");
