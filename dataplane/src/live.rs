@@ -27,6 +27,8 @@ use dataplane_config::{
     parse_socket_addr,
 };
 
+use netstack::RouteTable;
+
 use crate::proxy::{ClusterGauges, Counters};
 
 /// One value per worker core, each on its own cache lines: a core writes
@@ -123,34 +125,33 @@ impl Mailbox {
     }
 }
 
-/// The routes of the ports, to find the source address of an upstream:
-/// the longest connected prefix holding it, else the gateway's port.
+/// The ports' routes (the stack's own table), to find the address of ours
+/// an upstream connection leaves from: that of the port its route uses.
 #[derive(Debug, Clone)]
 pub struct Routes {
-    connected: Vec<Ipv4Net>,
-    default: Option<Ipv4Addr>,
+    table: RouteTable,
+    addrs: Vec<Ipv4Addr>,
 }
 
 impl Routes {
     pub fn new(cfg: &Config) -> Routes {
-        let nets: Vec<(Ipv4Net, bool)> = cfg
-            .ports
-            .iter()
-            .filter_map(|p| Some((Ipv4Net::parse(&p.address).ok()?, p.gateway.is_some())))
-            .collect();
-        Routes {
-            default: nets.iter().find(|(_, gw)| *gw).map(|(n, _)| n.addr),
-            connected: nets.into_iter().map(|(n, _)| n).collect(),
+        let mut table = RouteTable::default();
+        let mut addrs = Vec::new();
+        for p in &cfg.ports {
+            // Validated: the address parses, the gateway too.
+            let Ok(net) = Ipv4Net::parse(&p.address) else {
+                continue;
+            };
+            let gw = p.gateway.as_deref().and_then(|g| g.parse().ok());
+            table.add_iface(addrs.len(), net.addr, net.prefix_len, gw);
+            addrs.push(net.addr);
         }
+        Routes { table, addrs }
     }
 
     pub fn source(&self, dst: Ipv4Addr) -> Option<Ipv4Addr> {
-        self.connected
-            .iter()
-            .filter(|n| n.contains(dst))
-            .max_by_key(|n| n.prefix_len)
-            .map(|n| n.addr)
-            .or(self.default)
+        let (iface, _) = self.table.lookup(dst)?;
+        self.addrs.get(iface).copied()
     }
 }
 

@@ -14,7 +14,7 @@ use smoltcp::wire::{
 
 use crate::arp::{ArpCache, Due};
 use crate::frame::{Frame, FramePool, RxChecksum};
-use crate::route::{Route, RouteTable};
+use crate::route::RouteTable;
 use crate::rss::Steering;
 use crate::stats::{DropReason, Stats};
 use crate::tcp::{Engine, EngineConfig, FourTuple, Segment, wire as tcp_wire};
@@ -155,27 +155,13 @@ impl<F: Frame> Stack<F> {
             } else {
                 u32::MAX << (32 - c.prefix_len.min(32))
             };
-            let net = Ipv4Addr::from(u32::from(c.addr) & mask);
             // A /32 or /31 has no broadcast address of its own (RFC 3021).
             let broadcast = if c.prefix_len >= 31 {
                 Ipv4Addr::BROADCAST
             } else {
                 Ipv4Addr::from(u32::from(c.addr) | !mask)
             };
-            routes.add(Route {
-                prefix: net,
-                prefix_len: c.prefix_len,
-                iface: i,
-                gateway: None,
-            });
-            if let Some(gw) = c.gateway {
-                routes.add(Route {
-                    prefix: Ipv4Addr::UNSPECIFIED,
-                    prefix_len: 0,
-                    iface: i,
-                    gateway: Some(gw),
-                });
-            }
+            routes.add_iface(i, c.addr, c.prefix_len, c.gateway);
             ifaces.push(Iface {
                 mac: c.mac,
                 addr: c.addr,

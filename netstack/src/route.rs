@@ -39,6 +39,37 @@ impl RouteTable {
         self.routes.insert(at, r);
     }
 
+    /// The routes of interface `iface` with address `addr/prefix_len`: its
+    /// connected subnet, and the default route if it has the gateway.
+    pub fn add_iface(
+        &mut self,
+        iface: usize,
+        addr: Ipv4Addr,
+        prefix_len: u8,
+        gateway: Option<Ipv4Addr>,
+    ) {
+        let prefix_len = prefix_len.min(32);
+        let mask = if prefix_len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - prefix_len)
+        };
+        self.add(Route {
+            prefix: Ipv4Addr::from(u32::from(addr) & mask),
+            prefix_len,
+            iface,
+            gateway: None,
+        });
+        if let Some(gw) = gateway {
+            self.add(Route {
+                prefix: Ipv4Addr::UNSPECIFIED,
+                prefix_len: 0,
+                iface,
+                gateway: Some(gw),
+            });
+        }
+    }
+
     /// The interface and next hop for `dst`.
     #[inline]
     pub fn lookup(&self, dst: Ipv4Addr) -> Option<(usize, Ipv4Addr)> {
