@@ -238,8 +238,7 @@ pub struct Proxy {
     listener_by_name: HashMap<String, u32>,
     clusters: Slab<Cluster>,
     cluster_by_name: HashMap<String, u32>,
-    sessions: Vec<Option<Session>>,
-    free: Vec<u32>,
+    sessions: Slab<Session>,
     by_conn: HashMap<ConnId, u32>,
     /// Upstream handshake deadlines (session slot, client side's id): only
     /// the due ones are looked at, whatever the number of clusters.
@@ -266,8 +265,7 @@ impl Proxy {
             listener_by_name: HashMap::new(),
             clusters: Slab::new(),
             cluster_by_name: HashMap::new(),
-            sessions: Vec::new(),
-            free: Vec::new(),
+            sessions: Slab::new(),
             by_conn: HashMap::new(),
             connecting: BinaryHeap::new(),
             idle: BinaryHeap::new(),
@@ -428,8 +426,8 @@ impl Proxy {
 
     /// Reset every session (when the worker stops).
     pub fn abort_all(&mut self, e: &mut Engine) {
-        for k in 0..self.sessions.len() as u32 {
-            if self.sessions[k as usize].is_some() {
+        for k in 0..self.sessions.items.len() as u32 {
+            if self.sessions.get(k).is_some() {
                 self.end(e, k, true);
             }
         }
@@ -460,12 +458,8 @@ impl Proxy {
         // of the heap, drop them at once.
         if self.idle.len() > 2 * self.by_conn.len() + 1024 {
             let sessions = &self.sessions;
-            self.idle.retain(|Reverse((_, k, down))| {
-                sessions
-                    .get(*k as usize)
-                    .and_then(Option::as_ref)
-                    .is_some_and(|s| s.down == *down)
-            });
+            self.idle
+                .retain(|Reverse((_, k, down))| sessions.get(*k).is_some_and(|s| s.down == *down));
         }
         while let Some(&Reverse((at, k, down))) = self.idle.peek() {
             if at > now {
@@ -512,7 +506,7 @@ impl Proxy {
                 let Some((k, _)) = self.side(id) else {
                     return Some(ev);
                 };
-                let s = self.sessions[k as usize].as_mut()?;
+                let s = self.sessions.get_mut(k)?;
                 if s.up != id || s.connected {
                     return None;
                 }
@@ -555,23 +549,19 @@ impl Proxy {
     /// The session of `id`, and whether `id` is its client side.
     fn side(&self, id: ConnId) -> Option<(u32, bool)> {
         let &k = self.by_conn.get(&id)?;
-        let s = self.sessions[k as usize].as_ref()?;
+        let s = self.sessions.get(k)?;
         Some((k, s.down == id))
     }
 
     /// Session `k` if it is still the one whose client side is `down`.
     fn session(&self, k: u32, down: ConnId) -> Option<&Session> {
-        self.sessions
-            .get(k as usize)?
-            .as_ref()
-            .filter(|s| s.down == down)
+        self.sessions.get(k).filter(|s| s.down == down)
     }
 
     /// A new client connection on listener `li`: pick an endpoint and open
     /// the upstream side, or refuse it (reset) and count why.
     fn open(&mut self, e: &mut Engine, now: Instant, li: u32, down: ConnId) {
-        let ls = self.listeners[li].live.stats.clone();
-        let ls = ls.get(self.core);
+        let ls = self.listeners[li].live.stats.get(self.core);
         ls.cx_total.inc();
         let cluster = &self.listeners[li].live.cfg.tcp_proxy.cluster;
         let Some(&ci) = self.cluster_by_name.get(cluster) else {
@@ -616,14 +606,7 @@ impl Proxy {
         let (connect_timeout, idle_timeout) = (c.connect_timeout, c.idle_timeout);
         self.listeners[li].sessions += 1;
         self.stats.sessions.inc();
-        let k = match self.free.pop() {
-            Some(k) => k,
-            None => {
-                self.sessions.push(None);
-                (self.sessions.len() - 1) as u32
-            }
-        };
-        self.sessions[k as usize] = Some(Session {
+        let k = self.sessions.insert(Session {
             listener: li,
             cluster: ci,
             endpoint: ep,
@@ -664,7 +647,7 @@ impl Proxy {
     /// Move what `dir`'s source has to its destination, hold what does not
     /// fit, and forward the source's FIN once everything before it is sent.
     fn pump(&mut self, e: &mut Engine, now: Instant, k: u32, dir: Dir) {
-        let Some(s) = self.sessions[k as usize].as_mut() else {
+        let Some(s) = self.sessions.get_mut(k) else {
             return;
         };
         if !s.connected {
@@ -736,7 +719,7 @@ impl Proxy {
         reason: CloseReason,
     ) {
         self.by_conn.remove(&id);
-        let Some(s) = self.sessions[k as usize].as_mut() else {
+        let Some(s) = self.sessions.get_mut(k) else {
             return;
         };
         if is_down {
@@ -781,7 +764,7 @@ impl Proxy {
     /// not wait for that. When both sides are done, the session ends; the
     /// connections' later `Closed` events are no longer the proxy's.
     fn finish_if_done(&mut self, e: &mut Engine, k: u32) {
-        let Some(s) = self.sessions[k as usize].as_mut() else {
+        let Some(s) = self.sessions.get_mut(k) else {
             return;
         };
         let sides = [
@@ -802,7 +785,7 @@ impl Proxy {
 
     /// The upstream of session `k` never connected: reset the client too.
     fn refuse_session(&mut self, e: &mut Engine, k: u32) {
-        if let Some(s) = self.sessions[k as usize].as_ref() {
+        if let Some(s) = self.sessions.get(k) {
             self.listener_stats(s.listener).refused.inc();
         }
         self.end(e, k, true);
@@ -825,10 +808,9 @@ impl Proxy {
     /// Forget session `k`, resetting whichever side is still open when
     /// `reset` (else nothing is open any more).
     fn end(&mut self, e: &mut Engine, k: u32, reset: bool) {
-        let Some(s) = self.sessions[k as usize].take() else {
+        let Some(s) = self.sessions.remove(k) else {
             return;
         };
-        self.free.push(k);
         for (id, open) in [(s.down, s.down_open), (s.up, s.up_open)] {
             self.by_conn.remove(&id);
             if open && reset {
