@@ -10,14 +10,16 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
 use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::dataplane::{DataPlane, Identity};
-use crate::xds::{Mode, Request, Xds, short};
+use crate::xds::{Mode, Outcome, Request, Xds, short};
 
 const TICK: Duration = Duration::from_secs(1);
 
@@ -134,52 +136,34 @@ async fn sotw(
     dp: &DataPlane,
     sync: &mut DataPlaneSync,
 ) -> Result<(), String> {
-    let (tx, rx) = mpsc::channel::<DiscoveryRequest>(64);
-    let send = |tx: &mpsc::Sender<DiscoveryRequest>, r: Request| {
-        let tx = tx.clone();
-        async move {
-            if let Request::Sotw(r) = r {
-                let _ = tx.send(r).await;
-            }
-        }
+    let unwrap = |r| match r {
+        Request::Sotw(r) => Some(r),
+        Request::Delta(_) => None,
     };
-    for r in xds.on_stream_start() {
-        send(&tx, r).await;
-    }
-    let mut stream = client(channel, opts)
+    let (tx, rx) = mpsc::channel::<DiscoveryRequest>(64);
+    send(&tx, unwrap, xds.on_stream_start()).await;
+    let stream = client(channel, opts)
         .stream_aggregated_resources(ReceiverStream::new(rx))
         .await
         .map_err(|e| format!("{e}"))?
         .into_inner();
-    let mut tick = tokio::time::interval(TICK);
-    loop {
-        tokio::select! {
-            msg = stream.message() => {
-                let Some(resp) = msg.map_err(|e| format!("{e}"))? else { return Ok(()) };
-                tracing::debug!("{} response version {:?}: {} resource(s)", short(&resp.type_url), resp.version_info, resp.resources.len());
-                let arrived = Instant::now();
-                let (ty, n) = (short(&resp.type_url), resp.resources.len());
-                let out = xds.on_sotw(resp);
-                let ack = sync.push(xds, dp, out.push).await;
-                if sync.pushed {
-                    tracing::info!(
-                        "{ty} response of {n} resource(s): served by the data plane {:.3} ms after it arrived",
-                        arrived.elapsed().as_secs_f64() * 1e3
-                    );
-                } else {
-                    tracing::debug!("{ty} response of {n} resource(s) handled in {:.3} ms", arrived.elapsed().as_secs_f64() * 1e3);
-                }
-                for r in ack.into_iter().chain(out.requests) {
-                    send(&tx, r).await;
-                }
-            }
-            _ = tick.tick() => {
-                for r in sync.housekeeping(xds, dp, Some(Instant::now())).await {
-                    send(&tx, r).await;
-                }
-            }
-        }
-    }
+    drive(
+        xds,
+        dp,
+        sync,
+        &tx,
+        stream,
+        unwrap,
+        |xds, resp: DiscoveryResponse| {
+            let (ty, n) = (short(&resp.type_url), resp.resources.len());
+            tracing::debug!(
+                "{ty} response version {:?}: {n} resource(s)",
+                resp.version_info
+            );
+            (xds.on_sotw(resp), ty, n)
+        },
+    )
+    .await
 }
 
 async fn delta(
@@ -189,49 +173,75 @@ async fn delta(
     dp: &DataPlane,
     sync: &mut DataPlaneSync,
 ) -> Result<(), String> {
-    let (tx, rx) = mpsc::channel::<DeltaDiscoveryRequest>(64);
-    let send = |tx: &mpsc::Sender<DeltaDiscoveryRequest>, r: Request| {
-        let tx = tx.clone();
-        async move {
-            if let Request::Delta(r) = r {
-                let _ = tx.send(r).await;
-            }
-        }
+    let unwrap = |r| match r {
+        Request::Delta(r) => Some(r),
+        Request::Sotw(_) => None,
     };
-    for r in xds.on_stream_start() {
-        send(&tx, r).await;
-    }
-    let mut stream = client(channel, opts)
+    let (tx, rx) = mpsc::channel::<DeltaDiscoveryRequest>(64);
+    send(&tx, unwrap, xds.on_stream_start()).await;
+    let stream = client(channel, opts)
         .delta_aggregated_resources(ReceiverStream::new(rx))
         .await
         .map_err(|e| format!("{e}"))?
         .into_inner();
+    drive(
+        xds,
+        dp,
+        sync,
+        &tx,
+        stream,
+        unwrap,
+        |xds, resp: DeltaDiscoveryResponse| {
+            let (ty, n) = (short(&resp.type_url), resp.resources.len());
+            tracing::debug!(
+                "{ty} delta {:?}: {n} resource(s), {} removed",
+                resp.system_version_info,
+                resp.removed_resources.len()
+            );
+            (xds.on_delta(resp), ty, n)
+        },
+    )
+    .await
+}
+
+/// Queue `reqs` on the stream (those of its variant).
+async fn send<Q>(tx: &mpsc::Sender<Q>, unwrap: fn(Request) -> Option<Q>, reqs: Vec<Request>) {
+    for r in reqs.into_iter().filter_map(unwrap) {
+        let _ = tx.send(r).await;
+    }
+}
+
+/// Serve one open stream of either variant: each response is handled,
+/// pushed to the data plane and answered (ACK/NACK and any new
+/// subscription); once a second, housekeeping.
+async fn drive<Q, P>(
+    xds: &mut Xds,
+    dp: &DataPlane,
+    sync: &mut DataPlaneSync,
+    tx: &mpsc::Sender<Q>,
+    mut stream: tonic::Streaming<P>,
+    unwrap: fn(Request) -> Option<Q>,
+    handle: fn(&mut Xds, P) -> (Outcome, &'static str, usize),
+) -> Result<(), String> {
     let mut tick = tokio::time::interval(TICK);
     loop {
         tokio::select! {
             msg = stream.message() => {
                 let Some(resp) = msg.map_err(|e| format!("{e}"))? else { return Ok(()) };
-                tracing::debug!("{} delta {:?}: {} resource(s), {} removed", short(&resp.type_url), resp.system_version_info, resp.resources.len(), resp.removed_resources.len());
                 let arrived = Instant::now();
-                let (ty, n) = (short(&resp.type_url), resp.resources.len());
-                let out = xds.on_delta(resp);
+                let (out, ty, n) = handle(xds, resp);
                 let ack = sync.push(xds, dp, out.push).await;
+                let ms = arrived.elapsed().as_secs_f64() * 1e3;
                 if sync.pushed {
-                    tracing::info!(
-                        "{ty} response of {n} resource(s): served by the data plane {:.3} ms after it arrived",
-                        arrived.elapsed().as_secs_f64() * 1e3
-                    );
+                    tracing::info!("{ty} response of {n} resource(s): served by the data plane {ms:.3} ms after it arrived");
                 } else {
-                    tracing::debug!("{ty} response of {n} resource(s) handled in {:.3} ms", arrived.elapsed().as_secs_f64() * 1e3);
+                    tracing::debug!("{ty} response of {n} resource(s) handled in {ms:.3} ms");
                 }
-                for r in ack.into_iter().chain(out.requests) {
-                    send(&tx, r).await;
-                }
+                send(tx, unwrap, ack.into_iter().chain(out.requests).collect()).await;
             }
             _ = tick.tick() => {
-                for r in sync.housekeeping(xds, dp, Some(Instant::now())).await {
-                    send(&tx, r).await;
-                }
+                let reqs = sync.housekeeping(xds, dp, Some(Instant::now())).await;
+                send(tx, unwrap, reqs).await;
             }
         }
     }
@@ -251,6 +261,7 @@ impl DataPlaneSync {
     /// Push what changed (if `push`), and return the ACK or NACK that the
     /// data plane's verdict decides.
     async fn push(&mut self, xds: &mut Xds, dp: &DataPlane, push: bool) -> Option<Request> {
+        resolve(xds).await;
         let u = if push { xds.update() } else { None };
         self.pushed = false;
         let result = match &u {
@@ -345,6 +356,24 @@ impl DataPlaneSync {
             out.extend(self.push(xds, dp, true).await);
         }
         out
+    }
+}
+
+/// Resolve the hosts `xds` asks for: DNS is I/O, so it is done here and
+/// the answers handed back to the state machine.
+async fn resolve(xds: &mut Xds) {
+    for (host, port) in xds.take_unresolved() {
+        let addrs = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .map(|it| {
+                it.filter_map(|a| match a {
+                    std::net::SocketAddr::V4(v4) => Some(v4),
+                    std::net::SocketAddr::V6(_) => None,
+                })
+                .collect()
+            })
+            .map_err(|e| e.to_string());
+        xds.on_resolved(host, port, addrs);
     }
 }
 

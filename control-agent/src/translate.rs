@@ -23,13 +23,15 @@ use dataplane_config::{
     TcpProxyConfig,
 };
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
-use envoy_types::pb::envoy::config::core::v3::{Address, HealthStatus, address, socket_address};
+use envoy_types::pb::envoy::config::core::v3::{
+    Address, HealthStatus, TransportSocket, address, socket_address, transport_socket,
+};
 use envoy_types::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, lb_endpoint};
 use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
     TcpProxy, tcp_proxy::ClusterSpecifier,
 };
-use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};
+use envoy_types::pb::google::protobuf::Duration as PbDuration;
 use prost::Message;
 
 pub const TCP_PROXY: &str =
@@ -194,11 +196,7 @@ pub fn listener(l: &Listener, ignored: &Ignored) -> ListenerResult {
         }
     };
     if let Some(ts) = &chain.transport_socket
-        && !is_raw_buffer(ts.config_type.as_ref().map(|c| match c {
-            envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(
-                a,
-            ) => a,
-        }))
+        && !is_raw_buffer(ts)
     {
         return Err(format!(
             "filter chain transport_socket {:?} (TLS termination) arrives with the TLS work",
@@ -333,11 +331,7 @@ pub fn cluster(c: &Cluster, ignored: &Ignored) -> Result<ClusterPlan, String> {
         );
     }
     if let Some(ts) = &c.transport_socket
-        && !is_raw_buffer(ts.config_type.as_ref().map(|c| match c {
-            envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(
-                a,
-            ) => a,
-        }))
+        && !is_raw_buffer(ts)
     {
         return Err(format!(
             "transport_socket {:?} (upstream TLS) arrives with the TLS work",
@@ -345,11 +339,7 @@ pub fn cluster(c: &Cluster, ignored: &Ignored) -> Result<ClusterPlan, String> {
         ));
     }
     for m in &c.transport_socket_matches {
-        let raw = m.transport_socket.as_ref().is_none_or(|ts| {
-            is_raw_buffer(ts.config_type.as_ref().map(|c| match c {
-                envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(a) => a,
-            }))
-        });
+        let raw = m.transport_socket.as_ref().is_none_or(is_raw_buffer);
         if !raw {
             return Err(format!(
                 "transport_socket_matches {:?} (upstream TLS for matching endpoints) arrives with the TLS work",
@@ -603,8 +593,12 @@ pub fn endpoints(cla: &ClusterLoadAssignment) -> Result<Vec<EndpointConfig>, Str
 
 // === helpers ===
 
-fn is_raw_buffer(a: Option<&Any>) -> bool {
-    a.is_none_or(|a| a.type_url == RAW_BUFFER)
+/// A transport socket that is plain TCP (no config, or raw buffer).
+fn is_raw_buffer(ts: &TransportSocket) -> bool {
+    match &ts.config_type {
+        None => true,
+        Some(transport_socket::ConfigType::TypedConfig(a)) => a.type_url == RAW_BUFFER,
+    }
 }
 
 /// Host (or IP) and port of a socket address.

@@ -116,6 +116,9 @@ pub struct Xds {
     eds_missing: BTreeSet<String>,
     /// Resolved STRICT_DNS hosts.
     dns: HashMap<(String, u16), Vec<std::net::SocketAddrV4>>,
+    /// Hosts a cluster names that are not resolved yet: the driver
+    /// resolves them (DNS is I/O) and hands the answers to `on_resolved`.
+    dns_wanted: BTreeSet<(String, u16)>,
     /// What the data plane has (as we pushed it).
     pushed_listeners: BTreeMap<String, ListenerConfig>,
     pushed_clusters: BTreeMap<String, ClusterConfig>,
@@ -160,6 +163,7 @@ impl Xds {
             eds_wanted: BTreeMap::new(),
             eds_missing: BTreeSet::new(),
             dns: HashMap::new(),
+            dns_wanted: BTreeSet::new(),
             pushed_listeners: BTreeMap::new(),
             pushed_clusters: BTreeMap::new(),
             dirty_listeners: BTreeSet::new(),
@@ -195,6 +199,7 @@ impl Xds {
                     .or_default()
                     .insert(c.cfg.name.clone());
             }
+            self.want_dns(&c);
             self.static_clusters.insert(c.cfg.name.clone(), c);
         }
     }
@@ -604,8 +609,9 @@ impl Xds {
                         });
                         continue;
                     }
-                    match translate::cluster(&c, &self.ignored).and_then(|p| self.resolve(p)) {
+                    match translate::cluster(&c, &self.ignored) {
                         Ok(plan) => {
+                            self.want_dns(&plan);
                             if self.clusters.get(&c.name) != Some(&plan)
                                 || self.rejected_clusters.contains(&c.name)
                             {
@@ -674,43 +680,73 @@ impl Xds {
         out
     }
 
-    /// Resolve a STRICT_DNS cluster's hosts (once per change of its
-    /// configuration; see docs/control-agent.md).
-    fn resolve(&mut self, mut p: ClusterPlan) -> Result<ClusterPlan, String> {
-        use std::net::ToSocketAddrs;
-        if p.dns.is_empty() {
-            return Ok(p);
-        }
-        let mut eps: BTreeMap<std::net::SocketAddrV4, u32> = BTreeMap::new();
-        for (host, port, weight) in &p.dns {
+    // === DNS (STRICT_DNS clusters) ===
+
+    fn want_dns(&mut self, p: &ClusterPlan) {
+        for (host, port, _) in &p.dns {
             let key = (host.clone(), *port);
-            let addrs = match self.dns.get(&key) {
-                Some(a) => a.clone(),
-                None => {
-                    let a: Vec<std::net::SocketAddrV4> = (host.as_str(), *port)
-                        .to_socket_addrs()
-                        .map_err(|e| format!("cannot resolve {host}: {e}"))?
-                        .filter_map(|a| match a {
-                            std::net::SocketAddr::V4(v4) => Some(v4),
-                            std::net::SocketAddr::V6(_) => None,
-                        })
-                        .collect();
-                    self.dns.insert(key, a.clone());
-                    a
-                }
-            };
-            for a in addrs {
-                *eps.entry(a).or_default() += weight;
+            if !self.dns.contains_key(&key) {
+                self.dns_wanted.insert(key);
             }
         }
-        p.cfg.endpoints = eps
-            .into_iter()
-            .map(|(a, w)| EndpointConfig {
-                address: a.to_string(),
-                weight: w.clamp(1, 128),
-            })
+    }
+
+    /// Hosts to resolve before the next update (each asked for once).
+    pub fn take_unresolved(&mut self) -> Vec<(String, u16)> {
+        std::mem::take(&mut self.dns_wanted).into_iter().collect()
+    }
+
+    /// A host's addresses, or why it did not resolve (which NACKs the
+    /// clusters that name it, if a response is being answered). Resolved
+    /// once: the clusters that name it later use the same answer.
+    pub fn on_resolved(
+        &mut self,
+        host: String,
+        port: u16,
+        addrs: Result<Vec<std::net::SocketAddrV4>, String>,
+    ) {
+        let users: Vec<String> = self
+            .clusters
+            .iter()
+            .chain(self.static_clusters.iter())
+            .filter(|(_, p)| p.dns.iter().any(|(h, pt, _)| *h == host && *pt == port))
+            .map(|(n, _)| n.clone())
             .collect();
-        Ok(p)
+        match addrs {
+            Ok(a) => {
+                self.dns.insert((host, port), a);
+                self.dirty_clusters.extend(users);
+            }
+            Err(e) => {
+                let reason = format!("cannot resolve {host}: {e}");
+                match self.pending.as_mut() {
+                    Some(p) => p.failures.extend(users.into_iter().map(|name| Failure {
+                        name,
+                        reason: reason.clone(),
+                    })),
+                    None => tracing::warn!("{reason} (clusters {users:?} wait for it)"),
+                }
+            }
+        }
+    }
+
+    /// The endpoints of a STRICT_DNS plan from the answers held; `None`
+    /// while a host is not resolved.
+    fn dns_endpoints(&self, p: &ClusterPlan) -> Option<Vec<EndpointConfig>> {
+        let mut eps: BTreeMap<std::net::SocketAddrV4, u32> = BTreeMap::new();
+        for (host, port, weight) in &p.dns {
+            for a in self.dns.get(&(host.clone(), *port))? {
+                *eps.entry(*a).or_default() += weight;
+            }
+        }
+        Some(
+            eps.into_iter()
+                .map(|(a, w)| EndpointConfig {
+                    address: a.to_string(),
+                    weight: w.clamp(1, 128),
+                })
+                .collect(),
+        )
     }
 
     // === the data plane ===
@@ -790,6 +826,12 @@ impl Xds {
             .static_clusters
             .get(name)
             .or_else(|| self.clusters.get(name))?;
+        if !p.dns.is_empty() {
+            return Some(ClusterConfig {
+                endpoints: self.dns_endpoints(p)?,
+                ..p.cfg.clone()
+            });
+        }
         let Some(eds) = &p.eds else {
             return Some(p.cfg.clone());
         };
