@@ -602,15 +602,7 @@ impl Running {
                 .split_whitespace()
                 .filter_map(|x| x.parse::<u32>().ok()),
         );
-        pids.iter()
-            .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
-            .filter_map(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("VmRSS:"))
-                    .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-            })
-            .sum::<f64>()
-            * 1024.0
+        pids.into_iter().map(crate::rss_bytes).sum()
     }
 
     fn dp_stats(&self, cx: &Ctx) -> Option<Value> {

@@ -22,7 +22,7 @@
 //! agent, the server and Envoy on CPU 0.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use e2e_tests::Topology;
@@ -38,6 +38,8 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
 use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};
 use prost::{Message, Name};
 use serde_json::{Value, json};
+
+use crate::{Proc, median, rss_bytes};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -154,55 +156,6 @@ filter_chains:
         control_agent::bootstrap::any_from_yaml("envoy.config.listener.v3.Listener", &y)
             .expect("listener"),
     )
-}
-
-fn rss_bytes(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .unwrap_or(0.0)
-        * 1024.0
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(cmd: &mut Command, log: &Path) -> Result<Killed, String> {
-    let f = std::fs::File::create(log).map_err(|e| e.to_string())?;
-    let child = cmd
-        .stdout(Stdio::from(f.try_clone().map_err(|e| e.to_string())?))
-        .stderr(Stdio::from(f))
-        .spawn()
-        .map_err(|e| format!("{cmd:?}: {e}"))?;
-    Ok(Killed(child))
 }
 
 fn wait_for(within: Duration, what: &str, mut f: impl FnMut() -> bool) -> Result<(), String> {
@@ -335,12 +288,12 @@ pub fn run(a: Args) -> Result<(), String> {
         }
     }
     let pick = |who: &str, k: &str| -> f64 {
-        let mut v: Vec<f64> = results
+        let v: Vec<f64> = results
             .iter()
             .filter(|r| r["who"] == who)
             .filter_map(|r| r[k].as_f64())
             .collect();
-        median(&mut v)
+        median(v)
     };
     let mut summary = json!({});
     for who in ["sotw", "delta"] {
@@ -416,7 +369,8 @@ fn run_ours(
         admin.display()
     );
     std::fs::write(dir.join("dataplane.yaml"), cfg).map_err(|e| e.to_string())?;
-    let dp = spawn(
+    let dp = Proc::spawn(
+        "process",
         Command::new("ip")
             .args(["netns", "exec", &topo.ns("dut")])
             .arg(&bins.dataplane)
@@ -455,7 +409,8 @@ fn run_ours(
         args.push("--delta".into());
     }
     let t0 = Instant::now();
-    let agent = spawn(
+    let agent = Proc::spawn(
+        "process",
         Command::new("ip")
             .args(&args)
             .env("RUST_LOG", "info,control_agent::client=debug"),
@@ -479,8 +434,8 @@ fn run_ours(
     .map_err(fail)?;
     let initial_ms = t0.elapsed().as_secs_f64() * 1e3;
     std::thread::sleep(Duration::from_millis(500));
-    let dp_before = rss_bytes(dp.0.id());
-    let agent_before = rss_bytes(agent.0.id());
+    let dp_before = rss_bytes(dp.child.id());
+    let agent_before = rss_bytes(agent.child.id());
     // The snapshot: endpoints ready at the server before the clusters that
     // ask for them.
     server.set(EDS, assignments.to_vec());
@@ -543,8 +498,8 @@ fn run_ours(
         })
         .unwrap_or(f64::NAN);
     std::thread::sleep(Duration::from_millis(1500));
-    let dp_after = rss_bytes(dp.0.id());
-    let agent_after = rss_bytes(agent.0.id());
+    let dp_after = rss_bytes(dp.child.id());
+    let agent_after = rss_bytes(agent.child.id());
 
     // One-endpoint changes.
     let mut one = Vec::new();
@@ -570,7 +525,7 @@ fn run_ours(
         "eds_to_served_ms": eds_only,
         "cds_ms": cds,
         "initial_sync_ms": initial_ms,
-        "one_endpoint_ms": median(&mut one),
+        "one_endpoint_ms": median(one.clone()),
         "one_endpoint_runs_ms": one,
         "dataplane_bytes_per_cluster": (dp_after - dp_before) / (a.clusters - 1) as f64,
         "agent_bytes_per_cluster": (agent_after - agent_before) / (a.clusters - 1) as f64,
@@ -595,36 +550,12 @@ fn run_envoy(
     let boot = dir.join("envoy.yaml");
     std::fs::write(
         &boot,
-        format!(
-            r#"
-node: {{id: bench-envoy, cluster: bench}}
-admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: 9901}}}}}}
-dynamic_resources:
-  ads_config:
-    api_type: GRPC
-    transport_api_version: V3
-    grpc_services: [{{envoy_grpc: {{cluster_name: xds}}}}]
-  cds_config: {{ads: {{}}, resource_api_version: V3}}
-  lds_config: {{ads: {{}}, resource_api_version: V3}}
-static_resources:
-  clusters:
-  - name: xds
-    type: STATIC
-    connect_timeout: 1s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{http2_protocol_options: {{}}}}
-    load_assignment:
-      cluster_name: xds
-      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{pipe: {{path: {}}}}}}}}}]}}]
-"#,
-            dir.join("xds.sock").display()
-        ),
+        XdsServer::envoy_bootstrap("bench-envoy", &dir.join("xds.sock"), false),
     )
     .map_err(|e| e.to_string())?;
     // Envoy's own address space (ip netns exec and taskset exec it).
-    let proc = spawn(
+    let proc = Proc::spawn(
+        "process",
         Command::new("ip")
             .args(["netns", "exec", &topo.ns("up")])
             .args([
@@ -660,7 +591,7 @@ static_resources:
     // + the static xds cluster.
     wait_for(Duration::from_secs(60), "Envoy synced", || serving(2))?;
     std::thread::sleep(Duration::from_millis(500));
-    let before = rss_bytes(proc.0.id());
+    let before = rss_bytes(proc.child.id());
     server.set(EDS, assignments.to_vec());
     let t0 = Instant::now();
     server.set(CDS, clusters.to_vec());
@@ -671,7 +602,7 @@ static_resources:
     )?;
     let took = t0.elapsed().as_secs_f64() * 1e3;
     std::thread::sleep(Duration::from_millis(1500));
-    let after = rss_bytes(proc.0.id());
+    let after = rss_bytes(proc.child.id());
     drop(proc);
     drop(server);
     Ok(json!({

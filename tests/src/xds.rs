@@ -115,6 +115,40 @@ impl XdsServer {
         }
     }
 
+    /// An Envoy bootstrap whose ADS server is one of these on Unix socket
+    /// `sock` (a pipe address reaches it from any namespace): node
+    /// `node_id`, admin on 127.0.0.1:9901, Delta if `delta`. The agent runs
+    /// the same file (`control-agent --bootstrap`).
+    pub fn envoy_bootstrap(node_id: &str, sock: &std::path::Path, delta: bool) -> String {
+        format!(
+            r#"
+node: {{id: {node_id}, cluster: {node_id}}}
+admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: 9901}}}}}}
+dynamic_resources:
+  ads_config:
+    api_type: {}
+    transport_api_version: V3
+    grpc_services: [{{envoy_grpc: {{cluster_name: xds}}}}]
+  cds_config: {{ads: {{}}, resource_api_version: V3}}
+  lds_config: {{ads: {{}}, resource_api_version: V3}}
+static_resources:
+  clusters:
+  - name: xds
+    type: STATIC
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{http2_protocol_options: {{}}}}
+    load_assignment:
+      cluster_name: xds
+      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{pipe: {{path: {}}}}}}}}}]}}]
+"#,
+            if delta { "DELTA_GRPC" } else { "GRPC" },
+            sock.display()
+        )
+    }
+
     /// (Re)start serving on the same address, with the same resources.
     pub fn start_again(&mut self) {
         assert!(self.thread.is_none(), "already running");

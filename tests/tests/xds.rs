@@ -699,38 +699,6 @@ fn an_istio_gateway_configuration_is_served_without_nacks() {
     );
 }
 
-/// An Envoy bootstrap whose ADS server is the scripted one, on its Unix
-/// socket (a pipe address reaches it from any namespace).
-fn dynamic_bootstrap(sock: &std::path::Path, delta: bool) -> String {
-    format!(
-        r#"
-node: {{id: interop-node, cluster: interop}}
-admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: 9901}}}}}}
-dynamic_resources:
-  ads_config:
-    api_type: {}
-    transport_api_version: V3
-    grpc_services: [{{envoy_grpc: {{cluster_name: xds}}}}]
-  cds_config: {{ads: {{}}, resource_api_version: V3}}
-  lds_config: {{ads: {{}}, resource_api_version: V3}}
-static_resources:
-  clusters:
-  - name: xds
-    type: STATIC
-    connect_timeout: 1s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{http2_protocol_options: {{}}}}
-    load_assignment:
-      cluster_name: xds
-      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{pipe: {{path: {}}}}}}}}}]}}]
-"#,
-        if delta { "DELTA_GRPC" } else { "GRPC" },
-        sock.display()
-    )
-}
-
 fn interop(delta: bool) {
     let topo = Topology::up(&unique_prefix(if delta { "ed" } else { "es" }));
     let _a = python_upstream(&topo, "name A", "10.10.2.2", 7001);
@@ -742,7 +710,11 @@ fn interop(delta: bool) {
     server.set(LDS, vec![listener("web", 8080, "web")]);
     // One bootstrap file for both.
     let boot = dp.dir.join("envoy.yaml");
-    std::fs::write(&boot, dynamic_bootstrap(&dp.dir.join("xds.sock"), delta)).unwrap();
+    std::fs::write(
+        &boot,
+        XdsServer::envoy_bootstrap("interop-node", &dp.dir.join("xds.sock"), delta),
+    )
+    .unwrap();
     let _envoy = e2e_tests::envoy(&topo, "up", &boot);
     let agent = Agent::start(&dp, &["--bootstrap", boot.to_str().unwrap()]);
     let logs = || agent.log();
