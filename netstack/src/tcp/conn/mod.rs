@@ -1,6 +1,22 @@
-//! One TCP connection's state machine.
+//! One TCP connection's state machine (RFC 9293), sans-IO.
+//!
+//! [`Connection`] takes segments and `now`, and yields segments and a
+//! wake-up time. This file holds its state, its public API and the arrival
+//! of a segment (RFC 9293 §3.10.7: acceptability, PAWS per RFC 7323 §5.3,
+//! RST and SYN with RFC 5961 challenge ACKs, the ACK, data, FIN). The
+//! mechanisms live beside it, split the way quinn-proto splits a connection:
+//! - `config`: [`TcpConfig`] and its defaults;
+//! - `send`: the send queue and segmentation;
+//! - `recv`: the receive queue, reassembly and the advertised window;
+//! - `recovery`: the SACK scoreboard (RFC 2018), fast retransmit and
+//!   recovery (RFC 5681 §3.2, RFC 6582, RFC 6675), Limited Transmit (RFC
+//!   3042);
+//! - `congestion`: NewReno (RFC 5681) and CUBIC (RFC 9438);
+//! - `rtt`: RTT estimation and the RTO (RFC 6298), the timestamp clock (RFC
+//!   7323);
+//! - `timers`: retransmission, persist, delayed ACK, keepalive, TIME_WAIT,
+//!   user and idle timeouts.
 
-use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,99 +25,18 @@ use bytes::Bytes;
 use super::seq::Seq;
 use crate::Instant;
 
-/// Per-connection tunables.
-#[derive(Debug, Clone)]
-pub struct TcpConfig {
-    /// MSS we advertise (what we can receive per segment).
-    pub mss: u16,
-    /// Receive buffer: the most we advertise and hold, in bytes.
-    pub recv_buffer: u32,
-    /// Send buffer: the most the user may queue, in bytes.
-    pub send_buffer: u32,
-    /// Floor of the retransmission timeout. RFC 6298 says 1 s; inside a data
-    /// centre tens of milliseconds is right. It must stay above the peers'
-    /// delayed-ACK time (Linux: up to 40 ms, smoltcp: 10 ms), or the last
-    /// segment of every flight is retransmitted spuriously while its ACK is
-    /// held back. Between stacks that ACK at once, a few milliseconds works.
-    pub min_rto: Duration,
-    pub max_rto: Duration,
-    /// RTO before the first RTT sample (RFC 6298 §2.1).
-    pub initial_rto: Duration,
-    /// How long a connection stays in TIME_WAIT. Short values recycle
-    /// 4-tuples fast but trade safety: a peer still retransmitting (its ACK
-    /// was lost, its RTO backed off) after the wait ends gets a RST instead
-    /// of an ACK, and ends with "reset" although all data arrived.
-    pub time_wait: Duration,
-    /// Consecutive retransmission timeouts before the connection is reset.
-    pub max_retransmits: u32,
-    /// Offer and use selective acknowledgements (RFC 2018).
-    pub sack: bool,
-    /// Delayed ACK (RFC 1122 §4.2.3.2, RFC 5681 §4.2): in-order data is
-    /// acknowledged every second segment or after this long, whichever comes
-    /// first. Zero: acknowledge every segment at once. Out-of-order data, a
-    /// filled gap and a FIN are always acknowledged at once. Keep it well
-    /// below the peers' minimum RTO (Linux 200 ms, ours `min_rto`).
-    pub delayed_ack: Duration,
-    /// Keepalive probes on an idle connection (RFC 1122 §4.2.3.6); off by
-    /// default.
-    pub keepalive: Option<Keepalive>,
-    /// Give up (RST, `TimedOut`) when sent data stays unacknowledged this
-    /// long with no progress (RFC 5482's user timeout); `None`: only
-    /// `max_retransmits` ends it.
-    pub user_timeout: Option<Duration>,
-    /// Give up (RST, `TimedOut`) when nothing was received or sent for this
-    /// long; `None`: never.
-    pub idle_timeout: Option<Duration>,
-    pub congestion: Congestion,
-    /// Offer and use timestamps (RFC 7323): PAWS protection against old
-    /// duplicates, which is what makes a short TIME_WAIT safe, and a new SYN
-    /// accepted in TIME_WAIT by its newer timestamp (RFC 6191).
-    pub timestamps: bool,
-}
+mod config;
+mod congestion;
+mod recovery;
+mod recv;
+mod rtt;
+mod send;
+mod timers;
 
-/// Congestion control algorithm. Both use NewReno's loss recovery (RFC
-/// 6582) and SACK; they differ in how the window grows and shrinks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Congestion {
-    /// RFC 5681: +1 MSS per RTT, halved on loss.
-    Reno,
-    /// RFC 9438: a cubic function of the time since the last loss, ×0.7 on
-    /// loss, never slower than Reno would be.
-    Cubic,
-}
-
-/// Keepalive parameters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Keepalive {
-    /// Quiet time before the first probe.
-    pub idle: Duration,
-    /// Time between unanswered probes.
-    pub interval: Duration,
-    /// Unanswered probes before the connection is reset.
-    pub probes: u32,
-}
-
-impl Default for TcpConfig {
-    fn default() -> Self {
-        TcpConfig {
-            mss: 1460,
-            recv_buffer: 256 * 1024,
-            send_buffer: 256 * 1024,
-            min_rto: Duration::from_millis(50),
-            max_rto: Duration::from_secs(60),
-            initial_rto: Duration::from_secs(1),
-            time_wait: Duration::from_secs(1),
-            max_retransmits: 12,
-            sack: true,
-            delayed_ack: Duration::from_millis(10),
-            keepalive: None,
-            user_timeout: None,
-            idle_timeout: None,
-            congestion: Congestion::Cubic,
-            timestamps: true,
-        }
-    }
-}
+pub use config::{Congestion, Keepalive, TcpConfig};
+use congestion::{Cubic, MAX_CWND};
+use recv::RecvQueue;
+use send::SendQueue;
 
 /// RFC 9293 §3.3.2 states (LISTEN lives in the engine, not here).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,180 +127,6 @@ pub struct ConnStats {
 }
 
 const MAX_WINDOW_SHIFT: u8 = 14; // RFC 7323 §2.3
-/// Out-of-order pieces held per connection (each may be a whole mbuf).
-const MAX_OOO_SEGMENTS: usize = 512;
-/// Congestion window ceiling: far above any window, far below overflow.
-const MAX_CWND: u32 = 1 << 30;
-/// Bytes three SACK blocks take in a segment's options (2 + 3 x 8, padded).
-const SACK_OPTION_ROOM: u32 = 28;
-/// CUBIC's constants (RFC 9438 §4.1): growth factor (MSS/s³) and decrease.
-const CUBIC_C: f64 = 0.4;
-const CUBIC_BETA: f64 = 0.7;
-
-/// CUBIC's state: the window at the last loss (bytes), the time the curve
-/// takes to climb back to it, the epoch's start, and the Reno estimate.
-#[derive(Debug, Clone, Default)]
-struct Cubic {
-    w_max: f64,
-    k: f64,
-    epoch: Option<Instant>,
-    w_est: f64,
-}
-
-/// SYN (or SYN-ACK) transmissions before a handshake is given up.
-const MAX_SYN_RETRIES: u32 = 6;
-
-// === send and receive queues ===
-
-/// Bytes from `snd_una` on: sent-unacknowledged, then unsent. Chunks are the
-/// `Bytes` the user queued; segments are slices of them (no copy).
-#[derive(Debug, Default)]
-struct SendQueue {
-    chunks: VecDeque<Bytes>,
-    len: u32,
-}
-
-impl SendQueue {
-    fn push(&mut self, b: Bytes) {
-        self.len += b.len() as u32;
-        self.chunks.push_back(b);
-    }
-
-    /// Up to `max` bytes starting `offset` bytes in, not crossing a chunk.
-    fn slice(&self, mut offset: u32, max: u32) -> Bytes {
-        for c in &self.chunks {
-            let n = c.len() as u32;
-            if offset < n {
-                let end = n.min(offset + max);
-                return c.slice(offset as usize..end as usize);
-            }
-            offset -= n;
-        }
-        Bytes::new()
-    }
-
-    fn consume(&mut self, mut n: u32) {
-        self.len -= n;
-        while n > 0 {
-            let Some(front) = self.chunks.front_mut() else {
-                return;
-            };
-            let flen = front.len() as u32;
-            if n >= flen {
-                n -= flen;
-                self.chunks.pop_front();
-            } else {
-                let _ = front.split_to(n as usize);
-                n = 0;
-            }
-        }
-    }
-}
-
-/// In-order data ready for the user, and out-of-order data keyed by stream
-/// offset (bytes since the SYN, so no wrap-around in the keys).
-#[derive(Debug, Default)]
-struct RecvQueue {
-    ready: VecDeque<Bytes>,
-    ready_len: u32,
-    ooo: BTreeMap<u64, Bytes>,
-    ooo_len: u32,
-    /// Stream offset of the next in-order byte.
-    next: u64,
-    /// Offset of the latest out-of-order arrival: its block is reported first.
-    last_ooo: Option<u64>,
-}
-
-impl RecvQueue {
-    /// Insert data at stream offset `off`; returns bytes newly in order.
-    fn insert(&mut self, off: u64, data: Bytes) -> u32 {
-        if data.is_empty() {
-            return 0;
-        }
-        if off > self.next {
-            self.insert_out_of_order(off, data);
-            return 0;
-        }
-        let before = self.next;
-        self.push_in_order(off, data);
-        // Pull whatever out-of-order data now connects.
-        while let Some((&o, _)) = self.ooo.first_key_value() {
-            if o > self.next {
-                break;
-            }
-            let (o, b) = self.ooo.pop_first().expect("non-empty");
-            self.ooo_len -= b.len() as u32;
-            self.push_in_order(o, b);
-        }
-        (self.next - before) as u32
-    }
-
-    /// Keep out-of-order data without overlaps and within bounds: a peer
-    /// sending overlapping or tiny segments must not make us hold more than
-    /// the window's bytes, or more than `MAX_OOO_SEGMENTS` pieces.
-    fn insert_out_of_order(&mut self, mut off: u64, mut data: Bytes) {
-        // Trim what the pieces before already hold (possibly several, one
-        // after another), so no two stored pieces overlap or share a key.
-        while let Some((&po, pb)) = self.ooo.range(..=off).next_back() {
-            let pend = po + pb.len() as u64;
-            if pend <= off {
-                break;
-            }
-            if pend >= off + data.len() as u64 {
-                return; // nothing new
-            }
-            let _ = data.split_to((pend - off) as usize);
-            off = pend;
-        }
-        // Trim what the piece after already holds.
-        if let Some((&no, _)) = self.ooo.range(off + 1..).next()
-            && no < off + data.len() as u64
-        {
-            data.truncate((no - off) as usize);
-        }
-        if data.is_empty() || self.ooo.len() >= MAX_OOO_SEGMENTS {
-            return;
-        }
-        self.last_ooo = Some(off);
-        self.ooo_len += data.len() as u32;
-        self.ooo.insert(off, data);
-    }
-
-    /// Out-of-order data as merged `[start, end)` offset ranges, the one
-    /// holding the latest arrival first (RFC 2018 §4), at most three.
-    fn sack_blocks(&self) -> [Option<(u64, u64)>; 3] {
-        let mut ranges: Vec<(u64, u64)> = Vec::new();
-        for (&o, b) in &self.ooo {
-            let end = o + b.len() as u64;
-            match ranges.last_mut() {
-                Some(last) if o <= last.1 => last.1 = last.1.max(end),
-                _ => ranges.push((o, end)),
-            }
-        }
-        if let Some(l) = self.last_ooo
-            && let Some(i) = ranges.iter().position(|r| r.0 <= l && l < r.1)
-        {
-            let r = ranges.remove(i);
-            ranges.insert(0, r);
-        }
-        let mut out = [None; 3];
-        for (slot, r) in out.iter_mut().zip(ranges) {
-            *slot = Some(r);
-        }
-        out
-    }
-
-    fn push_in_order(&mut self, off: u64, mut data: Bytes) {
-        let skip = self.next.saturating_sub(off);
-        if skip >= data.len() as u64 {
-            return; // entirely old
-        }
-        let _ = data.split_to(skip as usize);
-        self.next += data.len() as u64;
-        self.ready_len += data.len() as u32;
-        self.ready.push_back(data);
-    }
-}
 
 // === the connection ===
 
@@ -619,12 +380,15 @@ impl Connection {
     pub fn state(&self) -> State {
         self.state
     }
+
     pub fn close_reason(&self) -> Option<CloseReason> {
         self.close_reason
     }
+
     pub fn stats(&self) -> &ConnStats {
         &self.stats
     }
+
     pub fn is_established(&self) -> bool {
         !matches!(
             self.state,
@@ -1005,71 +769,6 @@ impl Connection {
         }
     }
 
-    /// Offset in the peer's byte stream of sequence number `s` (>= rcv_nxt
-    /// - window, so no ambiguity).
-    fn stream_offset(&self, s: Seq) -> u64 {
-        let delta = i64::from(s.diff(self.rcv_nxt));
-        let base = self.recvq.next as i64;
-        (base + delta).max(0) as u64
-    }
-
-    /// Merge the segment's SACK blocks that lie in (snd_una, snd_max] into
-    /// the scoreboard; anything else is stale or bogus and ignored.
-    fn take_sack(&mut self, seg: &Segment) {
-        for &(l, r) in seg.sack.iter().flatten() {
-            if l.diff(self.snd_una) < 0 || r.diff(self.snd_max) > 0 || r.diff(l) <= 0 {
-                continue;
-            }
-            self.scoreboard.push((l, r));
-        }
-        if self.scoreboard.len() > 1 {
-            let base = self.snd_una;
-            self.scoreboard.sort_by_key(|&(l, _)| l - base);
-            let mut merged: Vec<(Seq, Seq)> = Vec::with_capacity(self.scoreboard.len());
-            for &(l, r) in &self.scoreboard {
-                match merged.last_mut() {
-                    Some(last) if l.diff(last.1) <= 0 => {
-                        if r.diff(last.1) > 0 {
-                            last.1 = r;
-                        }
-                    }
-                    _ => merged.push((l, r)),
-                }
-            }
-            // Bounded: more blocks than this means a sender gone wrong or a
-            // peer feeding garbage; keep the highest ones.
-            if merged.len() > 64 {
-                merged.drain(..merged.len() - 64);
-            }
-            self.scoreboard = merged;
-        }
-    }
-
-    fn sacked_bytes(&self) -> u32 {
-        self.scoreboard.iter().map(|&(l, r)| r - l).sum()
-    }
-
-    /// The next hole at or after `from` below the highest SACKed byte, as
-    /// `(start, end)`.
-    fn next_hole(&self, from: Seq) -> Option<(Seq, Seq)> {
-        let top = self.scoreboard.last()?.1;
-        let mut start = if from.diff(self.snd_una) < 0 {
-            self.snd_una
-        } else {
-            from
-        };
-        for &(l, r) in &self.scoreboard {
-            if start.diff(r) >= 0 {
-                continue;
-            }
-            if start.diff(l) < 0 {
-                return Some((start, l));
-            }
-            start = r;
-        }
-        (start.diff(top) < 0).then_some((start, top))
-    }
-
     fn challenge_ack(&mut self) {
         self.stats.challenge_acks += 1;
         self.ack_pending = true;
@@ -1153,96 +852,6 @@ impl Connection {
         self.progress_at = outstanding.then_some(now);
     }
 
-    fn on_dup_ack(&mut self) {
-        self.stats.dup_acks_received += 1;
-        self.dup_acks += 1;
-        let mss = self.eff_mss();
-        if self.recover.is_some() {
-            self.cwnd = (self.cwnd + mss).min(MAX_CWND); // inflate while in recovery
-            if self.sack_ok {
-                // RFC 6675 in spirit: every ACK arriving during recovery
-                // clocks out one more segment, the next hole first.
-                self.hole_tokens += 1;
-            }
-        } else if self.dup_acks < 3 {
-            // Limited transmit (RFC 3042): one new segment per early duplicate,
-            // so that a small flight can still produce three.
-            self.limited_transmit = self.dup_acks;
-        } else if self.dup_acks == 3 && self.rto_recover.is_none_or(|r| self.snd_una.diff(r) > 0) {
-            // RFC 5681 §3.2 / RFC 6582: enter fast recovery.
-            self.ssthresh = self.on_congestion_event();
-            self.cwnd = self.ssthresh + 3 * mss;
-            self.recover = Some(self.snd_max);
-            self.retransmit_now = true;
-            self.rexmit_next = self.snd_una;
-            self.stats.fast_retransmits += 1;
-        }
-    }
-
-    /// A loss was detected (three duplicate ACKs or a timeout): the new
-    /// slow-start threshold, and CUBIC's memory of where it happened.
-    fn on_congestion_event(&mut self) -> u32 {
-        let mss = self.eff_mss();
-        let flight = self.snd_max - self.snd_una;
-        match self.cfg.congestion {
-            Congestion::Reno => (flight / 2).max(2 * mss),
-            Congestion::Cubic => {
-                let c = &mut self.cubic;
-                let cwnd = f64::from(self.cwnd);
-                // Fast convergence (RFC 9438 §4.7): losing again below the last
-                // maximum means another flow wants room; give some up.
-                c.w_max = if cwnd < c.w_max {
-                    cwnd * (1.0 + CUBIC_BETA) / 2.0
-                } else {
-                    cwnd
-                };
-                c.epoch = None;
-                ((f64::from(flight.min(self.cwnd)) * CUBIC_BETA) as u32).max(2 * mss)
-            }
-        }
-    }
-
-    /// Window growth above ssthresh for `acked` newly acknowledged bytes.
-    fn congestion_avoidance(&mut self, now: Instant, acked: u32) {
-        let mss = self.eff_mss();
-        if self.cfg.congestion == Congestion::Reno {
-            // One MSS per window acknowledged, counting bytes (RFC 3465), so
-            // that a delayed-ACK peer does not halve the growth.
-            let inc = (u64::from(mss) * u64::from(acked) / u64::from(self.cwnd.max(1))).max(1);
-            self.cwnd = (u64::from(self.cwnd) + inc).min(u64::from(MAX_CWND)) as u32;
-            return;
-        }
-        let (m, cwnd) = (f64::from(mss), f64::from(self.cwnd));
-        let c = &mut self.cubic;
-        let epoch = *c.epoch.get_or_insert_with(|| {
-            // A new epoch (RFC 9438 §4.2): K is when the cubic curve gets
-            // back to w_max, starting from the current window.
-            if cwnd < c.w_max {
-                c.k = ((c.w_max - cwnd) / m / CUBIC_C).cbrt();
-            } else {
-                c.k = 0.0;
-                c.w_max = cwnd;
-            }
-            c.w_est = cwnd;
-            now
-        });
-        let rtt = self.srtt.unwrap_or(Duration::from_millis(1)).as_secs_f64();
-        let t = now.saturating_since(epoch).as_secs_f64();
-        let w_cubic = |t: f64| c.w_max + CUBIC_C * (t - c.k).powi(3) * m;
-        // Reno-friendly estimate (§4.3), α = 3(1-β)/(1+β).
-        let alpha = 3.0 * (1.0 - CUBIC_BETA) / (1.0 + CUBIC_BETA);
-        c.w_est += alpha * m * f64::from(acked) / cwnd;
-        let next = if w_cubic(t) < c.w_est {
-            c.w_est
-        } else {
-            // Concave/convex regions (§4.4-4.5): aim at where the curve will
-            // be one RTT from now, at most 1.5× the window.
-            let target = w_cubic(t + rtt).clamp(cwnd, 1.5 * cwnd);
-            cwnd + (target - cwnd) / cwnd * f64::from(acked)
-        };
-        self.cwnd = (next as u32).clamp(self.cwnd, MAX_CWND);
-    }
-
     /// State changes that follow from what is now acknowledged.
     fn after_ack(&mut self, now: Instant) {
         let fin_acked = self.snd_fin.is_some_and(|f| self.snd_una.diff(f) > 0);
@@ -1255,31 +864,6 @@ impl Connection {
         if self.snd_wnd == 0 && self.unsent() > 0 && self.persist_at.is_none() {
             self.persist_at = Some(now + self.rto);
         }
-    }
-
-    fn rtt_sample(&mut self, r: Duration) {
-        // RFC 6298 §2.2-2.3
-        match self.srtt {
-            None => {
-                self.srtt = Some(r);
-                self.rttvar = r / 2;
-            }
-            Some(srtt) => {
-                let err = srtt.abs_diff(r);
-                self.rttvar = self.rttvar * 3 / 4 + err / 4;
-                self.srtt = Some(srtt * 7 / 8 + r / 8);
-            }
-        }
-        let srtt = self.srtt.unwrap_or(r);
-        let g = Duration::from_micros(1);
-        self.rto = (srtt + g.max(self.rttvar * 4)).clamp(self.cfg.min_rto, self.cfg.max_rto);
-    }
-
-    fn enter_time_wait(&mut self, now: Instant) {
-        self.state = State::TimeWait;
-        self.rto_at = None;
-        self.persist_at = None;
-        self.time_wait_at = Some(now + self.cfg.time_wait);
     }
 
     /// Tell the peer with a RST, then close.
@@ -1325,26 +909,6 @@ impl Connection {
         .min()
     }
 
-    /// Connections that can idle: synchronized, not yet closing on our side.
-    fn can_idle(&self) -> bool {
-        matches!(self.state, State::Established | State::CloseWait)
-    }
-
-    fn keepalive_at(&self) -> Option<Instant> {
-        let k = self.cfg.keepalive?;
-        let quiet = self.can_idle() && self.snd_max == self.snd_una && self.unsent() == 0;
-        quiet.then(|| self.last_activity + k.idle + k.interval * self.keepalives_unanswered)
-    }
-
-    fn user_timeout_at(&self) -> Option<Instant> {
-        Some(self.progress_at? + self.cfg.user_timeout?)
-    }
-
-    fn idle_timeout_at(&self) -> Option<Instant> {
-        let t = self.cfg.idle_timeout?;
-        self.can_idle().then(|| self.last_activity + t)
-    }
-
     /// Run the timers that are due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.time_wait_at.is_some_and(|t| t <= now) {
@@ -1387,90 +951,7 @@ impl Connection {
         }
     }
 
-    fn on_rto(&mut self, now: Instant) {
-        if self.snd_max == self.snd_una {
-            self.rto_at = None;
-            return;
-        }
-        self.stats.rto_expirations += 1;
-        // A closed peer window is persistence, not loss: probes go on as long
-        // as the peer answers them.
-        if self.persist_at.is_none() {
-            self.timeouts_in_a_row += 1;
-        }
-        let limit = if self.syn_acked {
-            self.cfg.max_retransmits
-        } else {
-            MAX_SYN_RETRIES.min(self.cfg.max_retransmits)
-        };
-        if self.timeouts_in_a_row > limit {
-            self.reset_and_finish(CloseReason::TimedOut);
-            return;
-        }
-        // RFC 5681 §3.1 eq. 4 and RFC 6298 §5.4-5.6: back off and go back to
-        // the first unacknowledged byte.
-        let mss = self.eff_mss();
-        self.ssthresh = self.on_congestion_event();
-        self.cwnd = mss;
-        self.recover = None;
-        self.rto_recover = Some(self.snd_max);
-        self.dup_acks = 0;
-        self.limited_transmit = 0;
-        self.rtt_probe = None;
-        // The receiver may have reneged (RFC 2018 §8): start over from snd_una.
-        self.scoreboard.clear();
-        self.hole_tokens = 0;
-        self.snd_nxt = self.snd_una;
-        self.rto = (self.rto * 2).min(self.cfg.max_rto);
-        self.rto_at = Some(now + self.rto);
-    }
-
     // === segments out ===
-
-    /// Option bytes every segment spends on timestamps (10, padded to 12).
-    fn ts_room(&self) -> u32 {
-        if self.ts_ok { 12 } else { 0 }
-    }
-
-    fn eff_mss(&self) -> u32 {
-        self.peer_mss.min(u32::from(self.cfg.mss)).max(64)
-    }
-
-    fn free_window(&self) -> u32 {
-        let used = self.recvq.ready_len + self.recvq.ooo_len;
-        let max = if self.rcv_shift == 0 {
-            u32::from(u16::MAX)
-        } else {
-            u32::from(u16::MAX) << self.rcv_shift
-        };
-        self.cfg.recv_buffer.saturating_sub(used).min(max)
-    }
-
-    fn advertised_window(&self) -> u32 {
-        self.rcv_adv - self.rcv_nxt
-    }
-
-    /// Sequence number our FIN takes: fixed once sent, else after all
-    /// queued data.
-    fn fin_seq(&self) -> Seq {
-        self.snd_fin
-            .unwrap_or_else(|| self.data_seq0() + self.sendq.len)
-    }
-
-    /// Sequence number of the first queued byte (snd_una, past the SYN).
-    fn data_seq0(&self) -> Seq {
-        if !self.syn_acked {
-            self.iss + 1
-        } else {
-            self.snd_una
-        }
-    }
-
-    /// Queued bytes not yet sent.
-    fn unsent(&self) -> u32 {
-        let sent = self.snd_nxt.diff(self.data_seq0()).max(0) as u32;
-        self.sendq.len.saturating_sub(sent)
-    }
 
     /// The next segment to send, if any. Call until it returns `None`.
     #[must_use]
@@ -1505,187 +986,6 @@ impl Connection {
             }
             State::SynSent | State::SynReceived => None,
             _ => self.transmit_synchronized(now),
-        }
-    }
-
-    fn sent_syn(&mut self, now: Instant, syn: Segment) -> Segment {
-        if self.snd_max != self.iss {
-            self.stats.retransmits += 1;
-        } else {
-            self.rtt_probe = Some((self.iss, now));
-        }
-        self.snd_nxt = self.iss + 1;
-        self.snd_max = self.snd_nxt;
-        self.rto_at.get_or_insert(now + self.rto);
-        self.ack_pending = false;
-        self.count_out(syn)
-    }
-
-    fn transmit_synchronized(&mut self, now: Instant) -> Option<Segment> {
-        // Leave room for SACK blocks when we have out-of-order data to report
-        // (RFC 6691: the MSS counts payload, options come out of it).
-        let sack_room = if self.sack_ok && !self.recvq.ooo.is_empty() {
-            SACK_OPTION_ROOM
-        } else {
-            0
-        };
-        let mss = self
-            .eff_mss()
-            .saturating_sub(sack_room + self.ts_room())
-            .max(64);
-        // Fast retransmit / NewReno partial ACK: resend the first unacked segment.
-        if self.retransmit_now {
-            self.retransmit_now = false;
-            let seq = self.snd_una;
-            let off = seq - self.data_seq0();
-            let payload = self.sendq.slice(off, mss);
-            let fin = payload.is_empty() && self.fin_queued && self.fin_seq() == seq;
-            if !payload.is_empty() || fin {
-                return Some(self.resend(seq, payload, fin));
-            }
-        }
-        // SACK recovery: each token retransmits the next hole below the
-        // highest SACKed byte.
-        if self.hole_tokens > 0 && self.recover.is_some() {
-            if let Some((start, end)) = self.next_hole(self.rexmit_next) {
-                let off = start - self.data_seq0();
-                let payload = self.sendq.slice(off, mss.min(end - start));
-                if !payload.is_empty() {
-                    self.hole_tokens -= 1;
-                    self.stats.sack_retransmits += 1;
-                    return Some(self.resend(start, payload, false));
-                }
-            }
-            self.hole_tokens = 0; // no hole left: the ACK clock drives new data
-        }
-        let in_flight = self.snd_nxt - self.snd_una;
-        let allowance = if self.recover.is_none() {
-            self.limited_transmit * mss
-        } else {
-            0
-        };
-        let usable = self
-            .snd_wnd
-            .min(self.cwnd + allowance)
-            .saturating_sub(in_flight);
-        let unsent = self.unsent();
-        if unsent > 0 && self.snd_wnd == 0 && self.persist_at.is_none() && self.rto_at.is_none() {
-            // Nothing else would wake us if the window update got lost.
-            self.persist_at = Some(now + self.rto);
-        }
-        let probe = std::mem::take(&mut self.probe_now) && unsent > 0 && self.snd_wnd == 0;
-        if unsent > 0 && (usable > 0 || probe) {
-            let max = if probe { 1 } else { usable.min(mss) };
-            let seq = self.snd_nxt;
-            let off = seq - self.data_seq0();
-            let payload = self.sendq.slice(off, max);
-            let n = payload.len() as u32;
-            debug_assert!(n > 0, "unsent data must be sliceable at snd_nxt");
-            // Silly window avoidance (RFC 9293 §3.8.6.2.1) judges what is
-            // available, not this slice: a segment stops at the end of the
-            // user's chunk (no copy), which must not hold it back while a
-            // full segment's worth is queued behind it.
-            let avail = unsent.min(usable);
-            if n > 0 && (avail >= mss || avail == unsent || probe || in_flight == 0) {
-                let mut s = self.ack_segment(seq);
-                s.payload = payload;
-                s.fin = self.fin_queued && n == unsent;
-                if probe {
-                    self.stats.zero_window_probes += 1;
-                }
-                return Some(self.sent_new(now, s));
-            }
-        }
-        // A FIN alone, once all data is out.
-        if self.fin_queued && unsent == 0 && self.snd_nxt == self.fin_seq() {
-            let mut s = self.ack_segment(self.snd_nxt);
-            s.fin = true;
-            return Some(self.sent_new(now, s));
-        }
-        if std::mem::take(&mut self.keepalive_now) {
-            // RFC 1122 §4.2.3.6: one byte below snd_una, which the peer must
-            // answer with an ACK; no payload (ours never carry garbage).
-            self.stats.keepalives_sent += 1;
-            let s = self.ack_segment(self.snd_una + u32::MAX);
-            return Some(self.count_out(s));
-        }
-        if self.ack_pending || self.dup_acks_owed > 0 {
-            self.dup_acks_owed = self.dup_acks_owed.saturating_sub(1);
-            // snd_max, not snd_nxt: after a timeout snd_nxt goes back, and a
-            // sequence number below the peer's rcv_nxt would make the peer
-            // discard this ACK as unacceptable.
-            let s = self.ack_segment(self.snd_max);
-            return Some(self.count_out(s));
-        }
-        None
-    }
-
-    /// Resend `payload` (and FIN) at `seq` out of the normal order (fast
-    /// retransmit, SACK holes): no RTT sample from it (Karn), and the hole
-    /// walk moves past it.
-    fn resend(&mut self, seq: Seq, payload: Bytes, fin: bool) -> Segment {
-        self.stats.retransmits += 1;
-        self.rtt_probe = None;
-        let end = seq + payload.len() as u32;
-        if end.diff(self.rexmit_next) > 0 {
-            self.rexmit_next = end;
-        }
-        let mut s = self.ack_segment(seq);
-        s.payload = payload;
-        s.fin = fin;
-        self.count_out(s)
-    }
-
-    /// Bookkeeping for a segment carrying new (or go-back-N resent) sequence space.
-    fn sent_new(&mut self, now: Instant, s: Segment) -> Segment {
-        let end = s.seq + s.seq_len();
-        if s.fin {
-            self.snd_fin = Some(end + u32::MAX); // end - 1
-        }
-        if s.seq.diff(self.snd_max) < 0 {
-            self.stats.retransmits += 1;
-        } else if self.rtt_probe.is_none() && !s.payload.is_empty() {
-            self.rtt_probe = Some((s.seq, now));
-        }
-        if self.snd_max == self.snd_una {
-            self.progress_at = Some(now); // the flight starts
-        }
-        self.last_activity = now;
-        self.snd_nxt = end;
-        if end.diff(self.snd_max) > 0 {
-            self.snd_max = end;
-        }
-        self.rto_at.get_or_insert(now + self.rto);
-        self.count_out(s)
-    }
-
-    /// A segment with ACK, our window, and `seq`; clears the pending ACK.
-    fn ack_segment(&mut self, seq: Seq) -> Segment {
-        let free = self.free_window();
-        // Never move the right edge left.
-        let edge = self.rcv_nxt + free;
-        if edge.diff(self.rcv_adv) > 0 {
-            self.rcv_adv = edge;
-        }
-        let wnd = (self.rcv_adv - self.rcv_nxt) >> self.rcv_shift;
-        self.ack_pending = false;
-        self.unacked_segments = 0;
-        self.delack_at = None;
-        self.last_ack_sent = self.rcv_nxt;
-        let mut sack = [None; 3];
-        if self.sack_ok && !self.recvq.ooo.is_empty() {
-            let (base, nxt) = (self.recvq.next, self.rcv_nxt);
-            sack = self
-                .recvq
-                .sack_blocks()
-                .map(|b| b.map(|(l, r)| (nxt + (l - base) as u32, nxt + (r - base) as u32)));
-        }
-        Segment {
-            seq,
-            ack: Some(self.rcv_nxt),
-            window: wnd.min(u32::from(u16::MAX)) as u16,
-            sack,
-            ..Default::default()
         }
     }
 
@@ -1733,25 +1033,6 @@ impl Connection {
         assert!(self.cwnd >= 1 && self.rto >= Duration::from_micros(1));
     }
 
-    /// Every segment leaves through here: counted, and stamped when
-    /// timestamps are on (all but RSTs, RFC 7323 §3.2).
-    fn count_out(&mut self, mut s: Segment) -> Segment {
-        self.stats.segments_sent += 1;
-        if self.ts_ok && !s.rst {
-            s.timestamp = Some((self.tsval(), self.ts_recent));
-        }
-        s
-    }
-
-    fn tsval(&self) -> u32 {
-        self.ts_now.wrapping_add(self.ts_offset)
-    }
-
-    /// Our timestamp clock at `now`.
-    fn ts_at(&self, now: Instant) -> u32 {
-        ((now.as_micros() / 1000) as u32).wrapping_add(self.ts_offset)
-    }
-
     /// RFC 6191: may a new SYN reopen this 4-tuple while it is in
     /// TIME_WAIT? With timestamps, if its TSval is newer than any seen
     /// here; without, if its sequence number is past everything received.
@@ -1781,6 +1062,7 @@ impl Connection {
 
 #[cfg(test)]
 mod tests {
+    use super::recv::MAX_OOO_SEGMENTS;
     use super::*;
 
     #[test]
