@@ -81,8 +81,25 @@ impl Config {
     /// Check everything a running data plane relies on. Returns every problem.
     pub fn validate(&self) -> Result<(), ConfigErrors> {
         let mut e = Errors(Vec::new());
+        // One section after another; errors are reported in this order.
+        self.validate_eal(&mut e);
+        self.validate_workers(&mut e);
+        self.validate_mempool(&mut e);
+        self.validate_ports(&mut e);
+        self.validate_ip_arp(&mut e);
+        self.validate_tcp(&mut e);
+        self.validate_services(&mut e);
+        self.validate_proxy(&mut e);
+        self.validate_admin(&mut e);
+        if e.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(e.0))
+        }
+    }
 
-        // --- eal
+    /// `eal`: the file prefix and the memory options.
+    fn validate_eal(&self, e: &mut Errors) {
         let p = &self.eal.file_prefix;
         e.check(
             !p.is_empty()
@@ -103,8 +120,10 @@ impl Config {
                 "must be set (e.g. 512) when eal.no_huge is true",
             );
         }
+    }
 
-        // --- workers
+    /// `workers`: the cores, the burst size and the idle policy.
+    fn validate_workers(&self, e: &mut Errors) {
         let w = &self.workers;
         e.check(
             !w.cores.is_empty(),
@@ -148,8 +167,10 @@ impl Config {
                 "must be between 1 and 100000 (100 ms) in adaptive mode",
             );
         }
+    }
 
-        // --- mempool
+    /// `mempool`: the per-lcore cache.
+    fn validate_mempool(&self, e: &mut Errors) {
         let m = &self.mempool;
         e.check(
             m.cache_size <= 512,
@@ -166,8 +187,11 @@ impl Config {
                 m.mbufs_per_queue
             ),
         );
+    }
 
-        // --- ports
+    /// `ports`, and the buffers each port needs from `mempool`.
+    fn validate_ports(&self, e: &mut Errors) {
+        let (m, w) = (&self.mempool, &self.workers);
         e.check(
             !self.ports.is_empty(),
             "ports",
@@ -306,8 +330,10 @@ impl Config {
                 ),
             );
         }
+    }
 
-        // --- ip / arp
+    /// `ip` and `arp`.
+    fn validate_ip_arp(&self, e: &mut Errors) {
         e.check(self.ip.ttl > 0, "ip.ttl", self.ip.ttl, "must be at least 1");
         let a = &self.arp;
         e.check(
@@ -349,8 +375,10 @@ impl Config {
             a.max_entries,
             "must be at least 1",
         );
+    }
 
-        // --- tcp and services
+    /// `tcp`: timers, buffers and limits.
+    fn validate_tcp(&self, e: &mut Errors) {
         let t = &self.tcp;
         e.check(
             (1..=60_000).contains(&t.min_rto_ms),
@@ -428,6 +456,10 @@ impl Config {
                 t.min_rto_ms
             ),
         );
+    }
+
+    /// `services`: one port each.
+    fn validate_services(&self, e: &mut Errors) {
         let mut ports = HashMap::new();
         for (i, s) in self.services.iter().enumerate() {
             e.check(
@@ -444,10 +476,10 @@ impl Config {
                 );
             }
         }
+    }
 
-        self.validate_proxy(&mut e);
-
-        // --- admin
+    /// `admin`: the socket and the state file.
+    fn validate_admin(&self, e: &mut Errors) {
         let s = &self.admin.socket;
         e.check(
             s.is_absolute(),
@@ -475,12 +507,6 @@ impl Config {
                 f.display(),
                 "must be an absolute path",
             );
-        }
-
-        if e.0.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigErrors(e.0))
         }
     }
 }
