@@ -6,7 +6,8 @@
 //! once, each with the field's path, the offending value and the reason.
 //!
 //! Units are in field names (`_ms`, `_us`); every field but `ports` has a
-//! default, documented in `docs/config.md`.
+//! default, documented in `docs/config.md`. The `tcp` section's defaults that
+//! the TCP stack has too are taken from `netstack` (built without DPDK).
 #![forbid(unsafe_code)]
 
 mod proxy;
@@ -15,6 +16,7 @@ mod validate;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -109,26 +111,40 @@ pub enum CongestionControl {
     Cubic,
 }
 
+/// What the TCP stack has a default for is taken from it (`TcpConfig::DEFAULT`,
+/// `EngineConfig::DEFAULT`), so the two cannot drift apart; the rest exists
+/// only here. Durations the stack keeps as `None` (off) are 0 here.
 impl Default for TcpSettings {
     fn default() -> Self {
+        let tcp = netstack::tcp::TcpConfig::DEFAULT;
+        let engine = netstack::tcp::EngineConfig::DEFAULT;
         TcpSettings {
-            min_rto_ms: 50,
-            time_wait_ms: 1000,
-            recv_buffer: 256 * 1024,
-            send_buffer: 256 * 1024,
-            max_connections: 100_000,
+            min_rto_ms: ms(tcp.min_rto),
+            time_wait_ms: ms(tcp.time_wait),
+            recv_buffer: tcp.recv_buffer,
+            send_buffer: tcp.send_buffer,
+            max_connections: u32::try_from(engine.max_connections).unwrap_or(u32::MAX),
+            // Differs from the engine's `max_buffered` (1 GiB): not taken from it.
             max_buffered_bytes: 512 << 20,
             backlog: 1024,
-            delayed_ack_ms: 10,
-            keepalive_idle_ms: 0,
+            delayed_ack_ms: ms(tcp.delayed_ack),
+            keepalive_idle_ms: tcp.keepalive.map_or(0, |k| ms(k.idle)),
             keepalive_interval_ms: 10_000,
             keepalive_probes: 9,
-            user_timeout_ms: 0,
-            idle_timeout_ms: 0,
-            congestion: CongestionControl::Cubic,
-            timestamps: true,
+            user_timeout_ms: tcp.user_timeout.map_or(0, ms),
+            idle_timeout_ms: tcp.idle_timeout.map_or(0, ms),
+            congestion: match tcp.congestion {
+                netstack::tcp::Congestion::Reno => CongestionControl::Reno,
+                netstack::tcp::Congestion::Cubic => CongestionControl::Cubic,
+            },
+            timestamps: tcp.timestamps,
         }
     }
+}
+
+/// A duration in whole milliseconds, as the `_ms` fields hold them.
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// A test service answered by the data plane itself.

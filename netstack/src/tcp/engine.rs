@@ -72,16 +72,22 @@ pub struct EngineConfig {
     pub steering: Vec<(Ipv4Addr, Steering)>,
 }
 
+impl EngineConfig {
+    /// The defaults, which [`Default`] returns. The data plane's configuration
+    /// (`dataplane-config`) takes its `tcp.max_connections` default from here.
+    pub const DEFAULT: EngineConfig = EngineConfig {
+        tcp: TcpConfig::DEFAULT,
+        max_connections: 100_000,
+        max_buffered: 1 << 30,
+        secret: [0; 16],
+        tick: Duration::from_millis(1),
+        steering: Vec::new(),
+    };
+}
+
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig {
-            tcp: TcpConfig::default(),
-            max_connections: 100_000,
-            max_buffered: 1 << 30,
-            secret: [0; 16],
-            tick: Duration::from_millis(1),
-            steering: Vec::new(),
-        }
+        EngineConfig::DEFAULT
     }
 }
 

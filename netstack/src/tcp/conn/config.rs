@@ -79,24 +79,31 @@ pub struct Keepalive {
     pub probes: u32,
 }
 
+impl TcpConfig {
+    /// The defaults, which [`Default`] returns. The data plane's configuration
+    /// (`dataplane-config`) takes its `tcp` section's defaults from here, so
+    /// the two cannot drift apart.
+    pub const DEFAULT: TcpConfig = TcpConfig {
+        mss: 1460,
+        recv_buffer: 256 * 1024,
+        send_buffer: 256 * 1024,
+        min_rto: Duration::from_millis(50),
+        max_rto: Duration::from_secs(60),
+        initial_rto: Duration::from_secs(1),
+        time_wait: Duration::from_secs(1),
+        max_retransmits: 12,
+        sack: true,
+        delayed_ack: Duration::from_millis(10),
+        keepalive: None,
+        user_timeout: None,
+        idle_timeout: None,
+        congestion: Congestion::Cubic,
+        timestamps: true,
+    };
+}
+
 impl Default for TcpConfig {
     fn default() -> Self {
-        TcpConfig {
-            mss: 1460,
-            recv_buffer: 256 * 1024,
-            send_buffer: 256 * 1024,
-            min_rto: Duration::from_millis(50),
-            max_rto: Duration::from_secs(60),
-            initial_rto: Duration::from_secs(1),
-            time_wait: Duration::from_secs(1),
-            max_retransmits: 12,
-            sack: true,
-            delayed_ack: Duration::from_millis(10),
-            keepalive: None,
-            user_timeout: None,
-            idle_timeout: None,
-            congestion: Congestion::Cubic,
-            timestamps: true,
-        }
+        TcpConfig::DEFAULT
     }
 }
