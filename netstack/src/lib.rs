@@ -36,6 +36,10 @@ mod stats;
 pub mod tcp;
 pub mod time;
 
+/// Simulated links for tests, here and in other crates (feature `testing`).
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
 #[cfg(feature = "dpdk")]
 mod dpdk;
 

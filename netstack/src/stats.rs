@@ -157,6 +157,89 @@ impl Counter {
     }
 }
 
+/// Declares a set of [`Counter`]s once: the struct (every field a public
+/// `Counter`), `NAMES` (each counter's exported name, in declaration order),
+/// `SCOPES` (which levels a counter means something at, a bit mask of the
+/// caller's choosing; all bits when not given) and `for_each` (name and
+/// value of each). The stats documents and, later, Prometheus read the
+/// names from here, so a counter is named in one place.
+///
+/// ```
+/// netstack::counters! {
+///     /// What a cache counts.
+///     pub struct CacheCounters prefix "cache_" {
+///         hits,
+///         /// Evictions by age.
+///         evicted as "evictions",
+///     }
+/// }
+/// let c = CacheCounters::default();
+/// c.hits.inc();
+/// assert_eq!(CacheCounters::NAMES, ["cache_hits", "cache_evictions"]);
+/// let mut seen = Vec::new();
+/// c.for_each(|k, v| seen.push((k, v)));
+/// assert_eq!(seen, [("cache_hits", 1), ("cache_evictions", 0)]);
+/// ```
+#[macro_export]
+macro_rules! counters {
+    (
+        $(#[$sm:meta])*
+        $vis:vis struct $name:ident prefix $prefix:literal { $($body:tt)* }
+    ) => {
+        $crate::counters!(@struct [$prefix] $(#[$sm])* $vis struct $name { $($body)* });
+    };
+    (
+        $(#[$sm:meta])*
+        $vis:vis struct $name:ident { $($body:tt)* }
+    ) => {
+        $crate::counters!(@struct [""] $(#[$sm])* $vis struct $name { $($body)* });
+    };
+    (
+        @struct [$prefix:literal]
+        $(#[$sm:meta])*
+        $vis:vis struct $name:ident {
+            $( $(#[$fm:meta])* $field:ident $(as $alias:literal)? $(: $scope:expr)? ),* $(,)?
+        }
+    ) => {
+        $(#[$sm])*
+        #[derive(Debug, Default)]
+        $vis struct $name {
+            $( $(#[$fm])* pub $field: $crate::Counter, )*
+        }
+
+        impl $name {
+            /// Every counter's exported name, in declaration order.
+            pub const NAMES: &'static [&'static str] =
+                &[$( concat!($prefix, $crate::counters!(@name $field $($alias)?)) ),*];
+            /// Where each counter (same order as `NAMES`) means something.
+            pub const SCOPES: &'static [u32] = &[$( $crate::counters!(@scope $($scope)?) ),*];
+
+            /// Each counter's name and current value, in declaration order.
+            pub fn for_each(&self, mut f: impl FnMut(&'static str, u64)) {
+                let all: &[&$crate::Counter] = &[$( &self.$field ),*];
+                for (name, c) in Self::NAMES.iter().zip(all) {
+                    f(name, c.get());
+                }
+            }
+
+            /// The counters whose scope has a bit of `scope`, by name.
+            pub fn for_each_in(&self, scope: u32, mut f: impl FnMut(&'static str, u64)) {
+                let mut i = 0;
+                self.for_each(|k, v| {
+                    if Self::SCOPES[i] & scope != 0 {
+                        f(k, v);
+                    }
+                    i += 1;
+                });
+            }
+        }
+    };
+    (@name $field:ident) => { stringify!($field) };
+    (@name $field:ident $alias:literal) => { $alias };
+    (@scope) => { u32::MAX };
+    (@scope $scope:expr) => { $scope };
+}
+
 /// Everything one core's stack counts.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -221,36 +304,37 @@ impl Stats {
     }
 }
 
-/// The TCP engine's counters as the admin side sees them.
-#[derive(Debug, Default)]
-pub struct TcpCounters {
-    pub segments_in: Counter,
-    pub segments_out: Counter,
-    pub no_connection: Counter,
-    pub resets_sent: Counter,
-    pub syns_received: Counter,
-    pub backlog_full: Counter,
-    pub syn_cookies_sent: Counter,
-    pub syn_cookies_accepted: Counter,
-    pub syn_cookies_invalid: Counter,
-    pub table_full: Counter,
-    pub accepted: Counter,
-    pub connected: Counter,
-    pub closed: Counter,
-    pub unaccepted_closed: Counter,
-    /// Connections currently held (a gauge).
-    pub connections: Counter,
-    pub retransmits: Counter,
-    pub fast_retransmits: Counter,
-    pub rto_expirations: Counter,
-    pub challenge_acks: Counter,
-    pub paws_rejected: Counter,
-    pub syn_retried_after_rst: Counter,
-    pub time_wait_reopened: Counter,
-    /// Payload bytes held by this core's connections (a gauge).
-    pub buffered: Counter,
-    pub rx_over_budget: Counter,
-    pub send_over_budget: Counter,
+counters! {
+    /// The TCP engine's counters as the admin side sees them.
+    pub struct TcpCounters prefix "tcp_" {
+        segments_in,
+        segments_out,
+        no_connection,
+        resets_sent,
+        syns_received,
+        backlog_full,
+        syn_cookies_sent,
+        syn_cookies_accepted,
+        syn_cookies_invalid,
+        table_full,
+        accepted,
+        connected,
+        closed,
+        unaccepted_closed,
+        /// Connections currently held (a gauge).
+        connections,
+        retransmits,
+        fast_retransmits,
+        rto_expirations,
+        challenge_acks,
+        paws_rejected,
+        syn_retried_after_rst,
+        time_wait_reopened,
+        /// Payload bytes held by this core's connections (a gauge).
+        buffered as "buffered_bytes",
+        rx_over_budget,
+        send_over_budget,
+    }
 }
 
 impl TcpCounters {
@@ -281,82 +365,31 @@ impl TcpCounters {
         self.rx_over_budget.set(s.rx_over_budget);
         self.send_over_budget.set(s.send_over_budget);
     }
-
-    fn for_each(&self, f: &mut impl FnMut(&'static str, u64)) {
-        f("tcp_segments_in", self.segments_in.get());
-        f("tcp_segments_out", self.segments_out.get());
-        f("tcp_no_connection", self.no_connection.get());
-        f("tcp_resets_sent", self.resets_sent.get());
-        f("tcp_syns_received", self.syns_received.get());
-        f("tcp_backlog_full", self.backlog_full.get());
-        f("tcp_syn_cookies_sent", self.syn_cookies_sent.get());
-        f("tcp_syn_cookies_accepted", self.syn_cookies_accepted.get());
-        f("tcp_syn_cookies_invalid", self.syn_cookies_invalid.get());
-        f("tcp_table_full", self.table_full.get());
-        f("tcp_accepted", self.accepted.get());
-        f("tcp_connected", self.connected.get());
-        f("tcp_closed", self.closed.get());
-        f("tcp_unaccepted_closed", self.unaccepted_closed.get());
-        f("tcp_connections", self.connections.get());
-        f("tcp_retransmits", self.retransmits.get());
-        f("tcp_fast_retransmits", self.fast_retransmits.get());
-        f("tcp_rto_expirations", self.rto_expirations.get());
-        f("tcp_challenge_acks", self.challenge_acks.get());
-        f("tcp_paws_rejected", self.paws_rejected.get());
-        f(
-            "tcp_syn_retried_after_rst",
-            self.syn_retried_after_rst.get(),
-        );
-        f("tcp_time_wait_reopened", self.time_wait_reopened.get());
-        f("tcp_buffered_bytes", self.buffered.get());
-        f("tcp_rx_over_budget", self.rx_over_budget.get());
-        f("tcp_send_over_budget", self.send_over_budget.get());
-    }
 }
 
-/// Where TCP payload was passed by reference and where it was copied, per
-/// segment, with the bytes copied. The stack's own copies only: a device
-/// may copy again (AF_PACKET and AF_XDP copy into their kernel rings).
-#[derive(Debug, Default)]
-pub struct CopyCounters {
-    /// Received payload handed out as a slice of its buffer.
-    pub rx_zero_copy: Counter,
-    /// Received payload copied: shorter than `rx_min_payload`.
-    pub rx_copied_small: Counter,
-    /// Received payload copied: `rx_hold_limit` buffers already held.
-    pub rx_copied_hold_limit: Counter,
-    pub rx_copied_bytes: Counter,
-    /// Received buffers held by payload now (a gauge, published per tick).
-    pub rx_buffers_held: Counter,
-    /// Sent payload attached behind the headers by reference.
-    pub tx_zero_copy: Counter,
-    /// Sent payload copied: shorter than `tx_min_payload`.
-    pub tx_copied_small: Counter,
-    /// Sent payload copied: the device takes single buffers only.
-    pub tx_copied_single_segment: Counter,
-    /// Sent payload copied: attaching failed (no buffer for the extra
-    /// segment, or memory a device cannot address).
-    pub tx_copied_unattachable: Counter,
-    pub tx_copied_bytes: Counter,
-}
-
-impl CopyCounters {
-    fn for_each(&self, f: &mut impl FnMut(&'static str, u64)) {
-        f("tcp_rx_zero_copy", self.rx_zero_copy.get());
-        f("tcp_rx_copied_small", self.rx_copied_small.get());
-        f("tcp_rx_copied_hold_limit", self.rx_copied_hold_limit.get());
-        f("tcp_rx_copied_bytes", self.rx_copied_bytes.get());
-        f("tcp_rx_buffers_held", self.rx_buffers_held.get());
-        f("tcp_tx_zero_copy", self.tx_zero_copy.get());
-        f("tcp_tx_copied_small", self.tx_copied_small.get());
-        f(
-            "tcp_tx_copied_single_segment",
-            self.tx_copied_single_segment.get(),
-        );
-        f(
-            "tcp_tx_copied_unattachable",
-            self.tx_copied_unattachable.get(),
-        );
-        f("tcp_tx_copied_bytes", self.tx_copied_bytes.get());
+counters! {
+    /// Where TCP payload was passed by reference and where it was copied, per
+    /// segment, with the bytes copied. The stack's own copies only: a device
+    /// may copy again (AF_PACKET and AF_XDP copy into their kernel rings).
+    pub struct CopyCounters prefix "tcp_" {
+        /// Received payload handed out as a slice of its buffer.
+        rx_zero_copy,
+        /// Received payload copied: shorter than `rx_min_payload`.
+        rx_copied_small,
+        /// Received payload copied: `rx_hold_limit` buffers already held.
+        rx_copied_hold_limit,
+        rx_copied_bytes,
+        /// Received buffers held by payload now (a gauge, published per tick).
+        rx_buffers_held,
+        /// Sent payload attached behind the headers by reference.
+        tx_zero_copy,
+        /// Sent payload copied: shorter than `tx_min_payload`.
+        tx_copied_small,
+        /// Sent payload copied: the device takes single buffers only.
+        tx_copied_single_segment,
+        /// Sent payload copied: attaching failed (no buffer for the extra
+        /// segment, or memory a device cannot address).
+        tx_copied_unattachable,
+        tx_copied_bytes,
     }
 }
