@@ -10,6 +10,7 @@
 //! the TCP stack has too are taken from `netstack` (built without DPDK).
 #![forbid(unsafe_code)]
 
+pub mod admin;
 mod proxy;
 mod update;
 mod validate;

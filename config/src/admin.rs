@@ -1,0 +1,229 @@
+//! The admin socket's protocol, shared by the data plane (server), its own
+//! CLI and `control-agent` (clients): one JSON object on one line each way,
+//! then the server closes the connection.
+//!
+//! A request names its command in `cmd` (`{"cmd":"stats"}`,
+//! `{"cmd":"apply","update":{...}}`); an answer is the command's reply, or
+//! an [`AdminError`] (`{"error":"...","kind":"..."}`). The commands the
+//! admin API will add (the agent's report of each xDS ACK and NACK, the
+//! accepted resources for `/config_dump`) become more variants here.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ProxyState, ProxyUpdate, Rejected};
+
+/// A request on the admin socket. A client sends an update it holds
+/// borrowed; the server's parse owns it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum AdminRequest<'a> {
+    /// Every counter (ports, cores, stack, listeners, clusters, endpoints).
+    Stats,
+    /// The listeners and clusters in force ([`ConfigReply`]).
+    Config,
+    /// Check and apply a live update ([`ApplyReply`]).
+    Apply { update: Cow<'a, ProxyUpdate> },
+    /// Which data plane answers, and how far its configuration has got
+    /// ([`PingReply`]); cheap.
+    Ping,
+}
+
+impl AdminRequest<'static> {
+    /// The command names, for error messages.
+    pub const COMMANDS: &'static [&'static str] = &["stats", "config", "apply", "ping"];
+
+    /// Parse one request line. The command is read first and the rest into
+    /// the command's own types, so a large update is parsed once, straight
+    /// into its structs (no JSON tree in between).
+    pub fn parse(line: &[u8]) -> Result<AdminRequest<'static>, AdminError> {
+        #[derive(Deserialize)]
+        struct Head {
+            cmd: Option<String>,
+        }
+        #[derive(Deserialize)]
+        struct Apply {
+            update: Option<ProxyUpdate>,
+        }
+        let bad = |msg: String| AdminError::new(ErrorKind::BadRequest, msg);
+        let cmd = match serde_json::from_slice::<Head>(line) {
+            Ok(Head { cmd: Some(cmd) }) => cmd,
+            Ok(Head { cmd: None }) => return Err(bad("missing \"cmd\"".into())),
+            Err(e) if e.is_data() => {
+                return Err(bad(
+                    "request must be a JSON object like {\"cmd\":\"stats\"}".into(),
+                ));
+            }
+            Err(e) => return Err(bad(format!("request is not JSON: {e}"))),
+        };
+        Ok(match cmd.as_str() {
+            "stats" => AdminRequest::Stats,
+            "config" => AdminRequest::Config,
+            "ping" => AdminRequest::Ping,
+            "apply" => match serde_json::from_slice::<Apply>(line) {
+                Ok(Apply {
+                    update: Some(update),
+                }) => AdminRequest::Apply {
+                    update: Cow::Owned(update),
+                },
+                Ok(Apply { update: None }) => return Err(bad("missing \"update\"".into())),
+                Err(e) => return Err(bad(format!("update: {e}"))),
+            },
+            other => {
+                return Err(bad(format!(
+                    "unknown cmd {other:?}; known: {}",
+                    Self::COMMANDS.join(", ")
+                )));
+            }
+        })
+    }
+}
+
+/// What kind of failure an [`AdminError`] is: whether the client may try
+/// the same request again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The request is malformed or names no command: not retryable.
+    #[default]
+    BadRequest,
+    /// Larger than `admin.max_request_bytes`: not retryable as is.
+    TooLarge,
+    /// The update was checked and rejected whole (`rejected` says why):
+    /// not retryable as is.
+    Rejected,
+}
+
+/// The data plane's refusal of a request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+#[error("{error}")]
+pub struct AdminError {
+    /// What went wrong, for a person.
+    pub error: String,
+    #[serde(default)]
+    pub kind: ErrorKind,
+    /// For [`ErrorKind::Rejected`]: each rejected item and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rejected: Vec<Rejected>,
+}
+
+impl AdminError {
+    pub fn new(kind: ErrorKind, error: impl Into<String>) -> AdminError {
+        AdminError {
+            error: error.into(),
+            kind,
+            rejected: Vec::new(),
+        }
+    }
+}
+
+/// The answer to [`AdminRequest::Apply`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApplyReply {
+    /// Every worker serves the update (false: not confirmed in time; they
+    /// apply it when they run again).
+    pub applied: bool,
+    pub version: String,
+    /// The data plane's generation once this update is in force.
+    pub generation: u64,
+    /// From receipt to the last worker's confirmation.
+    pub apply_us: u64,
+    /// Items refused by a partial update (the rest applied).
+    #[serde(default)]
+    pub rejected: Vec<Rejected>,
+    /// The data plane process ([`PingReply::instance`]).
+    pub instance: String,
+}
+
+/// The answer to [`AdminRequest::Ping`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PingReply {
+    /// Random per data plane process: a new one means a restart.
+    pub instance: String,
+    /// Updates applied since it started.
+    pub generation: u64,
+    /// The version label of the configuration in force.
+    pub version: String,
+}
+
+/// The answer to [`AdminRequest::Config`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigReply {
+    #[serde(flatten)]
+    pub state: ProxyState,
+    pub generation: u64,
+}
+
+/// Read an answer: the command's reply `T`, or the data plane's refusal.
+/// `Err(Ok(_))` is a refusal; `Err(Err(_))` an answer that is neither.
+pub fn parse_reply<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<T, Result<AdminError, String>> {
+    #[derive(Deserialize)]
+    struct Probe {
+        error: Option<serde::de::IgnoredAny>,
+    }
+    let probe: Probe = serde_json::from_slice(bytes)
+        .map_err(|e| Err(format!("the data plane answered non-JSON: {e}")))?;
+    if probe.error.is_some() {
+        return Err(serde_json::from_slice::<AdminError>(bytes)
+            .map_err(|e| format!("the data plane's error answer: {e}")));
+    }
+    serde_json::from_slice(bytes).map_err(|e| Err(format!("unexpected answer: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_on_the_wire_format() {
+        let line = serde_json::to_vec(&AdminRequest::Stats).unwrap();
+        assert_eq!(line, br#"{"cmd":"stats"}"#);
+        assert_eq!(AdminRequest::parse(&line).unwrap(), AdminRequest::Stats);
+        let apply = AdminRequest::Apply {
+            update: Cow::Owned(ProxyUpdate {
+                version: "v1".into(),
+                ..ProxyUpdate::default()
+            }),
+        };
+        let line = serde_json::to_vec(&apply).unwrap();
+        assert!(line.starts_with(br#"{"cmd":"apply","update":{"#));
+        assert_eq!(AdminRequest::parse(&line).unwrap(), apply);
+    }
+
+    #[test]
+    fn bad_requests_say_what_is_wrong() {
+        let err = |l: &[u8]| AdminRequest::parse(l).unwrap_err();
+        assert!(err(b"{}").error.contains("missing \"cmd\""));
+        assert!(err(b"[1]").error.contains("JSON object"));
+        assert!(err(b"{\"cmd\":").error.contains("not JSON"));
+        let e = err(br#"{"cmd":"nope"}"#);
+        assert!(e.error.contains("known: stats, config, apply, ping"), "{e}");
+        assert_eq!(e.kind, ErrorKind::BadRequest);
+        assert!(
+            err(br#"{"cmd":"apply"}"#)
+                .error
+                .contains("missing \"update\"")
+        );
+    }
+
+    #[test]
+    fn replies_and_refusals_are_told_apart() {
+        let ping = PingReply {
+            instance: "ab".into(),
+            generation: 3,
+            version: "v".into(),
+        };
+        let bytes = serde_json::to_vec(&ping).unwrap();
+        assert_eq!(parse_reply::<PingReply>(&bytes).unwrap(), ping);
+        let refusal = AdminError::new(ErrorKind::TooLarge, "too big");
+        let bytes = serde_json::to_vec(&refusal).unwrap();
+        assert_eq!(
+            parse_reply::<PingReply>(&bytes).unwrap_err().unwrap(),
+            refusal
+        );
+        assert!(parse_reply::<PingReply>(b"nope").unwrap_err().is_err());
+    }
+}
