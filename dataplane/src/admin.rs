@@ -1,9 +1,10 @@
 //! The local admin socket: one Unix socket per running data plane, mode 0600.
 //!
-//! Protocol: the client sends one JSON object on one line (`{"cmd":"stats"}`)
-//! and reads one JSON object back; the server then closes the connection.
-//! Commands: `stats`, `config` (the listeners and clusters in force) and
-//! `apply` (a live update, `{"cmd":"apply","update":{...}}`).
+//! Protocol (`dataplane_config::admin`): the client sends one JSON object on
+//! one line (`{"cmd":"stats"}`) and reads one JSON object back; the server
+//! then closes the connection. Commands: `stats`, `config` (the listeners
+//! and clusters in force), `apply` (a live update,
+//! `{"cmd":"apply","update":{...}}`) and `ping`.
 
 use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
@@ -11,7 +12,8 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use dataplane_config::admin::{AdminError, AdminRequest, ErrorKind, parse_reply};
+use serde_json::Value;
 
 /// Longest a client may pause while sending its request or reading the
 /// answer. The control thread serves clients one by one, and it also
@@ -21,6 +23,9 @@ const CLIENT_STALL: Duration = Duration::from_secs(1);
 const CLIENT_DEADLINE: Duration = Duration::from_secs(60);
 /// Connections served per call, so a flood cannot starve the control loop.
 const MAX_PER_POLL: usize = 16;
+
+/// What answers a request: the reply's JSON, or the refusal.
+pub type Handler<'a> = dyn FnMut(AdminRequest<'static>) -> Result<Value, AdminError> + 'a;
 
 #[derive(Debug)]
 pub struct AdminServer {
@@ -113,7 +118,7 @@ impl AdminServer {
     }
 
     /// Serve pending connections with `handle`; returns at once if none.
-    pub fn serve_pending(&self, handle: &mut dyn FnMut(&str, &[u8]) -> Value) {
+    pub fn serve_pending(&self, handle: &mut Handler<'_>) {
         for _ in 0..MAX_PER_POLL {
             let Ok((stream, _)) = self.listener.accept() else {
                 return;
@@ -137,7 +142,7 @@ impl Drop for AdminServer {
 fn serve_one(
     stream: UnixStream,
     max_request: u64,
-    handle: &mut dyn FnMut(&str, &[u8]) -> Value,
+    handle: &mut Handler<'_>,
 ) -> std::io::Result<()> {
     let deadline = Instant::now() + CLIENT_DEADLINE;
     let left = || {
@@ -174,22 +179,19 @@ fn serve_one(
         }
     }
     let line = req.split(|&b| b == b'\n').next().unwrap_or(&[]);
-    // Only the command is read here; its handler parses the rest into its
-    // own types (a large update is parsed once, not into a Value first).
-    #[derive(serde::Deserialize)]
-    struct Head {
-        cmd: Option<String>,
-    }
-    let reply = match serde_json::from_slice::<Head>(line) {
-        _ if too_large => json!({"error": format!(
-            "request larger than admin.max_request_bytes ({max_request}); raise it in the data plane's configuration"
-        )}),
-        Ok(Head { cmd: Some(cmd) }) => handle(&cmd, line),
-        Ok(Head { cmd: None }) => json!({"error": "missing \"cmd\""}),
-        Err(e) if e.is_data() => {
-            json!({"error": "request must be a JSON object like {\"cmd\":\"stats\"}"})
-        }
-        Err(e) => json!({"error": format!("request is not JSON: {e}")}),
+    let reply = if too_large {
+        Err(AdminError::new(
+            ErrorKind::TooLarge,
+            format!(
+                "request larger than admin.max_request_bytes ({max_request}); raise it in the data plane's configuration"
+            ),
+        ))
+    } else {
+        AdminRequest::parse(line).and_then(&mut *handle)
+    };
+    let reply = match reply {
+        Ok(v) => v,
+        Err(e) => serde_json::to_value(&e)?,
     };
     let mut out = serde_json::to_vec(&reply)?;
     out.push(b'\n');
@@ -197,28 +199,43 @@ fn serve_one(
     (&stream).write_all(&out)
 }
 
-/// Send one request to a running data plane and return its answer; an
-/// answer with `error` is an `Err`.
-pub fn request(path: &Path, req: &Value) -> Result<Value, String> {
-    let v = request_raw(path, req)?;
-    if let Some(err) = v.get("error").and_then(Value::as_str) {
-        return Err(format!("data plane refused the request: {err}"));
-    }
-    Ok(v)
+/// Why a request to a running data plane failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(
+        "cannot reach the data plane's admin socket {path}: {source} (is it running? pass --socket or --config)"
+    )]
+    Unreachable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("admin socket: {0}")]
+    Io(#[from] std::io::Error),
+    /// It answered with a refusal.
+    #[error("data plane refused the request: {0}")]
+    Refused(AdminError),
+    /// It answered something else than the command's reply.
+    #[error("{0}")]
+    Protocol(String),
 }
 
-/// Send one request to a running data plane and return its answer as is.
-pub fn request_raw(path: &Path, req: &Value) -> Result<Value, String> {
-    let mut s = UnixStream::connect(path).map_err(|e| {
-        format!("cannot reach the data plane's admin socket {}: {e} (is it running? pass --socket or --config)", path.display())
+/// Send one request to a running data plane and read its reply.
+pub fn request<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    req: &AdminRequest<'_>,
+) -> Result<T, ClientError> {
+    let mut s = UnixStream::connect(path).map_err(|source| ClientError::Unreachable {
+        path: path.to_owned(),
+        source,
     })?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    let mut msg = serde_json::to_vec(req).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut msg = serde_json::to_vec(req).map_err(|e| ClientError::Protocol(e.to_string()))?;
     msg.push(b'\n');
-    s.write_all(&msg)
-        .map_err(|e| format!("admin socket write: {e}"))?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf)
-        .map_err(|e| format!("admin socket read: {e}"))?;
-    serde_json::from_str(&buf).map_err(|e| format!("admin socket answered non-JSON: {e}"))
+    s.write_all(&msg)?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    parse_reply(&buf).map_err(|e| match e {
+        Ok(refusal) => ClientError::Refused(refusal),
+        Err(msg) => ClientError::Protocol(msg),
+    })
 }

@@ -1,48 +1,41 @@
 //! `dataplane`: the per-node kernel-bypass data plane.
 //!
-//! The main thread starts EAL, brings the ports up, launches one worker per
-//! configured core (each owning one RX/TX queue pair on every port and its own
-//! network stack), then serves the admin socket until SIGINT/SIGTERM, after
-//! which it stops the workers, closes the ports (detaching AF_XDP programs)
-//! and cleans EAL up.
+//! The binary holds the wiring; the proxy logic is the `proxy` crate's.
+//! - `main`: the CLI and its commands;
+//! - `eal_args`, `ports`: EAL's arguments, the ports, their pools and how
+//!   each port's traffic is steered to the core owning a connection;
+//! - `launch`, `worker`: one worker per configured core, each owning one
+//!   RX/TX queue pair on every port, its own network stack and its apps,
+//!   in a run-to-completion loop;
+//! - `control`, `admin`, `stats`: the main thread's control loop, which
+//!   serves the admin socket (stats, live updates) until SIGINT/SIGTERM,
+//!   drains, then stops the workers, closes the ports (detaching AF_XDP
+//!   programs) and cleans EAL up.
 #![forbid(unsafe_code)]
 
 mod admin;
+mod control;
 mod eal_args;
-mod lb;
-mod live;
-mod proxy;
-mod service;
+mod launch;
+mod ports;
 mod stats;
 mod worker;
 
 use std::io::IsTerminal;
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
-use dataplane_config::{
-    Config, Ipv4Net, ProxyState, ProxyUpdate, RxChecksumPolicy, SteeringMode, WorkerMode,
-    parse_ipv4,
-};
-use dpdk::{Eal, Mempool, Port, PortConfig};
-use netstack::{ArpParams, EthernetAddress, IfaceConfig, Stack, StackConfig, ZeroCopyConfig};
-use serde::Deserialize;
-use serde_json::json;
+use dataplane_config::admin::{AdminRequest, ApplyReply, ErrorKind};
+use dataplane_config::{Config, ProxyState, ProxyUpdate};
+use dpdk::{Eal, Mempool, Port};
+use proxy::Live;
 
-use crate::worker::{Apps, Engine, LoopStats, Worker};
-
-/// How long an update waits for every worker to confirm it.
-const PUBLISH_WAIT: Duration = Duration::from_secs(5);
-/// Saves of the state file are at most this frequent.
-const STATE_SAVE_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Frames in flight from one worker to another (software steering).
-const STEER_RING: usize = 4096;
+use crate::admin::ClientError;
+use crate::control::initial_state;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -151,7 +144,7 @@ fn main() -> ExitCode {
         Some(Cmd::Stats(a)) => cmd_stats(a),
         Some(Cmd::Apply(a)) => cmd_apply(a),
         Some(Cmd::ShowConfig(a)) => a.path().and_then(|p| {
-            let v = admin::request(&p, &json!({"cmd": "config"}))?;
+            let v: serde_json::Value = admin::request(&p, &AdminRequest::Config)?;
             println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
             Ok(())
         }),
@@ -175,16 +168,26 @@ fn main() -> ExitCode {
     }
 }
 
+/// Why a command failed, and so its exit code.
+#[derive(Debug, thiserror::Error)]
 enum Failure {
-    /// Bad configuration: exit 2.
+    /// Bad configuration or input: exit 2.
+    #[error("{0}")]
     Config(String),
     /// Anything else: exit 1.
+    #[error("{0}")]
     Runtime(String),
 }
 
 impl From<String> for Failure {
     fn from(s: String) -> Self {
         Failure::Runtime(s)
+    }
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        Failure::Runtime(e.to_string())
     }
 }
 
@@ -208,7 +211,7 @@ fn cmd_stats(a: StatsArgs) -> Result<(), Failure> {
         (Some(s), _) => s,
         (None, c) => load_config(c.as_deref())?.admin.socket,
     };
-    let v = admin::request(&socket, &json!({"cmd": "stats"}))?;
+    let v: serde_json::Value = admin::request(&socket, &AdminRequest::Stats)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     } else {
@@ -223,70 +226,27 @@ fn cmd_apply(a: ApplyArgs) -> Result<(), Failure> {
     let update: ProxyUpdate = serde_saphyr::from_str(&text)
         .map_err(|e| Failure::Config(format!("{}: {e}", a.file.display())))?;
     let socket = a.socket.path()?;
-    let v = admin::request_raw(&socket, &json!({"cmd": "apply", "update": update}))?;
-    if let Some(err) = v.get("error").and_then(|e| e.as_str()) {
-        return Err(Failure::Config(format!("{}: {err}", a.file.display())));
-    }
+    let r: ApplyReply = match admin::request(
+        &socket,
+        &AdminRequest::Apply {
+            update: std::borrow::Cow::Owned(update),
+        },
+    ) {
+        Ok(r) => r,
+        // Its content was refused: bad input.
+        Err(ClientError::Refused(e)) if e.kind == ErrorKind::Rejected => {
+            return Err(Failure::Config(format!("{}: {e}", a.file.display())));
+        }
+        Err(e) => return Err(e.into()),
+    };
     println!(
         "applied version {:?} (generation {}) in {} µs",
-        v["version"].as_str().unwrap_or(""),
-        v["generation"],
-        v["apply_us"]
+        r.version, r.generation, r.apply_us
     );
-    Ok(())
-}
-
-/// The listeners and clusters to start with: the state file's, if there is
-/// one, else the configuration's.
-fn initial_state(cfg: &Config) -> Result<ProxyState, Failure> {
-    let Some(path) = cfg.admin.state_file.as_ref().filter(|p| p.exists()) else {
-        return Ok(ProxyState::from_config(cfg));
-    };
-    let bad = |why: String| {
-        Failure::Config(format!(
-            "admin.state_file {}: {why}; fix or remove it to start from the configuration's listeners and clusters",
-            path.display()
-        ))
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
-    let saved: ProxyState = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-    let update = ProxyUpdate {
-        version: saved.version,
-        full: true,
-        listeners: saved.listeners.into_values().collect(),
-        clusters: saved.clusters.into_values().collect(),
-        ..ProxyUpdate::default()
-    };
-    let change = ProxyState::default().check(update, cfg).map_err(|r| {
-        bad(r
-            .iter()
-            .map(|r| r.to_string())
-            .collect::<Vec<_>>()
-            .join("; "))
-    })?;
-    let mut state = ProxyState::default();
-    state.apply(&change);
-    tracing::info!(
-        "listeners and clusters from {} (version {:?}): {} listener(s), {} cluster(s)",
-        path.display(),
-        state.version,
-        state.listeners.len(),
-        state.clusters.len()
-    );
-    Ok(state)
-}
-
-/// Write the state in force to `path` (atomically: a temporary file, then
-/// rename).
-fn save_state(path: &Path, state: &ProxyState) -> Result<(), String> {
-    let tmp = path.with_extension("tmp");
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for x in &r.rejected {
+        println!("  rejected: {x}");
     }
-    let json = serde_json::to_vec(state).map_err(|e| e.to_string())?;
-    std::fs::write(&tmp, json)
-        .and_then(|_| std::fs::rename(&tmp, path))
-        .map_err(|e| format!("{}: {e}", path.display()))
+    Ok(())
 }
 
 fn cmd_run(a: RunArgs) -> Result<(), Failure> {
@@ -335,7 +295,7 @@ fn cmd_run(a: RunArgs) -> Result<(), Failure> {
     // Only our own leftovers: if EAL did not start here, the prefix may belong
     // to another running DPDK process.
     if eal_started {
-        cleanup_eal_files(&cfg);
+        ports::cleanup_eal_files(&cfg);
     }
     result
 }
@@ -364,190 +324,11 @@ fn run(
         )
         .into());
     }
-    let nq = cfg.workers.cores.len() as u16;
-
-    // Ports: one pool per (port, queue), on the NUMA socket of the queue's worker.
-    let mut ports = Vec::new();
-    for (pi, pc) in cfg.ports.iter().enumerate() {
-        let name = eal_args::device_name(&pc.device);
-        let mut pools = Vec::new();
-        for (q, &lcore) in lcores.iter().enumerate() {
-            let pool = Mempool::new(
-                &eal,
-                &format!("dp{pi}q{q}"),
-                cfg.mempool.mbufs_per_queue,
-                cfg.mempool.cache_size,
-                cfg.mempool.data_room,
-                eal.lcore_socket(lcore),
-            )
-            .map_err(|e| format!("ports[{pi}] ({}): mempool: {e} (are hugepages reserved? see scripts/setup-host.sh)", pc.name))?;
-            pools.push(Arc::new(pool));
-        }
-        let pcfg = PortConfig {
-            queues: nq,
-            rx_descriptors: pc.rx_descriptors,
-            tx_descriptors: pc.tx_descriptors,
-            mtu: (pc.mtu != 1500).then_some(pc.mtu),
-            promiscuous: pc.promiscuous,
-            ..PortConfig::default()
-        };
-        let port = Port::start(&eal, name, &pcfg, &pools)
-            .map_err(|e| format!("ports[{pi}] ({}): {e}", pc.name))?;
-        let caps = port.capabilities_of();
-        tracing::info!(
-            "port {} ({}, driver {}): mac {} link {} queues {} rss {} tx offloads: multi-seg {} ipv4-cksum {} l4-cksum {} tso {}; rx checksum offload {}",
-            pc.name,
-            name,
-            caps.driver,
-            fmt_mac(port.mac()),
-            if port.link().up { "up" } else { "down" },
-            nq,
-            port.rss_enabled(),
-            caps.tx_multi_segs(),
-            caps.tx_ipv4_cksum(),
-            caps.tx_l4_cksum(),
-            caps.tx_tso(),
-            caps.rx_ipv4_cksum(),
-        );
-        ports.push((port, pools));
-    }
-
-    // With several workers, a TCP connection's packets must all reach the
-    // core that owns it. The device's RSS decides where they arrive when it
-    // has RSS; otherwise (or when told) the receiving core passes each
-    // segment on to the owner by the same Toeplitz function, with a key of
-    // our own. Either way active opens choose their ports by it.
-    let several_stacks = nq > 1 && cfg.workers.mode == WorkerMode::Stack;
-    // Random, so that nobody can aim many flows at one core.
-    let soft_key = random_secret::<40>()?;
-    let mut layouts = Vec::new(); // per port: (key, reta, in software)
-    for (pi, (port, _)) in ports.iter().enumerate() {
-        let pc = &cfg.ports[pi];
-        let hw = (pc.steering == SteeringMode::Auto)
-            .then(|| port.rss_layout())
-            .flatten();
-        let layout = match hw {
-            _ if !several_stacks => None,
-            Some(l) => Some((l.key, l.reta, false)),
-            None => {
-                tracing::info!(
-                    "ports[{pi}] ({}): {} on driver {}: software steering over {nq} workers",
-                    pc.name,
-                    if pc.steering == SteeringMode::Software {
-                        "asked for"
-                    } else {
-                        "no RSS"
-                    },
-                    port.capabilities_of().driver
-                );
-                let reta = (0..128).map(|i| i % nq).collect();
-                Some((soft_key.to_vec(), reta, true))
-            }
-        };
-        layouts.push(layout);
-    }
-    let soft = layouts.iter().flatten().any(|l| l.2);
-    let mut steer_links = if soft {
-        worker::SteerLinks::mesh(usize::from(nq), STEER_RING)
-    } else {
-        Vec::new()
-    };
-    steer_links.reverse(); // popped in worker order below
-
-    // Workers.
-    let worker_stop = Arc::new(AtomicBool::new(false));
-    let drain = Arc::new(AtomicBool::new(false));
+    let ports = ports::start(cfg, &eal, &lcores)?;
+    let layouts = ports::steering(cfg, &ports, &random_secret::<40>()?);
     // Listeners and clusters, shared with the workers as updates.
-    let mut live = live::Live::new(state, cfg, lcores.len());
-    let mut mailboxes = Vec::new();
-    let mut handles = Vec::new();
-    let mut views = Vec::new();
-    for (wi, &lcore) in lcores.iter().enumerate() {
-        let q = wi as u16;
-        let rx = ports
-            .iter()
-            .map(|(p, _)| p.rx_queue(q).expect("queue taken once"))
-            .collect();
-        let tx = ports
-            .iter()
-            .map(|(p, _)| {
-                p.tx_queue(q, usize::from(cfg.workers.burst_size))
-                    .expect("queue taken once")
-            })
-            .collect();
-        let seed = random_secret::<8>()?;
-        let (engine, apps) = match cfg.workers.mode {
-            WorkerMode::Stack => {
-                let mut stack_cfg = stack_config(cfg, &ports);
-                let mut steering = Vec::new();
-                for (ifc, l) in stack_cfg.ifaces.iter_mut().zip(&layouts) {
-                    let Some((key, reta, in_software)) = l else {
-                        continue;
-                    };
-                    let st = netstack::rss::Steering::new(key.clone(), reta.clone(), q);
-                    if *in_software {
-                        ifc.soft_steering = Some(st.clone());
-                    }
-                    steering.push((ifc.addr, st));
-                }
-                let addrs: Vec<Ipv4Addr> = stack_cfg.ifaces.iter().map(|i| i.addr).collect();
-                let mut stack = Stack::new(stack_cfg);
-                stack.enable_tcp(tcp_config(cfg, steering)?, netstack::Instant::ZERO);
-                let tcp = stack.tcp().expect("enabled above");
-                let backlog = cfg.tcp.backlog as usize;
-                let services = service::Services::new(&cfg.services, &addrs, tcp, backlog);
-                let proxy = proxy::Proxy::new(wi, &addrs, backlog, u64::from_le_bytes(seed));
-                let apps = Apps {
-                    services: Some(services),
-                    proxy: Some(proxy),
-                };
-                (Engine::Stack(Box::new(stack)), apps)
-            }
-            WorkerMode::L2Reflect => (Engine::L2Reflect, Apps::default()),
-        };
-        let service_stats = apps.services.as_ref().map(|s| s.stats().clone());
-        let proxy_stats = apps.proxy.as_ref().map(|p| p.stats().clone());
-        let stack_stats = match &engine {
-            Engine::Stack(s) => Some(s.stats().clone()),
-            Engine::L2Reflect => None,
-        };
-        let loop_stats = Arc::new(LoopStats::default());
-        let mailbox = live::Mailbox::with(live.initial());
-        mailboxes.push(mailbox.clone());
-        let w = Worker {
-            rx,
-            tx,
-            pool: ports[0].1[wi].clone(),
-            engine,
-            apps,
-            steer: steer_links.pop(),
-            burst: cfg.workers.burst_size,
-            idle: cfg.workers.idle.clone(),
-            stats: loop_stats.clone(),
-            stop: worker_stop.clone(),
-            drain: drain.clone(),
-            mailbox,
-            tsc_hz: eal.tsc_hz(),
-        };
-        match eal.launch(lcore, move || w.run()) {
-            Ok(h) => handles.push(h),
-            Err(e) => {
-                // Workers already running must stop, or joining them hangs.
-                worker_stop.store(true, Ordering::Relaxed);
-                return Err(
-                    format!("launching the worker on CPU {}: {e}", cfg.workers.cores[wi]).into(),
-                );
-            }
-        }
-        views.push(stats::WorkerView {
-            lcore,
-            cpu: cfg.workers.cores[wi],
-            loop_stats,
-            stack_stats,
-            service_stats,
-            proxy_stats,
-        });
-    }
+    let live = Live::new(state, cfg, lcores.len());
+    let (workers, handles) = launch::launch(cfg, &eal, &lcores, &ports, &layouts, &live)?;
     tracing::info!(
         "running: {} worker(s) on CPUs {:?}, mode {:?}; admin socket {}",
         lcores.len(),
@@ -556,85 +337,18 @@ fn run(
         cfg.admin.socket.display()
     );
 
-    // Control loop: admin requests, stop signal, worker health. On the first
-    // signal the proxy drains: listeners close, sessions get
-    // drain_timeout_ms to finish, then the workers stop (resetting what is
-    // left). A second signal exits at once.
-    let tsc_hz = eal.tsc_hz();
-    let mut failed = None;
-    let mut drain_until = None;
-    let mut saved_at = Instant::now();
-    // Tells a control agent that this is a new process (it then pushes
-    // everything again).
-    let instance = format!("{:016x}", u64::from_le_bytes(random_secret::<8>()?));
-    loop {
-        admin.serve_pending(&mut |cmd, line| match cmd {
-            "stats" => stats::snapshot(cfg, &ports, &views, &live, started.elapsed(), tsc_hz),
-            "config" => {
-                let mut v = serde_json::to_value(&live.state).unwrap_or_default();
-                v["generation"] = json!(live.generation());
-                v
-            }
-            "apply" => {
-                let mut v = apply_update(cfg, &mut live, &mailboxes, line);
-                v["instance"] = json!(instance);
-                v
-            }
-            "ping" => json!({
-                "instance": instance,
-                "generation": live.generation(),
-                "version": live.state.version,
-            }),
-            other => {
-                json!({"error": format!("unknown cmd {other:?}; known: stats, config, apply, ping")})
-            }
-        });
-        if let Some(path) = &cfg.admin.state_file
-            && live.dirty
-            && saved_at.elapsed() >= STATE_SAVE_INTERVAL
-        {
-            saved_at = Instant::now();
-            live.dirty = false;
-            if let Err(e) = save_state(path, &live.state) {
-                tracing::warn!("cannot save the proxy state: {e}");
-            }
-        }
-        if let Some(v) = views
-            .iter()
-            .find(|v| v.loop_stats.exited.load(Ordering::Relaxed))
-        {
-            failed = Some(format!("worker on CPU {} stopped unexpectedly", v.cpu));
-            break;
-        }
-        if stop.load(Ordering::Relaxed) {
-            let active = stats::proxy_sessions(&views);
-            match drain_until {
-                _ if live.listeners.is_empty() && active == 0 => break,
-                None => {
-                    tracing::info!(
-                        "draining: listeners closed; {active} proxied connection(s) get up to {} ms to finish (signal again to stop now)",
-                        cfg.drain_timeout_ms
-                    );
-                    drain.store(true, Ordering::Relaxed);
-                    drain_until =
-                        Some(Instant::now() + Duration::from_millis(cfg.drain_timeout_ms));
-                }
-                Some(_) if active == 0 && stats::proxy_drained(&views) => {
-                    tracing::info!("drained: no proxied connection left");
-                    break;
-                }
-                Some(t) if Instant::now() >= t => {
-                    tracing::warn!("drain timeout: resetting {active} proxied connection(s)");
-                    break;
-                }
-                Some(_) => {}
-            }
-        }
-        live.flush_backlog(&mailboxes);
-        admin.wait(Duration::from_millis(20));
-    }
+    let mut control = control::Control {
+        cfg,
+        ports: &ports,
+        workers: &workers,
+        live,
+        started,
+        tsc_hz: eal.tsc_hz(),
+        instance: format!("{:016x}", u64::from_le_bytes(random_secret::<8>()?)),
+    };
+    let mut failed = control.run(admin, stop);
     tracing::info!("stopping");
-    worker_stop.store(true, Ordering::Relaxed);
+    workers.stop.store(true, Ordering::Relaxed);
     for h in handles {
         let lcore = h.lcore();
         let rc = h.join();
@@ -642,13 +356,10 @@ fn run(
             failed.get_or_insert(format!("worker on lcore {lcore} failed (code {rc})"));
         }
     }
-    let final_stats = stats::snapshot(cfg, &ports, &views, &live, started.elapsed(), tsc_hz);
-    if let Some(path) = &cfg.admin.state_file
-        && live.dirty
-        && let Err(e) = save_state(path, &live.state)
-    {
-        tracing::warn!("cannot save the proxy state: {e}");
-    }
+    let final_stats = control.snapshot();
+    control.save_if_dirty();
+    drop(control);
+    drop(workers);
     // Close every port (stop + close: AF_XDP detaches its XDP program) before
     // any pool goes: a port's TX ring may hold buffers of another port's pool.
     let (ports, pools): (Vec<Port>, Vec<Vec<Arc<Mempool>>>) = ports.into_iter().unzip();
@@ -666,200 +377,12 @@ fn run(
     }
 }
 
-/// Check and apply the update in `line` (`{"cmd": "apply", "update": {...}}`)
-/// and answer when every worker serves it.
-fn apply_update(
-    cfg: &Config,
-    live: &mut live::Live,
-    mailboxes: &[Arc<live::Mailbox>],
-    line: &[u8],
-) -> serde_json::Value {
-    #[derive(Deserialize)]
-    struct Apply {
-        update: Option<ProxyUpdate>,
-    }
-    let t0 = Instant::now();
-    let update = match serde_json::from_slice::<Apply>(line) {
-        Ok(Apply { update: Some(u) }) => u,
-        Ok(Apply { update: None }) => return json!({"error": "missing \"update\""}),
-        Err(e) => return json!({"error": format!("update: {e}")}),
-    };
-    let version = update.version.clone();
-    let (u, rejected) = match live.prepare(update, cfg) {
-        Ok(ok) => ok,
-        Err(rejected) => {
-            let lines: Vec<String> = rejected.iter().map(|r| format!("\n  - {r}")).collect();
-            return json!({
-                "error": format!("update rejected, nothing changed:{}", lines.concat()),
-                "rejected": rejected,
-            });
-        }
-    };
-    let served = live.publish(&u, mailboxes, PUBLISH_WAIT);
-    let took = t0.elapsed();
-    if !served {
-        tracing::warn!(
-            "update {version:?} (generation {}) not confirmed by every worker within {PUBLISH_WAIT:?}; they apply it when they run again",
-            u.generation
-        );
-    }
-    tracing::debug!(
-        "update {version:?} applied in {} µs: +{} listener(s) -{}, +{} cluster(s) -{}",
-        took.as_micros(),
-        u.listeners.len(),
-        u.remove_listeners.len(),
-        u.clusters.len(),
-        u.remove_clusters.len()
-    );
-    json!({
-        "applied": served,
-        "version": version,
-        "generation": u.generation,
-        "apply_us": took.as_micros() as u64,
-        "rejected": rejected,
-    })
-}
-
 /// `N` random bytes from the kernel.
-fn random_secret<const N: usize>() -> Result<[u8; N], Failure> {
+pub(crate) fn random_secret<const N: usize>() -> Result<[u8; N], Failure> {
     use std::io::Read;
     let mut secret = [0u8; N];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut secret))
         .map_err(|e| format!("cannot read /dev/urandom for a secret key: {e}"))?;
     Ok(secret)
-}
-
-/// The TCP engine's settings, with a fresh secret for ISNs and the
-/// connection table (RFC 6528).
-fn tcp_config(
-    cfg: &Config,
-    steering: Vec<(Ipv4Addr, netstack::rss::Steering)>,
-) -> Result<netstack::tcp::EngineConfig, Failure> {
-    let secret = random_secret::<16>()?;
-    let t = &cfg.tcp;
-    Ok(netstack::tcp::EngineConfig {
-        tcp: netstack::tcp::TcpConfig {
-            // What one segment can carry on the smallest port MTU (IPv4 and
-            // TCP headers without options: options come out of it, RFC 6691).
-            mss: cfg
-                .ports
-                .iter()
-                .map(|p| p.mtu)
-                .min()
-                .unwrap_or(1500)
-                .saturating_sub(40)
-                .max(536),
-            min_rto: Duration::from_millis(t.min_rto_ms),
-            time_wait: Duration::from_millis(t.time_wait_ms),
-            recv_buffer: t.recv_buffer,
-            send_buffer: t.send_buffer,
-            delayed_ack: Duration::from_millis(t.delayed_ack_ms),
-            keepalive: ms_or_off(t.keepalive_idle_ms).map(|idle| netstack::tcp::Keepalive {
-                idle,
-                interval: Duration::from_millis(t.keepalive_interval_ms),
-                probes: t.keepalive_probes,
-            }),
-            user_timeout: ms_or_off(t.user_timeout_ms),
-            idle_timeout: ms_or_off(t.idle_timeout_ms),
-            timestamps: t.timestamps,
-            congestion: match t.congestion {
-                dataplane_config::CongestionControl::Reno => netstack::tcp::Congestion::Reno,
-                dataplane_config::CongestionControl::Cubic => netstack::tcp::Congestion::Cubic,
-            },
-            ..netstack::tcp::TcpConfig::default()
-        },
-        max_connections: t.max_connections as usize,
-        max_buffered: usize::try_from(t.max_buffered_bytes).unwrap_or(usize::MAX),
-        secret,
-        steering,
-        ..netstack::tcp::EngineConfig::default()
-    })
-}
-
-/// A duration in milliseconds where 0 means "off".
-fn ms_or_off(ms: u64) -> Option<Duration> {
-    (ms > 0).then(|| Duration::from_millis(ms))
-}
-
-fn stack_config(cfg: &Config, ports: &[(Port, Vec<Arc<Mempool>>)]) -> StackConfig {
-    let ifaces = cfg
-        .ports
-        .iter()
-        .zip(ports)
-        .map(|(pc, (port, _))| {
-            // Validated already: these parse.
-            let net = Ipv4Net::parse(&pc.address).unwrap_or(Ipv4Net {
-                addr: Ipv4Addr::UNSPECIFIED,
-                prefix_len: 32,
-            });
-            IfaceConfig {
-                mac: EthernetAddress(port.mac()),
-                addr: net.addr,
-                prefix_len: net.prefix_len,
-                gateway: pc.gateway.as_deref().and_then(|g| parse_ipv4(g).ok()),
-                trust_rx_checksum: pc.rx_checksum == RxChecksumPolicy::Offload,
-                tx_chain: port.capabilities_of().tx_multi_segs(),
-                soft_steering: None,
-            }
-        })
-        .collect();
-    let a = &cfg.arp;
-    StackConfig {
-        ifaces,
-        ttl: cfg.ip.ttl,
-        arp: ArpParams {
-            entry_ttl: Duration::from_millis(a.entry_ttl_ms),
-            request_interval: Duration::from_millis(a.request_interval_ms),
-            max_requests: a.max_requests,
-            max_pending_per_neighbor: a.max_pending_per_neighbor as usize,
-            max_pending_total: a.max_pending_total as usize,
-            max_entries: a.max_entries as usize,
-        },
-        zero_copy: ZeroCopyConfig {
-            rx_hold_limit: rx_hold_limit(cfg),
-            ..ZeroCopyConfig::default()
-        },
-    }
-}
-
-/// Received buffers TCP payload may hold at once on one core: half of what
-/// the smallest of its RX pools has beyond the descriptors of its rings, so
-/// that data waiting to be read never starves reception.
-fn rx_hold_limit(cfg: &Config) -> usize {
-    let spare = cfg
-        .ports
-        .iter()
-        .map(|p| {
-            cfg.mempool
-                .mbufs_per_queue
-                .saturating_sub(u32::from(p.rx_descriptors) + u32::from(p.tx_descriptors))
-        })
-        .min()
-        .unwrap_or(0);
-    (spare / 2) as usize
-}
-
-/// Remove what EAL may leave on disk for our prefix (nothing with
-/// `in_memory`): hugepage files and the runtime directory.
-fn cleanup_eal_files(cfg: &Config) {
-    let prefix = &cfg.eal.file_prefix;
-    if let Ok(dir) = std::fs::read_dir("/dev/hugepages") {
-        for e in dir.flatten() {
-            if e.file_name()
-                .to_string_lossy()
-                .starts_with(&format!("{prefix}map_"))
-            {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-    }
-    let _ = std::fs::remove_dir_all(Path::new("/var/run/dpdk").join(prefix));
-}
-
-pub(crate) fn fmt_mac(m: [u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }

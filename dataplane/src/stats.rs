@@ -9,8 +9,9 @@ use dpdk::{Mempool, Port};
 use netstack::Stats;
 use serde_json::{Map, Value, json};
 
-use crate::live::Live;
-use crate::proxy::{CLUSTER_FIELDS, Counters, ENDPOINT_FIELDS, LISTENER_FIELDS, ProxyStats};
+use proxy::metrics::{CLUSTER, CORE, ENDPOINT, LISTENER};
+use proxy::{Counters, Live, ProxyStats, ServiceStats};
+
 use crate::worker::LoopStats;
 
 /// What the control thread keeps of each worker.
@@ -19,7 +20,7 @@ pub struct WorkerView {
     pub cpu: u32,
     pub loop_stats: Arc<LoopStats>,
     pub stack_stats: Option<Arc<Stats>>,
-    pub service_stats: Option<Arc<crate::service::ServiceStats>>,
+    pub service_stats: Option<Arc<ServiceStats>>,
     pub proxy_stats: Option<Arc<ProxyStats>>,
 }
 
@@ -41,18 +42,19 @@ pub fn proxy_drained(workers: &[WorkerView]) -> bool {
         .all(|p| p.drained.load(Relaxed))
 }
 
-/// The `fields` of `counters`, each summed over them.
-fn sum<'a>(counters: impl Iterator<Item = &'a Counters>, fields: &[&str]) -> Map<String, Value> {
+/// The counters of `scope` (`proxy::metrics::LISTENER`, ...), each summed
+/// over `counters` (one per core).
+fn sum<'a>(counters: impl Iterator<Item = &'a Counters>, scope: u32) -> Map<String, Value> {
     let mut m = Map::new();
-    for f in fields {
-        m.insert(f.to_string(), json!(0u64));
+    let mut add = |k: &str, v: u64| {
+        let e = m.entry(k).or_insert(json!(0u64));
+        *e = json!(e.as_u64().unwrap_or(0).wrapping_add(v));
+    };
+    for k in Counters::names_at(scope) {
+        add(k, 0);
     }
     for c in counters {
-        for (k, v) in c.fields() {
-            if let Some(e) = m.get_mut(k) {
-                *e = json!(e.as_u64().unwrap_or(0).wrapping_add(v));
-            }
-        }
+        c.for_each_at(scope, &mut add);
     }
     m
 }
@@ -63,7 +65,7 @@ fn proxy_json(live: &Live) -> Value {
         .listeners
         .values()
         .map(|l| {
-            let mut m = sum(l.stats.iter(), LISTENER_FIELDS);
+            let mut m = sum(l.stats.iter(), LISTENER);
             m.insert("name".into(), json!(l.cfg.name));
             m.insert("address".into(), json!(l.cfg.address));
             m.insert("cluster".into(), json!(l.cfg.tcp_proxy.cluster));
@@ -74,7 +76,7 @@ fn proxy_json(live: &Live) -> Value {
         .clusters
         .values()
         .map(|c| {
-            let mut m = sum(c.stats.iter(), CLUSTER_FIELDS);
+            let mut m = sum(c.stats.iter(), CLUSTER);
             m.insert("name".into(), json!(c.cfg.name));
             m.insert("open".into(), json!(c.gauges.open.load(Relaxed)));
             m.insert("pending".into(), json!(c.gauges.pending.load(Relaxed)));
@@ -82,7 +84,7 @@ fn proxy_json(live: &Live) -> Value {
                 .endpoints
                 .iter()
                 .map(|e| {
-                    let mut em = sum(e.stats.iter(), ENDPOINT_FIELDS);
+                    let mut em = sum(e.stats.iter(), ENDPOINT);
                     em.insert("address".into(), json!(e.addr.to_string()));
                     em.insert("weight".into(), json!(e.weight));
                     Value::Object(em)
@@ -115,20 +117,11 @@ pub fn snapshot(
     };
     let mut wj = Vec::new();
     for (wi, w) in workers.iter().enumerate() {
-        let l = &w.loop_stats;
-        let lp = json!({
-            "busy_polls": l.busy_polls.get(),
-            "idle_polls": l.idle_polls.get(),
-            "busy_cycles": l.busy_cycles.get(),
-            "idle_cycles": l.idle_cycles.get(),
-            "sleeps": l.sleeps.get(),
-            "rx_packets": l.rx_packets.get(),
-            "tx_packets": l.tx_packets.get(),
-            "tx_ring_full": l.tx_ring_full.get(),
-            "tx_unsendable": l.tx_unsendable.get(),
-            "rx_copied": l.rx_copied.get(),
-            "steer_ring_full": l.steer_ring_full.get(),
+        let mut lp = Map::new();
+        w.loop_stats.counters.for_each(|k, v| {
+            lp.insert(k.to_string(), json!(v));
         });
+        let lp = Value::Object(lp);
         for (k, v) in lp.as_object().into_iter().flatten() {
             add(k, v.as_u64().unwrap_or(0));
         }
@@ -140,21 +133,17 @@ pub fn snapshot(
             });
         }
         let services = w.service_stats.as_ref().map(|s| {
-            json!({
-                "accepted": s.accepted.get(),
-                "echo_bytes": s.echo_bytes.get(),
-                "discard_bytes": s.discard_bytes.get(),
-                "source_bytes": s.source_bytes.get(),
-            })
+            let mut m = Map::new();
+            s.for_each(|k, v| {
+                m.insert(k.to_string(), json!(v));
+            });
+            Value::Object(m)
         });
         // This core's share of the proxying.
-        let proxy = w.proxy_stats.as_ref().map(|_| {
-            let share = ["cx_total", "cx_active", "bytes_up", "bytes_down"];
-            Value::Object(sum(
-                live.listeners.values().map(|l| l.stats.get(wi)),
-                &share,
-            ))
-        });
+        let proxy = w
+            .proxy_stats
+            .as_ref()
+            .map(|_| Value::Object(sum(live.listeners.values().map(|l| l.stats.get(wi)), CORE)));
         wj.push(json!({"lcore": w.lcore, "cpu": w.cpu, "loop": lp, "stack": stack, "services": services, "proxy": proxy}));
     }
     let pj: Vec<Value> = cfg
@@ -170,7 +159,7 @@ pub fn snapshot(
                 "device": pc.device,
                 "driver": caps.driver,
                 "address": pc.address,
-                "mac": crate::fmt_mac(p.mac()),
+                "mac": crate::ports::fmt_mac(p.mac()),
                 "link": {"up": link.up, "speed_mbps": link.speed_mbps},
                 "queues": p.queues(),
                 "rss": p.rss_enabled(),
@@ -285,7 +274,7 @@ pub fn render(v: &Value) -> String {
             l["name"].as_str().unwrap_or(""),
             l["address"].as_str().unwrap_or(""),
             l["cluster"].as_str().unwrap_or(""),
-            fields(l, LISTENER_FIELDS)
+            fields(l, &Counters::names_at(LISTENER))
         ));
     }
     for c in v["proxy"]["clusters"].as_array().into_iter().flatten() {
@@ -294,14 +283,14 @@ pub fn render(v: &Value) -> String {
             c["name"].as_str().unwrap_or(""),
             u(&c["open"]),
             u(&c["pending"]),
-            fields(c, CLUSTER_FIELDS)
+            fields(c, &Counters::names_at(CLUSTER))
         ));
         for e in c["endpoints"].as_array().into_iter().flatten() {
             out.push_str(&format!(
                 "  endpoint {} (weight {}): {}\n",
                 e["address"].as_str().unwrap_or(""),
                 u(&e["weight"]),
-                fields(e, ENDPOINT_FIELDS)
+                fields(e, &Counters::names_at(ENDPOINT))
             ));
         }
     }

@@ -8,44 +8,56 @@ use std::time::Duration;
 use crossbeam_queue::ArrayQueue;
 use dataplane_config::{IdleConfig, IdleMode};
 use dpdk::{Mbuf, Mempool, RxQueue, TxQueue};
-use netstack::{Counter, DropReason, FramePool, Instant, Stack, Transmit};
+use netstack::{DropReason, FramePool, Instant, Stack, Transmit, counters};
 
-use crate::live::{Mailbox, Update};
-use crate::proxy::Proxy;
-use crate::service::Services;
+use proxy::{Apps, Mailbox, Update};
 
 /// How often stack timers (ARP retries) are run.
 const TIMER_TICK_US: u64 = 1_000;
 /// Rounds of events → users → flush per poll.
 const APP_ROUNDS: usize = 3;
 
-/// Loop counters of one worker, readable from the admin thread.
+counters! {
+    /// Loop counters of one worker, readable from the admin thread.
+    pub struct LoopCounters {
+        /// Polls (loop iterations) that received at least one packet.
+        busy_polls,
+        /// Polls that found every RX queue empty.
+        idle_polls,
+        /// TSC cycles spent in busy polls (RX, processing and TX of real work).
+        busy_cycles,
+        /// TSC cycles spent in idle polls, not counting sleeps.
+        idle_cycles,
+        /// Sleeps taken by adaptive idle back-off.
+        sleeps,
+        rx_packets,
+        tx_packets,
+        /// Packets dropped because a TX ring was full.
+        tx_ring_full,
+        /// Chained packets dropped: the device takes single segments only and
+        /// the chain did not fit one buffer.
+        tx_unsendable,
+        /// Received buffers shared by the driver, copied before being answered.
+        rx_copied,
+        /// Software steering: frames for another core dropped because the ring
+        /// to it was full.
+        steer_ring_full,
+    }
+}
+
+/// What the control thread reads of one worker's loop.
 #[derive(Debug, Default)]
 pub struct LoopStats {
-    /// Polls (loop iterations) that received at least one packet.
-    pub busy_polls: Counter,
-    /// Polls that found every RX queue empty.
-    pub idle_polls: Counter,
-    /// TSC cycles spent in busy polls (RX, processing and TX of real work).
-    pub busy_cycles: Counter,
-    /// TSC cycles spent in idle polls, not counting sleeps.
-    pub idle_cycles: Counter,
-    /// Sleeps taken by adaptive idle back-off.
-    pub sleeps: Counter,
-    pub rx_packets: Counter,
-    pub tx_packets: Counter,
-    /// Packets dropped because a TX ring was full.
-    pub tx_ring_full: Counter,
-    /// Chained packets dropped: the device takes single segments only and
-    /// the chain did not fit one buffer.
-    pub tx_unsendable: Counter,
-    /// Received buffers shared by the driver, copied before being answered.
-    pub rx_copied: Counter,
-    /// Software steering: frames for another core dropped because the ring
-    /// to it was full.
-    pub steer_ring_full: Counter,
+    pub counters: LoopCounters,
     /// Set when the loop has returned.
     pub exited: AtomicBool,
+}
+
+impl std::ops::Deref for LoopStats {
+    type Target = LoopCounters;
+    fn deref(&self) -> &LoopCounters {
+        &self.counters
+    }
 }
 
 /// What a worker forwards with.
@@ -93,7 +105,8 @@ pub struct Worker {
     /// Buffers for packets the stack originates (ARP requests).
     pub pool: Arc<Mempool>,
     pub engine: Engine,
-    /// The users of the stack's TCP (stack mode only).
+    /// The users of the stack's TCP: the proxy and the test services (none
+    /// in L2 reflect mode).
     pub apps: Apps,
     /// Rings to the other workers, when a port is steered in software.
     pub steer: Option<SteerLinks>,
@@ -107,33 +120,6 @@ pub struct Worker {
     /// Configuration updates for the proxy, applied between batches.
     pub mailbox: Arc<Mailbox>,
     pub tsc_hz: u64,
-}
-
-/// What runs on a core's TCP engine: the test services and the proxy. Each
-/// event goes to the one whose listener or connection it names.
-#[derive(Default)]
-pub struct Apps {
-    pub services: Option<Services>,
-    pub proxy: Option<Proxy>,
-}
-
-impl Apps {
-    fn handle(&mut self, e: &mut netstack::tcp::Engine, now: Instant, ev: netstack::tcp::Event) {
-        let ev = match self.proxy.as_mut() {
-            Some(p) => match p.handle(e, now, ev) {
-                Some(ev) => ev,
-                None => return,
-            },
-            None => ev,
-        };
-        if let Some(s) = self.services.as_mut() {
-            s.handle(e, ev);
-        } else if let netstack::tcp::Event::Incoming { listener } = ev {
-            while let Some(id) = e.accept(listener.0, listener.1) {
-                e.abort(id);
-            }
-        }
-    }
 }
 
 pub(crate) struct Tx<'a>(&'a mut [TxQueue]);
@@ -191,11 +177,11 @@ impl Worker {
             {
                 let (mut pool, mut tx) = (Pool(&self.pool), Tx(&mut self.tx));
                 stack.poll(now, &mut pool, &mut tx);
-                if let (Some(p), Some(e)) = (self.apps.proxy.as_mut(), stack.tcp()) {
+                if let Some(e) = stack.tcp() {
                     if self.drain.load(Relaxed) {
-                        p.drain(e, now);
+                        self.apps.drain(e, now);
                     }
-                    p.tick(e, now);
+                    self.apps.tick(e, now);
                 }
                 run_apps(stack, &mut self.apps, now, &mut pool, &mut tx);
                 next_tick = now.as_micros() + TIMER_TICK_US;
@@ -281,11 +267,11 @@ impl Worker {
             }
         }
         // Proxied connections are reset rather than left to time out.
-        if let (Engine::Stack(stack), Some(p)) = (&mut self.engine, self.apps.proxy.as_mut())
+        if let Engine::Stack(stack) = &mut self.engine
             && let Some(e) = stack.tcp()
         {
-            p.abort_all(e);
             let now = Instant::from_micros((dpdk::eal::rdtsc() - tsc0) / ticks_per_us);
+            self.apps.abort_all(e, now);
             let (mut pool, mut tx) = (Pool(&self.pool), Tx(&mut self.tx));
             stack.flush_tcp(now, &mut pool, &mut tx);
             self.flush_tx();
@@ -303,17 +289,19 @@ impl Worker {
         let mut generation = u.generation;
         if let Engine::Stack(stack) = &mut self.engine {
             let (mut pool, mut tx) = (Pool(&self.pool), Tx(&mut self.tx));
-            if let (Some(p), Some(e)) = (self.apps.proxy.as_mut(), stack.tcp()) {
-                p.apply(e, now, u);
+            if let Some(e) = stack.tcp()
+                && !self.apps.is_empty()
+            {
+                self.apps.apply(e, now, u);
                 while let Some(next) = self.mailbox.take() {
-                    p.apply(e, now, &next);
+                    self.apps.apply(e, now, &next);
                     generation = next.generation;
                 }
             }
             run_apps(stack, &mut self.apps, now, &mut pool, &mut tx);
         }
         self.flush_tx();
-        if self.apps.proxy.is_none() {
+        if self.apps.is_empty() {
             // Nothing here uses the configuration (L2 reflect).
             while let Some(next) = self.mailbox.take() {
                 generation = next.generation;
@@ -364,8 +352,7 @@ impl Drop for ExitFlag {
     }
 }
 
-/// Let the services and the proxy react to TCP events, then send what they
-/// produced. What they do may raise more events (a send that fills a queue,
+/// Let the apps react to TCP events, then send what they produced. What they do may raise more events (a send that fills a queue,
 /// a close): a few rounds take those too; the rest wait for the next poll.
 fn run_apps(
     stack: &mut Stack<Mbuf>,
@@ -376,11 +363,7 @@ fn run_apps(
 ) {
     for _ in 0..APP_ROUNDS {
         let Some(e) = stack.tcp() else { return };
-        let mut handled = 0usize;
-        while let Some(ev) = e.poll_event() {
-            apps.handle(e, now, ev);
-            handled += 1;
-        }
+        let handled = apps.handle_events(e, now);
         stack.flush_tcp(now, pool, tx);
         if handled == 0 {
             return;

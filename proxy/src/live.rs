@@ -29,37 +29,7 @@ use dataplane_config::{
 
 use netstack::RouteTable;
 
-use crate::proxy::{ClusterGauges, Counters};
-
-/// One value per worker core, each on its own cache lines: a core writes
-/// only its own, the control thread reads them all.
-#[derive(Debug)]
-pub struct PerCore<T>(Box<[Padded<T>]>);
-
-#[derive(Debug, Default)]
-#[repr(align(128))]
-pub struct Padded<T>(T);
-
-impl<T: Default> PerCore<T> {
-    pub fn new(cores: usize) -> PerCore<T> {
-        PerCore((0..cores).map(|_| Padded(T::default())).collect())
-    }
-}
-
-impl<T> PerCore<T> {
-    /// Core `i`'s value (the last one for an index past the end, which a
-    /// correct caller never passes).
-    #[inline]
-    pub fn get(&self, i: usize) -> &T {
-        &self.0[i.min(self.0.len() - 1)].0
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = &T> {
-        self.0.iter().map(|p| &p.0)
-    }
-}
-
-pub type CoreCounters = Arc<PerCore<Counters>>;
+use crate::metrics::{ClusterGauges, CoreCounters, PerCore};
 
 /// A listener as the workers see it.
 #[derive(Debug)]

@@ -6,21 +6,24 @@ use std::net::Ipv4Addr;
 use bytes::Bytes;
 use dataplane_config::{ServiceConfig, ServiceKind};
 use hashbrown::HashMap;
-use netstack::Counter;
+use netstack::counters;
 use netstack::tcp::{ConnId, Engine, Event};
+
+use crate::app::{App, Cx};
 
 /// Bytes the source service cycles through: byte `i` of a stream is `i % 251`,
 /// so a client can check every byte.
 const SOURCE_PERIOD: usize = 251;
 const SOURCE_CHUNK: usize = 64 * 1024;
 
-/// Service counters, readable from the admin thread.
-#[derive(Debug, Default)]
-pub struct ServiceStats {
-    pub accepted: Counter,
-    pub echo_bytes: Counter,
-    pub discard_bytes: Counter,
-    pub source_bytes: Counter,
+counters! {
+    /// Service counters, readable from the admin thread.
+    pub struct ServiceStats {
+        accepted,
+        echo_bytes,
+        discard_bytes,
+        source_bytes,
+    }
 }
 
 #[derive(Debug)]
@@ -69,43 +72,6 @@ impl Services {
 
     pub fn stats(&self) -> &std::sync::Arc<ServiceStats> {
         &self.stats
-    }
-
-    /// Handle one engine event (connections of other users are not ours:
-    /// a listener without a service is refused, other events ignored).
-    pub fn handle(&mut self, e: &mut Engine, ev: Event) {
-        match ev {
-            Event::Incoming { listener } => {
-                while let Some(id) = e.accept(listener.0, listener.1) {
-                    let Some(&kind) = self.kinds.get(&listener.1) else {
-                        e.abort(id);
-                        continue;
-                    };
-                    self.stats.accepted.inc();
-                    self.conns.insert(
-                        id,
-                        Conn {
-                            kind,
-                            held: None,
-                            sent: 0,
-                            peer_closed: false,
-                        },
-                    );
-                    self.pump(e, id);
-                }
-            }
-            Event::Readable(id) | Event::Writable(id) => self.pump(e, id),
-            Event::PeerClosed(id) => {
-                if let Some(c) = self.conns.get_mut(&id) {
-                    c.peer_closed = true;
-                }
-                self.pump(e, id);
-            }
-            Event::Closed(id, _) => {
-                self.conns.remove(&id);
-            }
-            Event::Connected(_) => {}
-        }
     }
 
     /// Move as much as the connection allows, then close when done.
@@ -159,5 +125,47 @@ impl Services {
                 }
             }
         }
+    }
+}
+
+impl App for Services {
+    /// Take the events of the services' listeners and connections; give
+    /// back the others.
+    fn handle(&mut self, cx: &mut Cx<'_>, ev: Event) -> Option<Event> {
+        let e = &mut *cx.engine;
+        match ev {
+            Event::Incoming { listener } => {
+                let Some(&kind) = self.kinds.get(&listener.1) else {
+                    return Some(ev);
+                };
+                while let Some(id) = e.accept(listener.0, listener.1) {
+                    self.stats.accepted.inc();
+                    self.conns.insert(
+                        id,
+                        Conn {
+                            kind,
+                            held: None,
+                            sent: 0,
+                            peer_closed: false,
+                        },
+                    );
+                    self.pump(e, id);
+                }
+            }
+            Event::Readable(id) | Event::Writable(id) if self.conns.contains_key(&id) => {
+                self.pump(e, id)
+            }
+            Event::PeerClosed(id) if self.conns.contains_key(&id) => {
+                if let Some(c) = self.conns.get_mut(&id) {
+                    c.peer_closed = true;
+                }
+                self.pump(e, id);
+            }
+            Event::Closed(id, _) if self.conns.contains_key(&id) => {
+                self.conns.remove(&id);
+            }
+            _ => return Some(ev),
+        }
+        None
     }
 }

@@ -15,7 +15,8 @@ use dataplane_config::{LbPolicy, OutlierDetection};
 use hashbrown::HashMap;
 use netstack::Instant;
 
-use crate::live::{ClusterLive, CoreCounters};
+use crate::live::ClusterLive;
+use crate::metrics::CoreCounters;
 
 #[derive(Debug, Clone)]
 pub struct Endpoint {
@@ -270,7 +271,8 @@ impl Balancer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::live::{EndpointLive, PerCore};
+    use crate::live::EndpointLive;
+    use crate::metrics::PerCore;
     use dataplane_config::{ClusterConfig, ClusterLimits, EndpointConfig};
     use std::sync::Arc;
 

@@ -1,0 +1,189 @@
+//! What runs on a core's TCP engine: a list of apps the worker drives.
+//!
+//! An [`App`] is a sans-IO user of the engine (the L4 splice, the test
+//! services, later the HTTP connection manager): it takes the engine's
+//! events and `now`, and acts through the engine. [`Apps`] holds the list
+//! and what they share on the core: the upstream connector and the counters
+//! the control thread reads. The worker calls [`Apps::handle_events`] after
+//! each batch, [`Apps::tick`] on its timer, [`Apps::apply`] between batches
+//! and [`Apps::drain`] / [`Apps::abort_all`] on the way out.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use netstack::Instant;
+use netstack::tcp::{Engine, Event};
+
+use crate::live::Update;
+use crate::metrics::ProxyStats;
+use crate::upstream::Upstreams;
+
+/// What an app is handed with each call: the core's engine, its upstream
+/// connector, and the time.
+#[derive(Debug)]
+pub struct Cx<'a> {
+    pub engine: &'a mut Engine,
+    pub upstreams: &'a mut Upstreams,
+    pub now: Instant,
+}
+
+/// One user of the core's TCP engine.
+pub trait App: std::fmt::Debug + Send {
+    /// Handle `ev` if it names one of this app's listeners or connections;
+    /// otherwise give it back for the next app.
+    #[must_use]
+    fn handle(&mut self, cx: &mut Cx<'_>, ev: Event) -> Option<Event>;
+
+    /// Run due timers. Called at least every millisecond, and cheap when
+    /// nothing is due.
+    fn tick(&mut self, _cx: &mut Cx<'_>) {}
+
+    /// When `tick` next has something to do (a simulation jumps there; the
+    /// worker ticks on its own period anyway).
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
+
+    /// First half of an update, before the clusters change: stop accepting
+    /// on the listeners it removes (connections whose handshake completed
+    /// are still taken, on the clusters as they were).
+    fn retire(&mut self, _cx: &mut Cx<'_>, _u: &Update) {}
+
+    /// Second half of an update, once the connector has its clusters: take
+    /// the new and changed listeners.
+    fn apply(&mut self, _cx: &mut Cx<'_>, _u: &Update) {}
+
+    /// Stop accepting; sessions carry on.
+    fn drain(&mut self, _cx: &mut Cx<'_>) {}
+
+    /// Reset every connection (the worker stops).
+    fn abort_all(&mut self, _cx: &mut Cx<'_>) {}
+}
+
+/// The apps of one core, in the order events are offered to them, and the
+/// upstream connector they share.
+#[derive(Debug)]
+pub struct Apps {
+    apps: Vec<Box<dyn App>>,
+    upstreams: Upstreams,
+    stats: Arc<ProxyStats>,
+}
+
+impl Apps {
+    /// No apps yet, for worker `core`; `seed` varies the load balancers'
+    /// random choices per core.
+    pub fn new(core: usize, seed: u64) -> Apps {
+        Apps {
+            apps: Vec::new(),
+            upstreams: Upstreams::new(core, seed),
+            stats: Arc::new(ProxyStats::default()),
+        }
+    }
+
+    /// Offer events to `app` after those added before it.
+    pub fn push(&mut self, app: Box<dyn App>) {
+        self.apps.push(app);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.apps.is_empty()
+    }
+
+    /// Sessions and draining, as the control thread reads them.
+    pub fn stats(&self) -> &Arc<ProxyStats> {
+        &self.stats
+    }
+
+    pub fn upstreams(&self) -> &Upstreams {
+        &self.upstreams
+    }
+
+    fn cx<'a>(&'a mut self, e: &'a mut Engine, now: Instant) -> (Cx<'a>, &'a mut [Box<dyn App>]) {
+        (
+            Cx {
+                engine: e,
+                upstreams: &mut self.upstreams,
+                now,
+            },
+            &mut self.apps,
+        )
+    }
+
+    /// Give `ev` to the first app that owns it. A listener nobody owns has
+    /// its connections reset; other events of nobody's are dropped.
+    pub fn handle(&mut self, e: &mut Engine, now: Instant, ev: Event) {
+        let (mut cx, apps) = self.cx(e, now);
+        let mut ev = ev;
+        for app in apps.iter_mut() {
+            match app.handle(&mut cx, ev) {
+                Some(back) => ev = back,
+                None => return,
+            }
+        }
+        if let Event::Incoming { listener } = ev {
+            while let Some(id) = cx.engine.accept(listener.0, listener.1) {
+                cx.engine.abort(id);
+            }
+        }
+    }
+
+    /// Every event the engine has queued, to its app. Returns how many.
+    pub fn handle_events(&mut self, e: &mut Engine, now: Instant) -> usize {
+        let mut n = 0;
+        while let Some(ev) = e.poll_event() {
+            self.handle(e, now, ev);
+            n += 1;
+        }
+        n
+    }
+
+    pub fn tick(&mut self, e: &mut Engine, now: Instant) {
+        let (mut cx, apps) = self.cx(e, now);
+        for app in apps.iter_mut() {
+            app.tick(&mut cx);
+        }
+    }
+
+    /// The soonest of the apps' and the connector's deadlines.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.apps
+            .iter()
+            .filter_map(|a| a.poll_timeout())
+            .chain(self.upstreams.poll_timeout())
+            .min()
+    }
+
+    /// Apply one configuration update. Sessions carry on whatever it
+    /// changes: a removed listener stops accepting, a removed cluster or
+    /// endpoint takes no new connections, and both are forgotten once
+    /// their last session ends.
+    pub fn apply(&mut self, e: &mut Engine, now: Instant, u: &Update) {
+        let (mut cx, apps) = self.cx(e, now);
+        for app in apps.iter_mut() {
+            app.retire(&mut cx, u);
+        }
+        cx.upstreams.apply(u);
+        for app in apps.iter_mut() {
+            app.apply(&mut cx, u);
+        }
+    }
+
+    /// Stop accepting (once); sessions carry on. Sets `drained` when done.
+    pub fn drain(&mut self, e: &mut Engine, now: Instant) {
+        if self.stats.drained.load(Relaxed) {
+            return;
+        }
+        let (mut cx, apps) = self.cx(e, now);
+        for app in apps.iter_mut() {
+            app.drain(&mut cx);
+        }
+        self.stats.drained.store(true, Relaxed);
+    }
+
+    pub fn abort_all(&mut self, e: &mut Engine, now: Instant) {
+        let (mut cx, apps) = self.cx(e, now);
+        for app in apps.iter_mut() {
+            app.abort_all(&mut cx);
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! The upstream machinery every proxy app on a core shares: clusters, load
+//! balancing ([`lb`]), circuit breakers, outlier detection and connect
+//! deadlines, behind one connector.
+//!
+//! An app asks for an upstream connection with [`Upstreams::acquire`]; that
+//! passes the cluster's circuit breakers (gauges over all cores), picks an
+//! endpoint by the cluster's policy and opens the connection on this core's
+//! engine. The app reports the handshake's end with [`Upstreams::connected`]
+//! and gives the connection back with [`Upstreams::release`] and an
+//! [`Outcome`], which settles the counters, the breakers and the endpoint's
+//! health. A connection pool can later sit behind the same two calls.
+//!
+//! Clusters live in slots that keep their index while a connection uses
+//! them: a cluster removed by an update takes no new connections and is
+//! forgotten with its last one.
+
+pub mod lb;
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use hashbrown::HashMap;
+use netstack::Instant;
+use netstack::tcp::{ConnId, Engine};
+
+use crate::live::{ClusterLive, Update};
+use crate::metrics::{ClusterGauges, Counters};
+use crate::slab::Slab;
+use lb::{Balancer, Verdict};
+
+/// A cluster's slot on this core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClusterId(u32);
+
+/// An upstream connection handed out by [`Upstreams::acquire`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Upstream {
+    pub cluster: ClusterId,
+    /// The endpoint's index in its cluster's balancer.
+    pub endpoint: usize,
+    /// The connection on this core's engine.
+    pub conn: ConnId,
+}
+
+/// Why no upstream connection could be opened. Each is counted on the
+/// cluster (and by the caller on its listener).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectError {
+    /// The cluster is not (or no longer) configured.
+    #[error("no such cluster")]
+    UnknownCluster,
+    /// A circuit breaker is full: `max_connections` or `max_pending`.
+    #[error("circuit breaker open (cluster overflow)")]
+    Overflow,
+    /// The cluster has no endpoint.
+    #[error("no endpoint in the cluster")]
+    NoEndpoint,
+    /// The chosen endpoint has no route from any port.
+    #[error("no route to the endpoint")]
+    NoRoute,
+    /// The engine could not open the connection (table full, no local port).
+    #[error("no local connection slot or port")]
+    LocalExhausted,
+}
+
+impl ConnectError {
+    /// Whether trying again later (or another host) may succeed; a full
+    /// breaker is a refusal the caller must not retry at once, as Envoy
+    /// does not retry an overflow.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, ConnectError::NoRoute | ConnectError::LocalExhausted)
+    }
+}
+
+/// How an upstream connection ended, for [`Upstreams::release`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// It connected and is done (whatever happened after).
+    Done,
+    /// The handshake was refused or reset.
+    ConnectFailed,
+    /// The handshake did not complete within the cluster's connect timeout.
+    ConnectTimeout,
+    /// Given up before the handshake ended, for a reason not the
+    /// endpoint's (the client left, the worker stops).
+    Abandoned,
+}
+
+/// One cluster as this core sees it.
+#[derive(Debug)]
+struct Cluster {
+    live: Arc<ClusterLive>,
+    lb: Balancer,
+    connect_timeout: Duration,
+    idle_timeout: Option<Duration>,
+    /// Connections acquired and not released.
+    users: u32,
+    removed: bool,
+}
+
+impl Cluster {
+    fn new(live: &Arc<ClusterLive>, seed: u64) -> Cluster {
+        let mut c = Cluster {
+            lb: Balancer::new(live, seed),
+            live: live.clone(),
+            connect_timeout: Duration::ZERO,
+            idle_timeout: None,
+            users: 0,
+            removed: false,
+        };
+        c.update(live);
+        c
+    }
+
+    fn update(&mut self, live: &Arc<ClusterLive>) {
+        let c = &live.cfg;
+        self.connect_timeout = Duration::from_millis(c.connect_timeout_ms);
+        self.idle_timeout =
+            (c.idle_timeout_ms > 0).then(|| Duration::from_millis(c.idle_timeout_ms));
+        if !Arc::ptr_eq(&self.live, live) {
+            self.lb.update(live);
+        }
+        self.live = live.clone();
+    }
+}
+
+/// One core's clusters and its upstream connections in their handshake.
+#[derive(Debug)]
+pub struct Upstreams {
+    /// This worker's index: its slot in every `PerCore` counter.
+    core: usize,
+    seed: u64,
+    clusters: Slab<Cluster>,
+    by_name: HashMap<String, u32>,
+    /// Handshake deadlines: only the due ones are looked at, whatever the
+    /// number of clusters.
+    deadlines: BinaryHeap<Reverse<(Instant, ConnId)>>,
+}
+
+impl Upstreams {
+    /// No clusters yet, for worker `core`; `seed` varies the balancers'
+    /// random choices per core.
+    pub fn new(core: usize, seed: u64) -> Upstreams {
+        Upstreams {
+            core,
+            seed,
+            clusters: Slab::new(),
+            by_name: HashMap::new(),
+            deadlines: BinaryHeap::new(),
+        }
+    }
+
+    pub fn core(&self) -> usize {
+        self.core
+    }
+
+    /// Take an update's clusters: new ones are added, changed ones updated
+    /// in place (endpoints keep their health and counts by address),
+    /// removed ones take no new connections and go with their last.
+    pub fn apply(&mut self, u: &Update) {
+        for name in &u.remove_clusters {
+            if let Some(ci) = self.by_name.remove(name) {
+                self.clusters[ci].removed = true;
+                self.forget_if_unused(ci);
+            }
+        }
+        for c in &u.clusters {
+            match self.by_name.get(&c.cfg.name) {
+                Some(&ci) => self.clusters[ci].update(c),
+                None => {
+                    let seed = self
+                        .seed
+                        .wrapping_add(self.clusters.capacity() as u64)
+                        .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                    let ci = self.clusters.insert(Cluster::new(c, seed));
+                    self.by_name.insert(c.cfg.name.clone(), ci);
+                }
+            }
+        }
+    }
+
+    /// Open a connection to an endpoint of `cluster`: breakers, endpoint
+    /// choice, then the engine's active open (its `Connected` or `Closed`
+    /// event follows). Counts the attempt, or the refusal on the cluster.
+    pub fn acquire(
+        &mut self,
+        cluster: &str,
+        now: Instant,
+        e: &mut Engine,
+    ) -> Result<Upstream, ConnectError> {
+        let &ci = self
+            .by_name
+            .get(cluster)
+            .ok_or(ConnectError::UnknownCluster)?;
+        let c = &mut self.clusters[ci];
+        let cs = c.live.stats.get(self.core);
+        let g = &c.live.gauges;
+        let limits = &c.live.cfg.limits;
+        if !ClusterGauges::take(&g.open, limits.max_connections) {
+            cs.overflows.inc();
+            return Err(ConnectError::Overflow);
+        }
+        if !ClusterGauges::take(&g.pending, limits.max_pending) {
+            g.open.fetch_sub(1, Relaxed);
+            cs.overflows.inc();
+            return Err(ConnectError::Overflow);
+        }
+        let opened = match c.lb.pick(now) {
+            None => Err(ConnectError::NoEndpoint),
+            Some(ep) => {
+                let target = &c.lb.endpoints()[ep];
+                let a = target.addr;
+                let id = match target.source {
+                    None => Err(ConnectError::NoRoute),
+                    Some(src) => e
+                        .connect(now, src, (*a.ip(), a.port()))
+                        .ok_or(ConnectError::LocalExhausted),
+                };
+                if id.is_err() {
+                    c.lb.release(ep);
+                }
+                id.map(|id| (ep, id))
+            }
+        };
+        let (ep, conn) = match opened {
+            Ok(x) => x,
+            Err(why) => {
+                g.open.fetch_sub(1, Relaxed);
+                g.pending.fetch_sub(1, Relaxed);
+                cs.no_upstream.inc();
+                return Err(why);
+            }
+        };
+        c.users += 1;
+        self.deadlines
+            .push(Reverse((now + c.connect_timeout, conn)));
+        let up = Upstream {
+            cluster: ClusterId(ci),
+            endpoint: ep,
+            conn,
+        };
+        for c in self.counters(up) {
+            c.cx_total.inc();
+            c.cx_connecting.inc();
+        }
+        Ok(up)
+    }
+
+    /// `up`'s handshake completed.
+    pub fn connected(&mut self, up: Upstream) {
+        let c = &mut self.clusters[up.cluster.0];
+        c.live.gauges.pending.fetch_sub(1, Relaxed);
+        c.lb.connect_succeeded(up.endpoint);
+        for c in self.counters(up) {
+            c.cx_connected.inc();
+            Counters::dec(&c.cx_connecting);
+        }
+    }
+
+    /// Give `up` back: `connected` says whether its handshake had completed
+    /// (reported by [`Upstreams::connected`]). Settles the breakers and the
+    /// counters, and feeds a failed handshake to outlier detection.
+    pub fn release(&mut self, up: Upstream, connected: bool, outcome: Outcome, now: Instant) {
+        match outcome {
+            Outcome::ConnectFailed | Outcome::ConnectTimeout => {
+                for c in self.counters(up) {
+                    match outcome {
+                        Outcome::ConnectFailed => c.connect_failures.inc(),
+                        _ => c.connect_timeouts.inc(),
+                    }
+                }
+                self.connect_failed(up, now);
+            }
+            Outcome::Done | Outcome::Abandoned => {}
+        }
+        let ci = up.cluster.0;
+        let c = &mut self.clusters[ci];
+        c.lb.release(up.endpoint);
+        c.users -= 1;
+        let g = &c.live.gauges;
+        g.open.fetch_sub(1, Relaxed);
+        if !connected {
+            g.pending.fetch_sub(1, Relaxed);
+            for c in self.counters(up) {
+                Counters::dec(&c.cx_connecting);
+            }
+        }
+        for c in self.counters(up) {
+            c.cx_closed.inc();
+        }
+        self.forget_if_unused(ci);
+    }
+
+    fn connect_failed(&mut self, up: Upstream, now: Instant) {
+        let c = &mut self.clusters[up.cluster.0];
+        if c.lb.connect_failed(up.endpoint, now) == Verdict::Ejected {
+            tracing::warn!(
+                "cluster {}: endpoint {} ejected after repeated connect failures",
+                c.live.cfg.name,
+                c.lb.endpoints()[up.endpoint].addr
+            );
+            for c in self.counters(up) {
+                c.ejections.inc();
+            }
+        }
+    }
+
+    /// The next upstream connection whose handshake deadline has passed (it
+    /// may have connected since: the caller checks, and then releases it
+    /// with [`Outcome::ConnectTimeout`]). Cheap when none is due.
+    pub fn poll_connect_timeout(&mut self, now: Instant) -> Option<ConnId> {
+        let &Reverse((at, id)) = self.deadlines.peek()?;
+        if at > now {
+            return None;
+        }
+        self.deadlines.pop();
+        Some(id)
+    }
+
+    /// When [`Upstreams::poll_connect_timeout`] may next have something.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.deadlines.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// The idle timeout of `up`'s cluster, if it has one.
+    pub fn idle_timeout(&self, up: Upstream) -> Option<Duration> {
+        self.clusters[up.cluster.0].idle_timeout
+    }
+
+    /// The counters of an upstream connection: its cluster's and endpoint's.
+    pub fn counters(&self, up: Upstream) -> [&Counters; 2] {
+        let c = &self.clusters[up.cluster.0];
+        [
+            c.live.stats.get(self.core),
+            c.lb.endpoints()[up.endpoint].stats.get(self.core),
+        ]
+    }
+
+    /// The counters of cluster `name` on this core, if it is configured.
+    pub fn cluster_counters(&self, name: &str) -> Option<&Counters> {
+        let &ci = self.by_name.get(name)?;
+        Some(self.clusters[ci].live.stats.get(self.core))
+    }
+
+    fn forget_if_unused(&mut self, ci: u32) {
+        if self
+            .clusters
+            .get(ci)
+            .is_some_and(|c| c.removed && c.users == 0)
+        {
+            self.clusters.remove(ci);
+        }
+    }
+}
