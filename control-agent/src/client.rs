@@ -270,7 +270,7 @@ impl DataPlaneSync {
                 let t0 = Instant::now();
                 let r = dp.apply(u).await;
                 match &r {
-                    Ok((rejected, v)) => {
+                    Ok(reply) => {
                         self.down = false;
                         self.pushed = true;
                         tracing::info!(
@@ -282,23 +282,19 @@ impl DataPlaneSync {
                             u.clusters.len(),
                             u.remove_clusters.len(),
                             t0.elapsed().as_millis(),
-                            rejected.len()
+                            reply.rejected.len()
                         );
                         // Our own change: not a reason to re-sync.
-                        if let (Some(i), Some(g)) =
-                            (v["instance"].as_str(), v["generation"].as_u64())
-                        {
-                            self.known = Some(Identity {
-                                instance: i.to_owned(),
-                                generation: g,
-                            });
-                        }
+                        self.known = Some(Identity {
+                            instance: reply.instance.clone(),
+                            generation: reply.generation,
+                        });
                     }
                     // Refused (it answered): not a reason to poll it into a
                     // full re-push every second.
-                    Err(e) => self.down = !e.starts_with("the data plane refused"),
+                    Err(e) => self.down = e.is_retryable(),
                 }
-                r.map(|(rej, _)| rej)
+                r.map(|reply| reply.rejected).map_err(|e| e.to_string())
             }
         };
         xds.settle(u.as_ref(), result)

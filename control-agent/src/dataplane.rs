@@ -1,11 +1,13 @@
-//! The data plane's admin socket, from the agent's side: one JSON request
-//! per connection, one JSON answer (see `dataplane/src/admin.rs`).
+//! The data plane's admin socket, from the agent's side: one request per
+//! connection, one answer, in the typed protocol of
+//! `dataplane_config::admin` (the same types the data plane serves).
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use dataplane_config::{ProxyUpdate, Rejected};
-use serde_json::{Value, json};
+use dataplane_config::ProxyUpdate;
+use dataplane_config::admin::{AdminError, AdminRequest, ApplyReply, PingReply, parse_reply};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
@@ -25,6 +27,35 @@ pub struct Identity {
     pub generation: u64,
 }
 
+/// Why a request to the data plane failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DpError {
+    #[error("cannot reach the data plane at {path}: {source}")]
+    Unreachable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("admin socket: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the data plane did not answer within {0:?}")]
+    Timeout(Duration),
+    /// It answered, and refused.
+    #[error("the data plane refused the request: {0}")]
+    Refused(AdminError),
+    /// It answered something that is not the command's reply.
+    #[error("{0}")]
+    Protocol(String),
+}
+
+impl DpError {
+    /// Whether the data plane may be down or restarting (try again and
+    /// watch it), rather than present and refusing (a verdict: polling it
+    /// into a re-push every second would change nothing).
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, DpError::Refused(_))
+    }
+}
+
 impl DataPlane {
     pub fn new(socket: &Path) -> DataPlane {
         DataPlane {
@@ -32,72 +63,55 @@ impl DataPlane {
         }
     }
 
-    async fn request(&self, req: &impl serde::Serialize) -> Result<Value, String> {
+    async fn request<T: serde::de::DeserializeOwned>(
+        &self,
+        req: &AdminRequest<'_>,
+    ) -> Result<T, DpError> {
         let io = async {
-            let mut s = UnixStream::connect(&self.socket).await.map_err(|e| {
-                format!(
-                    "cannot reach the data plane at {}: {e}",
-                    self.socket.display()
-                )
-            })?;
-            let mut msg = serde_json::to_vec(req).map_err(|e| e.to_string())?;
+            let mut s =
+                UnixStream::connect(&self.socket)
+                    .await
+                    .map_err(|source| DpError::Unreachable {
+                        path: self.socket.clone(),
+                        source,
+                    })?;
+            // Serialized straight from the update (no JSON tree in between).
+            let mut msg = serde_json::to_vec(req).map_err(|e| DpError::Protocol(e.to_string()))?;
             msg.push(b'\n');
-            s.write_all(&msg)
-                .await
-                .map_err(|e| format!("admin socket write: {e}"))?;
+            s.write_all(&msg).await?;
             let mut buf = Vec::new();
-            s.read_to_end(&mut buf)
-                .await
-                .map_err(|e| format!("admin socket read: {e}"))?;
-            serde_json::from_slice::<Value>(&buf)
-                .map_err(|e| format!("the data plane answered non-JSON: {e}"))
+            s.read_to_end(&mut buf).await?;
+            parse_reply(&buf).map_err(|e| match e {
+                Ok(refusal) => DpError::Refused(refusal),
+                Err(msg) => DpError::Protocol(msg),
+            })
         };
         tokio::time::timeout(TIMEOUT, io)
             .await
-            .map_err(|_| format!("the data plane did not answer within {TIMEOUT:?}"))?
+            .map_err(|_| DpError::Timeout(TIMEOUT))?
     }
 
-    /// Apply `u`; the items the data plane rejected come back.
-    pub async fn apply(&self, u: &ProxyUpdate) -> Result<(Vec<Rejected>, Value), String> {
-        // Serialized straight from `u` (no JSON tree in between).
-        #[derive(serde::Serialize)]
-        struct Apply<'a> {
-            cmd: &'static str,
-            update: &'a ProxyUpdate,
-        }
-        let v = self
-            .request(&Apply {
-                cmd: "apply",
-                update: u,
+    /// Apply `u`; the reply lists the items the data plane rejected.
+    pub async fn apply(&self, u: &ProxyUpdate) -> Result<ApplyReply, DpError> {
+        let r: ApplyReply = self
+            .request(&AdminRequest::Apply {
+                update: Cow::Borrowed(u),
             })
             .await?;
-        if let Some(e) = v.get("error").and_then(Value::as_str) {
-            return Err(format!("the data plane refused the update: {e}"));
-        }
-        if v.get("applied") != Some(&Value::Bool(true)) {
+        if !r.applied {
             tracing::warn!(
                 "the data plane took the update but not every worker confirmed it in time"
             );
         }
-        let rejected = v
-            .get("rejected")
-            .cloned()
-            .map(serde_json::from_value::<Vec<Rejected>>)
-            .transpose()
-            .map_err(|e| format!("the data plane's rejections: {e}"))?
-            .unwrap_or_default();
-        Ok((rejected, v))
+        Ok(r)
     }
 
     /// Which data plane is there (cheap: no configuration in the answer).
-    pub async fn identity(&self) -> Result<Identity, String> {
-        let v = self.request(&json!({"cmd": "ping"})).await?;
-        match (v["instance"].as_str(), v["generation"].as_u64()) {
-            (Some(i), Some(g)) => Ok(Identity {
-                instance: i.to_owned(),
-                generation: g,
-            }),
-            _ => Err(format!("unexpected answer to ping: {v}")),
-        }
+    pub async fn identity(&self) -> Result<Identity, DpError> {
+        let r: PingReply = self.request(&AdminRequest::Ping).await?;
+        Ok(Identity {
+            instance: r.instance,
+            generation: r.generation,
+        })
     }
 }
