@@ -154,13 +154,13 @@ async fn sotw(
         &tx,
         stream,
         unwrap,
-        |xds, resp: DiscoveryResponse| {
+        |xds, resp: DiscoveryResponse, now| {
             let (ty, n) = (short(&resp.type_url), resp.resources.len());
             tracing::debug!(
                 "{ty} response version {:?}: {n} resource(s)",
                 resp.version_info
             );
-            (xds.on_sotw(resp), ty, n)
+            (xds.on_sotw(resp, now), ty, n)
         },
     )
     .await
@@ -191,14 +191,14 @@ async fn delta(
         &tx,
         stream,
         unwrap,
-        |xds, resp: DeltaDiscoveryResponse| {
+        |xds, resp: DeltaDiscoveryResponse, now| {
             let (ty, n) = (short(&resp.type_url), resp.resources.len());
             tracing::debug!(
                 "{ty} delta {:?}: {n} resource(s), {} removed",
                 resp.system_version_info,
                 resp.removed_resources.len()
             );
-            (xds.on_delta(resp), ty, n)
+            (xds.on_delta(resp, now), ty, n)
         },
     )
     .await
@@ -221,7 +221,7 @@ async fn drive<Q, P>(
     tx: &mpsc::Sender<Q>,
     mut stream: tonic::Streaming<P>,
     unwrap: fn(Request) -> Option<Q>,
-    handle: fn(&mut Xds, P) -> (Outcome, &'static str, usize),
+    handle: fn(&mut Xds, P, Instant) -> (Outcome, &'static str, usize),
 ) -> Result<(), String> {
     let mut tick = tokio::time::interval(TICK);
     loop {
@@ -229,7 +229,7 @@ async fn drive<Q, P>(
             msg = stream.message() => {
                 let Some(resp) = msg.map_err(|e| format!("{e}"))? else { return Ok(()) };
                 let arrived = Instant::now();
-                let (out, ty, n) = handle(xds, resp);
+                let (out, ty, n) = handle(xds, resp, arrived);
                 let ack = sync.push(xds, dp, out.push).await;
                 let ms = arrived.elapsed().as_secs_f64() * 1e3;
                 if sync.pushed {

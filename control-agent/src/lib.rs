@@ -4,8 +4,9 @@
 //! - `client`: the ADS stream (gRPC over TCP or a Unix socket, state of the
 //!   world or Delta), reconnects with jittered back-off, and keeps the data
 //!   plane in step (it re-sends everything after a data plane restart);
-//! - `xds`: the protocol state, no I/O: versions, nonces, subscriptions,
-//!   warming, ACK/NACK, what the data plane has and what it should get;
+//! - `xds`: the protocol state, no I/O and no clock (the caller passes
+//!   `now`): versions, nonces, subscriptions, warming, ACK/NACK, what the
+//!   data plane has and what it should get;
 //! - `translate`: Envoy resources to the data plane's configuration model,
 //!   one resource at a time, rejecting with a reason what would change
 //!   meaning and ignoring (counted) what only observes;

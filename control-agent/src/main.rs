@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use control_agent::client::{self, Target};
@@ -187,13 +187,16 @@ fn run(cli: Cli) -> Result<(), String> {
     } else {
         Mode::Sotw
     };
+    // The state machine reads no clock: its time starts here.
+    let now = Instant::now();
     let mut xds = Xds::new(
         mode,
         n,
         Duration::from_millis(cli.resource_timeout_ms),
         ignored,
+        now,
     );
-    xds.set_static(listeners, clusters);
+    xds.set_static(listeners, clusters, now);
     let opts = client::Options {
         server: server.clone(),
         max_message_bytes: cli.max_message_bytes,

@@ -2,6 +2,8 @@
 //! accepted, what the data plane has. No I/O here: responses come in, and
 //! out come the requests to send (ACK, NACK, subscription changes) and the
 //! data-plane updates to push. `client.rs` drives it over a gRPC stream.
+//! No clock either: what needs the time takes `now` from the driver, so
+//! the timeouts can be tested on virtual time.
 //!
 //! Protocol rules kept (Envoy's "xDS REST and gRPC protocol"):
 //! - per type: the last accepted `version_info` and the last `nonce`; an ACK
@@ -146,7 +148,15 @@ pub struct Xds {
 }
 
 impl Xds {
-    pub fn new(mode: Mode, node: Node, does_not_exist: Duration, ignored: Arc<Ignored>) -> Xds {
+    /// A client that starts at `now` (the does-not-exist timeouts of the
+    /// first subscriptions count from it).
+    pub fn new(
+        mode: Mode,
+        node: Node,
+        does_not_exist: Duration,
+        ignored: Arc<Ignored>,
+        now: Instant,
+    ) -> Xds {
         Xds {
             mode,
             node,
@@ -170,7 +180,7 @@ impl Xds {
             dirty_clusters: BTreeSet::new(),
             full_push: true,
             synced: false,
-            started: Instant::now(),
+            started: now,
             does_not_exist,
             ignored,
             acks: 0,
@@ -182,8 +192,14 @@ impl Xds {
         }
     }
 
-    /// Resources of the bootstrap's `static_resources` (translated already).
-    pub fn set_static(&mut self, listeners: Vec<ListenerConfig>, clusters: Vec<ClusterPlan>) {
+    /// Resources of the bootstrap's `static_resources` (translated already);
+    /// the EDS names they use are wanted from `now`.
+    pub fn set_static(
+        &mut self,
+        listeners: Vec<ListenerConfig>,
+        clusters: Vec<ClusterPlan>,
+        now: Instant,
+    ) {
         for l in listeners {
             self.dirty_listeners.insert(l.name.clone());
             self.static_listeners.insert(l.name.clone(), l);
@@ -191,9 +207,7 @@ impl Xds {
         for c in clusters {
             self.dirty_clusters.insert(c.cfg.name.clone());
             if let Some(e) = &c.eds {
-                self.eds_wanted
-                    .entry(e.clone())
-                    .or_insert_with(Instant::now);
+                self.eds_wanted.entry(e.clone()).or_insert(now);
                 self.eds_users
                     .entry(e.clone())
                     .or_default()
@@ -293,9 +307,10 @@ impl Xds {
     }
 
     /// The EDS names the clusters need now; subscribe to new ones and drop
-    /// the rest (and their assignments). Returns the request to send, if
-    /// the subscription changed.
-    fn resubscribe_eds(&mut self) -> Option<Request> {
+    /// the rest (and their assignments); a new name's does-not-exist
+    /// timeout counts from `now`. Returns the request to send, if the
+    /// subscription changed.
+    fn resubscribe_eds(&mut self, now: Instant) -> Option<Request> {
         let needed: BTreeSet<String> = self
             .clusters
             .values()
@@ -308,7 +323,6 @@ impl Xds {
         }
         let added: Vec<String> = needed.difference(&old).cloned().collect();
         let removed: Vec<String> = old.difference(&needed).cloned().collect();
-        let now = Instant::now();
         for n in &added {
             self.eds_wanted.insert(n.clone(), now);
         }
@@ -352,7 +366,9 @@ impl Xds {
         }
     }
 
-    /// Run the does-not-exist timeout; `now` from the caller's clock.
+    /// Run the does-not-exist timeout; `now` from the caller's clock. Call
+    /// it regularly (the driver does once a second): nothing else expires
+    /// a resource.
     pub fn on_timer(&mut self, now: Instant) -> Outcome {
         let mut out = Outcome::default();
         let mut expired = Vec::new();
@@ -428,7 +444,9 @@ impl Xds {
 
     // === responses ===
 
-    pub fn on_sotw(&mut self, r: DiscoveryResponse) -> Outcome {
+    /// A state-of-the-world response, received at `now`. Then push (if
+    /// `push`) and `settle`, which makes its ACK or NACK.
+    pub fn on_sotw(&mut self, r: DiscoveryResponse, now: Instant) -> Outcome {
         let type_url = r.type_url.clone();
         let Some(t) = self.ty(&type_url) else {
             tracing::warn!("response for type {type_url:?}, which we never asked for: ignored");
@@ -472,7 +490,7 @@ impl Xds {
         } else {
             Vec::new()
         };
-        let out = self.finish(&type_url, r.version_info, resources, removed, failures);
+        let out = self.finish(&type_url, r.version_info, resources, removed, failures, now);
         // Remember only what was accepted (a rejected one is looked at
         // again when it comes back).
         let failed: BTreeSet<&str> = self
@@ -496,7 +514,9 @@ impl Xds {
         out
     }
 
-    pub fn on_delta(&mut self, r: DeltaDiscoveryResponse) -> Outcome {
+    /// A Delta response, received at `now`. Then push (if `push`) and
+    /// `settle`, which makes its ACK or NACK.
+    pub fn on_delta(&mut self, r: DeltaDiscoveryResponse, now: Instant) -> Outcome {
         let type_url = r.type_url.clone();
         let Some(t) = self.ty(&type_url) else {
             tracing::warn!("response for type {type_url:?}, which we never asked for: ignored");
@@ -547,6 +567,7 @@ impl Xds {
             resources,
             removed,
             failures,
+            now,
         )
     }
 
@@ -559,6 +580,7 @@ impl Xds {
         resources: Vec<Resource>,
         removed: Vec<String>,
         mut failures: Vec<Failure>,
+        now: Instant,
     ) -> Outcome {
         let mut out = Outcome::default();
         match type_url {
@@ -633,7 +655,7 @@ impl Xds {
                         self.dirty_clusters.insert(n);
                     }
                 }
-                if let Some(req) = self.resubscribe_eds() {
+                if let Some(req) = self.resubscribe_eds(now) {
                     out.requests.push(req);
                 }
             }
@@ -1052,4 +1074,167 @@ fn decode_named(type_url: &str, any: &Any) -> Result<Resource, String> {
         _ => ClusterLoadAssignment::decode(bytes).map(Resource::Assignment),
     };
     r.map_err(|e| format!("cannot decode: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The state machine on virtual time: `now` is a base instant plus
+    //! offsets, so timeouts are driven without sleeping.
+
+    use super::*;
+    use crate::bootstrap::any_from_yaml;
+
+    const TIMEOUT: Duration = Duration::from_secs(15);
+
+    fn xds(t0: Instant) -> Xds {
+        Xds::new(Mode::Sotw, Node::default(), TIMEOUT, Arc::default(), t0)
+    }
+
+    fn sotw(type_url: &str, version: &str, yaml: &[&str]) -> DiscoveryResponse {
+        let full_name = type_url.rsplit('/').next().unwrap();
+        DiscoveryResponse {
+            version_info: version.into(),
+            resources: yaml
+                .iter()
+                .map(|y| any_from_yaml(full_name, y).unwrap())
+                .collect(),
+            type_url: type_url.into(),
+            nonce: format!("n-{version}"),
+            ..Default::default()
+        }
+    }
+
+    /// The SotW requests of `reqs` as (type, names, version, NACK message).
+    fn summary(reqs: &[Request]) -> Vec<(&'static str, Vec<String>, String, Option<String>)> {
+        reqs.iter()
+            .map(|r| match r {
+                Request::Sotw(r) => (
+                    short(&r.type_url),
+                    r.resource_names.clone(),
+                    r.version_info.clone(),
+                    r.error_detail.as_ref().map(|e| e.message.clone()),
+                ),
+                Request::Delta(_) => panic!("a Delta request on a SotW stream: {r:?}"),
+            })
+            .collect()
+    }
+
+    const EDS_CLUSTER: &str = "{name: web, type: EDS, eds_cluster_config: {eds_config: {ads: {}}}}";
+    const LISTENER: &str = r#"
+name: l
+address: {socket_address: {address: 0.0.0.0, port_value: 80}}
+filter_chains:
+- filters:
+  - name: envoy.filters.network.tcp_proxy
+    typed_config:
+      "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+      stat_prefix: s
+      cluster: web
+"#;
+
+    #[test]
+    fn an_assignment_that_never_comes_times_out_on_the_callers_clock() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut x = xds(t0);
+        assert_eq!(
+            summary(&x.on_stream_start()),
+            [("CDS", vec![], "".into(), None)]
+        );
+
+        // The cluster comes at 1 s and wants its assignment from then on.
+        let out = x.on_sotw(sotw(CDS, "c1", &[EDS_CLUSTER]), at(1));
+        assert_eq!(
+            summary(&out.requests),
+            [("EDS", vec!["web".to_string()], "".into(), None)]
+        );
+        assert!(!out.push, "nothing goes to the data plane before listeners");
+        let ack = x.settle(None, Ok(Vec::new())).expect("the CDS answer");
+        assert_eq!(summary(&[ack]), [("CDS", vec![], "c1".into(), None)]);
+
+        // Not yet: the timeout counts from the subscription, not the start.
+        for now in [at(2), at(15), at(16) - Duration::from_millis(1)] {
+            let o = x.on_timer(now);
+            assert!(o.requests.is_empty() && !o.push, "{now:?}: {o:?}");
+        }
+        assert!(x.eds_missing.is_empty());
+
+        // Expired: the cluster is warm with no endpoints, and listeners are
+        // asked for.
+        let o = x.on_timer(at(16));
+        assert_eq!(summary(&o.requests), [("LDS", vec![], "".into(), None)]);
+        assert!(!o.push, "still no listeners: nothing to push");
+        assert!(x.eds_missing.contains("web"));
+        // Expiry is once: a later tick changes nothing (before 30 s, when
+        // the listeners' own timeout would push what there is).
+        let o = x.on_timer(at(29));
+        assert!(o.requests.is_empty() && !o.push, "{o:?}");
+
+        // The first listeners make the first (full) push, with the cluster
+        // empty rather than held back.
+        let out = x.on_sotw(sotw(LDS, "l1", &[LISTENER]), at(17));
+        assert!(out.push);
+        let u = x.update().expect("the first push");
+        assert!(u.full);
+        assert_eq!(u.listeners.len(), 1);
+        let web: Vec<_> = u
+            .clusters
+            .iter()
+            .map(|c| (&c.name[..], c.endpoints.len()))
+            .collect();
+        assert_eq!(web, [("web", 0)]);
+        let ack = x.settle(Some(&u), Ok(Vec::new())).expect("the LDS answer");
+        assert_eq!(summary(&[ack]), [("LDS", vec![], "l1".into(), None)]);
+
+        // The assignment arriving late fills the cluster in.
+        let out = x.on_sotw(
+            sotw(
+                EDS,
+                "e1",
+                &["{cluster_name: web, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 10.0.0.1, port_value: 80}}}}]}]}"],
+            ),
+            at(40),
+        );
+        assert!(out.push);
+        let u = x.update().expect("the endpoints");
+        assert!(!u.full);
+        assert_eq!(u.clusters[0].endpoints.len(), 1);
+        assert!(x.eds_missing.is_empty());
+    }
+
+    #[test]
+    fn a_silent_server_gets_listeners_asked_for_then_the_data_plane_what_there_is() {
+        let t0 = Instant::now();
+        let mut x = xds(t0);
+        let static_cluster = translate::cluster(
+            &Cluster::decode(
+                crate::bootstrap::encode_yaml("envoy.config.cluster.v3.Cluster", "{name: s}")
+                    .unwrap()
+                    .as_slice(),
+            )
+            .unwrap(),
+            &Ignored::default(),
+        )
+        .unwrap();
+        x.set_static(Vec::new(), vec![static_cluster], t0);
+        x.on_stream_start();
+        assert!(x.update().is_none(), "not synced before listeners");
+
+        let o = x.on_timer(t0 + TIMEOUT - Duration::from_millis(1));
+        assert!(o.requests.is_empty() && !o.push, "{o:?}");
+        let o = x.on_timer(t0 + TIMEOUT);
+        assert_eq!(summary(&o.requests), [("LDS", vec![], "".into(), None)]);
+        assert!(!o.push);
+
+        let o = x.on_timer(t0 + TIMEOUT * 2 - Duration::from_millis(1));
+        assert!(o.requests.is_empty() && !o.push, "{o:?}");
+        let o = x.on_timer(t0 + TIMEOUT * 2);
+        assert!(o.requests.is_empty() && o.push, "{o:?}");
+        let u = x.update().expect("what there is");
+        assert!(u.full);
+        assert_eq!(
+            u.clusters.iter().map(|c| &c.name[..]).collect::<Vec<_>>(),
+            ["s"]
+        );
+    }
 }
