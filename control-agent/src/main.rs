@@ -1,5 +1,6 @@
 //! `control-agent`: configures a running data plane from an xDS server (or
 //! an Envoy bootstrap file). See `docs/control-agent.md`.
+#![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
