@@ -230,19 +230,9 @@ pub fn render(v: &Value) -> String {
         let mut line = |m: &Value| {
             for (k, val) in m.as_object().into_iter().flatten() {
                 let n = u(val);
-                let is_drop = !matches!(
-                    k.as_str(),
-                    "rx_frames"
-                        | "tx_frames"
-                        | "ipv4_rx"
-                        | "arp_requests_rx"
-                        | "arp_replies_rx"
-                        | "arp_requests_tx"
-                        | "arp_replies_tx"
-                        | "icmp_echo_rx"
-                        | "icmp_echo_tx"
-                        | "rx_checksum_offloaded"
-                );
+                // Frame outcomes always; the rest (drops, loop and TCP
+                // counters) when not zero.
+                let is_drop = !netstack::FrameCounters::NAMES.contains(&k.as_str());
                 if n != 0 || !is_drop {
                     out.push_str(&format!("  {k:<28} {n}\n"));
                 }

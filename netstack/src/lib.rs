@@ -46,7 +46,7 @@ mod dpdk;
 pub use frame::{Frame, FramePool, HeapFrame, HeapPool, RxChecksum};
 pub use iface::{ArpParams, Handoff, IfaceConfig, Stack, StackConfig, Transmit, ZeroCopyConfig};
 pub use route::{Route, RouteTable};
-pub use stats::{CopyCounters, Counter, DropReason, Stats};
+pub use stats::{CopyCounters, Counter, DropReason, FrameCounters, Stats};
 pub use time::Instant;
 
 /// Re-exported wire types callers need to build configs.

@@ -240,32 +240,48 @@ macro_rules! counters {
     (@scope $scope:expr) => { $scope };
 }
 
-/// Everything one core's stack counts.
+counters! {
+    /// What the stack counts of frames, ARP, IPv4 and ICMP: outcomes, not
+    /// drops (those are counted by [`DropReason`]).
+    pub struct FrameCounters {
+        rx_frames,
+        tx_frames,
+        arp_requests_rx,
+        arp_replies_rx,
+        arp_requests_tx,
+        arp_replies_tx,
+        icmp_echo_rx,
+        /// Echo replies built: sent at once, or queued for ARP (and then either
+        /// sent or counted as `arp_unresolved`/`arp_pending_full`).
+        icmp_echo_tx,
+        ipv4_rx,
+        /// Frames whose checksum the device had already verified.
+        rx_checksum_offloaded,
+        /// Software steering: frames handed to the core that owns them (TCP
+        /// segments of its connections, copies of ARP frames) ...
+        steered_out,
+        /// ... and frames received from other cores that way.
+        steered_in,
+    }
+}
+
+/// Everything one core's stack counts. The frame counters are reached
+/// through it (`stats.rx_frames`).
 #[derive(Debug, Default)]
 pub struct Stats {
-    pub rx_frames: Counter,
-    pub tx_frames: Counter,
-    pub arp_requests_rx: Counter,
-    pub arp_replies_rx: Counter,
-    pub arp_requests_tx: Counter,
-    pub arp_replies_tx: Counter,
-    pub icmp_echo_rx: Counter,
-    /// Echo replies built: sent at once, or queued for ARP (and then either
-    /// sent or counted as `arp_unresolved`/`arp_pending_full`).
-    pub icmp_echo_tx: Counter,
-    pub ipv4_rx: Counter,
-    /// Frames whose checksum the device had already verified.
-    pub rx_checksum_offloaded: Counter,
-    /// Software steering: frames handed to the core that owns them (TCP
-    /// segments of its connections, copies of ARP frames) ...
-    pub steered_out: Counter,
-    /// ... and frames received from other cores that way.
-    pub steered_in: Counter,
+    pub frames: FrameCounters,
     /// TCP engine totals, published by the owning core at each timer tick.
     pub tcp: TcpCounters,
     /// Payload copies per path (see docs/netstack.md).
     pub copies: CopyCounters,
     drops: [Counter; DropReason::ALL.len()],
+}
+
+impl std::ops::Deref for Stats {
+    type Target = FrameCounters;
+    fn deref(&self) -> &FrameCounters {
+        &self.frames
+    }
 }
 
 impl Stats {
@@ -284,18 +300,7 @@ impl Stats {
 
     /// Every counter by name: outcomes first, then `drop_<reason>`.
     pub fn for_each(&self, mut f: impl FnMut(&'static str, u64)) {
-        f("rx_frames", self.rx_frames.get());
-        f("tx_frames", self.tx_frames.get());
-        f("ipv4_rx", self.ipv4_rx.get());
-        f("arp_requests_rx", self.arp_requests_rx.get());
-        f("arp_replies_rx", self.arp_replies_rx.get());
-        f("arp_requests_tx", self.arp_requests_tx.get());
-        f("arp_replies_tx", self.arp_replies_tx.get());
-        f("icmp_echo_rx", self.icmp_echo_rx.get());
-        f("icmp_echo_tx", self.icmp_echo_tx.get());
-        f("rx_checksum_offloaded", self.rx_checksum_offloaded.get());
-        f("steered_out", self.steered_out.get());
-        f("steered_in", self.steered_in.get());
+        self.frames.for_each(&mut f);
         self.tcp.for_each(&mut f);
         self.copies.for_each(&mut f);
         for d in DropReason::ALL {
