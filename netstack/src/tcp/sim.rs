@@ -18,7 +18,6 @@ impl Link<Segment> {
     }
 }
 
-
 /// One side's application: sends `out` in random-sized chunks, then closes;
 /// collects what arrives.
 struct App {
