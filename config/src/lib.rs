@@ -1,9 +1,10 @@
 //! The data plane's configuration model: serde types and validation only.
 //!
 //! No DPDK and no protobuf here: the data plane loads this from YAML, and the
-//! xDS agent (later) fills the same types from Envoy resources. Whatever loaded
-//! it, [`Config::validate`] is the one gate, and it reports every problem at
-//! once, each with the field's path, the offending value and the reason.
+//! xDS agent (`control-agent`) fills the same types from Envoy resources.
+//! Whatever loaded it, [`Config::validate`] is the one gate, and it reports
+//! every problem at once, each with the field's path, the offending value and
+//! the reason.
 //!
 //! Units are in field names (`_ms`, `_us`); every field but `ports` has a
 //! default, documented in `docs/config.md`. The `tcp` section's defaults that
