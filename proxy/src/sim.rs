@@ -392,36 +392,29 @@ impl World {
 
     /// A listener's, cluster's or endpoint's counter, by name.
     pub fn listener_counter(&self, name: &str, counter: &str) -> u64 {
-        let mut v = 0;
-        self.live.listeners[name]
-            .stats
-            .get(0)
-            .for_each(|k, x| v += if k == counter { x } else { 0 });
-        v
+        value(self.live.listeners[name].stats.get(0), counter)
     }
 
     pub fn cluster_counter(&self, name: &str, counter: &str) -> u64 {
-        let mut v = 0;
-        self.live.clusters[name]
-            .stats
-            .get(0)
-            .for_each(|k, x| v += if k == counter { x } else { 0 });
-        v
+        value(self.live.clusters[name].stats.get(0), counter)
     }
 
     pub fn endpoint_counter(&self, cluster: &str, addr: &str, counter: &str) -> u64 {
         let c = &self.live.clusters[cluster];
-        let ep = c
-            .endpoints
-            .iter()
-            .find(|e| e.addr.to_string() == addr)
-            .expect("endpoint");
-        let mut v = 0;
-        ep.stats
-            .get(0)
-            .for_each(|k, x| v += if k == counter { x } else { 0 });
-        v
+        let ep = c.endpoints.iter().find(|e| e.addr.to_string() == addr);
+        value(ep.expect("endpoint").stats.get(0), counter)
     }
+}
+
+/// Counter `name` of `c`.
+fn value(c: &crate::Counters, name: &str) -> u64 {
+    let mut v = None;
+    c.for_each(|k, x| {
+        if k == name {
+            v = Some(x);
+        }
+    });
+    v.unwrap_or_else(|| panic!("no counter {name}"))
 }
 
 #[cfg(test)]
