@@ -155,22 +155,33 @@ pub struct ConfigReply {
     pub generation: u64,
 }
 
-/// Read an answer: the command's reply `T`, or the data plane's refusal.
-/// `Err(Ok(_))` is a refusal; `Err(Err(_))` an answer that is neither.
-pub fn parse_reply<T: serde::de::DeserializeOwned>(
-    bytes: &[u8],
-) -> Result<T, Result<AdminError, String>> {
+/// Why an answer is not the command's reply.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ReplyError {
+    /// The data plane refused the request.
+    #[error("{0}")]
+    Refused(AdminError),
+    /// The answer is neither the reply nor a refusal.
+    #[error("{0}")]
+    Protocol(String),
+}
+
+/// Read an answer: the command's reply `T`, or why not.
+pub fn parse_reply<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ReplyError> {
     #[derive(Deserialize)]
     struct Probe {
         error: Option<serde::de::IgnoredAny>,
     }
+    let protocol = |what: &str, e: serde_json::Error| ReplyError::Protocol(format!("{what}: {e}"));
     let probe: Probe = serde_json::from_slice(bytes)
-        .map_err(|e| Err(format!("the data plane answered non-JSON: {e}")))?;
+        .map_err(|e| protocol("the data plane answered non-JSON", e))?;
     if probe.error.is_some() {
-        return Err(serde_json::from_slice::<AdminError>(bytes)
-            .map_err(|e| format!("the data plane's error answer: {e}")));
+        return Err(serde_json::from_slice::<AdminError>(bytes).map_or_else(
+            |e| protocol("the data plane's error answer", e),
+            ReplyError::Refused,
+        ));
     }
-    serde_json::from_slice(bytes).map_err(|e| Err(format!("unexpected answer: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| protocol("unexpected answer", e))
 }
 
 #[cfg(test)]
@@ -221,9 +232,12 @@ mod tests {
         let refusal = AdminError::new(ErrorKind::TooLarge, "too big");
         let bytes = serde_json::to_vec(&refusal).unwrap();
         assert_eq!(
-            parse_reply::<PingReply>(&bytes).unwrap_err().unwrap(),
-            refusal
+            parse_reply::<PingReply>(&bytes).unwrap_err(),
+            ReplyError::Refused(refusal)
         );
-        assert!(parse_reply::<PingReply>(b"nope").unwrap_err().is_err());
+        assert!(matches!(
+            parse_reply::<PingReply>(b"nope"),
+            Err(ReplyError::Protocol(_))
+        ));
     }
 }

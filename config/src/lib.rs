@@ -364,16 +364,12 @@ pub struct Ipv4Net {
 
 impl Ipv4Net {
     /// Parse `a.b.c.d/len`. The error says why, in words for a config user.
-    pub fn parse(s: &str) -> Result<Ipv4Net, String> {
-        let (a, p) = s
-            .split_once('/')
-            .ok_or("expected IPv4 address with prefix length, like 10.0.0.1/24")?;
+    pub fn parse(s: &str) -> Result<Ipv4Net, AddrError> {
+        let (a, p) = s.split_once('/').ok_or(AddrError::NoPrefix)?;
         let addr = parse_ipv4(a)?;
-        let prefix_len: u8 = p
-            .parse()
-            .map_err(|_| format!("prefix length {p:?} is not a number 0-32"))?;
+        let prefix_len: u8 = p.parse().map_err(|_| AddrError::BadPrefix(p.to_owned()))?;
         if prefix_len > 32 {
-            return Err(format!("prefix length {prefix_len} is larger than 32"));
+            return Err(AddrError::PrefixTooLong(prefix_len));
         }
         Ok(Ipv4Net { addr, prefix_len })
     }
@@ -399,13 +395,34 @@ impl Ipv4Net {
     }
 }
 
+/// Why an address in the configuration does not parse, in words for a
+/// config user.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddrError {
+    #[error("IPv6 is not supported yet; use an IPv4 address")]
+    Ipv6,
+    #[error("{0:?} is not an IPv4 address")]
+    NotIpv4(String),
+    #[error("expected IPv4 address with prefix length, like 10.0.0.1/24")]
+    NoPrefix,
+    #[error("prefix length {0:?} is not a number 0-32")]
+    BadPrefix(String),
+    #[error("prefix length {0} is larger than 32")]
+    PrefixTooLong(u8),
+    #[error("expected IPv4 address and port, like 10.0.0.1:8080")]
+    NoPort,
+    #[error("port {0:?} is not a number 1-65535")]
+    BadPort(String),
+    #[error("port 0 is not a port to connect or listen on")]
+    PortZero,
+}
+
 /// Parse a bare IPv4 address, saying plainly when it is IPv6.
-pub fn parse_ipv4(s: &str) -> Result<Ipv4Addr, String> {
+pub fn parse_ipv4(s: &str) -> Result<Ipv4Addr, AddrError> {
     if s.contains(':') && s.parse::<std::net::Ipv6Addr>().is_ok() {
-        return Err("IPv6 is not supported yet; use an IPv4 address".into());
+        return Err(AddrError::Ipv6);
     }
-    s.parse()
-        .map_err(|_| format!("{s:?} is not an IPv4 address"))
+    s.parse().map_err(|_| AddrError::NotIpv4(s.to_owned()))
 }
 
 /// IPv4 behaviour.

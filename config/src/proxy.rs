@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use serde::{Deserialize, Serialize};
 
-use crate::parse_ipv4;
+use crate::{AddrError, parse_ipv4};
 
 /// Where client connections are accepted, and what is done with them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -134,19 +134,15 @@ impl Default for OutlierDetection {
 }
 
 /// Parse `a.b.c.d:port`; the error says why, in words for a config user.
-pub fn parse_socket_addr(s: &str) -> Result<SocketAddrV4, String> {
+pub fn parse_socket_addr(s: &str) -> Result<SocketAddrV4, AddrError> {
     if s.starts_with('[') || s.parse::<std::net::Ipv6Addr>().is_ok() {
-        return Err("IPv6 is not supported yet; use an IPv4 address".into());
+        return Err(AddrError::Ipv6);
     }
-    let (a, p) = s
-        .rsplit_once(':')
-        .ok_or("expected IPv4 address and port, like 10.0.0.1:8080")?;
+    let (a, p) = s.rsplit_once(':').ok_or(AddrError::NoPort)?;
     let addr: Ipv4Addr = parse_ipv4(a)?;
-    let port: u16 = p
-        .parse()
-        .map_err(|_| format!("port {p:?} is not a number 1-65535"))?;
+    let port: u16 = p.parse().map_err(|_| AddrError::BadPort(p.to_owned()))?;
     if port == 0 {
-        return Err("port 0 is not a port to connect or listen on".into());
+        return Err(AddrError::PortZero);
     }
     Ok(SocketAddrV4::new(addr, port))
 }

@@ -228,7 +228,7 @@ impl Config {
                 );
             }
             match Ipv4Net::parse(&port.address) {
-                Err(why) => e.push(at("address"), &port.address, why),
+                Err(why) => e.push(at("address"), &port.address, why.to_string()),
                 Ok(net) => {
                     if net.prefix_len == 0 || net.prefix_len > 31 {
                         e.push(
@@ -264,7 +264,7 @@ impl Config {
                     }
                     if let Some(gw) = &port.gateway {
                         match parse_ipv4(gw) {
-                            Err(why) => e.push(at("gateway"), gw, why),
+                            Err(why) => e.push(at("gateway"), gw, why.to_string()),
                             Ok(g) if !net.contains(g) => e.push(
                                 at("gateway"),
                                 gw,
@@ -594,7 +594,7 @@ impl Config {
         let before = e.0.len();
         match parse_socket_addr(&l.address) {
             Err(why) => {
-                e.push(at("address"), &l.address, why);
+                e.push(at("address"), &l.address, why.to_string());
                 None
             }
             Ok(a) => {
@@ -634,7 +634,7 @@ pub(crate) fn check_cluster(c: &ClusterConfig, at: &dyn Fn(&str) -> String, e: &
     for (k, ep) in c.endpoints.iter().enumerate() {
         let at = |f: &str| at(&format!("endpoints[{k}].{f}"));
         match parse_socket_addr(&ep.address) {
-            Err(why) => e.push(at("address"), &ep.address, why),
+            Err(why) => e.push(at("address"), &ep.address, why.to_string()),
             Ok(a) => {
                 if let Some(j) = seen.insert(a, k) {
                     e.push(

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use dataplane_config::ProxyUpdate;
-use dataplane_config::admin::{AdminError, AdminRequest, ApplyReply, PingReply, parse_reply};
+use dataplane_config::admin::{
+    AdminError, AdminRequest, ApplyReply, PingReply, ReplyError, parse_reply,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
@@ -82,8 +84,8 @@ impl DataPlane {
             let mut buf = Vec::new();
             s.read_to_end(&mut buf).await?;
             parse_reply(&buf).map_err(|e| match e {
-                Ok(refusal) => DpError::Refused(refusal),
-                Err(msg) => DpError::Protocol(msg),
+                ReplyError::Refused(refusal) => DpError::Refused(refusal),
+                ReplyError::Protocol(msg) => DpError::Protocol(msg),
             })
         };
         tokio::time::timeout(TIMEOUT, io)

@@ -12,7 +12,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use dataplane_config::admin::{AdminError, AdminRequest, ErrorKind, parse_reply};
+use dataplane_config::admin::{AdminError, AdminRequest, ErrorKind, ReplyError, parse_reply};
 use serde_json::Value;
 
 /// Longest a client may pause while sending its request or reading the
@@ -23,6 +23,23 @@ const CLIENT_STALL: Duration = Duration::from_secs(1);
 const CLIENT_DEADLINE: Duration = Duration::from_secs(60);
 /// Connections served per call, so a flood cannot starve the control loop.
 const MAX_PER_POLL: usize = 16;
+
+/// Why the admin socket cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error("admin.socket: {0} exists and is not a socket; refusing to replace it")]
+    NotASocket(PathBuf),
+    #[error(
+        "admin.socket: {0} is in use by another running data plane; give this one its own admin.socket"
+    )]
+    InUse(PathBuf),
+    #[error("admin.socket: {what} {at}: {source}")]
+    Io {
+        what: &'static str,
+        at: PathBuf,
+        source: std::io::Error,
+    },
+}
 
 /// What answers a request: the reply's JSON, or the refusal.
 pub type Handler<'a> = dyn FnMut(AdminRequest<'static>) -> Result<Value, AdminError> + 'a;
@@ -41,38 +58,26 @@ impl AdminServer {
     /// Bind `path` with mode 0600. A stale socket (nobody listening) is
     /// replaced; a live one means another data plane uses it, which is an
     /// error; anything that is not a socket is never touched.
-    pub fn bind(path: &Path, max_request: u64) -> Result<AdminServer, String> {
+    pub fn bind(path: &Path, max_request: u64) -> Result<AdminServer, BindError> {
         let dir = path
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
             .unwrap_or(Path::new("/"));
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("admin.socket: cannot create {}: {e}", dir.display()))?;
+        let io = |what: &'static str, at: &Path| {
+            let at = at.to_owned();
+            move |source| BindError::Io { what, at, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io("cannot create", dir))?;
         if let Ok(meta) = std::fs::symlink_metadata(path) {
             if !meta.file_type().is_socket() {
-                return Err(format!(
-                    "admin.socket: {} exists and is not a socket; refusing to replace it",
-                    path.display()
-                ));
+                return Err(BindError::NotASocket(path.to_owned()));
             }
             match UnixStream::connect(path) {
-                Ok(_) => {
-                    return Err(format!(
-                        "admin.socket: {} is in use by another running data plane; give this one its own admin.socket",
-                        path.display()
-                    ));
-                }
+                Ok(_) => return Err(BindError::InUse(path.to_owned())),
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                    std::fs::remove_file(path).map_err(|e| {
-                        format!("admin.socket: cannot remove stale {}: {e}", path.display())
-                    })?;
+                    std::fs::remove_file(path).map_err(io("cannot remove stale", path))?;
                 }
-                Err(e) => {
-                    return Err(format!(
-                        "admin.socket: cannot check existing {}: {e}",
-                        path.display()
-                    ));
-                }
+                Err(e) => return Err(io("cannot check existing", path)(e)),
             }
         }
         // Bind inside a private 0700 directory, restrict the socket to 0600,
@@ -83,7 +88,7 @@ impl AdminServer {
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(&private)
-            .map_err(|e| format!("admin.socket: cannot create {}: {e}", private.display()))?;
+            .map_err(io("cannot create", &private))?;
         let tmp = private.join("admin.sock");
         let bound = UnixListener::bind(&tmp)
             .and_then(|l| {
@@ -91,12 +96,11 @@ impl AdminServer {
             })
             .and_then(|l| std::fs::rename(&tmp, path).map(|_| l));
         let _ = std::fs::remove_dir_all(&private);
-        let listener =
-            bound.map_err(|e| format!("admin.socket: cannot bind {}: {e}", path.display()))?;
+        let listener = bound.map_err(io("cannot bind", path))?;
         listener
             .set_nonblocking(true)
-            .map_err(|e| format!("admin.socket: {e}"))?;
-        let meta = std::fs::metadata(path).map_err(|e| format!("admin.socket: {e}"))?;
+            .map_err(io("cannot set non-blocking", path))?;
+        let meta = std::fs::metadata(path).map_err(io("cannot stat", path))?;
         Ok(AdminServer {
             listener,
             path: path.to_owned(),
@@ -235,7 +239,7 @@ pub fn request<T: serde::de::DeserializeOwned>(
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
     parse_reply(&buf).map_err(|e| match e {
-        Ok(refusal) => ClientError::Refused(refusal),
-        Err(msg) => ClientError::Protocol(msg),
+        ReplyError::Refused(refusal) => ClientError::Refused(refusal),
+        ReplyError::Protocol(msg) => ClientError::Protocol(msg),
     })
 }

@@ -2,7 +2,7 @@
 //! configuration in force, live updates), the state file, worker health,
 //! and draining on the first SIGINT/SIGTERM.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -231,15 +231,27 @@ pub fn initial_state(cfg: &Config) -> Result<ProxyState, Failure> {
     Ok(state)
 }
 
+/// Why the state file could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("{at}: {source}")]
+struct SaveError {
+    at: PathBuf,
+    source: std::io::Error,
+}
+
 /// Write the state in force to `path` (atomically: a temporary file, then
 /// rename).
-fn save_state(path: &Path, state: &ProxyState) -> Result<(), String> {
+fn save_state(path: &Path, state: &ProxyState) -> Result<(), SaveError> {
+    let err = |at: &Path| {
+        let at = at.to_owned();
+        move |source| SaveError { at, source }
+    };
     let tmp = path.with_extension("tmp");
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(err(dir))?;
     }
-    let json = serde_json::to_vec(state).map_err(|e| e.to_string())?;
+    let json = serde_json::to_vec(state).map_err(|e| err(path)(e.into()))?;
     std::fs::write(&tmp, json)
         .and_then(|_| std::fs::rename(&tmp, path))
-        .map_err(|e| format!("{}: {e}", path.display()))
+        .map_err(err(path))
 }

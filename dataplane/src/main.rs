@@ -280,7 +280,8 @@ fn cmd_run(a: RunArgs) -> Result<(), Failure> {
     }
 
     // Bind the admin socket before EAL so a clash fails fast.
-    let admin = admin::AdminServer::bind(&cfg.admin.socket, cfg.admin.max_request_bytes)?;
+    let admin = admin::AdminServer::bind(&cfg.admin.socket, cfg.admin.max_request_bytes)
+        .map_err(|e| Failure::Runtime(e.to_string()))?;
     let mut eal_started = false;
     let result = run(
         &cfg,
