@@ -33,14 +33,37 @@ WORK=$(mktemp -d /tmp/dataplane-run.XXXXXX)
 DP_PID=
 UP_PID=
 AG_PID=
-cleanup() {
-  if [ -n "$AG_PID" ]; then kill -TERM "$AG_PID" 2>/dev/null; wait "$AG_PID" 2>/dev/null || true; fi
-  if [ -n "$DP_PID" ] && kill -0 "$DP_PID" 2>/dev/null; then
-    kill -TERM "$DP_PID"; wait "$DP_PID" 2>/dev/null || true
+WRK_PID=
+# stop_pid PID SECONDS: SIGTERM, up to SECONDS for it to exit, then SIGKILL;
+# then reap it. Never fails: the process may have exited already.
+stop_pid() {
+  local pid=$1 tenths=$(($2 * 10)) i
+  [ -n "$pid" ] || return 0
+  if kill -TERM "$pid" 2>/dev/null; then
+    for ((i = 0; i < tenths; i++)); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+      echo "run: pid $pid still running $2 s after SIGTERM; killing it" >&2
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
   fi
-  if [ -n "$UP_PID" ]; then kill -TERM "$UP_PID" 2>/dev/null; wait "$UP_PID" 2>/dev/null || true; fi
-  scripts/topology.sh down
+  wait "$pid" 2>/dev/null || true
+}
+# Runs on every exit. Each step runs whatever the ones before it did (errexit
+# is off here: a failing kill or wait must not end the trap), and the topology
+# goes last, once nothing runs in its namespaces. A second Ctrl-C does not cut
+# it short; every wait in it is bounded.
+cleanup() {
+  set +e
+  trap '' INT TERM
+  stop_pid "$WRK_PID" 5
+  stop_pid "$AG_PID" 5
+  stop_pid "$DP_PID" 15 # drains first: drain_timeout_ms is 5 s in the default config
+  stop_pid "$UP_PID" 5
   rm -rf "$WORK"
+  scripts/topology.sh down
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -70,7 +93,7 @@ CFG=()
 if ! start; then
   echo "run: AF_XDP did not start; log:"; sed 's/^/    /' "$WORK/dataplane.log"
   echo "run: falling back to AF_PACKET"
-  kill -TERM "$DP_PID" 2>/dev/null || true; wait "$DP_PID" 2>/dev/null || true
+  stop_pid "$DP_PID" 15
   $BIN default-config | sed -e 's/net_af_xdp/net_af_packet/' -e 's/,busy_budget=0//' >"$WORK/af_packet.yaml"
   CFG=(--config "$WORK/af_packet.yaml")
   start "${CFG[@]}" || { sed 's/^/    /' "$WORK/dataplane.log"; die "the data plane did not start"; }
@@ -96,12 +119,12 @@ for _ in $(seq 1 50); do
   ip netns exec dp-cli curl -sf -m 1 -o /dev/null http://10.10.1.1:9090/ && break
   sleep 0.2
 done
-wait "$WRK_PID"
+wait "$WRK_PID"; WRK_PID=
 grep -E "requests in|Socket errors|Non-2xx" "$WORK/wrk-update.txt" | sed 's/^/    /'
 grep -E "applied" "$WORK/agent.log" | sed 's/^.*INFO //; s/^/    /'
 echo "run: curl the listener the update added (10.10.1.1:9090)"
 ip netns exec dp-cli curl -sS -m 5 http://10.10.1.1:9090/
-kill -TERM "$AG_PID"; wait "$AG_PID" 2>/dev/null || true; AG_PID=
+stop_pid "$AG_PID" 5; AG_PID=
 echo "run: dataplane stats"
 $BIN stats "${CFG[@]}"
 
