@@ -13,11 +13,27 @@ die() { echo "test: error: $*" >&2; exit 1; }
 command -v cargo >/dev/null || die "cargo not found: install Rust (https://rustup.rs) first"
 
 declare -a TIMES=()
-stage() { # stage NAME CMD...
+# stage NAME CMD...: run CMD, record how long it took; a failure ends the
+# script with CMD's status, after saying which stage failed. CMD runs in a
+# subshell with errexit on, so a shell function fails at its first failing
+# command, as it would at top level (called from `if` or `||`, errexit
+# would be off inside it).
+stage() {
   local name=$1; shift
   echo "=== $name"
-  local t0=$SECONDS
-  "$@"
+  local t0=$SECONDS rc
+  set +e
+  (
+    set -e
+    "$@"
+  )
+  rc=$?
+  set -e
+  if [ "$rc" -ne 0 ]; then
+    TIMES+=("$(printf '%-28s %4ds  FAILED (exit %d)' "$name" $((SECONDS - t0)) "$rc")")
+    echo "test: stage \"$name\" failed (exit $rc)" >&2
+    exit "$rc"
+  fi
   TIMES+=("$(printf '%-28s %4ds' "$name" $((SECONDS - t0)))")
 }
 
@@ -34,13 +50,15 @@ sweep() {
   rm -rf /var/run/dpdk/e2e-* /tmp/dp-e2e-* /tmp/nginx-[a-z]*[0-9]* /tmp/bench-quick.* /tmp/bench-proxy-* \
     /tmp/dp-state-*.json /tmp/xds-*.sock 2>/dev/null || true
 }
-trap sweep EXIT
 
 report() {
+  [ "${#TIMES[@]}" -gt 0 ] || return 0
   echo "=== stage times"
   printf '  %s\n' "${TIMES[@]}"
 }
-trap 'report; sweep' EXIT
+# One trap for every way out: the stage times (a failed stage included),
+# then the sweep, which runs even if the report fails.
+trap 'report || true; sweep' EXIT
 
 stage "host setup" scripts/setup-host.sh
 stage "format check" cargo fmt --all -- --check
@@ -56,12 +74,18 @@ fi
 # The proxy comparison, quick (one repetition, 3-second runs, 500 idle
 # connections): it must run to completion against every incumbent and write
 # every measurement. Its numbers are not judged here (see docs/benchmarks.md).
+# Each failure is reported, and any of them fails the stage.
 bench_quick() {
-  local out
+  local out rc=0 f
   out=$(mktemp -d /tmp/bench-quick.XXXXXX)
-  target/release/bench proxy-compare --runs 1 --seconds 3 --idle-conns 500 --bulk-mib 64 \
-    --prefix pq --out "$out" 2>"$out/progress.log" | tail -n 14
-  python3 - "$out/latest.json" <<'PY'
+  if ! target/release/bench proxy-compare --runs 1 --seconds 3 --idle-conns 500 --bulk-mib 64 \
+    --prefix pq --out "$out" 2>"$out/progress.log" | tail -n 14; then
+    echo "test: bench proxy-compare failed; the end of its log:" >&2
+    tail -n 40 "$out/progress.log" | sed 's/^/    /' >&2
+    rm -rf "$out"
+    return 1
+  fi
+  if ! python3 - "$out/latest.json" <<'PY'; then
 import json, math, sys
 doc = json.load(open(sys.argv[1]))
 proxies = ["direct", "dataplane", "envoy", "haproxy", "nginx"]
@@ -77,8 +101,9 @@ for p in proxies:
         if set(s) != {"min", "max"}:
             bad.append(f"spread.{p}.{m} = {s!r}")
     for m in ["keepalive_rps", "conn_rps", "bulk_gbps", "p50_us"]:
-        if not doc["proxies"][p][m] > 0:
-            bad.append(f"proxies.{p}.{m} is not positive: {doc['proxies'][p][m]}")
+        v = doc.get("proxies", {}).get(p, {}).get(m)
+        if isinstance(v, (int, float)) and not v > 0:
+            bad.append(f"proxies.{p}.{m} is not positive: {v}")
 for m in measures:
     if not isinstance(doc.get("ratios_vs_envoy", {}).get(m), (int, float)):
         bad.append(f"ratios_vs_envoy.{m} missing")
@@ -86,7 +111,9 @@ if bad:
     sys.exit("bench JSON incomplete:\n  " + "\n  ".join(bad))
 print(f"bench JSON complete: {len(proxies)} proxies x {len(measures)} measurements")
 PY
-  local rc=$?
+    echo "test: bench proxy-compare's latest.json is missing or incomplete (above)" >&2
+    rc=1
+  fi
   for f in latest.md latency.svg; do
     [ -s "$out/$f" ] || { echo "test: bench wrote no $f" >&2; rc=1; }
   done
