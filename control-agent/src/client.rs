@@ -4,9 +4,12 @@
 //!   back-off, resuming from the versions held;
 //! - every second the does-not-exist timeout runs and the data plane is
 //!   asked who it is: if it restarted (new instance) or someone else
-//!   changed it (a generation we did not make), it gets everything again.
+//!   changed it (a generation we did not make), it gets everything again;
+//! - STRICT_DNS hosts are looked up off the stream's task (`Resolver`).
 
+use std::net::{SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
@@ -14,7 +17,8 @@ use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
 use hyper_util::rt::TokioIo;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::time::MissedTickBehavior;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
@@ -22,6 +26,12 @@ use crate::dataplane::{DataPlane, Identity};
 use crate::xds::{Mode, Outcome, Request, Xds, short};
 
 const TICK: Duration = Duration::from_secs(1);
+/// Longest the answer to a response waits for the DNS lookups of its
+/// clusters. A resolver that does not answer takes 5 s per attempt and
+/// server by default (resolv.conf(5)); the stream's ACKs should not.
+const DNS_WAIT: Duration = Duration::from_secs(2);
+/// Lookups at once (each holds one of tokio's blocking threads).
+const DNS_PARALLEL: usize = 8;
 
 /// Where the ADS server is.
 #[derive(Debug, Clone)]
@@ -53,12 +63,28 @@ pub struct Options {
 /// Run until the process is stopped.
 pub async fn run(mut xds: Xds, opts: Options, dp: DataPlane) {
     let mut sync = DataPlaneSync::default();
+    let mut dns = Resolver::new();
+    // The static clusters' hosts.
+    dns.start(&mut xds);
     let Some(server) = opts.server.clone() else {
         // Static resources only: configure the data plane, then keep it so.
+        // The first push has the STRICT_DNS clusters if their hosts
+        // resolve in time, as it did when lookups were made in line.
         xds.mark_synced_without_server();
+        dns.wait(&mut xds, DNS_WAIT).await;
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
-            sync.housekeeping(&mut xds, &dp, None).await;
-            tokio::time::sleep(TICK).await;
+            tokio::select! {
+                _ = tick.tick() => {
+                    sync.housekeeping(&mut xds, &dp, None).await;
+                }
+                r = dns.next() => {
+                    if dns.apply(&mut xds, r) {
+                        sync.push_resolved(&mut xds, &dp).await;
+                    }
+                }
+            }
         }
     };
     let mut delay = opts.backoff_base;
@@ -69,9 +95,10 @@ pub async fn run(mut xds: Xds, opts: Options, dp: DataPlane) {
             Ok(channel) => {
                 tracing::info!("connected to the ADS server {server} ({:?})", xds.mode());
                 let r = match xds.mode() {
-                    Mode::Sotw => sotw(&mut xds, channel, &opts, &dp, &mut sync).await,
-                    Mode::Delta => delta(&mut xds, channel, &opts, &dp, &mut sync).await,
+                    Mode::Sotw => sotw(&mut xds, channel, &opts, &dp, &mut sync, &mut dns).await,
+                    Mode::Delta => delta(&mut xds, channel, &opts, &dp, &mut sync, &mut dns).await,
                 };
+                xds.on_stream_end();
                 match r {
                     Ok(()) => tracing::warn!("the ADS server {server} closed the stream"),
                     Err(e) => tracing::warn!("ADS stream to {server}: {e}"),
@@ -85,10 +112,21 @@ pub async fn run(mut xds: Xds, opts: Options, dp: DataPlane) {
         }
         let wait = rng.between(delay / 2, delay);
         tracing::info!("reconnecting in {:?}", wait);
-        let until = Instant::now() + wait;
-        while Instant::now() < until {
-            sync.housekeeping(&mut xds, &dp, None).await;
-            tokio::time::sleep(TICK.min(until.saturating_duration_since(Instant::now()))).await;
+        let until = tokio::time::Instant::now() + wait;
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => break,
+                _ = tick.tick() => {
+                    sync.housekeeping(&mut xds, &dp, None).await;
+                }
+                r = dns.next() => {
+                    if dns.apply(&mut xds, r) {
+                        sync.push_resolved(&mut xds, &dp).await;
+                    }
+                }
+            }
         }
         delay = (delay * 2).min(opts.backoff_max);
     }
@@ -135,6 +173,7 @@ async fn sotw(
     opts: &Options,
     dp: &DataPlane,
     sync: &mut DataPlaneSync,
+    dns: &mut Resolver,
 ) -> Result<(), String> {
     let unwrap = |r| match r {
         Request::Sotw(r) => Some(r),
@@ -151,6 +190,7 @@ async fn sotw(
         xds,
         dp,
         sync,
+        dns,
         &tx,
         stream,
         unwrap,
@@ -172,6 +212,7 @@ async fn delta(
     opts: &Options,
     dp: &DataPlane,
     sync: &mut DataPlaneSync,
+    dns: &mut Resolver,
 ) -> Result<(), String> {
     let unwrap = |r| match r {
         Request::Delta(r) => Some(r),
@@ -188,6 +229,7 @@ async fn delta(
         xds,
         dp,
         sync,
+        dns,
         &tx,
         stream,
         unwrap,
@@ -213,37 +255,121 @@ async fn send<Q>(tx: &mpsc::Sender<Q>, unwrap: fn(Request) -> Option<Q>, reqs: V
 
 /// Serve one open stream of either variant: each response is handled,
 /// pushed to the data plane and answered (ACK/NACK and any new
-/// subscription); once a second, housekeeping.
+/// subscription); DNS answers are handed to the state machine as they
+/// come; once a second, housekeeping.
+///
+/// A response whose clusters name hosts being looked up is answered when
+/// their lookups are in (so that a host that does not resolve NACKs them),
+/// or `DNS_WAIT` after it arrived, or when the next response comes,
+/// whichever is first: the stream is never left unread for DNS. Its
+/// subscription changes go with its answer, as they did when lookups were
+/// made in line.
+#[allow(clippy::too_many_arguments)] // the stream's parts, one each
 async fn drive<Q, P>(
     xds: &mut Xds,
     dp: &DataPlane,
     sync: &mut DataPlaneSync,
+    dns: &mut Resolver,
     tx: &mpsc::Sender<Q>,
     mut stream: tonic::Streaming<P>,
     unwrap: fn(Request) -> Option<Q>,
     handle: fn(&mut Xds, P, Instant) -> (Outcome, &'static str, usize),
 ) -> Result<(), String> {
     let mut tick = tokio::time::interval(TICK);
+    // The answer to the last response, while it waits for DNS.
+    let mut waiting: Option<Answer> = None;
     loop {
+        let until = waiting
+            .as_ref()
+            .map_or_else(tokio::time::Instant::now, |a| a.until);
         tokio::select! {
             msg = stream.message() => {
                 let Some(resp) = msg.map_err(|e| format!("{e}"))? else { return Ok(()) };
                 let arrived = Instant::now();
-                let (out, ty, n) = handle(xds, resp, arrived);
-                let ack = sync.push(xds, dp, out.push).await;
-                let ms = arrived.elapsed().as_secs_f64() * 1e3;
-                if sync.pushed {
-                    tracing::info!("{ty} response of {n} resource(s): served by the data plane {ms:.3} ms after it arrived");
-                } else {
-                    tracing::debug!("{ty} response of {n} resource(s) handled in {ms:.3} ms");
+                if let Some(a) = waiting.take() {
+                    a.send(xds, dp, sync, tx, unwrap).await;
                 }
-                send(tx, unwrap, ack.into_iter().chain(out.requests).collect()).await;
+                let (out, ty, n) = handle(xds, resp, arrived);
+                dns.start(xds);
+                let a = Answer {
+                    requests: out.requests,
+                    push: out.push,
+                    arrived,
+                    until: tokio::time::Instant::from_std(arrived + DNS_WAIT),
+                    ty,
+                    n,
+                };
+                if xds.awaits_dns() {
+                    tracing::debug!("{ty} response: its answer waits for DNS lookups");
+                    waiting = Some(a);
+                } else {
+                    a.send(xds, dp, sync, tx, unwrap).await;
+                }
+            }
+            r = dns.next() => {
+                let changed = dns.apply(xds, r);
+                match waiting.take() {
+                    Some(a) if !xds.awaits_dns() => a.send(xds, dp, sync, tx, unwrap).await,
+                    Some(a) => waiting = Some(a), // pushed with its answer
+                    None if changed => sync.push_resolved(xds, dp).await,
+                    None => {}
+                }
+            }
+            _ = tokio::time::sleep_until(until), if waiting.is_some() => {
+                if let Some(a) = waiting.take() {
+                    a.send(xds, dp, sync, tx, unwrap).await;
+                }
             }
             _ = tick.tick() => {
+                // A push here is ACK-neutral while an answer waits for DNS.
                 let reqs = sync.housekeeping(xds, dp, Some(Instant::now())).await;
                 send(tx, unwrap, reqs).await;
             }
         }
+    }
+}
+
+/// What a handled response still has to send.
+#[derive(Debug)]
+struct Answer {
+    /// Subscription changes it led to.
+    requests: Vec<Request>,
+    push: bool,
+    arrived: Instant,
+    /// When it stops waiting for DNS.
+    until: tokio::time::Instant,
+    ty: &'static str,
+    n: usize,
+}
+
+impl Answer {
+    /// Push, and send the ACK or NACK (with the lookups still out, if any,
+    /// left out of it) and the subscription changes.
+    async fn send<Q>(
+        self,
+        xds: &mut Xds,
+        dp: &DataPlane,
+        sync: &mut DataPlaneSync,
+        tx: &mpsc::Sender<Q>,
+        unwrap: fn(Request) -> Option<Q>,
+    ) {
+        let (ty, n) = (self.ty, self.n);
+        let left = xds.stop_waiting_for_dns();
+        if !left.is_empty() {
+            tracing::warn!(
+                "{ty} response answered while the lookups of {left:?} are out: their clusters wait for them, and a failure is logged, not NACKed"
+            );
+        }
+        let ack = sync.push(xds, dp, self.push).await;
+        let ms = self.arrived.elapsed().as_secs_f64() * 1e3;
+        if sync.pushed {
+            tracing::info!(
+                "{ty} response of {n} resource(s): served by the data plane {ms:.3} ms after it arrived"
+            );
+        } else {
+            tracing::debug!("{ty} response of {n} resource(s) handled in {ms:.3} ms");
+        }
+        send(tx, unwrap, ack.into_iter().chain(self.requests).collect()).await;
     }
 }
 
@@ -261,7 +387,6 @@ impl DataPlaneSync {
     /// Push what changed (if `push`), and return the ACK or NACK that the
     /// data plane's verdict decides.
     async fn push(&mut self, xds: &mut Xds, dp: &DataPlane, push: bool) -> Option<Request> {
-        resolve(xds).await;
         let u = if push { xds.update() } else { None };
         self.pushed = false;
         let result = match &u {
@@ -298,6 +423,16 @@ impl DataPlaneSync {
             }
         };
         xds.settle(u.as_ref(), result)
+    }
+
+    /// DNS answers changed clusters: push them if the data plane is up
+    /// (if not, it gets everything when back). Only when no response is
+    /// being answered: then `settle` answers nothing.
+    async fn push_resolved(&mut self, xds: &mut Xds, dp: &DataPlane) {
+        if !self.down {
+            let answer = self.push(xds, dp, true).await;
+            debug_assert!(answer.is_none(), "a DNS push answered a response");
+        }
     }
 
     /// Once a second: the does-not-exist timeout, and whether the data
@@ -355,21 +490,98 @@ impl DataPlaneSync {
     }
 }
 
-/// Resolve the hosts `xds` asks for: DNS is I/O, so it is done here and
-/// the answers handed back to the state machine.
-async fn resolve(xds: &mut Xds) {
-    for (host, port) in xds.take_unresolved() {
-        let addrs = tokio::net::lookup_host((host.as_str(), port))
-            .await
-            .map(|it| {
-                it.filter_map(|a| match a {
-                    std::net::SocketAddr::V4(v4) => Some(v4),
-                    std::net::SocketAddr::V6(_) => None,
-                })
-                .collect()
-            })
-            .map_err(|e| e.to_string());
-        xds.on_resolved(host, port, addrs);
+// === impl Resolver ===
+
+/// STRICT_DNS lookups, off the task that serves the ADS stream: a resolver
+/// that takes seconds must not leave responses unread and answers unsent.
+///
+/// The state machine says which hosts to look up (`take_unresolved`, each
+/// host once while its lookup is out); each lookup is a task of its own
+/// (`lookup_host`, getaddrinfo on a blocking thread, at most
+/// [`DNS_PARALLEL`] at once) that sends its answer back over a channel.
+/// The loops that own the state machine `select!` on [`Resolver::next`]
+/// and hand the answers to `on_resolved`. The channel is unbounded, but
+/// holds at most one answer per host asked for.
+#[derive(Debug)]
+struct Resolver {
+    tx: mpsc::UnboundedSender<Resolved>,
+    rx: mpsc::UnboundedReceiver<Resolved>,
+    slots: Arc<Semaphore>,
+}
+
+/// A lookup's answer: IPv4 addresses (the data plane is IPv4 only), or why
+/// there are none.
+#[derive(Debug)]
+struct Resolved {
+    host: String,
+    port: u16,
+    addrs: Result<Vec<SocketAddrV4>, String>,
+}
+
+impl Resolver {
+    fn new() -> Resolver {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Resolver {
+            tx,
+            rx,
+            slots: Arc::new(Semaphore::new(DNS_PARALLEL)),
+        }
+    }
+
+    /// Start the lookups `xds` asks for. Call it after every response.
+    fn start(&self, xds: &mut Xds) {
+        for (host, port) in xds.take_unresolved() {
+            let (tx, slots) = (self.tx.clone(), self.slots.clone());
+            tokio::spawn(async move {
+                // Never closed: the semaphore lives as long as the resolver.
+                let _slot = slots.acquire_owned().await;
+                let addrs = tokio::net::lookup_host((host.as_str(), port))
+                    .await
+                    .map(|it| {
+                        it.filter_map(|a| match a {
+                            SocketAddr::V4(v4) => Some(v4),
+                            SocketAddr::V6(_) => None,
+                        })
+                        .collect()
+                    })
+                    .map_err(|e| e.to_string());
+                // Fails only when the agent is stopping.
+                let _ = tx.send(Resolved { host, port, addrs });
+            });
+        }
+    }
+
+    /// The next answer (cancel-safe, for `select!`).
+    async fn next(&mut self) -> Resolved {
+        match self.rx.recv().await {
+            Some(r) => r,
+            // Not reached: `self.tx` keeps the channel open.
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Give `xds` the answer `r` and any others already in; returns
+    /// whether clusters changed (a push is due).
+    fn apply(&mut self, xds: &mut Xds, r: Resolved) -> bool {
+        let mut changed = xds.on_resolved(r.host, r.port, r.addrs);
+        while let Ok(r) = self.rx.try_recv() {
+            changed |= xds.on_resolved(r.host, r.port, r.addrs);
+        }
+        changed
+    }
+
+    /// Take the answers of the lookups out, for at most `limit`.
+    async fn wait(&mut self, xds: &mut Xds, limit: Duration) {
+        let until = tokio::time::Instant::now() + limit;
+        while xds.resolving() {
+            tokio::select! {
+                r = self.next() => {
+                    // Pushed in full by the first housekeeping.
+                    let _ = self.apply(xds, r);
+                }
+                _ = tokio::time::sleep_until(until) => break,
+            }
+        }
     }
 }
 
@@ -391,5 +603,63 @@ impl Jitter {
         self.0 ^= self.0 << 17;
         let span = hi.saturating_sub(lo).as_micros() as u64;
         lo + Duration::from_micros(if span == 0 { 0 } else { self.0 % span })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::translate::{self, Ignored};
+    use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+    use envoy_types::pb::envoy::config::core::v3::Node;
+    use prost::Message;
+
+    fn dns_cluster(name: &str, host: &str) -> translate::ClusterPlan {
+        let y = format!(
+            "{{name: {name}, type: STRICT_DNS, load_assignment: {{cluster_name: {name}, endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: {host}, port_value: 80}}}}}}}}]}}]}}}}"
+        );
+        let bytes = crate::bootstrap::encode_yaml("envoy.config.cluster.v3.Cluster", &y).unwrap();
+        translate::cluster(
+            &Cluster::decode(bytes.as_slice()).unwrap(),
+            &Ignored::default(),
+        )
+        .unwrap()
+    }
+
+    /// The lookups run in tasks and their answers come back over the
+    /// channel (`localhost` is in /etc/hosts: no DNS server needed).
+    #[tokio::test]
+    async fn answers_come_back_over_the_channel() {
+        let now = Instant::now();
+        let mut xds = Xds::new(
+            Mode::Sotw,
+            Node::default(),
+            Duration::from_secs(15),
+            Arc::default(),
+            now,
+        );
+        let plans = vec![dns_cluster("a", "localhost"), dns_cluster("b", "localhost")];
+        xds.set_static(Vec::new(), plans, now);
+        xds.mark_synced_without_server();
+        let mut dns = Resolver::new();
+        dns.start(&mut xds);
+        assert!(xds.resolving());
+        dns.wait(&mut xds, Duration::from_secs(10)).await;
+        assert!(!xds.resolving(), "localhost did not resolve in 10 s");
+        let u = xds.update().expect("the first push");
+        let got: Vec<_> = u
+            .clusters
+            .iter()
+            .map(|c| {
+                (
+                    &c.name[..],
+                    c.endpoints.iter().map(|e| &e.address[..]).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [("a", vec!["127.0.0.1:80"]), ("b", vec!["127.0.0.1:80"])]
+        );
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! Layers, top to bottom:
 //! - `client`: the ADS stream (gRPC over TCP or a Unix socket, state of the
-//!   world or Delta), reconnects with jittered back-off, and keeps the data
-//!   plane in step (it re-sends everything after a data plane restart);
+//!   world or Delta), reconnects with jittered back-off, keeps the data
+//!   plane in step (it re-sends everything after a data plane restart),
+//!   and looks up STRICT_DNS hosts in tasks of their own;
 //! - `xds`: the protocol state, no I/O and no clock (the caller passes
 //!   `now`): versions, nonces, subscriptions, warming, ACK/NACK, what the
 //!   data plane has and what it should get;

@@ -121,6 +121,10 @@ pub struct Xds {
     /// Hosts a cluster names that are not resolved yet: the driver
     /// resolves them (DNS is I/O) and hands the answers to `on_resolved`.
     dns_wanted: BTreeSet<(String, u16)>,
+    /// Hosts taken by the driver (`take_unresolved`) and not answered
+    /// yet: not asked for again meanwhile, so that each host has at most
+    /// one lookup out.
+    dns_asked: BTreeSet<(String, u16)>,
     /// What the data plane has (as we pushed it).
     pushed_listeners: BTreeMap<String, ListenerConfig>,
     pushed_clusters: BTreeMap<String, ClusterConfig>,
@@ -174,6 +178,7 @@ impl Xds {
             eds_missing: BTreeSet::new(),
             dns: HashMap::new(),
             dns_wanted: BTreeSet::new(),
+            dns_asked: BTreeSet::new(),
             pushed_listeners: BTreeMap::new(),
             pushed_clusters: BTreeMap::new(),
             dirty_listeners: BTreeSet::new(),
@@ -213,6 +218,7 @@ impl Xds {
                     .or_default()
                     .insert(c.cfg.name.clone());
             }
+            // No response waits for these: a failure is logged (`on_resolved`).
             self.want_dns(&c);
             self.static_clusters.insert(c.cfg.name.clone(), c);
         }
@@ -583,6 +589,8 @@ impl Xds {
         now: Instant,
     ) -> Outcome {
         let mut out = Outcome::default();
+        // Unresolved hosts of this response's clusters: its answer waits.
+        let mut dns = BTreeSet::new();
         match type_url {
             LDS => {
                 for r in resources {
@@ -633,7 +641,7 @@ impl Xds {
                     }
                     match translate::cluster(&c, &self.ignored) {
                         Ok(plan) => {
-                            self.want_dns(&plan);
+                            dns.extend(self.want_dns(&plan));
                             if self.clusters.get(&c.name) != Some(&plan)
                                 || self.rejected_clusters.contains(&c.name)
                             {
@@ -693,61 +701,114 @@ impl Xds {
         }
         self.maybe_start_lds(&mut out.requests);
         out.push = self.synced;
-        // The ACK or NACK goes after the data plane's verdict (`settle`).
+        // The ACK or NACK goes after the data plane's verdict (`settle`),
+        // and after the DNS answers of its clusters (`awaits_dns`).
         self.pending = Some(Pending {
             type_url: type_url.to_owned(),
             version,
             failures,
+            dns,
         });
         out
     }
 
     // === DNS (STRICT_DNS clusters) ===
 
-    fn want_dns(&mut self, p: &ClusterPlan) {
+    /// Ask for the hosts of `p` that are not resolved (unless a lookup is
+    /// out already); returns them all, for the response to wait for.
+    fn want_dns(&mut self, p: &ClusterPlan) -> Vec<(String, u16)> {
+        let mut unresolved = Vec::new();
         for (host, port, _) in &p.dns {
             let key = (host.clone(), *port);
-            if !self.dns.contains_key(&key) {
-                self.dns_wanted.insert(key);
+            if self.dns.contains_key(&key) {
+                continue;
             }
+            if !self.dns_asked.contains(&key) {
+                self.dns_wanted.insert(key.clone());
+            }
+            unresolved.push(key);
         }
+        unresolved
     }
 
-    /// Hosts to resolve before the next update (each asked for once).
+    /// Hosts to look up. Call it after every response (and once at the
+    /// start, for the static clusters), and hand each answer to
+    /// `on_resolved`; a host is not returned again while its lookup is out.
+    #[must_use]
     pub fn take_unresolved(&mut self) -> Vec<(String, u16)> {
-        std::mem::take(&mut self.dns_wanted).into_iter().collect()
+        let hosts = std::mem::take(&mut self.dns_wanted);
+        self.dns_asked.extend(hosts.iter().cloned());
+        hosts.into_iter().collect()
     }
 
-    /// A host's addresses, or why it did not resolve (which NACKs the
-    /// clusters that name it, if a response is being answered). Resolved
-    /// once: the clusters that name it later use the same answer.
+    /// Whether lookups taken by `take_unresolved` are still out.
+    pub fn resolving(&self) -> bool {
+        !self.dns_asked.is_empty()
+    }
+
+    /// Whether the answer to the response being handled waits for DNS:
+    /// its clusters name hosts whose lookups are out. Until they are in
+    /// (`on_resolved`) or the driver stops waiting (`stop_waiting_for_dns`),
+    /// `settle` answers nothing, so that a host that does not resolve
+    /// NACKs the clusters that name it.
+    pub fn awaits_dns(&self) -> bool {
+        self.pending.as_ref().is_some_and(|p| !p.dns.is_empty())
+    }
+
+    /// Answer the response being handled without the lookups still out
+    /// (returned): their clusters wait for them, and a failure is logged,
+    /// not NACKed.
+    pub fn stop_waiting_for_dns(&mut self) -> Vec<(String, u16)> {
+        self.pending
+            .as_mut()
+            .map(|p| std::mem::take(&mut p.dns).into_iter().collect())
+            .unwrap_or_default()
+    }
+
+    /// A host's addresses, or why it did not resolve. A failure NACKs the
+    /// clusters that name it if the response being handled waits for this
+    /// host (`awaits_dns`); otherwise it is logged, and they wait until
+    /// the server sends them again. Resolved once: the clusters that name
+    /// it later use the same answer. Returns whether clusters changed:
+    /// then push (`update`), which is ACK-neutral when no response is
+    /// being answered.
+    #[must_use]
     pub fn on_resolved(
         &mut self,
         host: String,
         port: u16,
         addrs: Result<Vec<std::net::SocketAddrV4>, String>,
-    ) {
+    ) -> bool {
+        let key = (host, port);
+        self.dns_asked.remove(&key);
         let users: Vec<String> = self
             .clusters
             .iter()
             .chain(self.static_clusters.iter())
-            .filter(|(_, p)| p.dns.iter().any(|(h, pt, _)| *h == host && *pt == port))
+            .filter(|(_, p)| p.dns.iter().any(|(h, pt, _)| *h == key.0 && *pt == key.1))
             .map(|(n, _)| n.clone())
             .collect();
+        let waiting = self
+            .pending
+            .as_mut()
+            .and_then(|p| p.dns.remove(&key).then_some(p));
         match addrs {
             Ok(a) => {
-                self.dns.insert((host, port), a);
+                self.dns.insert(key, a);
+                let changed = !users.is_empty();
                 self.dirty_clusters.extend(users);
+                changed
             }
             Err(e) => {
-                let reason = format!("cannot resolve {host}: {e}");
-                match self.pending.as_mut() {
+                let reason = format!("cannot resolve {}: {e}", key.0);
+                match waiting {
                     Some(p) => p.failures.extend(users.into_iter().map(|name| Failure {
                         name,
                         reason: reason.clone(),
                     })),
                     None => tracing::warn!("{reason} (clusters {users:?} wait for it)"),
                 }
+                false
             }
         }
     }
@@ -881,7 +942,9 @@ impl Xds {
 
     /// The data plane took `u` (except `rejected`), or could not be
     /// reached (`Err`). Records what it has, and returns the ACK or NACK
-    /// of the response being handled, if any.
+    /// of the response being handled, if any and unless it waits for DNS
+    /// (`awaits_dns`). Call it after every push, and after every response
+    /// even when nothing was pushed (`u` = `None`).
     pub fn settle(
         &mut self,
         u: Option<&ProxyUpdate>,
@@ -955,20 +1018,25 @@ impl Xds {
             }
             (None, _) => {}
         }
-        let p = self.pending.take()?;
-        let mut failures = p.failures;
+        let p = self.pending.as_mut()?;
         for (kind, f) in dp_failures {
             let of_this_type = match p.type_url.as_str() {
                 LDS => kind == "listener",
                 _ => kind == "cluster",
             };
             if of_this_type {
-                failures.push(f);
+                p.failures.push(f);
             } else {
                 tracing::warn!("{}: {}", f.name, f.reason);
             }
         }
-        Some(self.ack_or_nack(&p.type_url, p.version, failures))
+        if !p.dns.is_empty() {
+            // Answered once its lookups are in: a push meanwhile (the
+            // watchdog's) is ACK-neutral.
+            return None;
+        }
+        let p = self.pending.take()?;
+        Some(self.ack_or_nack(&p.type_url, p.version, p.failures))
     }
 
     fn ack_or_nack(&mut self, type_url: &str, version: String, failures: Vec<Failure>) -> Request {
@@ -988,6 +1056,19 @@ impl Xds {
             t.last_error = Some(msg.clone());
             self.nacks += 1;
             self.request(type_url, Some(msg), false)
+        }
+    }
+
+    /// The stream ended: a response not answered yet cannot be answered on
+    /// the next one (its nonce belongs to this one). The server sends it
+    /// again to the versions held.
+    pub fn on_stream_end(&mut self) {
+        if let Some(p) = self.pending.take() {
+            tracing::debug!(
+                "{} version {:?}: not answered before the stream ended",
+                short(&p.type_url),
+                p.version
+            );
         }
     }
 
@@ -1024,6 +1105,9 @@ struct Pending {
     type_url: String,
     version: String,
     failures: Vec<Failure>,
+    /// Hosts its clusters name whose lookups are out: answered once they
+    /// are in, or the driver stops waiting.
+    dns: BTreeSet<(String, u16)>,
 }
 
 fn hash_bytes(b: &[u8]) -> u64 {
@@ -1236,5 +1320,134 @@ filter_chains:
             u.clusters.iter().map(|c| &c.name[..]).collect::<Vec<_>>(),
             ["s"]
         );
+    }
+
+    fn dns_cluster(name: &str, host: &str) -> String {
+        format!(
+            "{{name: {name}, type: STRICT_DNS, load_assignment: {{cluster_name: {name}, endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: {host}, port_value: 80}}}}}}}}]}}]}}}}"
+        )
+    }
+
+    fn key(host: &str) -> (String, u16) {
+        (host.to_owned(), 80)
+    }
+
+    #[test]
+    fn a_host_that_does_not_resolve_nacks_the_clusters_that_name_it() {
+        let t0 = Instant::now();
+        let mut x = xds(t0);
+        x.on_stream_start();
+        let out = x.on_sotw(
+            sotw(CDS, "c1", &[&dns_cluster("db", "db.invalid"), EDS_CLUSTER]),
+            t0,
+        );
+        assert_eq!(x.take_unresolved(), [key("db.invalid")]);
+        assert!(x.awaits_dns() && x.resolving());
+        // The EDS subscription is there to send with the answer.
+        assert_eq!(summary(&out.requests)[0].0, "EDS");
+        // Nothing answers the response while its lookup is out.
+        assert!(x.settle(None, Ok(Vec::new())).is_none());
+
+        let changed = x.on_resolved("db.invalid".into(), 80, Err("no such host".into()));
+        assert!(!changed);
+        assert!(!x.awaits_dns() && !x.resolving());
+        let nack = x.settle(None, Ok(Vec::new())).expect("the CDS answer");
+        assert_eq!(
+            summary(&[nack]),
+            [(
+                "CDS",
+                vec![],
+                "".into(),
+                Some("db: cannot resolve db.invalid: no such host".into())
+            )]
+        );
+    }
+
+    #[test]
+    fn one_lookup_per_host_and_answers_that_come_late_change_no_answer() {
+        let t0 = Instant::now();
+        let mut x = xds(t0);
+        x.mark_synced_without_server(); // so that updates are made
+        x.on_stream_start();
+        let _ = x.on_sotw(sotw(CDS, "c1", &[&dns_cluster("a", "h1")]), t0);
+        assert_eq!(x.take_unresolved(), [key("h1")]);
+        // The driver stops waiting (DNS_WAIT, or the next response).
+        assert_eq!(x.stop_waiting_for_dns(), [key("h1")]);
+        let u = x.update();
+        let ack = x.settle(u.as_ref(), Ok(Vec::new())).expect("the answer");
+        assert_eq!(summary(&[ack]), [("CDS", vec![], "c1".into(), None)]);
+        assert!(
+            u.is_none_or(|u| u.clusters.is_empty()),
+            "a waits for its host"
+        );
+
+        // Another cluster with the same host: no second lookup, but this
+        // response waits for the one out.
+        let _ = x.on_sotw(
+            sotw(
+                CDS,
+                "c2",
+                &[&dns_cluster("a", "h1"), &dns_cluster("b", "h1")],
+            ),
+            t0,
+        );
+        assert!(x.take_unresolved().is_empty());
+        assert!(x.awaits_dns());
+        assert!(x.settle(None, Ok(Vec::new())).is_none());
+        let addr: std::net::SocketAddrV4 = "10.0.0.1:80".parse().unwrap();
+        assert!(x.on_resolved("h1".into(), 80, Ok(vec![addr])));
+        let u = x.update().expect("a and b, resolved");
+        let mut names: Vec<_> = u.clusters.iter().map(|c| &c.name[..]).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(u.clusters[0].endpoints[0].address, "10.0.0.1:80");
+        let ack = x.settle(Some(&u), Ok(Vec::new())).expect("the answer");
+        assert_eq!(summary(&[ack]), [("CDS", vec![], "c2".into(), None)]);
+
+        // Answered already: a late success is pushed ACK-neutrally, a late
+        // failure is logged and changes nothing.
+        let _ = x.on_sotw(
+            sotw(
+                CDS,
+                "c3",
+                &[
+                    &dns_cluster("a", "h1"),
+                    &dns_cluster("b", "h1"),
+                    &dns_cluster("c", "h2"),
+                    &dns_cluster("d", "h3"),
+                ],
+            ),
+            t0,
+        );
+        assert_eq!(x.take_unresolved(), [key("h2"), key("h3")]);
+        assert_eq!(x.stop_waiting_for_dns(), [key("h2"), key("h3")]);
+        let u = x.update();
+        assert!(x.settle(u.as_ref(), Ok(Vec::new())).is_some());
+        assert!(x.on_resolved("h2".into(), 80, Ok(vec![addr])));
+        let u = x.update().expect("c");
+        assert_eq!(u.clusters.len(), 1);
+        assert!(x.settle(Some(&u), Ok(Vec::new())).is_none(), "ACK-neutral");
+        assert!(!x.on_resolved("h3".into(), 80, Err("timed out".into())));
+        assert!(x.update().is_none());
+        assert!(x.settle(None, Ok(Vec::new())).is_none());
+        assert!(!x.resolving());
+        assert_eq!((x.acks, x.nacks), (3, 0));
+    }
+
+    #[test]
+    fn a_stream_that_ends_drops_the_answer_it_owed() {
+        let t0 = Instant::now();
+        let mut x = xds(t0);
+        x.on_stream_start();
+        let _ = x.on_sotw(sotw(CDS, "c1", &[&dns_cluster("a", "h1")]), t0);
+        let _ = x.take_unresolved();
+        x.on_stream_end();
+        assert!(!x.awaits_dns());
+        // The lookup is still out: not asked again on the next stream.
+        assert!(x.resolving());
+        x.on_stream_start();
+        assert!(x.take_unresolved().is_empty());
+        assert!(!x.on_resolved("h1".into(), 80, Err("timed out".into())));
+        assert!(x.settle(None, Ok(Vec::new())).is_none());
     }
 }
