@@ -1,5 +1,13 @@
 //! The neighbour cache: learned entries with expiry, and bounded queues of
 //! packets waiting for a neighbour to answer.
+//!
+//! A learned entry is not simply forgotten when it expires, which would
+//! make the next packet wait (or be dropped) for a new resolution: as
+//! Linux's STALE → DELAY → PROBE, an entry in use is re-confirmed shortly
+//! before it expires (requests sent while packets keep using the known
+//! address), stays usable while the re-confirmation is under way, and is
+//! removed only when the neighbour stops answering. An entry unused for a
+//! whole TTL past its expiry is forgotten.
 
 use std::collections::VecDeque;
 use std::net::Ipv4Addr;
@@ -19,6 +27,8 @@ enum Entry<F> {
     Reachable {
         mac: EthernetAddress,
         expires: Instant,
+        /// A re-confirmation under way: requests sent, next one due.
+        refresh: Option<(u32, Instant)>,
     },
     Incomplete {
         requests: u32,
@@ -39,9 +49,9 @@ pub(crate) enum Due {
 #[derive(Debug)]
 pub(crate) struct ArpCache<F> {
     entries: HashMap<Key, Entry<F>, foldhash::fast::RandomState>,
-    /// Keys of incomplete entries: the only ones with timers, so polling never
-    /// scans the learned entries.
-    incomplete: Vec<Key>,
+    /// Keys of incomplete entries and of entries being re-confirmed: the
+    /// only ones with timers, so polling never scans the learned entries.
+    timed: Vec<Key>,
     pending_total: usize,
     last_sweep: Option<Instant>,
     p: ArpParams,
@@ -54,30 +64,60 @@ impl<F> ArpCache<F> {
                 p.max_entries.min(1 << 16),
                 Default::default(),
             ),
-            incomplete: Vec::new(),
+            timed: Vec::new(),
             pending_total: 0,
             last_sweep: None,
             p,
         }
     }
 
-    /// The neighbour's MAC if known and fresh. An expired entry is forgotten,
-    /// so the caller resolves it again.
+    /// The neighbour's MAC if known, and whether the caller must send a
+    /// request to re-confirm it now (it expires soon, or has expired, and
+    /// no re-confirmation is under way). A known neighbour stays usable
+    /// while it is re-confirmed; one unused for a whole TTL past its expiry
+    /// is forgotten, so the caller resolves it again.
     #[inline]
     pub(crate) fn lookup(
         &mut self,
         now: Instant,
         iface: usize,
         ip: Ipv4Addr,
-    ) -> Option<EthernetAddress> {
-        match self.entries.get(&(iface, ip)) {
-            Some(Entry::Reachable { mac, expires }) if *expires > now => Some(*mac),
-            Some(Entry::Reachable { .. }) => {
-                self.entries.remove(&(iface, ip));
-                None
+    ) -> Option<(EthernetAddress, bool)> {
+        let key = (iface, ip);
+        let lead = self.refresh_lead();
+        let ttl = self.p.entry_ttl;
+        let interval = self.p.request_interval;
+        match self.entries.get_mut(&key) {
+            Some(Entry::Reachable {
+                mac,
+                expires,
+                refresh,
+            }) => {
+                if refresh.is_none() && now >= *expires + ttl {
+                    self.entries.remove(&key);
+                    return None;
+                }
+                if refresh.is_none() && now + lead >= *expires {
+                    *refresh = Some((1, now + interval));
+                    let mac = *mac;
+                    // A key may still be listed from an earlier timer
+                    // (learned again since); the list is short.
+                    if !self.timed.contains(&key) {
+                        self.timed.push(key);
+                    }
+                    return Some((mac, true));
+                }
+                Some((*mac, false))
             }
             _ => None,
         }
+    }
+
+    /// How long before an entry in use expires its re-confirmation starts:
+    /// the time every request may take, so that an answer comes before the
+    /// entry goes stale (at most half the TTL).
+    fn refresh_lead(&self) -> Duration {
+        (self.p.request_interval * self.p.max_requests).min(self.p.entry_ttl / 2)
     }
 
     /// Hold `frame` until `ip` resolves. `Ok(true)`: this is a new neighbour
@@ -115,7 +155,7 @@ impl<F> ArpCache<F> {
                 pending,
             },
         );
-        self.incomplete.push(key);
+        self.timed.push(key);
         Ok(true)
     }
 
@@ -134,12 +174,13 @@ impl<F> ArpCache<F> {
         let fresh = Entry::Reachable {
             mac,
             expires: now + self.p.entry_ttl,
+            refresh: None,
         };
         if let Some(e) = self.entries.get_mut(&key) {
             return match std::mem::replace(e, fresh) {
                 Entry::Incomplete { pending, .. } => {
                     self.pending_total -= pending.len();
-                    self.incomplete.retain(|k| *k != key);
+                    self.timed.retain(|k| *k != key);
                     Some(pending)
                 }
                 Entry::Reachable { .. } => None,
@@ -155,26 +196,37 @@ impl<F> ArpCache<F> {
     pub(crate) fn poll(&mut self, now: Instant, out: &mut Vec<Due>) {
         out.clear();
         let mut i = 0;
-        while i < self.incomplete.len() {
-            let key = self.incomplete[i];
-            let Some(Entry::Incomplete {
-                requests,
-                next_request,
-                pending,
-            }) = self.entries.get_mut(&key)
-            else {
-                self.incomplete.swap_remove(i);
-                continue;
+        while i < self.timed.len() {
+            let key = self.timed[i];
+            let (requests, next_request) = match self.entries.get_mut(&key) {
+                Some(Entry::Incomplete {
+                    requests,
+                    next_request,
+                    ..
+                }) => (requests, next_request),
+                Some(Entry::Reachable {
+                    refresh: Some((requests, next_request)),
+                    ..
+                }) => (requests, next_request),
+                // Resolved or re-confirmed since: no timer left.
+                _ => {
+                    self.timed.swap_remove(i);
+                    continue;
+                }
             };
             if *next_request > now {
                 i += 1;
                 continue;
             }
             if *requests >= self.p.max_requests {
-                let n = pending.len();
+                // Unanswered: the neighbour is gone (a known one is
+                // resolved anew by the next packet for it).
+                let n = match self.entries.remove(&key) {
+                    Some(Entry::Incomplete { pending, .. }) => pending.len(),
+                    _ => 0,
+                };
                 self.pending_total -= n;
-                self.entries.remove(&key);
-                self.incomplete.swap_remove(i);
+                self.timed.swap_remove(i);
                 out.push(Due::Unresolved(n));
                 continue;
             }
@@ -187,10 +239,14 @@ impl<F> ArpCache<F> {
 
     /// When the next request or give-up is due.
     pub(crate) fn poll_at(&self) -> Option<Instant> {
-        self.incomplete
+        self.timed
             .iter()
             .filter_map(|k| match self.entries.get(k) {
-                Some(Entry::Incomplete { next_request, .. }) => Some(*next_request),
+                Some(Entry::Incomplete { next_request, .. })
+                | Some(Entry::Reachable {
+                    refresh: Some((_, next_request)),
+                    ..
+                }) => Some(*next_request),
                 _ => None,
             })
             .min()
@@ -213,6 +269,7 @@ impl<F> ArpCache<F> {
             self.last_sweep = Some(now);
             self.entries
                 .retain(|_, e| !matches!(e, Entry::Reachable { expires, .. } if *expires <= now));
+            self.timed.retain(|k| self.entries.contains_key(k));
         }
         if self.entries.len() < self.p.max_entries {
             return true;

@@ -250,6 +250,9 @@ counters! {
         arp_replies_rx,
         arp_requests_tx,
         arp_replies_tx,
+        /// Known neighbours re-confirmed (a request sent shortly before or
+        /// after their entry expired, while packets kept using it).
+        arp_refreshes,
         icmp_echo_rx,
         /// Echo replies built: sent at once, or queued for ARP (and then either
         /// sent or counted as `arp_unresolved`/`arp_pending_full`).

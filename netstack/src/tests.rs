@@ -117,6 +117,12 @@ impl Harness {
         }
     }
 
+    /// What went out, with the IPv4 ident and header checksum of echo
+    /// replies zeroed (they vary with how many were sent before).
+    fn sent_normalized(&mut self) -> Vec<Vec<u8>> {
+        self.sent().into_iter().map(normalize).collect()
+    }
+
     fn rx(&mut self, bytes: &[u8]) {
         self.rx_frame(HeapFrame::new(bytes));
     }
@@ -281,21 +287,106 @@ fn pending_queue_is_bounded_per_neighbour_and_per_core() {
     assert_eq!(h.dropped(DropReason::ArpPendingFull), 2 + (4 + 7 * 4 - 16));
 }
 
+/// `f` with the IPv4 ident and header checksum zeroed, if it is IPv4.
+fn normalize(mut f: Vec<u8>) -> Vec<u8> {
+    if f.len() >= 34 && f[12..14] == [8, 0] {
+        f[18..20].fill(0);
+        f[24..26].fill(0);
+    }
+    f
+}
+
+fn echo_reply() -> Vec<u8> {
+    normalize(ECHO_REPLY_EXPECTED.to_vec())
+}
+
 #[test]
-fn learned_entries_expire_and_are_resolved_again() {
+fn learned_entries_unused_for_a_ttl_past_expiry_are_resolved_again() {
     let mut h = Harness::new();
     h.rx(&ARP_REQUEST);
     h.sent();
-    h.advance(Duration::from_secs(29));
+    h.advance(Duration::from_secs(25));
     h.rx(&ECHO_REQUEST);
     assert_eq!(h.sent(), vec![ECHO_REPLY_EXPECTED.to_vec()]);
-    h.advance(Duration::from_secs(2));
+    h.advance(Duration::from_secs(36));
     h.rx(&ECHO_REQUEST);
     assert_eq!(
         h.sent(),
         vec![ARP_REQUEST_FROM_US.to_vec()],
-        "expired: ask again"
+        "forgotten: ask again, the reply waits"
     );
+}
+
+/// Regression: an entry in use expired and was forgotten, so the next
+/// packet (a SYN) waited for, or was dropped by, a new resolution.
+#[test]
+fn a_neighbour_in_use_is_reconfirmed_before_it_expires_and_nothing_waits() {
+    let mut h = Harness::new();
+    h.rx(&ARP_REQUEST);
+    h.sent_normalized();
+    // TTL 30 s; requests every 500 ms, 3 of them: re-confirmation starts
+    // 1.5 s before expiry, on use.
+    h.advance(Duration::from_millis(28_400));
+    h.rx(&ECHO_REQUEST);
+    assert_eq!(h.sent_normalized(), vec![echo_reply()], "not yet");
+    h.advance(Duration::from_millis(200));
+    h.rx(&ECHO_REQUEST);
+    assert_eq!(
+        h.sent_normalized(),
+        vec![echo_reply(), ARP_REQUEST_FROM_US.to_vec()],
+        "the reply goes at once, and a request checks the neighbour"
+    );
+    h.rx(&ECHO_REQUEST);
+    assert_eq!(
+        h.sent_normalized(),
+        vec![echo_reply()],
+        "one request at a time"
+    );
+    h.rx(&ARP_REPLY_FROM_PEER);
+    h.sent_normalized();
+    // Past the old expiry: still known, nothing queued, nothing asked.
+    h.advance(Duration::from_secs(3));
+    h.rx(&ECHO_REQUEST);
+    assert_eq!(h.sent_normalized(), vec![echo_reply()]);
+    assert_eq!(h.stack.stats().arp_refreshes.get(), 1);
+    assert_eq!(h.stack.stats().dropped_total(), 0);
+}
+
+#[test]
+fn a_stale_neighbour_is_used_while_reconfirmed_and_forgotten_when_silent() {
+    let mut h = Harness::new();
+    h.rx(&ARP_REQUEST);
+    h.sent_normalized();
+    h.advance(Duration::from_millis(30_200));
+    h.rx(&ECHO_REQUEST);
+    assert_eq!(
+        h.sent_normalized(),
+        vec![echo_reply(), ARP_REQUEST_FROM_US.to_vec()],
+        "expired but known: used, and checked"
+    );
+    h.advance(Duration::from_millis(500));
+    h.rx(&ECHO_REQUEST);
+    assert_eq!(
+        h.sent_normalized(),
+        vec![ARP_REQUEST_FROM_US.to_vec(), echo_reply()],
+        "second request; the address is still used"
+    );
+    h.advance(Duration::from_millis(500));
+    assert_eq!(
+        h.sent_normalized(),
+        vec![ARP_REQUEST_FROM_US.to_vec()],
+        "third and last"
+    );
+    h.advance(Duration::from_millis(500));
+    assert!(h.sent_normalized().is_empty());
+    assert_eq!(h.stack.arp_entries(), 0, "silent: forgotten");
+    h.rx(&ECHO_REQUEST);
+    assert_eq!(
+        h.sent_normalized(),
+        vec![ARP_REQUEST_FROM_US.to_vec()],
+        "resolved anew"
+    );
+    assert_eq!(h.stack.stats().dropped_total(), 0);
 }
 
 #[test]

@@ -132,13 +132,20 @@ impl<F: Frame> Stack<F> {
         let ifc = &self.ifaces[iface];
         let mac = ifc.mac;
         let neighbour = if next_hop.is_broadcast() || next_hop == ifc.broadcast {
-            Some(EthernetAddress::BROADCAST)
+            Some((EthernetAddress::BROADCAST, false))
         } else {
             self.arp.lookup(now, iface, next_hop)
         };
-        if let Some(dst_mac) = neighbour {
+        if let Some((dst_mac, reconfirm)) = neighbour {
             write_eth(frame.data_mut(), dst_mac, mac, EthernetProtocol::Ipv4);
-            return self.send(iface, frame, tx);
+            self.send(iface, frame, tx);
+            // The packet went to the address known; the request checks it
+            // is still right before the entry expires.
+            if reconfirm {
+                self.stats.arp_refreshes.inc();
+                self.send_arp_request(iface, next_hop, pool, tx);
+            }
+            return;
         }
         match self.arp.enqueue(now, iface, next_hop, frame) {
             Ok(true) => self.send_arp_request(iface, next_hop, pool, tx),
