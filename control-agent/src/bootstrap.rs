@@ -17,6 +17,37 @@ use prost_reflect::{DescriptorPool, DynamicMessage};
 
 use crate::client::Target;
 
+/// Why a file (or text) is not the Envoy message it should be, or why a
+/// bootstrap's `ads_config` cannot be used. Always the user's input.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("unknown message type {0}")]
+    UnknownType(String),
+    #[error("not YAML: {0}")]
+    Yaml(#[source] Box<serde_saphyr::Error>),
+    /// Does not fit the message: names the unknown field, type or value.
+    #[error("{0}")]
+    Mapping(#[source] serde_json::Error),
+    #[error("{0}")]
+    Decode(#[source] prost::DecodeError),
+    #[error("ads_config.api_type: unknown value {0}")]
+    UnknownApiType(i32),
+    #[error("ads_config.api_type {0}: only GRPC and DELTA_GRPC are supported")]
+    UnsupportedApiType(&'static str),
+    #[error("ads_config.grpc_services: empty")]
+    NoGrpcService,
+    #[error("ads_config.grpc_services[0]: needs envoy_grpc or google_grpc")]
+    NoGrpcTarget,
+    #[error("ads_config names cluster {0:?}, which is not in static_resources.clusters")]
+    UnknownAdsCluster(String),
+    #[error("cluster {0:?}: no endpoint address for the ADS server")]
+    NoAdsEndpoint(String),
+    #[error("cluster {0:?}: its endpoint needs port_value")]
+    NoAdsPort(String),
+    #[error("cluster {0:?}: internal addresses cannot reach an ADS server")]
+    InternalAdsAddress(String),
+}
+
 static POOL: OnceLock<DescriptorPool> = OnceLock::new();
 
 fn pool() -> &'static DescriptorPool {
@@ -83,19 +114,19 @@ fn typed_struct(file: &str, package: &str) -> prost_reflect::prost_types::FileDe
 
 /// Parse YAML (or JSON, which is YAML) in protobuf's JSON mapping as the
 /// message `full_name`, and encode it.
-pub fn encode_yaml(full_name: &str, text: &str) -> Result<Vec<u8>, String> {
+pub fn encode_yaml(full_name: &str, text: &str) -> Result<Vec<u8>, Error> {
     let desc = pool()
         .get_message_by_name(full_name)
-        .ok_or_else(|| format!("unknown message type {full_name}"))?;
+        .ok_or_else(|| Error::UnknownType(full_name.to_owned()))?;
     let value: serde_json::Value =
-        serde_saphyr::from_str(text).map_err(|e| format!("not YAML: {e}"))?;
-    let msg = DynamicMessage::deserialize(desc, value).map_err(|e| e.to_string())?;
+        serde_saphyr::from_str(text).map_err(|e| Error::Yaml(Box::new(e)))?;
+    let msg = DynamicMessage::deserialize(desc, value).map_err(Error::Mapping)?;
     Ok(msg.encode_to_vec())
 }
 
 /// A resource from YAML as an `Any` (`type_url` + bytes): what an xDS
 /// server sends.
-pub fn any_from_yaml(full_name: &str, text: &str) -> Result<Any, String> {
+pub fn any_from_yaml(full_name: &str, text: &str) -> Result<Any, Error> {
     Ok(Any {
         type_url: format!("type.googleapis.com/{full_name}"),
         value: encode_yaml(full_name, text)?,
@@ -103,15 +134,15 @@ pub fn any_from_yaml(full_name: &str, text: &str) -> Result<Any, String> {
 }
 
 /// Read an Envoy v3 bootstrap.
-pub fn parse(text: &str) -> Result<Bootstrap, String> {
+pub fn parse(text: &str) -> Result<Bootstrap, Error> {
     let bytes = encode_yaml("envoy.config.bootstrap.v3.Bootstrap", text)?;
-    Bootstrap::decode(bytes.as_slice()).map_err(|e| e.to_string())
+    Bootstrap::decode(bytes.as_slice()).map_err(Error::Decode)
 }
 
 /// The ADS server a bootstrap points at (`dynamic_resources.ads_config`),
 /// if any: a Google gRPC `target_uri`, or an Envoy gRPC cluster of
 /// `static_resources` with one endpoint (address and port, or a pipe).
-pub fn ads_server(b: &Bootstrap) -> Result<Option<Target>, String> {
+pub fn ads_server(b: &Bootstrap) -> Result<Option<Target>, Error> {
     let Some(ads) = b
         .dynamic_resources
         .as_ref()
@@ -122,21 +153,15 @@ pub fn ads_server(b: &Bootstrap) -> Result<Option<Target>, String> {
     let api = envoy_types::pb::envoy::config::core::v3::api_config_source::ApiType::try_from(
         ads.api_type,
     )
-    .map_err(|_| format!("ads_config.api_type: unknown value {}", ads.api_type))?;
+    .map_err(|_| Error::UnknownApiType(ads.api_type))?;
     use envoy_types::pb::envoy::config::core::v3::api_config_source::ApiType;
     if !matches!(
         api,
         ApiType::Grpc | ApiType::DeltaGrpc | ApiType::AggregatedGrpc | ApiType::AggregatedDeltaGrpc
     ) {
-        return Err(format!(
-            "ads_config.api_type {}: only GRPC and DELTA_GRPC are supported",
-            api.as_str_name()
-        ));
+        return Err(Error::UnsupportedApiType(api.as_str_name()));
     }
-    let svc = ads
-        .grpc_services
-        .first()
-        .ok_or("ads_config.grpc_services: empty")?;
+    let svc = ads.grpc_services.first().ok_or(Error::NoGrpcService)?;
     match &svc.target_specifier {
         Some(grpc_service::TargetSpecifier::GoogleGrpc(g)) => {
             let uri = &g.target_uri;
@@ -155,12 +180,7 @@ pub fn ads_server(b: &Bootstrap) -> Result<Option<Target>, String> {
             let c = static_clusters
                 .iter()
                 .find(|c| c.name == e.cluster_name)
-                .ok_or_else(|| {
-                    format!(
-                        "ads_config names cluster {:?}, which is not in static_resources.clusters",
-                        e.cluster_name
-                    )
-                })?;
+                .ok_or_else(|| Error::UnknownAdsCluster(e.cluster_name.clone()))?;
             let ep = c
                 .load_assignment
                 .as_ref()
@@ -171,17 +191,12 @@ pub fn ads_server(b: &Bootstrap) -> Result<Option<Target>, String> {
                     _ => None,
                 })
                 .and_then(|a| a.address.as_ref())
-                .ok_or_else(|| {
-                    format!(
-                        "cluster {:?}: no endpoint address for the ADS server",
-                        c.name
-                    )
-                })?;
+                .ok_or_else(|| Error::NoAdsEndpoint(c.name.clone()))?;
             match ep {
                 address::Address::SocketAddress(sa) => {
                     let port = match sa.port_specifier {
                         Some(envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier::PortValue(p)) => p,
-                        _ => return Err(format!("cluster {:?}: its endpoint needs port_value", c.name)),
+                        _ => return Err(Error::NoAdsPort(c.name.clone())),
                     };
                     let host = if sa.address.contains(':') {
                         format!("[{}]", sa.address)
@@ -191,13 +206,12 @@ pub fn ads_server(b: &Bootstrap) -> Result<Option<Target>, String> {
                     Ok(Some(Target::Tcp(format!("http://{host}:{port}"))))
                 }
                 address::Address::Pipe(p) => Ok(Some(Target::Unix(p.path.clone().into()))),
-                address::Address::EnvoyInternalAddress(_) => Err(format!(
-                    "cluster {:?}: internal addresses cannot reach an ADS server",
-                    c.name
-                )),
+                address::Address::EnvoyInternalAddress(_) => {
+                    Err(Error::InternalAdsAddress(c.name.clone()))
+                }
             }
         }
-        None => Err("ads_config.grpc_services[0]: needs envoy_grpc or google_grpc".into()),
+        None => Err(Error::NoGrpcTarget),
     }
 }
 

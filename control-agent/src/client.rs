@@ -7,6 +7,7 @@
 //!   changed it (a generation we did not make), it gets everything again;
 //! - STRICT_DNS hosts are looked up off the stream's task (`Resolver`).
 
+use std::convert::Infallible;
 use std::net::{SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -42,12 +43,81 @@ pub enum Target {
     Unix(PathBuf),
 }
 
+impl Target {
+    /// The gRPC endpoint to connect to. A bad address is the user's input
+    /// (trying again would not fix it): check it at start-up.
+    pub fn endpoint(&self) -> Result<Endpoint, Error> {
+        let uri = match self {
+            Target::Tcp(uri) => uri.as_str(),
+            // Only the connector (below) uses the path.
+            Target::Unix(_) => "http://localhost",
+        };
+        Endpoint::from_shared(uri.to_owned())
+            .map(|e| {
+                e.connect_timeout(Duration::from_secs(5))
+                    .http2_keep_alive_interval(Duration::from_secs(30))
+                    .keep_alive_timeout(Duration::from_secs(10))
+            })
+            .map_err(|source| Error::Address {
+                uri: uri.to_owned(),
+                source,
+            })
+    }
+}
+
 impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Target::Tcp(u) => write!(f, "{u}"),
             Target::Unix(p) => write!(f, "unix:{}", p.display()),
         }
+    }
+}
+
+/// Why the ADS client could not connect, or its stream ended.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Not an address tonic can use.
+    #[error("bad server address {uri:?}: {}", Causes(source))]
+    Address {
+        uri: String,
+        source: tonic::transport::Error,
+    },
+    /// TCP, the Unix socket or HTTP/2 failed. Shown with its causes
+    /// (tonic's own message is only "transport error").
+    #[error("{}", Causes(.0))]
+    Connect(#[source] tonic::transport::Error),
+    /// The server refused the stream or it broke (a gRPC status).
+    #[error("{0}")]
+    Stream(#[source] Box<tonic::Status>),
+}
+
+impl Error {
+    /// Whether connecting again may help: yes after a transport or stream
+    /// error (the server may be restarting); not for a bad address.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, Error::Address { .. })
+    }
+}
+
+impl From<tonic::Status> for Error {
+    fn from(s: tonic::Status) -> Error {
+        Error::Stream(Box::new(s))
+    }
+}
+
+/// An error and its causes, `: `-separated.
+struct Causes<'a>(&'a dyn std::error::Error);
+
+impl std::fmt::Display for Causes<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(c) = cause {
+            write!(f, ": {c}")?;
+            cause = c.source();
+        }
+        Ok(())
     }
 }
 
@@ -60,8 +130,10 @@ pub struct Options {
     pub backoff_max: Duration,
 }
 
-/// Run until the process is stopped.
-pub async fn run(mut xds: Xds, opts: Options, dp: DataPlane) {
+/// Run until the process is stopped, or an error that connecting again
+/// cannot fix (returned). Transport and stream errors are retried with
+/// back-off, for ever; the data plane keeps what it has meanwhile.
+pub async fn run(mut xds: Xds, opts: Options, dp: DataPlane) -> Result<Infallible, Error> {
     let mut sync = DataPlaneSync::default();
     let mut dns = Resolver::new();
     // The static clusters' hosts.
@@ -101,6 +173,7 @@ pub async fn run(mut xds: Xds, opts: Options, dp: DataPlane) {
                 xds.on_stream_end();
                 match r {
                     Ok(()) => tracing::warn!("the ADS server {server} closed the stream"),
+                    Err(e) if !e.is_retryable() => return Err(e),
                     Err(e) => tracing::warn!("ADS stream to {server}: {e}"),
                 }
                 // A stream that lived a while was a success: start over.
@@ -108,6 +181,7 @@ pub async fn run(mut xds: Xds, opts: Options, dp: DataPlane) {
                     delay = opts.backoff_base;
                 }
             }
+            Err(e) if !e.is_retryable() => return Err(e),
             Err(e) => tracing::warn!("cannot connect to the ADS server {server}: {e}"),
         }
         let wait = rng.between(delay / 2, delay);
@@ -132,31 +206,21 @@ pub async fn run(mut xds: Xds, opts: Options, dp: DataPlane) {
     }
 }
 
-async fn connect(server: &Target) -> Result<Channel, String> {
-    let ep = |uri: &str| {
-        Endpoint::from_shared(uri.to_owned())
-            .map(|e| {
-                e.connect_timeout(Duration::from_secs(5))
-                    .http2_keep_alive_interval(Duration::from_secs(30))
-                    .keep_alive_timeout(Duration::from_secs(10))
-            })
-            .map_err(|e| format!("bad server address {uri:?}: {e}"))
-    };
-
+async fn connect(server: &Target) -> Result<Channel, Error> {
+    let ep = server.endpoint()?;
     match server {
-        Target::Tcp(uri) => ep(uri)?.connect().await.map_err(|e| format!("{e}")),
+        Target::Tcp(_) => ep.connect().await.map_err(Error::Connect),
         Target::Unix(path) => {
             let path = path.clone();
-            ep("http://localhost")?
-                .connect_with_connector(tower::service_fn(move |_| {
-                    let path = path.clone();
-                    async move {
-                        let s = tokio::net::UnixStream::connect(path).await?;
-                        Ok::<_, std::io::Error>(TokioIo::new(s))
-                    }
-                }))
-                .await
-                .map_err(|e| format!("{e}"))
+            ep.connect_with_connector(tower::service_fn(move |_| {
+                let path = path.clone();
+                async move {
+                    let s = tokio::net::UnixStream::connect(path).await?;
+                    Ok::<_, std::io::Error>(TokioIo::new(s))
+                }
+            }))
+            .await
+            .map_err(Error::Connect)
         }
     }
 }
@@ -174,7 +238,7 @@ async fn sotw(
     dp: &DataPlane,
     sync: &mut DataPlaneSync,
     dns: &mut Resolver,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let unwrap = |r| match r {
         Request::Sotw(r) => Some(r),
         Request::Delta(_) => None,
@@ -183,8 +247,7 @@ async fn sotw(
     send(&tx, unwrap, xds.on_stream_start()).await;
     let stream = client(channel, opts)
         .stream_aggregated_resources(ReceiverStream::new(rx))
-        .await
-        .map_err(|e| format!("{e}"))?
+        .await?
         .into_inner();
     drive(
         xds,
@@ -213,7 +276,7 @@ async fn delta(
     dp: &DataPlane,
     sync: &mut DataPlaneSync,
     dns: &mut Resolver,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let unwrap = |r| match r {
         Request::Delta(r) => Some(r),
         Request::Sotw(_) => None,
@@ -222,8 +285,7 @@ async fn delta(
     send(&tx, unwrap, xds.on_stream_start()).await;
     let stream = client(channel, opts)
         .delta_aggregated_resources(ReceiverStream::new(rx))
-        .await
-        .map_err(|e| format!("{e}"))?
+        .await?
         .into_inner();
     drive(
         xds,
@@ -274,7 +336,7 @@ async fn drive<Q, P>(
     mut stream: tonic::Streaming<P>,
     unwrap: fn(Request) -> Option<Q>,
     handle: fn(&mut Xds, P, Instant) -> (Outcome, &'static str, usize),
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let mut tick = tokio::time::interval(TICK);
     // The answer to the last response, while it waits for DNS.
     let mut waiting: Option<Answer> = None;
@@ -284,7 +346,7 @@ async fn drive<Q, P>(
             .map_or_else(tokio::time::Instant::now, |a| a.until);
         tokio::select! {
             msg = stream.message() => {
-                let Some(resp) = msg.map_err(|e| format!("{e}"))? else { return Ok(()) };
+                let Some(resp) = msg? else { return Ok(()) };
                 let arrived = Instant::now();
                 if let Some(a) = waiting.take() {
                     a.send(xds, dp, sync, tx, unwrap).await;

@@ -30,7 +30,10 @@ model, and pushes each change to the data plane's admin socket, which applies it
 without dropping connections. The data plane's verdict becomes the ACK or NACK. A resource we \
 cannot honour is NACKed with the reason; Istio's telemetry filters are ignored (counted).\n\n\
 If the agent stops, the data plane keeps serving what it has; a restarted agent re-syncs it. \
-SIGINT/SIGTERM stop the agent.",
+SIGINT/SIGTERM stop the agent.\n\n\
+Exit status, as the data plane's: 0 when stopped by a signal (or --check passed), 2 for bad \
+input (flags, an unreadable or invalid bootstrap, static resources that do not translate), 1 \
+for a failure at run time. An unreachable ADS server or data plane is retried, never fatal.",
     after_help = "Examples:\n  control-agent --server http://istiod.istio-system:15010 \\\n      --node-id router~10.0.0.5~gw-1.istio-system~istio-system.svc.cluster.local\n  control-agent --server unix:/etc/istio/proxy/XDS --delta --node-id ...\n  control-agent --bootstrap envoy.yaml        # static_resources, and ads_config if any\n  control-agent --bootstrap envoy.yaml --check  # print the translation and exit"
 )]
 struct Cli {
@@ -74,7 +77,8 @@ struct Cli {
     #[arg(long, value_name = "MS", default_value_t = 30_000)]
     backoff_max_ms: u64,
     /// Translate the bootstrap's static resources, print the data plane
-    /// update (JSON) and exit: 0 if everything translates, 2 if not.
+    /// update (JSON) and exit: 0 if everything translates, 2 if not (or if
+    /// the bootstrap does not parse).
     #[arg(long, requires = "bootstrap")]
     check: bool,
 }
@@ -87,22 +91,96 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    // clap exits 2 itself on a bad flag (0 for --help and --version).
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("control-agent: {e}");
-            ExitCode::from(2)
+            ExitCode::from(e.exit_code())
         }
     }
 }
 
-fn run(cli: Cli) -> Result<(), String> {
+/// Why the agent stopped.
+#[derive(Debug, thiserror::Error)]
+enum Error {
+    // === bad input: exit 2 ===
+    #[error("cannot read {}: {source}", path.display())]
+    ReadBootstrap {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Does not parse, or its ads_config cannot be used.
+    #[error("{}: {source}", path.display())]
+    Bootstrap {
+        path: PathBuf,
+        source: bootstrap::Error,
+    },
+    #[error("the bootstrap's static resources do not translate:\n  - {}", .0.join("\n  - "))]
+    StaticResources(Vec<String>),
+    #[error(
+        "nothing to do: give --server (an ADS server) and/or --bootstrap (an Envoy bootstrap file)"
+    )]
+    NothingToDo,
+    #[error("--server unix: needs a path, like unix:/etc/istio/proxy/XDS")]
+    ServerPath,
+    #[error(
+        "--server https://: TLS to the xDS server is not supported yet; use http:// (e.g. istiod's plaintext port 15010) or istio-agent's Unix socket"
+    )]
+    ServerTls,
+    #[error("--server {0:?}: expected http://HOST:PORT, HOST:PORT or unix:/PATH")]
+    ServerForm(String),
+    /// From --server or the bootstrap's ads_config.
+    #[error(transparent)]
+    ServerAddress(client::Error),
+    #[error("{0} (set --node-id or the bootstrap's node.id)")]
+    NodeId(String),
+    #[error("--node-metadata {0:?}: expected KEY=VALUE")]
+    NodeMetadata(String),
+    // === at run time: exit 1 ===
+    #[error("cannot print the update: {0}")]
+    Print(#[source] serde_json::Error),
+    #[error("tokio: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("signal handler: {0}")]
+    Signal(#[source] std::io::Error),
+    /// The ADS client met an error that connecting again cannot fix.
+    #[error("the ADS client stopped: {0}")]
+    Ads(#[source] client::Error),
+}
+
+impl Error {
+    /// The data plane's convention: 2 for bad input (the command line, the
+    /// bootstrap), 1 for a failure at run time.
+    fn exit_code(&self) -> u8 {
+        match self {
+            Error::ReadBootstrap { .. }
+            | Error::Bootstrap { .. }
+            | Error::StaticResources(_)
+            | Error::NothingToDo
+            | Error::ServerPath
+            | Error::ServerTls
+            | Error::ServerForm(_)
+            | Error::ServerAddress(_)
+            | Error::NodeId(_)
+            | Error::NodeMetadata(_) => 2,
+            Error::Print(_) | Error::Runtime(_) | Error::Signal(_) | Error::Ads(_) => 1,
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Error> {
     let ignored = Arc::new(Ignored::default());
     let boot = match &cli.bootstrap {
         Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
-            Some(bootstrap::parse(&text).map_err(|e| format!("{}: {e}", p.display()))?)
+            let text = std::fs::read_to_string(p).map_err(|source| Error::ReadBootstrap {
+                path: p.clone(),
+                source,
+            })?;
+            Some(bootstrap::parse(&text).map_err(|source| Error::Bootstrap {
+                path: p.clone(),
+                source,
+            })?)
         }
         None => None,
     };
@@ -129,10 +207,7 @@ fn run(cli: Cli) -> Result<(), String> {
         }
     }
     if !errors.is_empty() {
-        return Err(format!(
-            "the bootstrap's static resources do not translate:\n  - {}",
-            errors.join("\n  - ")
-        ));
+        return Err(Error::StaticResources(errors));
     }
     if cli.check {
         let u = ProxyUpdate {
@@ -144,18 +219,24 @@ fn run(cli: Cli) -> Result<(), String> {
         };
         println!(
             "{}",
-            serde_json::to_string_pretty(&u).map_err(|e| e.to_string())?
+            serde_json::to_string_pretty(&u).map_err(Error::Print)?
         );
         return Ok(());
     }
 
-    let server = match (&cli.server, &boot) {
-        (Some(s), _) => Some(parse_target(s)?),
-        (None, Some(b)) => bootstrap::ads_server(b)?,
-        (None, None) => {
-            return Err("nothing to do: give --server (an ADS server) and/or --bootstrap (an Envoy bootstrap file)".into());
+    let server = match (&cli.server, &boot, &cli.bootstrap) {
+        (Some(s), _, _) => Some(parse_target(s)?),
+        (None, Some(b), Some(path)) => {
+            bootstrap::ads_server(b).map_err(|source| Error::Bootstrap {
+                path: path.clone(),
+                source,
+            })?
         }
+        _ => return Err(Error::NothingToDo),
     };
+    if let Some(s) = &server {
+        s.endpoint().map_err(Error::ServerAddress)?;
+    }
     let mut node = boot
         .as_ref()
         .and_then(|b| b.node.clone())
@@ -167,14 +248,13 @@ fn run(cli: Cli) -> Result<(), String> {
         node.cluster = c.clone();
     }
     if server.is_some() {
-        node::check_id(&node.id)
-            .map_err(|e| format!("{e} (set --node-id or the bootstrap's node.id)"))?;
+        node::check_id(&node.id).map_err(Error::NodeId)?;
     }
     let mut metadata = BTreeMap::new();
     for kv in &cli.node_metadata {
         let (k, v) = kv
             .split_once('=')
-            .ok_or_else(|| format!("--node-metadata {kv:?}: expected KEY=VALUE"))?;
+            .ok_or_else(|| Error::NodeMetadata(kv.clone()))?;
         let v = serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.into()));
         metadata.insert(k.to_owned(), v);
     }
@@ -216,16 +296,19 @@ fn run(cli: Cli) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("tokio: {e}"))?;
+        .map_err(Error::Runtime)?;
     rt.block_on(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(|e| format!("signal handler: {e}"))?;
+            .map_err(Error::Signal)?;
         tokio::select! {
-            _ = client::run(xds, opts, dp) => {}
+            r = client::run(xds, opts, dp) => match r {
+                Ok(never) => match never {},
+                Err(e) => return Err(Error::Ads(e)),
+            },
             _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; the data plane keeps its configuration"),
             _ = term.recv() => tracing::info!("terminated; the data plane keeps its configuration"),
         }
-        Ok::<(), String>(())
+        Ok(())
     })
 }
 
@@ -243,11 +326,11 @@ fn xds_node_id(
         .unwrap_or_default()
 }
 
-fn parse_target(s: &str) -> Result<Target, String> {
+fn parse_target(s: &str) -> Result<Target, Error> {
     if let Some(p) = s.strip_prefix("unix:") {
         let p = p.trim_start_matches("//");
         if p.is_empty() {
-            return Err("--server unix: needs a path, like unix:/etc/istio/proxy/XDS".into());
+            return Err(Error::ServerPath);
         }
         return Ok(Target::Unix(p.into()));
     }
@@ -255,12 +338,61 @@ fn parse_target(s: &str) -> Result<Target, String> {
         return Ok(Target::Tcp(s.to_owned()));
     }
     if s.starts_with("https://") {
-        return Err("--server https://: TLS to the xDS server is not supported yet; use http:// (e.g. istiod's plaintext port 15010) or istio-agent's Unix socket".into());
+        return Err(Error::ServerTls);
     }
     if s.contains(':') {
         return Ok(Target::Tcp(format!("http://{s}")));
     }
-    Err(format!(
-        "--server {s:?}: expected http://HOST:PORT, HOST:PORT or unix:/PATH"
-    ))
+    Err(Error::ServerForm(s.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_with(args: &[&str]) -> Result<(), Error> {
+        let cli = Cli::try_parse_from(std::iter::once("control-agent").chain(args.iter().copied()))
+            .expect("flags parse");
+        run(cli)
+    }
+
+    #[test]
+    fn bad_input_exits_2_before_anything_runs() {
+        let cases: [(&[&str], &str); 7] = [
+            (&[], "nothing to do"),
+            (&["--server", "istiod"], "expected http://HOST:PORT"),
+            (&["--server", "unix:"], "needs a path"),
+            (&["--server", "https://istiod:15012"], "TLS"),
+            (&["--server", "http://bad host:1"], "bad server address"),
+            (&["--server", "h:1", "--node-id", "sidecar~x"], "node.id"),
+            (
+                &["--server", "h:1", "--node-id", "n", "--node-metadata", "k"],
+                "expected KEY=VALUE",
+            ),
+        ];
+        for (args, want) in cases {
+            let e = run_with(args).expect_err("bad input");
+            assert_eq!(e.exit_code(), 2, "{args:?}: {e}");
+            assert!(e.to_string().contains(want), "{args:?}: {e}");
+        }
+        let e = run_with(&["--bootstrap", "/nonexistent/envoy.yaml", "--check"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2, "{e}");
+        assert!(
+            e.to_string()
+                .contains("cannot read /nonexistent/envoy.yaml"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn failures_at_run_time_exit_1() {
+        let io = || std::io::Error::other("x");
+        assert_eq!(Error::Runtime(io()).exit_code(), 1);
+        assert_eq!(Error::Signal(io()).exit_code(), 1);
+        let bad = Target::Tcp("http://bad host:1".into())
+            .endpoint()
+            .unwrap_err();
+        assert!(!bad.is_retryable());
+        assert_eq!(Error::Ads(bad).exit_code(), 1);
+    }
 }

@@ -257,8 +257,9 @@ fn istio_router_resources_translate_with_telemetry_ignored() {
 #[test]
 fn a_bootstrap_with_an_unknown_field_names_it() {
     let e = bootstrap::parse("static_resources: {clusters: [{name: a, conect_timeout: 1s}]}\n")
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("conect_timeout"), "{e}");
-    let e = bootstrap::parse("static_resources: {listeners: [{name: a, filter_chains: [{filters: [{name: x, typed_config: {\"@type\": type.googleapis.com/no.such.Type}}]}]}]}\n").unwrap_err();
+    let e = bootstrap::parse("static_resources: {listeners: [{name: a, filter_chains: [{filters: [{name: x, typed_config: {\"@type\": type.googleapis.com/no.such.Type}}]}]}]}\n").unwrap_err().to_string();
     assert!(e.contains("no.such.Type"), "{e}");
 }
