@@ -16,6 +16,9 @@
 //!   `Sync`: DPDK queues are not thread-safe, so one core owns each.
 //! - Mutable access to packet bytes is given only to the sole owner of a buffer.
 
+// The one crate besides dpdk-sys allowed unsafe code (the workspace denies it).
+#![allow(unsafe_code)]
+
 pub mod eal;
 pub mod mbuf;
 pub mod mempool;
