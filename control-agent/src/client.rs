@@ -167,8 +167,14 @@ pub async fn run(mut xds: Xds, opts: Options, dp: DataPlane) -> Result<Infallibl
             Ok(channel) => {
                 tracing::info!("connected to the ADS server {server} ({:?})", xds.mode());
                 let r = match xds.mode() {
-                    Mode::Sotw => sotw(&mut xds, channel, &opts, &dp, &mut sync, &mut dns).await,
-                    Mode::Delta => delta(&mut xds, channel, &opts, &dp, &mut sync, &mut dns).await,
+                    Mode::Sotw => {
+                        stream::<SotwStream>(&mut xds, channel, &opts, &dp, &mut sync, &mut dns)
+                            .await
+                    }
+                    Mode::Delta => {
+                        stream::<DeltaStream>(&mut xds, channel, &opts, &dp, &mut sync, &mut dns)
+                            .await
+                    }
                 };
                 xds.on_stream_end();
                 match r {
@@ -231,45 +237,84 @@ fn client(channel: Channel, opts: &Options) -> AggregatedDiscoveryServiceClient<
         .max_encoding_message_size(opts.max_message_bytes)
 }
 
-async fn sotw(
-    xds: &mut Xds,
-    channel: Channel,
-    opts: &Options,
-    dp: &DataPlane,
-    sync: &mut DataPlaneSync,
-    dns: &mut Resolver,
-) -> Result<(), Error> {
-    let unwrap = |r| match r {
-        Request::Sotw(r) => Some(r),
-        Request::Delta(_) => None,
-    };
-    let (tx, rx) = mpsc::channel::<DiscoveryRequest>(64);
-    send(&tx, unwrap, xds.on_stream_start()).await;
-    let stream = client(channel, opts)
-        .stream_aggregated_resources(ReceiverStream::new(rx))
-        .await?
-        .into_inner();
-    drive(
-        xds,
-        dp,
-        sync,
-        dns,
-        &tx,
-        stream,
-        unwrap,
-        |xds, resp: DiscoveryResponse, now| {
-            let (ty, n) = (short(&resp.type_url), resp.resources.len());
-            tracing::debug!(
-                "{ty} response version {:?}: {n} resource(s)",
-                resp.version_info
-            );
-            (xds.on_sotw(resp, now), ty, n)
-        },
-    )
-    .await
+/// One of the two ADS stream variants (state of the world, Delta): its
+/// request and response types, how it is opened and how the state machine
+/// takes its responses. Everything else about a stream is [`stream`]'s.
+trait Variant {
+    type Req: Send + 'static;
+    type Resp;
+    fn unwrap(r: Request) -> Option<Self::Req>;
+    fn open(
+        c: AggregatedDiscoveryServiceClient<Channel>,
+        rx: ReceiverStream<Self::Req>,
+    ) -> impl Future<Output = Result<tonic::Response<tonic::Streaming<Self::Resp>>, tonic::Status>> + Send;
+    fn handle(xds: &mut Xds, resp: Self::Resp, now: Instant) -> (Outcome, &'static str, usize);
 }
 
-async fn delta(
+struct SotwStream;
+struct DeltaStream;
+
+impl Variant for SotwStream {
+    type Req = DiscoveryRequest;
+    type Resp = DiscoveryResponse;
+    fn unwrap(r: Request) -> Option<DiscoveryRequest> {
+        match r {
+            Request::Sotw(r) => Some(r),
+            Request::Delta(_) => None,
+        }
+    }
+    async fn open(
+        mut c: AggregatedDiscoveryServiceClient<Channel>,
+        rx: ReceiverStream<DiscoveryRequest>,
+    ) -> Result<tonic::Response<tonic::Streaming<DiscoveryResponse>>, tonic::Status> {
+        c.stream_aggregated_resources(rx).await
+    }
+    fn handle(
+        xds: &mut Xds,
+        resp: DiscoveryResponse,
+        now: Instant,
+    ) -> (Outcome, &'static str, usize) {
+        let (ty, n) = (short(&resp.type_url), resp.resources.len());
+        tracing::debug!(
+            "{ty} response version {:?}: {n} resource(s)",
+            resp.version_info
+        );
+        (xds.on_sotw(resp, now), ty, n)
+    }
+}
+
+impl Variant for DeltaStream {
+    type Req = DeltaDiscoveryRequest;
+    type Resp = DeltaDiscoveryResponse;
+    fn unwrap(r: Request) -> Option<DeltaDiscoveryRequest> {
+        match r {
+            Request::Delta(r) => Some(r),
+            Request::Sotw(_) => None,
+        }
+    }
+    async fn open(
+        mut c: AggregatedDiscoveryServiceClient<Channel>,
+        rx: ReceiverStream<DeltaDiscoveryRequest>,
+    ) -> Result<tonic::Response<tonic::Streaming<DeltaDiscoveryResponse>>, tonic::Status> {
+        c.delta_aggregated_resources(rx).await
+    }
+    fn handle(
+        xds: &mut Xds,
+        resp: DeltaDiscoveryResponse,
+        now: Instant,
+    ) -> (Outcome, &'static str, usize) {
+        let (ty, n) = (short(&resp.type_url), resp.resources.len());
+        tracing::debug!(
+            "{ty} delta {:?}: {n} resource(s), {} removed",
+            resp.system_version_info,
+            resp.removed_resources.len()
+        );
+        (xds.on_delta(resp, now), ty, n)
+    }
+}
+
+/// Open one stream of variant `V` and serve it until it ends.
+async fn stream<V: Variant>(
     xds: &mut Xds,
     channel: Channel,
     opts: &Options,
@@ -277,35 +322,12 @@ async fn delta(
     sync: &mut DataPlaneSync,
     dns: &mut Resolver,
 ) -> Result<(), Error> {
-    let unwrap = |r| match r {
-        Request::Delta(r) => Some(r),
-        Request::Sotw(_) => None,
-    };
-    let (tx, rx) = mpsc::channel::<DeltaDiscoveryRequest>(64);
-    send(&tx, unwrap, xds.on_stream_start()).await;
-    let stream = client(channel, opts)
-        .delta_aggregated_resources(ReceiverStream::new(rx))
+    let (tx, rx) = mpsc::channel::<V::Req>(64);
+    send(&tx, V::unwrap, xds.on_stream_start()).await;
+    let stream = V::open(client(channel, opts), ReceiverStream::new(rx))
         .await?
         .into_inner();
-    drive(
-        xds,
-        dp,
-        sync,
-        dns,
-        &tx,
-        stream,
-        unwrap,
-        |xds, resp: DeltaDiscoveryResponse, now| {
-            let (ty, n) = (short(&resp.type_url), resp.resources.len());
-            tracing::debug!(
-                "{ty} delta {:?}: {n} resource(s), {} removed",
-                resp.system_version_info,
-                resp.removed_resources.len()
-            );
-            (xds.on_delta(resp, now), ty, n)
-        },
-    )
-    .await
+    drive(xds, dp, sync, dns, &tx, stream, V::unwrap, V::handle).await
 }
 
 /// Queue `reqs` on the stream (those of its variant).
@@ -443,7 +465,19 @@ struct DataPlaneSync {
     down: bool,
     /// The last `push` applied an update.
     pushed: bool,
+    /// When someone else changed the data plane, lately (to tell a fight
+    /// between two agents from an operator's one-off change).
+    foreign: std::collections::VecDeque<Instant>,
+    /// Not before then: the re-sync after a foreign change, while a fight
+    /// goes on (each agent's push is the other's foreign change).
+    resync_after: Option<Instant>,
 }
+
+/// Foreign changes within this window that make a fight.
+const FIGHT_WINDOW: Duration = Duration::from_secs(60);
+const FIGHT_CHANGES: usize = 3;
+/// While a fight goes on, re-sync at most this often.
+const FIGHT_BACKOFF: Duration = Duration::from_secs(30);
 
 impl DataPlaneSync {
     /// Push what changed (if `push`), and return the ACK or NACK that the
@@ -460,13 +494,15 @@ impl DataPlaneSync {
                     Ok(reply) => {
                         self.down = false;
                         self.pushed = true;
+                        let rejected =
+                            |kind: &str| reply.rejected.iter().filter(|r| r.kind == kind).count();
                         tracing::info!(
                             "data plane: applied {:?}{} (+{} -{} listeners, +{} -{} clusters) in {} ms, {} rejected",
                             u.version,
                             if u.full { " in full" } else { "" },
-                            u.listeners.len(),
+                            u.listeners.len().saturating_sub(rejected("listener")),
                             u.remove_listeners.len(),
-                            u.clusters.len(),
+                            u.clusters.len().saturating_sub(rejected("cluster")),
                             u.remove_clusters.len(),
                             t0.elapsed().as_millis(),
                             reply.rejected.len()
@@ -526,9 +562,34 @@ impl DataPlaneSync {
                     {
                         tracing::info!("the data plane restarted: configuring it again");
                     } else if self.known.is_some() && !self.down {
-                        tracing::info!(
-                            "the data plane was changed by someone else: configuring it again"
-                        );
+                        let t = Instant::now();
+                        if self.resync_after.is_some_and(|at| t < at) {
+                            // A fight: not every second.
+                            return out;
+                        }
+                        self.foreign.push_back(t);
+                        while self
+                            .foreign
+                            .front()
+                            .is_some_and(|&f| t.duration_since(f) > FIGHT_WINDOW)
+                        {
+                            self.foreign.pop_front();
+                        }
+                        if self.foreign.len() >= FIGHT_CHANGES {
+                            tracing::warn!(
+                                "the data plane at {} was changed by someone else {} times in {}s, each time after we configured it: another control-agent (or a script running `dataplane apply`) is configuring the same data plane, and each undoes the other's update. Run one control-agent per data plane (stop the other, or give each data plane its own --dataplane-socket). Re-configuring it at most every {}s meanwhile",
+                                dp.socket().display(),
+                                self.foreign.len(),
+                                FIGHT_WINDOW.as_secs(),
+                                FIGHT_BACKOFF.as_secs()
+                            );
+                            self.resync_after = Some(t + FIGHT_BACKOFF);
+                        } else {
+                            self.resync_after = None;
+                            tracing::info!(
+                                "the data plane was changed by someone else: configuring it again"
+                            );
+                        }
                     }
                     xds.resync();
                     push = true;
