@@ -627,6 +627,18 @@ pub(crate) fn overlaps(a: (std::net::Ipv4Addr, u16), b: (std::net::Ipv4Addr, u16
     a.1 == b.1 && (a.0 == b.0 || a.0.is_unspecified() || b.0.is_unspecified())
 }
 
+impl ClusterConfig {
+    /// The checks the data plane makes of this cluster alone (all but its
+    /// name being unique), each error naming the field (`connect_timeout_ms`,
+    /// `endpoints[0].weight`, ...). A control plane runs them before it
+    /// accepts a cluster, so that a refusal lands on the cluster itself.
+    pub fn check(&self) -> Result<(), Vec<ConfigError>> {
+        let mut e = Errors(Vec::new());
+        check_cluster(self, &|f: &str| f.to_owned(), &mut e);
+        if e.0.is_empty() { Ok(()) } else { Err(e.0) }
+    }
+}
+
 /// One cluster's fields, whatever else is configured.
 pub(crate) fn check_cluster(c: &ClusterConfig, at: &dyn Fn(&str) -> String, e: &mut Errors) {
     e.check(!c.name.is_empty(), at("name"), "\"\"", "must not be empty");

@@ -93,6 +93,11 @@ impl DataPlane {
             .map_err(|_| DpError::Timeout(TIMEOUT))?
     }
 
+    /// The admin socket.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
     /// Apply `u`; the reply lists the items the data plane rejected.
     pub async fn apply(&self, u: &ProxyUpdate) -> Result<ApplyReply, DpError> {
         let r: ApplyReply = self

@@ -487,6 +487,13 @@ pub fn cluster(c: &Cluster, ignored: &Ignored) -> Result<ClusterPlan, String> {
             );
         }
     }
+    // What the data plane would refuse once the cluster is pushed (after
+    // its endpoints arrive) is refused now, on the cluster: a NACK on CDS,
+    // not on an innocent EDS response later.
+    plan.cfg.check().map_err(|errors| {
+        let e: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        format!("the data plane cannot hold it: {}", e.join("; "))
+    })?;
     Ok(plan)
 }
 

@@ -559,22 +559,47 @@ impl Xds {
         let ok_names: BTreeSet<&str> = resources.iter().map(|r| r.name()).collect();
         let failed: BTreeSet<String> = failures.iter().map(|f| f.name.clone()).collect();
         let t = self.ty(&type_url).expect("known type");
+        let mut replaced = BTreeMap::new();
         for (n, v) in versions {
             if ok_names.contains(n.as_str()) && !failed.contains(&n) {
-                t.versions.insert(n, v);
+                let old = t.versions.insert(n.clone(), v);
+                replaced.entry(n).or_insert(old);
             }
         }
         for n in &removed {
             t.versions.remove(n);
         }
-        self.finish(
+        let out = self.finish(
             &type_url,
             r.system_version_info,
             resources,
             removed,
             failures,
             now,
-        )
+        );
+        if let Some(p) = self.pending.as_mut().filter(|p| p.type_url == type_url) {
+            p.replaced = replaced;
+        }
+        out
+    }
+
+    /// Delta: the resources of `p` named in `names` are not in force after
+    /// all: their versions go back to what was (or out of the list).
+    fn restore_versions<'a>(&mut self, p: &Pending, names: impl Iterator<Item = &'a str>) {
+        let Some(t) = self.ty(&p.type_url) else {
+            return;
+        };
+        for n in names {
+            match p.replaced.get(n) {
+                Some(Some(old)) => {
+                    t.versions.insert(n.to_owned(), old.clone());
+                }
+                Some(None) => {
+                    t.versions.remove(n);
+                }
+                None => {}
+            }
+        }
     }
 
     /// Apply decoded resources and removals of one response; build the ACK
@@ -707,6 +732,7 @@ impl Xds {
             type_url: type_url.to_owned(),
             version,
             failures,
+            replaced: BTreeMap::new(),
             dns,
         });
         out
@@ -929,15 +955,19 @@ impl Xds {
         })
     }
 
+    /// The label of what an update pushed now serves: each type's version
+    /// in force, and for the response being answered its own version (its
+    /// resources are in this update; its ACK comes after the push).
     fn version_label(&self) -> String {
-        if self.lds.version.is_empty() && self.cds.version.is_empty() && self.eds.version.is_empty()
-        {
+        let v = |t: &TypeState, url: &str| match &self.pending {
+            Some(p) if p.type_url == url => p.version.clone(),
+            _ => t.version.clone(),
+        };
+        let (l, c, e) = (v(&self.lds, LDS), v(&self.cds, CDS), v(&self.eds, EDS));
+        if l.is_empty() && c.is_empty() && e.is_empty() {
             return "bootstrap".into();
         }
-        format!(
-            "lds:{} cds:{} eds:{}",
-            self.lds.version, self.cds.version, self.eds.version
-        )
+        format!("lds:{l} cds:{c} eds:{e}")
     }
 
     /// The data plane took `u` (except `rejected`), or could not be
@@ -1036,6 +1066,10 @@ impl Xds {
             return None;
         }
         let p = self.pending.take()?;
+        // Rejected here or by the data plane: not in force, so not listed
+        // in the next stream's initial_resource_versions (the server then
+        // sends them again, and they are judged again).
+        self.restore_versions(&p, p.failures.iter().map(|f| f.name.as_str()));
         Some(self.ack_or_nack(&p.type_url, p.version, p.failures))
     }
 
@@ -1069,6 +1103,7 @@ impl Xds {
                 short(&p.type_url),
                 p.version
             );
+            self.restore_versions(&p, p.replaced.keys().map(String::as_str));
         }
     }
 
@@ -1105,6 +1140,10 @@ struct Pending {
     type_url: String,
     version: String,
     failures: Vec<Failure>,
+    /// Delta: the versions this response's resources replaced (`None`: it
+    /// had none), put back for those that end up rejected, so that a new
+    /// stream's `initial_resource_versions` lists only what is in force.
+    replaced: BTreeMap<String, Option<String>>,
     /// Hosts its clusters name whose lookups are out: answered once they
     /// are in, or the driver stops waiting.
     dns: BTreeSet<(String, u16)>,
@@ -1449,5 +1488,155 @@ filter_chains:
         assert!(x.take_unresolved().is_empty());
         assert!(!x.on_resolved("h1".into(), 80, Err("timed out".into())));
         assert!(x.settle(None, Ok(Vec::new())).is_none());
+    }
+}
+
+#[cfg(test)]
+mod regressions {
+    //! Defects found by independent checks (issue 18, point 0).
+
+    use envoy_types::pb::envoy::service::discovery::v3::Resource as DeltaResource;
+
+    use super::*;
+    use crate::bootstrap::any_from_yaml;
+
+    const TIMEOUT: Duration = Duration::from_secs(15);
+    const GOOD: &str = "{name: good, type: EDS, eds_cluster_config: {eds_config: {ads: {}}}}";
+    /// Envoy takes a 20-minute connect timeout; the data plane's limit is 10.
+    const TOO_SLOW: &str = "{name: slow, type: EDS, connect_timeout: 1200s, eds_cluster_config: {eds_config: {ads: {}}}}";
+    const GOOD_V2_TOO_SLOW: &str = "{name: good, type: EDS, connect_timeout: 1200s, eds_cluster_config: {eds_config: {ads: {}}}}";
+
+    fn cluster(yaml: &str, version: &str) -> DeltaResource {
+        let any = any_from_yaml("envoy.config.cluster.v3.Cluster", yaml).unwrap();
+        let name = yaml
+            .split("name: ")
+            .nth(1)
+            .unwrap()
+            .split(',')
+            .next()
+            .unwrap();
+        DeltaResource {
+            name: name.into(),
+            version: version.into(),
+            resource: Some(any),
+            ..Default::default()
+        }
+    }
+
+    fn delta_cds(nonce: &str, resources: Vec<DeltaResource>) -> DeltaDiscoveryResponse {
+        DeltaDiscoveryResponse {
+            system_version_info: nonce.into(),
+            type_url: CDS.into(),
+            nonce: nonce.into(),
+            resources,
+            ..Default::default()
+        }
+    }
+
+    /// The CDS request a new stream starts with: its initial versions.
+    fn initial_cds_versions(x: &mut Xds) -> BTreeMap<String, String> {
+        x.on_stream_start()
+            .into_iter()
+            .find_map(|r| match r {
+                Request::Delta(d) if d.type_url == CDS => {
+                    Some(d.initial_resource_versions.into_iter().collect())
+                }
+                _ => None,
+            })
+            .expect("a CDS request")
+    }
+
+    /// The NACK message of `r`, if it is one.
+    fn nack(r: &Request) -> Option<String> {
+        match r {
+            Request::Delta(d) => d.error_detail.as_ref().map(|e| e.message.clone()),
+            Request::Sotw(s) => s.error_detail.as_ref().map(|e| e.message.clone()),
+        }
+    }
+
+    #[test]
+    fn a_cluster_the_data_plane_cannot_hold_is_nacked_on_cds() {
+        let t0 = Instant::now();
+        let mut x = Xds::new(Mode::Delta, Node::default(), TIMEOUT, Arc::default(), t0);
+        x.on_stream_start();
+        x.on_delta(
+            delta_cds("1", vec![cluster(GOOD, "g1"), cluster(TOO_SLOW, "s1")]),
+            t0,
+        );
+        let answer = x.settle(None, Ok(Vec::new())).expect("answered");
+        let msg = nack(&answer).expect("a NACK on CDS");
+        assert!(
+            msg.contains("slow") && msg.contains("connect_timeout_ms = 1200000"),
+            "{msg}"
+        );
+        assert!(!msg.contains("good"), "{msg}");
+    }
+
+    #[test]
+    fn delta_lists_only_resources_in_force_after_a_nack() {
+        let t0 = Instant::now();
+        let mut x = Xds::new(Mode::Delta, Node::default(), TIMEOUT, Arc::default(), t0);
+        x.on_stream_start();
+        x.on_delta(delta_cds("1", vec![cluster(GOOD, "g1")]), t0);
+        assert!(nack(&x.settle(None, Ok(Vec::new())).unwrap()).is_none());
+        // An update of `good` and a new `slow`, both refused.
+        x.on_delta(
+            delta_cds(
+                "2",
+                vec![cluster(GOOD_V2_TOO_SLOW, "g2"), cluster(TOO_SLOW, "s1")],
+            ),
+            t0,
+        );
+        assert!(nack(&x.settle(None, Ok(Vec::new())).unwrap()).is_some());
+        // The management server restarts: we hold good at g1, and no slow.
+        x.on_stream_end();
+        let held = initial_cds_versions(&mut x);
+        assert_eq!(
+            held,
+            BTreeMap::from([("good".to_string(), "g1".to_string())])
+        );
+    }
+
+    #[test]
+    fn an_unanswered_response_is_not_claimed_on_the_next_stream() {
+        let t0 = Instant::now();
+        let mut x = Xds::new(Mode::Delta, Node::default(), TIMEOUT, Arc::default(), t0);
+        x.on_stream_start();
+        x.on_delta(delta_cds("1", vec![cluster(GOOD, "g1")]), t0);
+        // The stream ends before the answer.
+        x.on_stream_end();
+        assert!(initial_cds_versions(&mut x).is_empty());
+    }
+
+    #[test]
+    fn the_update_is_labelled_with_the_version_it_serves() {
+        let t0 = Instant::now();
+        let mut x = Xds::new(Mode::Sotw, Node::default(), TIMEOUT, Arc::default(), t0);
+        x.on_stream_start();
+        let static_cluster = "{name: web, type: STATIC, load_assignment: {cluster_name: web, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 10.0.0.2, port_value: 80}}}}]}]}}";
+        let any = |ty: &str, y: &str| any_from_yaml(ty, y).unwrap();
+        let resp = |url: &str, ty: &str, v: &str, y: &str| DiscoveryResponse {
+            version_info: v.into(),
+            resources: vec![any(ty, y)],
+            type_url: url.into(),
+            nonce: format!("n-{v}"),
+            ..Default::default()
+        };
+        x.on_sotw(
+            resp(CDS, "envoy.config.cluster.v3.Cluster", "c1", static_cluster),
+            t0,
+        );
+        x.settle(None, Ok(Vec::new()));
+        let listener = "{name: l, address: {socket_address: {address: 0.0.0.0, port_value: 80}}, filter_chains: [{filters: [{name: envoy.filters.network.tcp_proxy, typed_config: {'@type': type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: s, cluster: web}}]}]}";
+        let out = x.on_sotw(
+            resp(LDS, "envoy.config.listener.v3.Listener", "l1", listener),
+            t0,
+        );
+        assert!(out.push);
+        let u = x.update().expect("an update");
+        assert_eq!(
+            u.version, "lds:l1 cds:c1 eds:",
+            "the LDS version it carries"
+        );
     }
 }
