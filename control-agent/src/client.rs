@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dataplane_config::{ProxyUpdate, Rejected};
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
@@ -494,16 +495,11 @@ impl DataPlaneSync {
                     Ok(reply) => {
                         self.down = false;
                         self.pushed = true;
-                        let rejected =
-                            |kind: &str| reply.rejected.iter().filter(|r| r.kind == kind).count();
                         tracing::info!(
-                            "data plane: applied {:?}{} (+{} -{} listeners, +{} -{} clusters) in {} ms, {} rejected",
+                            "data plane: applied {:?}{} {} in {} ms, {} rejected",
                             u.version,
                             if u.full { " in full" } else { "" },
-                            u.listeners.len().saturating_sub(rejected("listener")),
-                            u.remove_listeners.len(),
-                            u.clusters.len().saturating_sub(rejected("cluster")),
-                            u.remove_clusters.len(),
+                            applied_summary(u, &reply.rejected),
                             t0.elapsed().as_millis(),
                             reply.rejected.len()
                         );
@@ -729,6 +725,19 @@ impl Jitter {
     }
 }
 
+/// What an update changed, rejected items left out: `(+L -l listeners,
+/// +C -c clusters)`.
+fn applied_summary(u: &ProxyUpdate, rejected: &[Rejected]) -> String {
+    let out = |kind: &str| rejected.iter().filter(|r| r.kind == kind).count();
+    format!(
+        "(+{} -{} listeners, +{} -{} clusters)",
+        u.listeners.len().saturating_sub(out("listener")),
+        u.remove_listeners.len(),
+        u.clusters.len().saturating_sub(out("cluster")),
+        u.remove_clusters.len()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -736,6 +745,34 @@ mod tests {
     use envoy_types::pb::envoy::config::cluster::v3::Cluster;
     use envoy_types::pb::envoy::config::core::v3::Node;
     use prost::Message;
+
+    /// Regression (issue 18, point 0): rejected items were counted as added.
+    #[test]
+    fn the_applied_line_leaves_rejected_items_out() {
+        let cluster = |n: &str| dataplane_config::ClusterConfig {
+            name: n.into(),
+            endpoints: Vec::new(),
+            lb_policy: Default::default(),
+            connect_timeout_ms: 1000,
+            idle_timeout_ms: 0,
+            limits: Default::default(),
+            outlier_detection: Default::default(),
+        };
+        let u = ProxyUpdate {
+            clusters: vec![cluster("a"), cluster("b"), cluster("c")],
+            remove_listeners: vec!["old".into()],
+            ..ProxyUpdate::default()
+        };
+        let rejected = vec![Rejected {
+            kind: "cluster".into(),
+            name: "b".into(),
+            errors: Vec::new(),
+        }];
+        assert_eq!(
+            applied_summary(&u, &rejected),
+            "(+0 -1 listeners, +2 -0 clusters)"
+        );
+    }
 
     fn dns_cluster(name: &str, host: &str) -> translate::ClusterPlan {
         let y = format!(

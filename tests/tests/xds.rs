@@ -561,6 +561,35 @@ fn the_data_plane_outlives_the_agent_and_its_restart_resyncs() {
     assert!(c["listeners"].get("web").is_none(), "{c}");
 }
 
+/// Regression (issue 18, point 0): two agents on one data plane undid
+/// each other's updates for ever with only an INFO line. One of them now
+/// says so at WARN, naming what to do, and both keep serving.
+#[test]
+fn two_agents_on_one_data_plane_are_told_apart_from_an_operator() {
+    require_root();
+    let _g = serial();
+    let s = setup("x2", false);
+    let uri = s.server.uri();
+    let second = Agent::start(&s.dp, &["--server", &uri, "--node-id", "test-node-2"]);
+    let warned = |log: &str| {
+        log.contains("WARN")
+            && log.contains("another control-agent")
+            && log.contains("one control-agent per data plane")
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !warned(&s.agent.log()) && !warned(&second.log()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no warning within 30 s:\n--- first\n{}\n--- second\n{}",
+            s.agent.log(),
+            second.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // What both push is served all along.
+    assert_eq!(s.who(8080), "A");
+}
+
 #[test]
 fn a_restarted_data_plane_comes_up_with_the_last_applied_config() {
     require_root();
