@@ -265,6 +265,10 @@ counters! {
         steered_out,
         /// ... and frames received from other cores that way.
         steered_in,
+        /// Software steering: valid ARP frames kept to the core that
+        /// received them, as they teach no core a neighbour (other hosts'
+        /// chatter, probes, off-link senders). Malformed ones are drops.
+        arp_not_shared,
     }
 }
 

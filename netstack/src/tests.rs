@@ -985,3 +985,33 @@ fn software_steering_brings_each_connection_to_its_core() {
         cores[1].stack.stats().steered_in.get()
     );
 }
+
+/// Regression (issue 18, point 2): every ARP frame was copied to every
+/// core before it was checked, so an ARP flood cost every core. Now only
+/// ARP that can teach a core a neighbour is shared.
+#[test]
+fn only_arp_that_teaches_a_neighbour_is_shared_with_other_cores() {
+    let key: Vec<u8> = (0..40u8).map(|i| i.wrapping_mul(73) ^ 0x5c).collect();
+    let st = Steering::with_key(key, 4, 128, 0);
+    let mut h = Harness::with(|c| c.ifaces[0].soft_steering = Some(st));
+    // Other hosts' chatter: who has 10.0.0.250, from many senders.
+    for sender in 2..200u8 {
+        let mut f = ARP_REQUEST.to_vec();
+        f[11] = sender; // source MAC
+        f[27] = sender; // sender hardware address
+        f[31] = sender; // sender protocol address
+        f[41] = 250; // target protocol address: 10.0.0.250
+        h.rx(&f);
+    }
+    // Malformed (truncated) and a probe for our address.
+    h.rx(&ARP_REQUEST[..30]);
+    let mut probe = ARP_REQUEST.to_vec();
+    probe[28..32].fill(0);
+    h.rx(&probe);
+    assert_eq!(h.stack.take_handoffs().count(), 0, "nothing shared");
+    assert_eq!(h.stack.stats().arp_not_shared.get(), 198 + 1);
+    // A request to us teaches every core its sender: shared with the 3 others.
+    h.rx(&ARP_REQUEST);
+    assert_eq!(h.stack.take_handoffs().count(), 3);
+    assert_eq!(h.stack.stats().steered_out.get(), 3);
+}

@@ -2,9 +2,12 @@
 //! answered in their own buffer, replies and requests teach the neighbour
 //! cache (RFC 826's merge; RFC 5227 probes are answered but teach nothing),
 //! packets that waited for a neighbour go out once it is known, and our own
-//! requests are built here. With software steering every ARP frame is
-//! shared with the other cores. The cache itself, its expiry and its
-//! bounded waiting queues are [`crate::arp`].
+//! requests are built here. With software steering, ARP that can teach
+//! another core a neighbour (a valid request or reply to us, or a
+//! gratuitous announcement, from an on-link unicast sender) is shared with
+//! the other cores once checked; other hosts' ARP chatter is not, so an
+//! ARP flood costs one core, not every core. The cache itself, its expiry
+//! and its bounded waiting queues are [`crate::arp`].
 
 use std::net::Ipv4Addr;
 
@@ -20,14 +23,9 @@ const ARP_LEN: usize = 28;
 
 impl<F: Frame> Stack<F> {
     /// With software steering, give every other core a copy of an ARP frame
-    /// (requests and replies alike: whichever core asked, or will need the
-    /// neighbour, learns it).
-    pub(super) fn share_arp<P: FramePool<Frame = F>>(
-        &mut self,
-        iface: usize,
-        frame: &F,
-        pool: &mut P,
-    ) {
+    /// that teaches a neighbour (requests and replies alike: whichever core
+    /// asked, or will need the neighbour, learns it).
+    fn share_arp<P: FramePool<Frame = F>>(&mut self, iface: usize, frame: &F, pool: &mut P) {
         let Some(st) = &self.ifaces[iface].soft_steering else {
             return;
         };
@@ -53,15 +51,19 @@ impl<F: Frame> Stack<F> {
     }
 
     /// `shared`: a copy another core received and answered; learn from it,
-    /// do not answer again.
-    pub(super) fn receive_arp<T: Transmit<F>>(
+    /// do not answer again (nor share it).
+    pub(super) fn receive_arp<P, T>(
         &mut self,
         now: Instant,
         iface: usize,
         mut frame: F,
         shared: bool,
+        pool: &mut P,
         tx: &mut T,
-    ) {
+    ) where
+        P: FramePool<Frame = F>,
+        T: Transmit<F>,
+    {
         let ifc = &self.ifaces[iface];
         let Ok(pkt) = ArpPacket::new_checked(&frame.data()[ETH_LEN..]) else {
             return self.arp_drop(shared, DropReason::ArpMalformed);
@@ -86,6 +88,17 @@ impl<F: Frame> Stack<F> {
         // but teaches us nothing.
         let probe = spa.is_unspecified();
         let on_link = ifc.on_link(spa);
+        // What may teach another core a neighbour it holds or asked for:
+        // checked, from an on-link sender, to us or announcing itself.
+        let teaches = !probe && on_link && (tpa == ifc.addr || spa == tpa);
+        if !shared && ifc.soft_steering.is_some() {
+            if teaches {
+                self.share_arp(iface, &frame, pool);
+            } else {
+                self.stats.arp_not_shared.inc();
+            }
+        }
+        let ifc = &self.ifaces[iface];
         if tpa != ifc.addr {
             if on_link {
                 // RFC 826 merge: refresh an entry we already have.

@@ -36,12 +36,7 @@ impl<F: Frame> Stack<F> {
         }
         let l2_broadcast = dst.is_broadcast();
         match eth.ethertype() {
-            EthernetProtocol::Arp => {
-                if !handed {
-                    self.share_arp(iface, &frame, pool);
-                }
-                self.receive_arp(now, iface, frame, handed, tx)
-            }
+            EthernetProtocol::Arp => self.receive_arp(now, iface, frame, handed, pool, tx),
             EthernetProtocol::Ipv4 => {
                 self.receive_ipv4(now, iface, frame, l2_broadcast, handed, pool, tx)
             }
