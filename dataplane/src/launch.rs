@@ -99,8 +99,7 @@ pub fn launch(
                 let services = Services::new(&cfg.services, &addrs, tcp, backlog);
                 service_stats = Some(services.stats().clone());
                 // The proxy is offered events first; the services get the rest.
-                let stats = apps.stats().clone();
-                apps.push(Box::new(TcpProxy::new(wi, &addrs, backlog, stats)));
+                apps.push(Box::new(TcpProxy::new(wi, &addrs, backlog)));
                 apps.push(Box::new(services));
                 Engine::Stack(Box::new(stack))
             }

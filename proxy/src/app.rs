@@ -12,19 +12,33 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use netstack::Instant;
-use netstack::tcp::{Engine, Event};
+use netstack::tcp::{ConnId, Engine, Event};
 
 use crate::live::Update;
 use crate::metrics::ProxyStats;
-use crate::upstream::Upstreams;
+use crate::upstream::{ConnectError, Upstream, Upstreams};
 
 /// What an app is handed with each call: the core's engine, its upstream
-/// connector, and the time.
+/// connector, the core's proxy counters, and the time.
 #[derive(Debug)]
 pub struct Cx<'a> {
     pub engine: &'a mut Engine,
     pub upstreams: &'a mut Upstreams,
+    /// Sessions in progress and whether this core drains, shared by the
+    /// apps and read by the control thread.
+    pub stats: &'a ProxyStats,
     pub now: Instant,
+    /// The index of the app being called (the owner of what it acquires).
+    app: usize,
+}
+
+impl Cx<'_> {
+    /// An upstream connection to `cluster`, owned by the calling app (its
+    /// connect timeout comes back to it: [`App::connect_timeout`]).
+    pub fn acquire(&mut self, cluster: &str) -> Result<Upstream, ConnectError> {
+        self.upstreams
+            .acquire(cluster, self.now, self.engine, self.app)
+    }
 }
 
 /// One user of the core's TCP engine.
@@ -37,6 +51,11 @@ pub trait App: std::fmt::Debug + Send {
     /// Run due timers. Called at least every millisecond, and cheap when
     /// nothing is due.
     fn tick(&mut self, _cx: &mut Cx<'_>) {}
+
+    /// The handshake of `conn`, an upstream connection this app acquired,
+    /// passed its cluster's connect timeout: the app releases it with
+    /// [`crate::Outcome::ConnectTimeout`].
+    fn connect_timeout(&mut self, _cx: &mut Cx<'_>, _conn: ConnId) {}
 
     /// When `tick` next has something to do (a simulation jumps there; the
     /// worker ticks on its own period anyway).
@@ -103,7 +122,9 @@ impl Apps {
             Cx {
                 engine: e,
                 upstreams: &mut self.upstreams,
+                stats: &self.stats,
                 now,
+                app: 0,
             },
             &mut self.apps,
         )
@@ -114,7 +135,8 @@ impl Apps {
     pub fn handle(&mut self, e: &mut Engine, now: Instant, ev: Event) {
         let (mut cx, apps) = self.cx(e, now);
         let mut ev = ev;
-        for app in apps.iter_mut() {
+        for (i, app) in apps.iter_mut().enumerate() {
+            cx.app = i;
             match app.handle(&mut cx, ev) {
                 Some(back) => ev = back,
                 None => return,
@@ -137,9 +159,18 @@ impl Apps {
         n
     }
 
+    /// Expired handshakes to their owners, then the apps' own timers.
     pub fn tick(&mut self, e: &mut Engine, now: Instant) {
+        let expired = self.upstreams.expired(now, e);
         let (mut cx, apps) = self.cx(e, now);
-        for app in apps.iter_mut() {
+        for (owner, conn) in expired {
+            if let Some(app) = apps.get_mut(owner) {
+                cx.app = owner;
+                app.connect_timeout(&mut cx, conn);
+            }
+        }
+        for (i, app) in apps.iter_mut().enumerate() {
+            cx.app = i;
             app.tick(&mut cx);
         }
     }
@@ -159,11 +190,13 @@ impl Apps {
     /// their last session ends.
     pub fn apply(&mut self, e: &mut Engine, now: Instant, u: &Update) {
         let (mut cx, apps) = self.cx(e, now);
-        for app in apps.iter_mut() {
+        for (i, app) in apps.iter_mut().enumerate() {
+            cx.app = i;
             app.retire(&mut cx, u);
         }
         cx.upstreams.apply(u);
-        for app in apps.iter_mut() {
+        for (i, app) in apps.iter_mut().enumerate() {
+            cx.app = i;
             app.apply(&mut cx, u);
         }
     }
@@ -174,7 +207,8 @@ impl Apps {
             return;
         }
         let (mut cx, apps) = self.cx(e, now);
-        for app in apps.iter_mut() {
+        for (i, app) in apps.iter_mut().enumerate() {
+            cx.app = i;
             app.drain(&mut cx);
         }
         self.stats.drained.store(true, Relaxed);
@@ -182,7 +216,8 @@ impl Apps {
 
     pub fn abort_all(&mut self, e: &mut Engine, now: Instant) {
         let (mut cx, apps) = self.cx(e, now);
-        for app in apps.iter_mut() {
+        for (i, app) in apps.iter_mut().enumerate() {
+            cx.app = i;
             app.abort_all(&mut cx);
         }
     }

@@ -220,12 +220,10 @@ impl World {
         let proxy = engine(2);
         let live = Live::new(ProxyState::from_config(&cfg), &cfg, 1);
         let mut apps = Apps::new(0, seed);
-        let stats = apps.stats().clone();
         apps.push(Box::new(TcpProxy::new(
             0,
             &[PROXY_C, PROXY_U],
             cfg.tcp.backlog as usize,
-            stats,
         )));
         let [l0, l1] = legs;
         let mut w = World {
@@ -383,6 +381,23 @@ impl World {
 
     pub fn client_conn(&self, id: ConnId) -> &PeerConn {
         &self.c.conns[&id]
+    }
+
+    /// Nothing left over once every session ended: no session, and every
+    /// cluster's breaker gauges and handshake counters back to zero.
+    pub fn assert_settled(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        assert_eq!(self.sessions(), 0, "sessions");
+        for (name, c) in &self.live.clusters {
+            assert_eq!(c.gauges.open.load(Relaxed), 0, "{name}: open");
+            assert_eq!(c.gauges.pending.load(Relaxed), 0, "{name}: pending");
+            assert_eq!(value(c.stats.get(0), "cx_connecting"), 0, "{name}");
+            assert_eq!(
+                value(c.stats.get(0), "cx_total"),
+                value(c.stats.get(0), "cx_closed"),
+                "{name}: every upstream connection closed"
+            );
+        }
     }
 
     /// Sessions in progress on the proxy.

@@ -33,7 +33,7 @@ use netstack::tcp::{CloseReason, ConnId, Engine, Event};
 
 use crate::app::{App, Cx};
 use crate::live::{ListenerLive, Update};
-use crate::metrics::{Counters, ProxyStats};
+use crate::metrics::Counters;
 use crate::slab::Slab;
 use crate::upstream::{ConnectError, Outcome, Upstream, Upstreams};
 
@@ -93,19 +93,13 @@ pub struct TcpProxy {
     /// Idle deadlines (sessions of clusters with an idle timeout): checked
     /// against the session's last activity when due.
     idle: BinaryHeap<Reverse<(Instant, u32, ConnId)>>,
-    stats: Arc<ProxyStats>,
 }
 
 impl TcpProxy {
     /// An empty proxy for worker `core`; listeners arrive as updates (the
     /// first one is everything configured). `port_addrs` are the addresses
-    /// a `0.0.0.0` listener binds; `stats` are the core's (`Apps::stats`).
-    pub fn new(
-        core: usize,
-        port_addrs: &[Ipv4Addr],
-        backlog: usize,
-        stats: Arc<ProxyStats>,
-    ) -> TcpProxy {
+    /// a `0.0.0.0` listener binds.
+    pub fn new(core: usize, port_addrs: &[Ipv4Addr], backlog: usize) -> TcpProxy {
         TcpProxy {
             core,
             port_addrs: port_addrs.to_vec(),
@@ -116,7 +110,6 @@ impl TcpProxy {
             sessions: Slab::new(),
             by_conn: HashMap::new(),
             idle: BinaryHeap::new(),
-            stats,
         }
     }
 
@@ -163,7 +156,7 @@ impl TcpProxy {
     // === counters ===
 
     /// The counters of a session's listener, cluster and endpoint.
-    fn all<'a>(&'a self, up: &'a Upstreams, li: u32, u: Upstream) -> [&'a Counters; 3] {
+    fn all<'a>(&'a self, up: &'a Upstreams, li: u32, u: &Upstream) -> [&'a Counters; 3] {
         let [c, e] = up.counters(u);
         [self.listener_stats(li), c, e]
     }
@@ -192,7 +185,7 @@ impl TcpProxy {
         let ls = self.listeners[li].live.stats.get(self.core);
         ls.cx_total.inc();
         let cluster = &self.listeners[li].live.cfg.tcp_proxy.cluster;
-        let up = match cx.upstreams.acquire(cluster, cx.now, cx.engine) {
+        let up = match cx.acquire(cluster) {
             Ok(up) => up,
             Err(why) => {
                 match why {
@@ -206,8 +199,10 @@ impl TcpProxy {
             }
         };
         self.listeners[li].sessions += 1;
-        self.stats.sessions.inc();
+        cx.stats.sessions.inc();
         let now = cx.now;
+        let idle = cx.upstreams.idle_timeout(&up);
+        let up_conn = up.conn;
         let k = self.sessions.insert(Session {
             listener: li,
             down,
@@ -224,8 +219,8 @@ impl TcpProxy {
             last_active: now,
         });
         self.by_conn.insert(down, k);
-        self.by_conn.insert(up.conn, k);
-        if let Some(idle) = cx.upstreams.idle_timeout(up) {
+        self.by_conn.insert(up_conn, k);
+        if let Some(idle) = idle {
             self.idle.push(Reverse((now + idle, k, down)));
         }
     }
@@ -293,8 +288,8 @@ impl TcpProxy {
         }
         if moved > 0 {
             s.last_active = cx.now;
-            let (li, up) = (s.listener, s.up);
-            for c in self.all(cx.upstreams, li, up) {
+            let s = &self.sessions[k];
+            for c in self.all(cx.upstreams, s.listener, &s.up) {
                 match dir {
                     Dir::Up => c.bytes_up.add(moved),
                     Dir::Down => c.bytes_down.add(moved),
@@ -314,7 +309,6 @@ impl TcpProxy {
         } else {
             s.up_open = false;
         }
-        let (li, up) = (s.listener, s.up);
         if !is_down && !s.connected {
             // The upstream handshake failed (refused, reset, or retransmitted
             // to exhaustion).
@@ -323,7 +317,8 @@ impl TcpProxy {
         if why != CloseReason::Normal {
             // A reset, a give-up or our own abort: the other side cannot
             // complete either.
-            for c in self.all(cx.upstreams, li, up) {
+            let s = &self.sessions[k];
+            for c in self.all(cx.upstreams, s.listener, &s.up) {
                 c.resets.inc();
             }
             return self.end(cx, k, true, Outcome::Done);
@@ -332,6 +327,7 @@ impl TcpProxy {
         // connection until its received bytes are read: its stream is
         // complete. The other side goes on until its own close, once what
         // is held for it is sent and the FIN passed on.
+        let s = &mut self.sessions[k];
         if is_down {
             s.eof_down = true;
         } else {
@@ -393,10 +389,10 @@ impl TcpProxy {
             o => o,
         };
         self.listener_stats(li).cx_closed.inc();
-        cx.upstreams.release(s.up, s.connected, outcome, cx.now);
-        self.stats
+        cx.upstreams.release(s.up, outcome, cx.now);
+        cx.stats
             .sessions
-            .set(self.stats.sessions.get().wrapping_sub(1));
+            .set(cx.stats.sessions.get().wrapping_sub(1));
         self.listeners[li].sessions -= 1;
         self.forget_listener_if_unused(li);
     }
@@ -423,7 +419,7 @@ impl App for TcpProxy {
                 }
                 s.connected = true;
                 s.last_active = cx.now;
-                cx.upstreams.connected(s.up);
+                cx.upstreams.connected(&s.up);
                 self.pump(cx, k, Dir::Up);
                 self.pump(cx, k, Dir::Down);
             }
@@ -451,20 +447,16 @@ impl App for TcpProxy {
         None
     }
 
-    /// Run due connect and idle timeouts.
-    fn tick(&mut self, cx: &mut Cx<'_>) {
-        let now = cx.now;
-        while let Some(up) = cx.upstreams.poll_connect_timeout(now) {
-            let Some((k, false)) = self.side(up) else {
-                continue;
-            };
-            let s = &self.sessions[k];
-            // Connected, or its `Connected` is still queued.
-            if s.connected || cx.engine.connection(up).is_some_and(|c| c.is_established()) {
-                continue;
-            }
+    /// The handshake of upstream `conn` timed out: reset the client too.
+    fn connect_timeout(&mut self, cx: &mut Cx<'_>, conn: ConnId) {
+        if let Some((k, false)) = self.side(conn) {
             self.refuse_session(cx, k, Outcome::ConnectTimeout);
         }
+    }
+
+    /// Run due idle timeouts.
+    fn tick(&mut self, cx: &mut Cx<'_>) {
+        let now = cx.now;
         // Entries of ended sessions wait for their time; when they are most
         // of the heap, drop them at once.
         if self.idle.len() > 2 * self.by_conn.len() + 1024 {
@@ -480,7 +472,7 @@ impl App for TcpProxy {
             let Some(s) = self.session(k, down) else {
                 continue;
             };
-            let Some(idle) = cx.upstreams.idle_timeout(s.up) else {
+            let Some(idle) = cx.upstreams.idle_timeout(&s.up) else {
                 continue;
             };
             // Not connected yet: the connect timeout's business.
@@ -493,8 +485,7 @@ impl App for TcpProxy {
                 self.idle.push(Reverse((due, k, down)));
                 continue;
             }
-            let (li, up) = (s.listener, s.up);
-            for c in self.all(cx.upstreams, li, up) {
+            for c in self.all(cx.upstreams, s.listener, &s.up) {
                 c.idle_timeouts.inc();
             }
             self.end(cx, k, true, Outcome::Done);
@@ -540,7 +531,7 @@ impl App for TcpProxy {
                 }
             }
         }
-        if !self.stats.drained.load(Relaxed) {
+        if !cx.stats.drained.load(Relaxed) {
             for li in to_bind {
                 self.bind(cx.engine, li);
             }

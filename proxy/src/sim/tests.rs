@@ -58,6 +58,7 @@ fn echo_through(seed: u64, legs: [Impair; 2], size: usize) {
     assert_eq!(w.listener_counter("web", "bytes_down"), size as u64);
     assert_eq!(w.cluster_counter("web", "cx_connected"), 1);
     assert_eq!(w.listener_counter("web", "cx_closed"), 1);
+    w.assert_settled();
 }
 
 #[test]
@@ -88,6 +89,7 @@ fn half_close_is_forwarded_and_the_reply_still_arrives() {
     assert!(c.eof);
     assert_eq!(c.closed, Some(CloseReason::Normal));
     w.run_until(10 * SECOND, |w| w.sessions() == 0);
+    w.assert_settled();
 }
 
 /// A reset on one side resets the other, counted once per level.
@@ -138,7 +140,7 @@ fn connect_timeout_resets_the_client() {
         1
     );
     assert_eq!(w.listener_counter("web", "refused"), 1);
-    assert_eq!(w.sessions(), 0);
+    w.assert_settled();
     assert_eq!(
         w.live.clusters["web"]
             .gauges
@@ -176,6 +178,7 @@ fn idle_timeout_ends_quiet_sessions_only() {
     w.run_until(SECOND, |w| {
         w.u.conns[&w.u.accepted[0]].closed == Some(CloseReason::Reset)
     });
+    w.assert_settled();
 }
 
 /// An upstream that does not read: the proxy holds no more than its
@@ -228,6 +231,8 @@ fn circuit_breaker_refuses_past_max_connections() {
     w.run_until(10 * SECOND, |w| w.client_conn(third).closed.is_some());
     assert_eq!(w.client_conn(third).got, b"three");
     assert_eq!(w.cluster_counter("web", "overflows"), 1);
+    w.run_until(10 * SECOND, |w| w.sessions() == 0);
+    w.assert_settled();
 }
 
 /// An endpoint that refuses connections is ejected after
@@ -253,6 +258,8 @@ fn a_failing_endpoint_is_ejected() {
     assert_eq!(w.endpoint_counter("web", bad, "ejections"), 1);
     assert_eq!(w.cluster_counter("web", "ejections"), 1);
     assert_eq!((ok, refused), (10, 2));
+    w.run_until(10 * SECOND, |w| w.sessions() == 0);
+    w.assert_settled();
 }
 
 /// Draining: new connections are refused, the session in progress runs to
@@ -280,7 +287,7 @@ fn drain_refuses_new_connections_and_lets_sessions_finish() {
     w.run_until(10 * SECOND, |w| w.client_conn(old).closed.is_some());
     assert_eq!(w.client_conn(old).got, b"before and during");
     assert_eq!(w.client_conn(old).closed, Some(CloseReason::Normal));
-    assert_eq!(w.sessions(), 0);
+    w.assert_settled();
 }
 
 /// A live update mid-session: the cluster's endpoint changes and then the
@@ -324,5 +331,102 @@ fn a_live_update_does_not_disturb_a_session() {
     assert_eq!(w.client_conn(old).closed, Some(CloseReason::Normal));
     let a = w.u.accepted[0];
     assert_eq!(w.u.conns[&a].local, Some((UP_A, 80)));
-    assert_eq!(w.sessions(), 0);
+    w.assert_settled();
+}
+
+/// A cluster removed mid-session and added again under the same name: the
+/// session keeps the old one (its slot lives until the session ends), new
+/// connections take the new one, and nothing is counted twice or left over.
+#[test]
+fn a_cluster_removed_and_added_again_mid_session() {
+    let mut w = World::new(one_endpoint(""), Mode::Echo, 17, clean());
+    let old = w.connect(b"on A", false);
+    w.run_until(10 * SECOND, |w| w.client_conn(old).got == b"on A");
+    let mut cluster = w.live.state.clusters["web"].clone();
+    w.update(ProxyUpdate {
+        version: "gone".into(),
+        remove_clusters: vec!["web".into()],
+        ..ProxyUpdate::default()
+    });
+    let none = w.connect(b"x", true);
+    w.run_until(10 * SECOND, |w| w.client_conn(none).closed.is_some());
+    assert_ne!(w.client_conn(none).closed, Some(CloseReason::Normal));
+    assert_eq!(w.listener_counter("web", "no_upstream"), 1);
+    cluster.endpoints[0].address = "10.10.2.3:80".into();
+    w.update(ProxyUpdate {
+        version: "back".into(),
+        clusters: vec![cluster],
+        ..ProxyUpdate::default()
+    });
+    let new = w.connect(b"on B", true);
+    w.run_until(10 * SECOND, |w| w.client_conn(new).closed.is_some());
+    assert_eq!(w.client_conn(new).got, b"on B");
+    assert_eq!(w.u.conns[&w.u.accepted[1]].local, Some((UP_B, 80)));
+    // The first session, still on A, ends normally.
+    let c = w.c.conns.get_mut(&old).unwrap();
+    c.close_after = true;
+    w.c.pump(&mut w.client, old);
+    w.run_until(10 * SECOND, |w| w.client_conn(old).closed.is_some());
+    assert_eq!(w.client_conn(old).closed, Some(CloseReason::Normal));
+    w.run_until(10 * SECOND, |w| w.sessions() == 0);
+    w.assert_settled();
+    // The cluster added again starts its own counters and gauges (they
+    // follow a name only while it is configured): its one session.
+    assert_eq!(w.cluster_counter("web", "cx_total"), 1);
+}
+
+/// Two apps on one connector: each handshake's connect timeout goes back
+/// to the app that acquired it, not to whichever app ticks first.
+#[test]
+fn a_connect_timeout_goes_to_the_app_that_acquired_the_connection() {
+    use std::sync::{Arc, Mutex};
+
+    use crate::app::{App, Cx};
+    use crate::upstream::{Outcome, Upstream};
+
+    /// Acquires one connection on its first tick; records its timeout.
+    #[derive(Debug)]
+    struct Prober {
+        held: Option<Upstream>,
+        started: bool,
+        timed_out: Arc<Mutex<Vec<ConnId>>>,
+    }
+    impl App for Prober {
+        fn handle(
+            &mut self,
+            _cx: &mut Cx<'_>,
+            ev: netstack::tcp::Event,
+        ) -> Option<netstack::tcp::Event> {
+            Some(ev)
+        }
+        fn tick(&mut self, cx: &mut Cx<'_>) {
+            if !self.started {
+                self.started = true;
+                self.held = Some(cx.acquire("web").expect("an upstream"));
+            }
+        }
+        fn connect_timeout(&mut self, cx: &mut Cx<'_>, conn: ConnId) {
+            let up = self.held.take().expect("ours");
+            assert_eq!(up.conn, conn);
+            cx.upstreams.release(up, Outcome::ConnectTimeout, cx.now);
+            self.timed_out.lock().unwrap().push(conn);
+        }
+    }
+
+    let cfg = web("    connect_timeout_ms: 200\n    endpoints: [{address: 10.10.2.99:80}]\n");
+    let mut w = World::new(cfg, Mode::Echo, 18, clean());
+    let timed_out = Arc::new(Mutex::new(Vec::new()));
+    w.apps.push(Box::new(Prober {
+        held: None,
+        started: false,
+        timed_out: timed_out.clone(),
+    }));
+    // The proxy (first app) has a session in its handshake at the same time.
+    let id = w.connect(b"x", false);
+    w.run_until(10 * SECOND, |w| {
+        w.client_conn(id).closed.is_some() && !timed_out.lock().unwrap().is_empty()
+    });
+    assert_eq!(timed_out.lock().unwrap().len(), 1);
+    assert_eq!(w.cluster_counter("web", "connect_timeouts"), 2);
+    w.assert_settled();
 }

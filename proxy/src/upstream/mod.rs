@@ -8,7 +8,11 @@
 //! engine. The app reports the handshake's end with [`Upstreams::connected`]
 //! and gives the connection back with [`Upstreams::release`] and an
 //! [`Outcome`], which settles the counters, the breakers and the endpoint's
-//! health. A connection pool can later sit behind the same two calls.
+//! health. An [`Upstream`] is a handle that cannot be copied: it is released
+//! once. The connector keeps each handshake's deadline and its owner (the
+//! app that acquired it): [`Upstreams::expired`] names the handshakes past
+//! their connect timeout and whose they are. A connection pool can later
+//! sit behind the same calls.
 //!
 //! Clusters live in slots that keep their index while a connection uses
 //! them: a cluster removed by an update takes no new connections and is
@@ -35,8 +39,9 @@ use lb::{Balancer, Verdict};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ClusterId(u32);
 
-/// An upstream connection handed out by [`Upstreams::acquire`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// An upstream connection handed out by [`Upstreams::acquire`], until it
+/// is given back to [`Upstreams::release`] (not `Copy`: released once).
+#[derive(Debug, PartialEq, Eq)]
 pub struct Upstream {
     pub cluster: ClusterId,
     /// The endpoint's index in its cluster's balancer.
@@ -138,6 +143,8 @@ pub struct Upstreams {
     /// Handshake deadlines: only the due ones are looked at, whatever the
     /// number of clusters.
     deadlines: BinaryHeap<Reverse<(Instant, ConnId)>>,
+    /// Handshakes under way, and the app that owns each.
+    handshakes: HashMap<ConnId, usize>,
 }
 
 impl Upstreams {
@@ -150,6 +157,7 @@ impl Upstreams {
             clusters: Slab::new(),
             by_name: HashMap::new(),
             deadlines: BinaryHeap::new(),
+            handshakes: HashMap::new(),
         }
     }
 
@@ -182,14 +190,16 @@ impl Upstreams {
         }
     }
 
-    /// Open a connection to an endpoint of `cluster`: breakers, endpoint
-    /// choice, then the engine's active open (its `Connected` or `Closed`
-    /// event follows). Counts the attempt, or the refusal on the cluster.
+    /// Open a connection to an endpoint of `cluster` for app `owner`:
+    /// breakers, endpoint choice, then the engine's active open (its
+    /// `Connected` or `Closed` event follows). Counts the attempt, or the
+    /// refusal on the cluster. Apps call it through [`crate::Cx::acquire`].
     pub fn acquire(
         &mut self,
         cluster: &str,
         now: Instant,
         e: &mut Engine,
+        owner: usize,
     ) -> Result<Upstream, ConnectError> {
         let &ci = self
             .by_name
@@ -237,20 +247,24 @@ impl Upstreams {
         c.users += 1;
         self.deadlines
             .push(Reverse((now + c.connect_timeout, conn)));
+        self.handshakes.insert(conn, owner);
         let up = Upstream {
             cluster: ClusterId(ci),
             endpoint: ep,
             conn,
         };
-        for c in self.counters(up) {
+        for c in self.counters(&up) {
             c.cx_total.inc();
             c.cx_connecting.inc();
         }
         Ok(up)
     }
 
-    /// `up`'s handshake completed.
-    pub fn connected(&mut self, up: Upstream) {
+    /// `up`'s handshake completed (once; later calls do nothing).
+    pub fn connected(&mut self, up: &Upstream) {
+        if self.handshakes.remove(&up.conn).is_none() {
+            return;
+        }
         let c = &mut self.clusters[up.cluster.0];
         c.live.gauges.pending.fetch_sub(1, Relaxed);
         c.lb.connect_succeeded(up.endpoint);
@@ -260,19 +274,25 @@ impl Upstreams {
         }
     }
 
-    /// Give `up` back: `connected` says whether its handshake had completed
-    /// (reported by [`Upstreams::connected`]). Settles the breakers and the
-    /// counters, and feeds a failed handshake to outlier detection.
-    pub fn release(&mut self, up: Upstream, connected: bool, outcome: Outcome, now: Instant) {
+    /// Whether `up`'s handshake has completed (reported by
+    /// [`Upstreams::connected`]).
+    pub fn is_connected(&self, up: &Upstream) -> bool {
+        !self.handshakes.contains_key(&up.conn)
+    }
+
+    /// Give `up` back. Settles the breakers and the counters, and feeds a
+    /// failed handshake to outlier detection.
+    pub fn release(&mut self, up: Upstream, outcome: Outcome, now: Instant) {
+        let connected = self.handshakes.remove(&up.conn).is_none();
         match outcome {
             Outcome::ConnectFailed | Outcome::ConnectTimeout => {
-                for c in self.counters(up) {
+                for c in self.counters(&up) {
                     match outcome {
                         Outcome::ConnectFailed => c.connect_failures.inc(),
                         _ => c.connect_timeouts.inc(),
                     }
                 }
-                self.connect_failed(up, now);
+                self.connect_failed(&up, now);
             }
             Outcome::Done | Outcome::Abandoned => {}
         }
@@ -284,17 +304,17 @@ impl Upstreams {
         g.open.fetch_sub(1, Relaxed);
         if !connected {
             g.pending.fetch_sub(1, Relaxed);
-            for c in self.counters(up) {
+            for c in self.counters(&up) {
                 Counters::dec(&c.cx_connecting);
             }
         }
-        for c in self.counters(up) {
+        for c in self.counters(&up) {
             c.cx_closed.inc();
         }
         self.forget_if_unused(ci);
     }
 
-    fn connect_failed(&mut self, up: Upstream, now: Instant) {
+    fn connect_failed(&mut self, up: &Upstream, now: Instant) {
         let c = &mut self.clusters[up.cluster.0];
         if c.lb.connect_failed(up.endpoint, now) == Verdict::Ejected {
             tracing::warn!(
@@ -308,30 +328,38 @@ impl Upstreams {
         }
     }
 
-    /// The next upstream connection whose handshake deadline has passed (it
-    /// may have connected since: the caller checks, and then releases it
-    /// with [`Outcome::ConnectTimeout`]). Cheap when none is due.
-    pub fn poll_connect_timeout(&mut self, now: Instant) -> Option<ConnId> {
-        let &Reverse((at, id)) = self.deadlines.peek()?;
-        if at > now {
-            return None;
+    /// The handshakes past their connect timeout, each with the app that
+    /// owns it (which then releases it with [`Outcome::ConnectTimeout`]).
+    /// One whose `Connected` is still queued is not among them. Cheap when
+    /// none is due.
+    pub fn expired(&mut self, now: Instant, e: &Engine) -> Vec<(usize, ConnId)> {
+        let mut out = Vec::new();
+        while let Some(&Reverse((at, id))) = self.deadlines.peek() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop();
+            if let Some(&owner) = self.handshakes.get(&id)
+                && !e.connection(id).is_some_and(|c| c.is_established())
+            {
+                out.push((owner, id));
+            }
         }
-        self.deadlines.pop();
-        Some(id)
+        out
     }
 
-    /// When [`Upstreams::poll_connect_timeout`] may next have something.
+    /// When [`Upstreams::expired`] may next have something.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.deadlines.peek().map(|Reverse((at, _))| *at)
     }
 
     /// The idle timeout of `up`'s cluster, if it has one.
-    pub fn idle_timeout(&self, up: Upstream) -> Option<Duration> {
+    pub fn idle_timeout(&self, up: &Upstream) -> Option<Duration> {
         self.clusters[up.cluster.0].idle_timeout
     }
 
     /// The counters of an upstream connection: its cluster's and endpoint's.
-    pub fn counters(&self, up: Upstream) -> [&Counters; 2] {
+    pub fn counters(&self, up: &Upstream) -> [&Counters; 2] {
         let c = &self.clusters[up.cluster.0];
         [
             c.live.stats.get(self.core),
