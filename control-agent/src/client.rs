@@ -560,7 +560,11 @@ impl DataPlaneSync {
                     } else if self.known.is_some() && !self.down {
                         let t = Instant::now();
                         if self.resync_after.is_some_and(|at| t < at) {
-                            // A fight: not every second.
+                            // A fight: not every second. What the timer
+                            // asked for is still pushed.
+                            if push {
+                                out.extend(self.push(xds, dp, true).await);
+                            }
                             return out;
                         }
                         self.foreign.push_back(t);

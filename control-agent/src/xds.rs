@@ -956,11 +956,14 @@ impl Xds {
     }
 
     /// The label of what an update pushed now serves: each type's version
-    /// in force, and for the response being answered its own version (its
-    /// resources are in this update; its ACK comes after the push).
+    /// in force, and for the response being answered (if nothing in it was
+    /// rejected) its own version: its resources are in this update, and its
+    /// ACK comes after the push.
     fn version_label(&self) -> String {
+        // A response with rejections is NACKed: its version does not
+        // become the one in force, so it does not label the update either.
         let v = |t: &TypeState, url: &str| match &self.pending {
-            Some(p) if p.type_url == url => p.version.clone(),
+            Some(p) if p.type_url == url && p.failures.is_empty() => p.version.clone(),
             _ => t.version.clone(),
         };
         let (l, c, e) = (v(&self.lds, LDS), v(&self.cds, CDS), v(&self.eds, EDS));
