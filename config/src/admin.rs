@@ -9,6 +9,8 @@
 //! accepted resources for `/config_dump`) become more variants here.
 
 use std::borrow::Cow;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -93,6 +95,9 @@ pub enum ErrorKind {
     /// The update was checked and rejected whole (`rejected` says why):
     /// not retryable as is.
     Rejected,
+    /// The data plane failed to answer (e.g. could not encode its reply):
+    /// not the request's fault.
+    Internal,
 }
 
 /// The data plane's refusal of a request.
@@ -182,6 +187,45 @@ pub fn parse_reply<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Re
         ));
     }
     serde_json::from_slice(bytes).map_err(|e| protocol("unexpected answer", e))
+}
+
+/// Why a client's request to a data plane failed: the data plane's own
+/// CLI and `control-agent` say the same things.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the data plane's admin socket {path}: {source}")]
+    Unreachable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("admin socket: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the data plane did not answer within {0:?}")]
+    Timeout(Duration),
+    /// It answered, and refused.
+    #[error("the data plane refused the request: {0}")]
+    Refused(AdminError),
+    /// It answered something that is not the command's reply.
+    #[error("{0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    /// Whether the data plane may be down or restarting (try again and
+    /// watch it), rather than present and refusing (a verdict: asking again
+    /// changes nothing).
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, ClientError::Refused(_))
+    }
+}
+
+impl From<ReplyError> for ClientError {
+    fn from(e: ReplyError) -> Self {
+        match e {
+            ReplyError::Refused(refusal) => ClientError::Refused(refusal),
+            ReplyError::Protocol(msg) => ClientError::Protocol(msg),
+        }
+    }
 }
 
 #[cfg(test)]

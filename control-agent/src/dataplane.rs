@@ -7,9 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use dataplane_config::ProxyUpdate;
-use dataplane_config::admin::{
-    AdminError, AdminRequest, ApplyReply, PingReply, ReplyError, parse_reply,
-};
+use dataplane_config::admin::{AdminRequest, ApplyReply, ClientError, PingReply, parse_reply};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
@@ -29,34 +27,9 @@ pub struct Identity {
     pub generation: u64,
 }
 
-/// Why a request to the data plane failed.
-#[derive(Debug, thiserror::Error)]
-pub enum DpError {
-    #[error("cannot reach the data plane at {path}: {source}")]
-    Unreachable {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("admin socket: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("the data plane did not answer within {0:?}")]
-    Timeout(Duration),
-    /// It answered, and refused.
-    #[error("the data plane refused the request: {0}")]
-    Refused(AdminError),
-    /// It answered something that is not the command's reply.
-    #[error("{0}")]
-    Protocol(String),
-}
-
-impl DpError {
-    /// Whether the data plane may be down or restarting (try again and
-    /// watch it), rather than present and refusing (a verdict: polling it
-    /// into a re-push every second would change nothing).
-    pub fn is_retryable(&self) -> bool {
-        !matches!(self, DpError::Refused(_))
-    }
-}
+/// Why a request to the data plane failed (the data plane's CLI says the
+/// same).
+pub type DpError = ClientError;
 
 impl DataPlane {
     pub fn new(socket: &Path) -> DataPlane {
@@ -83,10 +56,7 @@ impl DataPlane {
             s.write_all(&msg).await?;
             let mut buf = Vec::new();
             s.read_to_end(&mut buf).await?;
-            parse_reply(&buf).map_err(|e| match e {
-                ReplyError::Refused(refusal) => DpError::Refused(refusal),
-                ReplyError::Protocol(msg) => DpError::Protocol(msg),
-            })
+            Ok(parse_reply(&buf)?)
         };
         tokio::time::timeout(TIMEOUT, io)
             .await

@@ -12,7 +12,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use dataplane_config::admin::{AdminError, AdminRequest, ErrorKind, ReplyError, parse_reply};
+use dataplane_config::admin::{AdminError, AdminRequest, ClientError, ErrorKind, parse_reply};
 use serde_json::Value;
 
 /// Longest a client may pause while sending its request or reading the
@@ -203,26 +203,6 @@ fn serve_one(
     (&stream).write_all(&out)
 }
 
-/// Why a request to a running data plane failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    #[error(
-        "cannot reach the data plane's admin socket {path}: {source} (is it running? pass --socket or --config)"
-    )]
-    Unreachable {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("admin socket: {0}")]
-    Io(#[from] std::io::Error),
-    /// It answered with a refusal.
-    #[error("data plane refused the request: {0}")]
-    Refused(AdminError),
-    /// It answered something else than the command's reply.
-    #[error("{0}")]
-    Protocol(String),
-}
-
 /// Send one request to a running data plane and read its reply.
 pub fn request<T: serde::de::DeserializeOwned>(
     path: &Path,
@@ -238,8 +218,5 @@ pub fn request<T: serde::de::DeserializeOwned>(
     s.write_all(&msg)?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
-    parse_reply(&buf).map_err(|e| match e {
-        ReplyError::Refused(refusal) => ClientError::Refused(refusal),
-        ReplyError::Protocol(msg) => ClientError::Protocol(msg),
-    })
+    Ok(parse_reply(&buf)?)
 }

@@ -110,7 +110,7 @@ impl Control<'_> {
 
     fn answer(&mut self, req: AdminRequest<'static>) -> Result<Value, AdminError> {
         let json = |v: Result<Value, serde_json::Error>| {
-            v.map_err(|e| AdminError::new(ErrorKind::BadRequest, e.to_string()))
+            v.map_err(|e| AdminError::new(ErrorKind::Internal, format!("encoding the reply: {e}")))
         };
         match req {
             AdminRequest::Stats => Ok(self.snapshot()),

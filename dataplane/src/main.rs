@@ -29,12 +29,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
-use dataplane_config::admin::{AdminRequest, ApplyReply, ErrorKind};
+use dataplane_config::admin::{AdminRequest, ApplyReply, ClientError, ErrorKind};
 use dataplane_config::{Config, ProxyState, ProxyUpdate};
 use dpdk::{Eal, Mempool, Port};
 use proxy::Live;
 
-use crate::admin::ClientError;
 use crate::control::initial_state;
 
 #[derive(Parser, Debug)]
@@ -187,7 +186,12 @@ impl From<String> for Failure {
 
 impl From<ClientError> for Failure {
     fn from(e: ClientError) -> Self {
-        Failure::Runtime(e.to_string())
+        Failure::Runtime(match e {
+            ClientError::Unreachable { .. } => {
+                format!("{e} (is it running? pass --socket or --config)")
+            }
+            e => e.to_string(),
+        })
     }
 }
 
