@@ -44,6 +44,9 @@ pub(crate) enum Due {
     Request(usize, Ipv4Addr),
     /// Gave up on a neighbour; this many packets were dropped.
     Unresolved(usize),
+    /// A known neighbour answered none of its re-confirmation requests: it
+    /// is forgotten (the next packet for it resolves it anew).
+    Lost,
 }
 
 #[derive(Debug)]
@@ -221,13 +224,14 @@ impl<F> ArpCache<F> {
             if *requests >= self.p.max_requests {
                 // Unanswered: the neighbour is gone (a known one is
                 // resolved anew by the next packet for it).
-                let n = match self.entries.remove(&key) {
-                    Some(Entry::Incomplete { pending, .. }) => pending.len(),
-                    _ => 0,
-                };
-                self.pending_total -= n;
+                match self.entries.remove(&key) {
+                    Some(Entry::Incomplete { pending, .. }) => {
+                        self.pending_total -= pending.len();
+                        out.push(Due::Unresolved(pending.len()));
+                    }
+                    _ => out.push(Due::Lost),
+                }
                 self.timed.swap_remove(i);
-                out.push(Due::Unresolved(n));
                 continue;
             }
             *requests += 1;
@@ -267,8 +271,12 @@ impl<F> ArpCache<F> {
             .is_none_or(|t| now.saturating_since(t) >= self.p.request_interval);
         if due {
             self.last_sweep = Some(now);
-            self.entries
-                .retain(|_, e| !matches!(e, Entry::Reachable { expires, .. } if *expires <= now));
+            // Only what `lookup` would forget too: entries unused for a TTL
+            // past their expiry (not one being re-confirmed, still in use).
+            let ttl = self.p.entry_ttl;
+            self.entries.retain(|_, e| {
+                !matches!(e, Entry::Reachable { expires, refresh: None, .. } if *expires + ttl <= now)
+            });
             self.timed.retain(|k| self.entries.contains_key(k));
         }
         if self.entries.len() < self.p.max_entries {

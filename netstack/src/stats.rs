@@ -253,6 +253,8 @@ counters! {
         /// Known neighbours re-confirmed (a request sent shortly before or
         /// after their entry expired, while packets kept using it).
         arp_refreshes,
+        /// Known neighbours that answered none of those requests, forgotten.
+        arp_neighbours_lost,
         icmp_echo_rx,
         /// Echo replies built: sent at once, or queued for ARP (and then either
         /// sent or counted as `arp_unresolved`/`arp_pending_full`).

@@ -380,6 +380,7 @@ fn a_stale_neighbour_is_used_while_reconfirmed_and_forgotten_when_silent() {
     h.advance(Duration::from_millis(500));
     assert!(h.sent_normalized().is_empty());
     assert_eq!(h.stack.arp_entries(), 0, "silent: forgotten");
+    assert_eq!(h.stack.stats().arp_neighbours_lost.get(), 1);
     h.rx(&ECHO_REQUEST);
     assert_eq!(
         h.sent_normalized(),

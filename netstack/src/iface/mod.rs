@@ -291,6 +291,7 @@ impl<F: Frame> Stack<F> {
                         self.stats.record_drop(DropReason::ArpUnresolved);
                     }
                 }
+                Due::Lost => self.stats.arp_neighbours_lost.inc(),
             }
         }
         self.due = due;
