@@ -150,6 +150,8 @@ pub async fn run(mut xds: Xds, opts: Options, dp: DataPlane) -> Result<Infallibl
         loop {
             tokio::select! {
                 _ = tick.tick() => {
+                    xds.retry_dns(Instant::now());
+                    dns.start(&mut xds);
                     sync.housekeeping(&mut xds, &dp, None).await;
                 }
                 r = dns.next() => {
@@ -200,6 +202,8 @@ pub async fn run(mut xds: Xds, opts: Options, dp: DataPlane) -> Result<Infallibl
             tokio::select! {
                 _ = tokio::time::sleep_until(until) => break,
                 _ = tick.tick() => {
+                    xds.retry_dns(Instant::now());
+                    dns.start(&mut xds);
                     sync.housekeeping(&mut xds, &dp, None).await;
                 }
                 r = dns.next() => {
@@ -406,6 +410,8 @@ async fn drive<Q, P>(
                 }
             }
             _ = tick.tick() => {
+                xds.retry_dns(Instant::now());
+                dns.start(xds);
                 // A push here is ACK-neutral while an answer waits for DNS.
                 let reqs = sync.housekeeping(xds, dp, Some(Instant::now())).await;
                 send(tx, unwrap, reqs).await;

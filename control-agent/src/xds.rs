@@ -125,6 +125,10 @@ pub struct Xds {
     /// yet: not asked for again meanwhile, so that each host has at most
     /// one lookup out.
     dns_asked: BTreeSet<(String, u16)>,
+    /// Hosts whose last lookup failed, while a cluster names them: failures
+    /// in a row, and when to ask again (`retry_dns`; none yet: at the next
+    /// call, from then).
+    dns_retry: BTreeMap<(String, u16), (u32, Option<Instant>)>,
     /// What the data plane has (as we pushed it).
     pushed_listeners: BTreeMap<String, ListenerConfig>,
     pushed_clusters: BTreeMap<String, ClusterConfig>,
@@ -179,6 +183,7 @@ impl Xds {
             dns: HashMap::new(),
             dns_wanted: BTreeSet::new(),
             dns_asked: BTreeSet::new(),
+            dns_retry: BTreeMap::new(),
             pushed_listeners: BTreeMap::new(),
             pushed_clusters: BTreeMap::new(),
             dirty_listeners: BTreeSet::new(),
@@ -757,6 +762,36 @@ impl Xds {
         unresolved
     }
 
+    /// Ask again for hosts whose lookup failed, with back-off (1 s, 2 s,
+    /// 4 s ... up to 60 s after each failure), while a cluster names them:
+    /// a resolver that was not ready when a cluster arrived does not leave
+    /// it without endpoints for good. Call it on the driver's timer, then
+    /// `take_unresolved`.
+    pub fn retry_dns(&mut self, now: Instant) {
+        let named: BTreeSet<(String, u16)> = self
+            .clusters
+            .values()
+            .chain(self.static_clusters.values())
+            .flat_map(|p| p.dns.iter().map(|(h, pt, _)| (h.clone(), *pt)))
+            .collect();
+        self.dns_retry.retain(|k, _| named.contains(k));
+        for (key, (failures, next)) in &mut self.dns_retry {
+            let backoff = Duration::from_secs(1 << (*failures).clamp(1, 7).saturating_sub(1))
+                .min(Duration::from_secs(60));
+            match next {
+                None => *next = Some(now + backoff),
+                Some(at) if now >= *at => {
+                    if !self.dns_asked.contains(key) && !self.dns.contains_key(key) {
+                        tracing::debug!("looking up {} again ({failures} failure(s))", key.0);
+                        self.dns_wanted.insert(key.clone());
+                    }
+                    *next = Some(now + backoff);
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
     /// Hosts to look up. Call it after every response (and once at the
     /// start, for the static clusters), and hand each answer to
     /// `on_resolved`; a host is not returned again while its lookup is out.
@@ -820,12 +855,15 @@ impl Xds {
             .and_then(|p| p.dns.remove(&key).then_some(p));
         match addrs {
             Ok(a) => {
+                self.dns_retry.remove(&key);
                 self.dns.insert(key, a);
                 let changed = !users.is_empty();
                 self.dirty_clusters.extend(users);
                 changed
             }
             Err(e) => {
+                let retry = self.dns_retry.entry(key.clone()).or_insert((0, None));
+                *retry = (retry.0 + 1, None);
                 let reason = format!("cannot resolve {}: {e}", key.0);
                 match waiting {
                     Some(p) => p.failures.extend(users.into_iter().map(|name| Failure {
@@ -1609,6 +1647,51 @@ mod regressions {
         // The stream ends before the answer.
         x.on_stream_end();
         assert!(initial_cds_versions(&mut x).is_empty());
+    }
+
+    /// From a review: a host whose lookup failed was never looked up again,
+    /// so a STRICT_DNS cluster that arrived before its resolver was ready
+    /// stayed without endpoints for good.
+    #[test]
+    fn a_failed_lookup_is_tried_again_with_back_off() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut x = Xds::new(Mode::Sotw, Node::default(), TIMEOUT, Arc::default(), t0);
+        x.on_stream_start();
+        let dns = "{name: d, type: STRICT_DNS, load_assignment: {cluster_name: d, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: later.example, port_value: 80}}}}]}]}}";
+        let cds = DiscoveryResponse {
+            version_info: "c1".into(),
+            resources: vec![any_from_yaml("envoy.config.cluster.v3.Cluster", dns).unwrap()],
+            type_url: CDS.into(),
+            nonce: "n1".into(),
+            ..Default::default()
+        };
+        x.on_sotw(cds, t0);
+        let host = ("later.example".to_string(), 80);
+        assert_eq!(x.take_unresolved(), vec![host.clone()]);
+        assert!(!x.on_resolved(host.0.clone(), 80, Err("not yet".into())));
+        assert!(x.take_unresolved().is_empty());
+        x.retry_dns(at(0));
+        x.retry_dns(at(900));
+        assert!(x.take_unresolved().is_empty(), "not before 1 s");
+        x.retry_dns(at(1000));
+        assert_eq!(x.take_unresolved(), vec![host.clone()], "asked again");
+        assert!(!x.on_resolved(host.0.clone(), 80, Err("still not".into())));
+        x.retry_dns(at(1100));
+        x.retry_dns(at(3000));
+        assert!(
+            x.take_unresolved().is_empty(),
+            "2 s after the second failure"
+        );
+        x.retry_dns(at(3100));
+        assert_eq!(x.take_unresolved(), vec![host.clone()]);
+        let ok = "10.0.0.7:80".parse().unwrap();
+        assert!(
+            x.on_resolved(host.0.clone(), 80, Ok(vec![ok])),
+            "the cluster changes"
+        );
+        x.retry_dns(at(600_000));
+        assert!(x.take_unresolved().is_empty(), "resolved: no more lookups");
     }
 
     #[test]
