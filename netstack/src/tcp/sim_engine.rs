@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::sim::{Impair, Link, cfg, pattern};
+use super::sim::{Impair, Link, Rng, cfg, pattern};
 use super::{CloseReason, ConnId, Engine, EngineConfig, Event, Segment, Seq, State};
 use crate::Instant;
 
@@ -92,7 +92,44 @@ fn echo_many(seed: u64, imp: Impair, n: usize, size: usize) -> World {
 }
 
 fn echo_many_backlog(seed: u64, imp: Impair, n: usize, size: usize, backlog: usize) -> World {
+    echo_many_forged(seed, imp, n, size, backlog, 0)
+}
+
+/// A blind attacker's segment for the connection `to` the tuple names:
+/// random sequence and acknowledgment numbers, RST, SYN, FIN or a bare
+/// ACK, with or without a timestamp (RFC 5961's threat model).
+fn forged(rng: &mut Rng) -> Segment {
+    let r = rng.next();
+    let kind = r % 6;
+    Segment {
+        seq: Seq(rng.next() as u32),
+        ack: (kind != 0).then(|| Seq(rng.next() as u32)),
+        rst: kind <= 1,
+        syn: kind == 2,
+        fin: kind == 3,
+        window: 65535,
+        timestamp: (r & 0x100 != 0).then(|| (rng.next() as u32, 0)),
+        payload: if kind == 4 {
+            Bytes::from_static(b"injected")
+        } else {
+            Bytes::new()
+        },
+        ..Segment::default()
+    }
+}
+
+/// `echo_many_backlog`, with `forge` forged segments thrown at each side
+/// of every connection per round of the simulation.
+fn echo_many_forged(
+    seed: u64,
+    imp: Impair,
+    n: usize,
+    size: usize,
+    backlog: usize,
+    forge: usize,
+) -> World {
     let mut w = World::new(seed, imp, backlog);
+    let mut rng = Rng(seed ^ 0xf00d_f00d);
     let mut clients: HashMap<ConnId, (Bytes, usize, Vec<u8>)> = HashMap::new();
     for i in 0..n {
         let id = w.engines[0]
@@ -110,6 +147,16 @@ fn echo_many_backlog(seed: u64, imp: Impair, n: usize, size: usize, backlog: usi
     let mut done = 0;
     let mut server_open = 0usize;
     w.run(Duration::from_secs(3600), |w| {
+        for &id in clients.keys() {
+            let Some(t) = w.engines[0].tuple(id) else {
+                continue;
+            };
+            for _ in 0..forge {
+                let now = w.now;
+                w.engines[1].handle_segment(now, t.remote, t.local, forged(&mut rng));
+                w.engines[0].handle_segment(now, t.local, t.remote, forged(&mut rng));
+            }
+        }
         // Server: accept, echo what arrives, close when the client has.
         while let Some(ev) = w.engines[1].poll_event() {
             match ev {
@@ -693,5 +740,35 @@ fn a_core_wide_buffer_budget_holds_and_nothing_is_lost() {
     assert_eq!(
         s.buffered, 0,
         "nothing counted once every connection is gone"
+    );
+}
+
+/// Issue 18, point 2: floods of RST, SYN, FIN, ACK and data segments with
+/// random sequence numbers, at both ends of every connection throughout
+/// the transfers, disturb none of them (RFC 5961: only an exact RST
+/// resets; anything else in the window gets a challenge ACK; ACKs for
+/// data never sent or from before the window are not acted on).
+/// Regression: a forged segment's timestamp became TS.Recent before the
+/// segment was found acceptable, and then every real segment failed PAWS
+/// until the connection timed out.
+#[test]
+fn blind_floods_disturb_no_established_connection() {
+    let w = echo_many_forged(
+        7,
+        Impair {
+            delay_us: 200,
+            ..Impair::default()
+        },
+        8,
+        100_000,
+        8,
+        10,
+    );
+    let (c, s) = (w.engines[0].stats(), w.engines[1].stats());
+    assert!(
+        c.challenge_acks + s.challenge_acks > 100,
+        "the flood reached the connections: {} + {} challenge ACKs",
+        c.challenge_acks,
+        s.challenge_acks
     );
 }

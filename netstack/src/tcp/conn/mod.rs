@@ -574,6 +574,7 @@ impl Connection {
     }
 
     fn handle_synchronized(&mut self, now: Instant, seg: Segment) {
+        let mut new_ts_recent = None;
         // 0. PAWS (RFC 7323 §5.3): an older timestamp than one already seen
         //    is an old duplicate (a wrapped sequence number, or an earlier
         //    incarnation of this 4-tuple): acknowledge and drop.
@@ -591,9 +592,13 @@ impl Connection {
                 self.ack_pending = true;
                 return;
             }
-            // R3 of §5.3: remember it if this segment is the one expected.
-            if seg.seq.diff(self.last_ack_sent) <= 0 {
-                self.ts_recent = tsval;
+            // R3 of §5.3: remember it if this segment is the one expected
+            // and not older, but only once the segment and its ACK are
+            // found acceptable below: a blind attacker's segment must not
+            // move TS.Recent, or every real segment after it would fail
+            // PAWS and the connection die (as Linux, after the ACK check).
+            if seg.seq.diff(self.last_ack_sent) <= 0 && Seq(tsval).diff(Seq(self.ts_recent)) >= 0 {
+                new_ts_recent = Some(tsval);
             }
         }
         // 1. Acceptability (RFC 9293 §3.10.7.4).
@@ -678,6 +683,11 @@ impl Connection {
             // could be a blind injection: answer, do not act.
             self.challenge_ack();
             return;
+        }
+        // An acceptable segment with an acceptable ACK: its timestamp may
+        // become TS.Recent (RFC 7323 §5.3 R3, deferred from above).
+        if let Some(ts) = new_ts_recent {
+            self.ts_recent = ts;
         }
         // Any acceptable ACK shows the peer is alive (persist probes).
         self.probes_unanswered = 0;
