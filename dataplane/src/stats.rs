@@ -43,16 +43,14 @@ pub fn proxy_drained(workers: &[WorkerView]) -> bool {
 }
 
 /// The counters of `scope` (`proxy::metrics::LISTENER`, ...), each summed
-/// over `counters` (one per core).
+/// over `counters` (one per core; there is always at least one, so every
+/// name is there).
 fn sum<'a>(counters: impl Iterator<Item = &'a Counters>, scope: u32) -> Map<String, Value> {
     let mut m = Map::new();
     let mut add = |k: &str, v: u64| {
         let e = m.entry(k).or_insert(json!(0u64));
         *e = json!(e.as_u64().unwrap_or(0).wrapping_add(v));
     };
-    for k in Counters::names_at(scope) {
-        add(k, 0);
-    }
     for c in counters {
         c.for_each_at(scope, &mut add);
     }
@@ -258,13 +256,18 @@ pub fn render(v: &Value) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     };
+    let (listener, cluster, endpoint) = (
+        Counters::names_at(LISTENER),
+        Counters::names_at(CLUSTER),
+        Counters::names_at(ENDPOINT),
+    );
     for l in v["proxy"]["listeners"].as_array().into_iter().flatten() {
         out.push_str(&format!(
             "listener {} {} -> {}: {}\n",
             l["name"].as_str().unwrap_or(""),
             l["address"].as_str().unwrap_or(""),
             l["cluster"].as_str().unwrap_or(""),
-            fields(l, &Counters::names_at(LISTENER))
+            fields(l, &listener)
         ));
     }
     for c in v["proxy"]["clusters"].as_array().into_iter().flatten() {
@@ -273,14 +276,14 @@ pub fn render(v: &Value) -> String {
             c["name"].as_str().unwrap_or(""),
             u(&c["open"]),
             u(&c["pending"]),
-            fields(c, &Counters::names_at(CLUSTER))
+            fields(c, &cluster)
         ));
         for e in c["endpoints"].as_array().into_iter().flatten() {
             out.push_str(&format!(
                 "  endpoint {} (weight {}): {}\n",
                 e["address"].as_str().unwrap_or(""),
                 u(&e["weight"]),
-                fields(e, &Counters::names_at(ENDPOINT))
+                fields(e, &endpoint)
             ));
         }
     }

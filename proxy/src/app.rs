@@ -113,10 +113,6 @@ impl Apps {
         &self.stats
     }
 
-    pub fn upstreams(&self) -> &Upstreams {
-        &self.upstreams
-    }
-
     fn cx<'a>(&'a mut self, e: &'a mut Engine, now: Instant) -> (Cx<'a>, &'a mut [Box<dyn App>]) {
         (
             Cx {

@@ -161,10 +161,6 @@ impl Upstreams {
         }
     }
 
-    pub fn core(&self) -> usize {
-        self.core
-    }
-
     /// Take an update's clusters: new ones are added, changed ones updated
     /// in place (endpoints keep their health and counts by address),
     /// removed ones take no new connections and go with their last.
@@ -274,12 +270,6 @@ impl Upstreams {
         }
     }
 
-    /// Whether `up`'s handshake has completed (reported by
-    /// [`Upstreams::connected`]).
-    pub fn is_connected(&self, up: &Upstream) -> bool {
-        !self.handshakes.contains_key(&up.conn)
-    }
-
     /// Give `up` back. Settles the breakers and the counters, and feeds a
     /// failed handshake to outlier detection.
     pub fn release(&mut self, up: Upstream, outcome: Outcome, now: Instant) {
@@ -365,12 +355,6 @@ impl Upstreams {
             c.live.stats.get(self.core),
             c.lb.endpoints()[up.endpoint].stats.get(self.core),
         ]
-    }
-
-    /// The counters of cluster `name` on this core, if it is configured.
-    pub fn cluster_counters(&self, name: &str) -> Option<&Counters> {
-        let &ci = self.by_name.get(name)?;
-        Some(self.clusters[ci].live.stats.get(self.core))
     }
 
     fn forget_if_unused(&mut self, ci: u32) {
