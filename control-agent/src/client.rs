@@ -145,21 +145,8 @@ pub async fn run(mut xds: Xds, opts: Options, dp: DataPlane) -> Result<Infallibl
         // resolve in time, as it did when lookups were made in line.
         xds.mark_synced_without_server();
         dns.wait(&mut xds, DNS_WAIT).await;
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
-                _ = tick.tick() => {
-                    xds.retry_dns(Instant::now());
-                    dns.start(&mut xds);
-                    sync.housekeeping(&mut xds, &dp, None).await;
-                }
-                r = dns.next() => {
-                    if dns.apply(&mut xds, r) {
-                        sync.push_resolved(&mut xds, &dp).await;
-                    }
-                }
-            }
+            idle(&mut xds, &dp, &mut sync, &mut dns, None).await;
         }
     };
     let mut delay = opts.backoff_base;
@@ -196,24 +183,37 @@ pub async fn run(mut xds: Xds, opts: Options, dp: DataPlane) -> Result<Infallibl
         let wait = rng.between(delay / 2, delay);
         tracing::info!("reconnecting in {:?}", wait);
         let until = tokio::time::Instant::now() + wait;
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep_until(until) => break,
-                _ = tick.tick() => {
-                    xds.retry_dns(Instant::now());
-                    dns.start(&mut xds);
-                    sync.housekeeping(&mut xds, &dp, None).await;
-                }
-                r = dns.next() => {
-                    if dns.apply(&mut xds, r) {
-                        sync.push_resolved(&mut xds, &dp).await;
-                    }
+        idle(&mut xds, &dp, &mut sync, &mut dns, Some(until)).await;
+        delay = (delay * 2).min(opts.backoff_max);
+    }
+}
+
+/// With no stream (static resources only, or waiting to reconnect) until
+/// `until` (for ever if `None`): keep the data plane configured, once a
+/// second, and take DNS answers as they come.
+async fn idle(
+    xds: &mut Xds,
+    dp: &DataPlane,
+    sync: &mut DataPlaneSync,
+    dns: &mut Resolver,
+    until: Option<tokio::time::Instant>,
+) {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(until.unwrap_or_else(tokio::time::Instant::now)),
+                if until.is_some() => return,
+            _ = tick.tick() => {
+                dns.retry(xds, Instant::now());
+                sync.housekeeping(xds, dp, None).await;
+            }
+            r = dns.next() => {
+                if dns.apply(xds, r) {
+                    sync.push_resolved(xds, dp).await;
                 }
             }
         }
-        delay = (delay * 2).min(opts.backoff_max);
     }
 }
 
@@ -410,8 +410,7 @@ async fn drive<Q, P>(
                 }
             }
             _ = tick.tick() => {
-                xds.retry_dns(Instant::now());
-                dns.start(xds);
+                dns.retry(xds, Instant::now());
                 // A push here is ACK-neutral while an answer waits for DNS.
                 let reqs = sync.housekeeping(xds, dp, Some(Instant::now())).await;
                 send(tx, unwrap, reqs).await;
@@ -535,6 +534,38 @@ impl DataPlaneSync {
         }
     }
 
+    /// Someone else changed the data plane at `t`: whether to configure it
+    /// again now. Three such changes within a minute, each after ours, are
+    /// a fight with another writer: said at WARN, and then re-configuring
+    /// happens at most every `FIGHT_BACKOFF`.
+    fn foreign_change(&mut self, t: Instant, dp: &DataPlane) -> bool {
+        if self.resync_after.is_some_and(|at| t < at) {
+            return false;
+        }
+        self.foreign.push_back(t);
+        while self
+            .foreign
+            .front()
+            .is_some_and(|&f| t.duration_since(f) > FIGHT_WINDOW)
+        {
+            self.foreign.pop_front();
+        }
+        if self.foreign.len() >= FIGHT_CHANGES {
+            tracing::warn!(
+                "the data plane at {} was changed by someone else {} times in {}s, each time after we configured it: another control-agent (or a script running `dataplane apply`) is configuring the same data plane, and each undoes the other's update. Run one control-agent per data plane (stop the other, or give each data plane its own --dataplane-socket). Re-configuring it at most every {}s meanwhile",
+                dp.socket().display(),
+                self.foreign.len(),
+                FIGHT_WINDOW.as_secs(),
+                FIGHT_BACKOFF.as_secs()
+            );
+            self.resync_after = Some(t + FIGHT_BACKOFF);
+        } else {
+            self.resync_after = None;
+            tracing::info!("the data plane was changed by someone else: configuring it again");
+        }
+        true
+    }
+
     /// Once a second: the does-not-exist timeout, and whether the data
     /// plane is the one we configured. Returns requests to send.
     async fn housekeeping(
@@ -552,56 +583,30 @@ impl DataPlaneSync {
         }
         match dp.identity().await {
             Ok(id) => {
-                let changed = match &self.known {
-                    None => true,
-                    Some(k) => k.instance != id.instance || k.generation != id.generation,
-                };
-                if changed || self.down {
-                    if self
-                        .known
-                        .as_ref()
-                        .is_some_and(|k| k.instance != id.instance)
-                    {
-                        tracing::info!("the data plane restarted: configuring it again");
-                    } else if self.known.is_some() && !self.down {
-                        let t = Instant::now();
-                        if self.resync_after.is_some_and(|at| t < at) {
-                            // A fight: not every second. What the timer
-                            // asked for is still pushed.
-                            if push {
-                                out.extend(self.push(xds, dp, true).await);
-                            }
-                            return out;
-                        }
-                        self.foreign.push_back(t);
-                        while self
-                            .foreign
-                            .front()
-                            .is_some_and(|&f| t.duration_since(f) > FIGHT_WINDOW)
-                        {
-                            self.foreign.pop_front();
-                        }
-                        if self.foreign.len() >= FIGHT_CHANGES {
-                            tracing::warn!(
-                                "the data plane at {} was changed by someone else {} times in {}s, each time after we configured it: another control-agent (or a script running `dataplane apply`) is configuring the same data plane, and each undoes the other's update. Run one control-agent per data plane (stop the other, or give each data plane its own --dataplane-socket). Re-configuring it at most every {}s meanwhile",
-                                dp.socket().display(),
-                                self.foreign.len(),
-                                FIGHT_WINDOW.as_secs(),
-                                FIGHT_BACKOFF.as_secs()
-                            );
-                            self.resync_after = Some(t + FIGHT_BACKOFF);
-                        } else {
-                            self.resync_after = None;
-                            tracing::info!(
-                                "the data plane was changed by someone else: configuring it again"
-                            );
-                        }
-                    }
+                let changed = self
+                    .known
+                    .as_ref()
+                    .is_none_or(|k| k.instance != id.instance || k.generation != id.generation);
+                let mut resync = changed || self.down;
+                if self
+                    .known
+                    .as_ref()
+                    .is_some_and(|k| k.instance != id.instance)
+                {
+                    tracing::info!("the data plane restarted: configuring it again");
+                } else if changed && self.known.is_some() && !self.down {
+                    resync = self.foreign_change(Instant::now(), dp);
+                }
+                if resync {
                     xds.resync();
                     push = true;
                 }
-                self.known = Some(id);
-                self.down = false;
+                // While a fight waits, the change stays unseen, to be
+                // looked at again at the next tick.
+                if resync || !changed {
+                    self.known = Some(id);
+                    self.down = false;
+                }
             }
             Err(e) => {
                 if !self.down {
@@ -678,6 +683,13 @@ impl Resolver {
                 let _ = tx.send(Resolved { host, port, addrs });
             });
         }
+    }
+
+    /// Look up again the hosts whose lookup failed and are due (the
+    /// driver's one-second timer).
+    fn retry(&self, xds: &mut Xds, now: Instant) {
+        xds.retry_dns(now);
+        self.start(xds);
     }
 
     /// The next answer (cancel-safe, for `select!`).

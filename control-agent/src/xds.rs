@@ -768,6 +768,9 @@ impl Xds {
     /// it without endpoints for good. Call it on the driver's timer, then
     /// `take_unresolved`.
     pub fn retry_dns(&mut self, now: Instant) {
+        if self.dns_retry.is_empty() {
+            return; // the usual case: no scan of the clusters
+        }
         let named: BTreeSet<(String, u16)> = self
             .clusters
             .values()
