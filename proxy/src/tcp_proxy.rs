@@ -52,6 +52,8 @@ struct Session {
     listener: u32,
     down: ConnId,
     up: Upstream,
+    /// The upstream handshake completed. The connector knows it too (its
+    /// handshake table); this copy spares a hash lookup on every pump.
     connected: bool,
     down_open: bool,
     up_open: bool,
