@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod http;
 mod proxy;
 mod update;
 mod validate;
@@ -23,8 +24,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use proxy::{
-    ClusterConfig, ClusterLimits, EndpointConfig, LbPolicy, ListenerConfig, OutlierDetection,
-    TcpProxyConfig, parse_socket_addr,
+    ClusterConfig, ClusterLimits, EndpointConfig, Filter, FilterChainConfig, FilterChainMatch,
+    LbPolicy, ListenerConfig, OutlierDetection, TcpProxyConfig, parse_socket_addr,
 };
 pub use update::{Change, ProxyState, ProxyUpdate, Rejected, RejectedField};
 pub use validate::{ConfigError, ConfigErrors};
@@ -58,6 +59,9 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     #[serde(default)]
     pub clusters: Vec<ClusterConfig>,
+    /// Route configurations, named by listeners' HTTP filter chains.
+    #[serde(default)]
+    pub route_configs: Vec<http::RouteConfig>,
     /// On SIGTERM listeners stop accepting, and established connections get
     /// this long to finish before they are closed.
     #[serde(default = "default_drain_timeout")]

@@ -7,22 +7,136 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use serde::{Deserialize, Serialize};
 
+use crate::http::HttpConfig;
 use crate::{AddrError, parse_ipv4};
 
 /// Where client connections are accepted, and what is done with them.
+///
+/// Written either with `filter_chains` or, as before filter chains existed,
+/// with a `tcp_proxy` of its own (one chain with that filter); it is always
+/// held and saved in the first form.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "ListenerInput")]
 pub struct ListenerConfig {
     /// Unique; used in stats and logs.
     pub name: String,
     /// `address:port` to accept on. The address is one of the ports'
     /// addresses, or `0.0.0.0` for all of them.
     pub address: String,
-    /// The listener's filter: proxy the byte stream to a cluster.
-    pub tcp_proxy: TcpProxyConfig,
+    /// What is done with an accepted connection: exactly one chain (chains
+    /// chosen by `match` come with TLS).
+    pub filter_chains: Vec<FilterChainConfig>,
 }
 
+/// A listener as written: either form.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListenerInput {
+    name: String,
+    address: String,
+    #[serde(default)]
+    filter_chains: Vec<FilterChainConfig>,
+    #[serde(default)]
+    tcp_proxy: Option<TcpProxyConfig>,
+}
+
+impl TryFrom<ListenerInput> for ListenerConfig {
+    type Error = String;
+
+    fn try_from(l: ListenerInput) -> Result<Self, String> {
+        let filter_chains = match (l.tcp_proxy, l.filter_chains.is_empty()) {
+            (Some(_), false) => {
+                return Err(format!(
+                    "listener {:?}: give `filter_chains` or `tcp_proxy` (the form before \
+                     filter chains, one chain with that filter), not both",
+                    l.name
+                ));
+            }
+            (Some(t), true) => vec![FilterChainConfig::tcp_proxy(t)],
+            (None, _) => l.filter_chains,
+        };
+        Ok(ListenerConfig {
+            name: l.name,
+            address: l.address,
+            filter_chains,
+        })
+    }
+}
+
+impl ListenerConfig {
+    /// A listener whose connections are spliced to `cluster`.
+    pub fn tcp(name: &str, address: &str, cluster: &str) -> ListenerConfig {
+        ListenerConfig {
+            name: name.into(),
+            address: address.into(),
+            filter_chains: vec![FilterChainConfig::tcp_proxy(TcpProxyConfig {
+                cluster: cluster.into(),
+            })],
+        }
+    }
+
+    /// The filter its connections get (that of its one chain), if valid.
+    pub fn filter(&self) -> Option<Filter<'_>> {
+        match self.filter_chains.as_slice() {
+            [c] => c.filter(),
+            _ => None,
+        }
+    }
+}
+
+/// What one filter chain does: exactly one of `tcp_proxy` and `http`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterChainConfig {
+    /// Which connections take this chain (no conditions yet: every one).
+    #[serde(rename = "match", default)]
+    pub matcher: FilterChainMatch,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_proxy: Option<TcpProxyConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpConfig>,
+}
+
+impl FilterChainConfig {
+    pub fn tcp_proxy(t: TcpProxyConfig) -> FilterChainConfig {
+        FilterChainConfig {
+            matcher: FilterChainMatch::default(),
+            tcp_proxy: Some(t),
+            http: None,
+        }
+    }
+
+    pub fn http(h: HttpConfig) -> FilterChainConfig {
+        FilterChainConfig {
+            matcher: FilterChainMatch::default(),
+            tcp_proxy: None,
+            http: Some(h),
+        }
+    }
+
+    pub fn filter(&self) -> Option<Filter<'_>> {
+        match (&self.tcp_proxy, &self.http) {
+            (Some(t), None) => Some(Filter::TcpProxy(t)),
+            (None, Some(h)) => Some(Filter::Http(h)),
+            _ => None,
+        }
+    }
+}
+
+/// A filter chain's conditions. None exist yet (server names, transport
+/// protocol and the rest come with TLS); `{}` matches every connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterChainMatch {}
+
+/// A filter chain's one network filter.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Filter<'a> {
+    TcpProxy(&'a TcpProxyConfig),
+    Http(&'a HttpConfig),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TcpProxyConfig {
     /// The cluster (by name) that connections are forwarded to.

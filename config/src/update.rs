@@ -18,6 +18,7 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 
 use crate::validate::{Errors, check_cluster, overlaps};
+use crate::http::RouteConfig;
 use crate::{ClusterConfig, Config, ConfigError, ListenerConfig, parse_socket_addr};
 
 /// Listeners and clusters to add, replace or remove, as one atomic step.
@@ -26,7 +27,7 @@ use crate::{ClusterConfig, Config, ConfigError, ListenerConfig, parse_socket_add
 pub struct ProxyUpdate {
     /// Opaque label of the resulting state, reported in stats and answers.
     pub version: String,
-    /// `listeners` and `clusters` are the whole state: whatever else is in
+    /// `listeners`, `clusters` and `route_configs` are the whole state: whatever else is in
     /// force is removed. Otherwise they are added or replaced (by name) and
     /// the `remove_*` names go.
     #[serde(default)]
@@ -41,15 +42,19 @@ pub struct ProxyUpdate {
     #[serde(default)]
     pub clusters: Vec<ClusterConfig>,
     #[serde(default)]
+    pub route_configs: Vec<RouteConfig>,
+    #[serde(default)]
     pub remove_listeners: Vec<String>,
     #[serde(default)]
     pub remove_clusters: Vec<String>,
+    #[serde(default)]
+    pub remove_route_configs: Vec<String>,
 }
 
 /// One listener or cluster of an update that was not applied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rejected {
-    /// `listener` or `cluster`.
+    /// `listener`, `cluster` or `route_config`.
     pub kind: String,
     pub name: String,
     /// Each with the field's path inside the update, e.g. `clusters[3].connect_timeout_ms`.
@@ -95,8 +100,10 @@ pub struct Change {
     pub version: String,
     pub listeners: Vec<ListenerConfig>,
     pub clusters: Vec<ClusterConfig>,
+    pub route_configs: Vec<RouteConfig>,
     pub remove_listeners: Vec<String>,
     pub remove_clusters: Vec<String>,
+    pub remove_route_configs: Vec<String>,
     /// Items left out (only with `partial`).
     pub rejected: Vec<Rejected>,
 }
@@ -108,6 +115,8 @@ pub struct ProxyState {
     pub version: String,
     pub listeners: BTreeMap<String, ListenerConfig>,
     pub clusters: BTreeMap<String, ClusterConfig>,
+    #[serde(default)]
+    pub route_configs: BTreeMap<String, RouteConfig>,
     /// Listening port → (address, listener name).
     #[serde(skip)]
     by_port: HashMap<u16, Vec<(Ipv4Addr, String)>>,
@@ -127,6 +136,11 @@ impl ProxyState {
                 .clusters
                 .iter()
                 .map(|c| (c.name.clone(), c.clone()))
+                .collect(),
+            route_configs: cfg
+                .route_configs
+                .iter()
+                .map(|r| (r.name.clone(), r.clone()))
                 .collect(),
             by_port: HashMap::new(),
         };
@@ -180,6 +194,35 @@ impl ProxyState {
                 .collect()
         } else {
             u.remove_clusters
+        };
+
+        let mut route_configs = Vec::new();
+        let mut seen = HashMap::new();
+        for (i, r) in u.route_configs.into_iter().enumerate() {
+            let at = |f: &str| format!("route_configs[{i}].{f}");
+            let mut e = Errors(Vec::new());
+            r.check_into(&at, &mut e);
+            if let Some(j) = seen.insert(r.name.clone(), i) {
+                e.push(
+                    at("name"),
+                    &r.name,
+                    format!("already used by route_configs[{j}]"),
+                );
+            }
+            if e.0.is_empty() {
+                route_configs.push(r);
+            } else {
+                rejected.push(rejection("route_config", &r.name, e));
+            }
+        }
+        let remove_route_configs: Vec<String> = if u.full {
+            self.route_configs
+                .keys()
+                .filter(|n| !seen.contains_key(n.as_str()))
+                .cloned()
+                .collect()
+        } else {
+            u.remove_route_configs
         };
 
         // Listeners: the addresses of those that stay must not overlap.
@@ -255,6 +298,14 @@ impl ProxyState {
             .into_iter()
             .filter(|n| !rejected.iter().any(|r| r.kind == "cluster" && r.name == *n))
             .collect();
+        let remove_route_configs = remove_route_configs
+            .into_iter()
+            .filter(|n| {
+                !rejected
+                    .iter()
+                    .any(|r| r.kind == "route_config" && r.name == *n)
+            })
+            .collect();
         if !rejected.is_empty() && !u.partial {
             return Err(rejected);
         }
@@ -262,8 +313,10 @@ impl ProxyState {
             version: u.version,
             listeners,
             clusters,
+            route_configs,
             remove_listeners,
             remove_clusters,
+            remove_route_configs,
             rejected,
         })
     }
@@ -292,6 +345,12 @@ impl ProxyState {
         for c in &ch.clusters {
             self.clusters.insert(c.name.clone(), c.clone());
         }
+        for n in &ch.remove_route_configs {
+            self.route_configs.remove(n);
+        }
+        for r in &ch.route_configs {
+            self.route_configs.insert(r.name.clone(), r.clone());
+        }
         self.version = ch.version.clone();
     }
 
@@ -318,7 +377,7 @@ fn rejection(kind: &str, name: &str, e: Errors) -> Rejected {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{EndpointConfig, TcpProxyConfig};
+    use crate::EndpointConfig;
 
     fn cfg() -> Config {
         Config::from_yaml(
@@ -328,13 +387,7 @@ mod tests {
     }
 
     fn listener(name: &str, addr: &str, cluster: &str) -> ListenerConfig {
-        ListenerConfig {
-            name: name.into(),
-            address: addr.into(),
-            tcp_proxy: TcpProxyConfig {
-                cluster: cluster.into(),
-            },
-        }
+        ListenerConfig::tcp(name, addr, cluster)
     }
 
     fn cluster(name: &str, eps: &[&str]) -> ClusterConfig {
@@ -514,6 +567,11 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!(s.listeners["new"].tcp_proxy.cluster, "d");
+        assert_eq!(
+            s.listeners["new"].filter(),
+            Some(crate::Filter::TcpProxy(&crate::TcpProxyConfig {
+                cluster: "d".into()
+            }))
+        );
     }
 }

@@ -4,7 +4,8 @@ use std::collections::HashMap;
 use std::fmt;
 
 use crate::{
-    ClusterConfig, Config, IdleMode, Ipv4Net, ListenerConfig, parse_ipv4, parse_socket_addr,
+    ClusterConfig, Config, Filter, IdleMode, Ipv4Net, ListenerConfig, parse_ipv4,
+    parse_socket_addr,
 };
 
 /// One problem in a configuration.
@@ -539,12 +540,41 @@ impl Config {
                 }
                 bound.insert((ip, a.port()), i);
             }
-            if !self.clusters.iter().any(|c| c.name == l.tcp_proxy.cluster) {
+            match l.filter() {
+                Some(Filter::TcpProxy(t)) => self.check_cluster_named(
+                    &t.cluster,
+                    &at("filter_chains[0].tcp_proxy.cluster"),
+                    e,
+                ),
+                Some(Filter::Http(h)) => {
+                    if !h.route_config.is_empty()
+                        && !self.route_configs.iter().any(|r| r.name == h.route_config)
+                    {
+                        e.push(
+                            at("filter_chains[0].http.route_config"),
+                            &h.route_config,
+                            "no route configuration of that name (route_configs[].name)",
+                        );
+                    }
+                }
+                None => {}
+            }
+        }
+        let mut names = HashMap::new();
+        for (i, r) in self.route_configs.iter().enumerate() {
+            let at = |f: &str| format!("route_configs[{i}].{f}");
+            if let Some(j) = names.insert(r.name.as_str(), i) {
                 e.push(
-                    at("tcp_proxy.cluster"),
-                    &l.tcp_proxy.cluster,
-                    "no cluster of that name (clusters[].name)",
+                    at("name"),
+                    &r.name,
+                    format!("already used by route_configs[{j}]"),
                 );
+            }
+            r.check_into(&at, e);
+            for (path, c) in r.clusters() {
+                if !c.is_empty() {
+                    self.check_cluster_named(c, &at(&path), e);
+                }
             }
         }
         let mut names = HashMap::new();
@@ -567,6 +597,12 @@ impl Config {
         );
     }
 
+    fn check_cluster_named(&self, name: &str, path: &str, e: &mut Errors) {
+        if !self.clusters.iter().any(|c| c.name == name) {
+            e.push(path, name, "no cluster of that name (clusters[].name)");
+        }
+    }
+
     /// The ports' own addresses.
     pub(crate) fn port_addrs(&self) -> Vec<std::net::Ipv4Addr> {
         self.ports
@@ -585,12 +621,32 @@ impl Config {
         e: &mut Errors,
     ) -> Option<std::net::SocketAddrV4> {
         e.check(!l.name.is_empty(), at("name"), "\"\"", "must not be empty");
-        e.check(
-            !l.tcp_proxy.cluster.is_empty(),
-            at("tcp_proxy.cluster"),
-            "\"\"",
-            "must not be empty",
-        );
+        match l.filter_chains.as_slice() {
+            [] => e.push(
+                at("filter_chains"),
+                "[]",
+                "needs one filter chain (or the listener's own tcp_proxy)",
+            ),
+            [c] => match c.filter() {
+                Some(Filter::TcpProxy(t)) => e.check(
+                    !t.cluster.is_empty(),
+                    at("filter_chains[0].tcp_proxy.cluster"),
+                    "\"\"",
+                    "must not be empty",
+                ),
+                Some(Filter::Http(h)) => h.check(&|f| at(&format!("filter_chains[0].http.{f}")), e),
+                None => e.push(
+                    at("filter_chains[0]"),
+                    "",
+                    "needs exactly one of tcp_proxy and http",
+                ),
+            },
+            more => e.push(
+                at("filter_chains"),
+                format!("{} chains", more.len()),
+                "one filter chain per listener (matching between chains comes with TLS)",
+            ),
+        }
         let before = e.0.len();
         match parse_socket_addr(&l.address) {
             Err(why) => {
@@ -786,7 +842,7 @@ clusters:
         for want in [
             "listeners[1].name = web: already used by listeners[0]",
             "listeners[1].address = 0.0.0.0:80: overlaps listeners[0]",
-            "listeners[1].tcp_proxy.cluster = nope: no cluster of that name",
+            "listeners[1].filter_chains[0].tcp_proxy.cluster = nope: no cluster of that name",
             "listeners[2].address = [fe80::1]:80: IPv6 is not supported yet",
             "listeners[3].address = 10.9.9.9:81: 10.9.9.9 is not the address of any port",
             "listeners[4].address = 10.0.0.1:7: port 7 is taken by services[0]",

@@ -20,7 +20,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use dataplane_config::{
     ClusterConfig, ClusterLimits, EndpointConfig, LbPolicy, ListenerConfig, OutlierDetection,
-    TcpProxyConfig,
 };
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
 use envoy_types::pb::envoy::config::core::v3::{
@@ -204,11 +203,7 @@ pub fn listener(l: &Listener, ignored: &Ignored) -> ListenerResult {
         ));
     }
     let cluster = network_filters(&l.name, &chain.filters, ignored)?;
-    Ok(Some(ListenerConfig {
-        name: l.name.clone(),
-        address: addr.to_string(),
-        tcp_proxy: TcpProxyConfig { cluster },
-    }))
+    Ok(Some(ListenerConfig::tcp(&l.name, &addr.to_string(), &cluster)))
 }
 
 /// The cluster the chain's `tcp_proxy` goes to; every other filter must be

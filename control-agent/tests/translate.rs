@@ -63,7 +63,7 @@ fn a_tcp_proxy_listener_becomes_a_listener() {
         (
             l.name.as_str(),
             l.address.as_str(),
-            l.tcp_proxy.cluster.as_str()
+            cluster_of(&l)
         ),
         ("l", "0.0.0.0:80", "c")
     );
@@ -242,7 +242,7 @@ fn istio_router_resources_translate_with_telemetry_ignored() {
     let l = translate::listener(&l, &ig).unwrap().unwrap();
     assert_eq!(l.address, "0.0.0.0:31400");
     assert_eq!(
-        l.tcp_proxy.cluster,
+        cluster_of(&l),
         "outbound|9000||tcp-echo.istio-io-tcp-traffic-shifting.svc.cluster.local"
     );
     for c in doc["clusters"].as_array().unwrap() {
@@ -262,4 +262,12 @@ fn a_bootstrap_with_an_unknown_field_names_it() {
     assert!(e.contains("conect_timeout"), "{e}");
     let e = bootstrap::parse("static_resources: {listeners: [{name: a, filter_chains: [{filters: [{name: x, typed_config: {\"@type\": type.googleapis.com/no.such.Type}}]}]}]}\n").unwrap_err().to_string();
     assert!(e.contains("no.such.Type"), "{e}");
+}
+
+/// The cluster of a `tcp_proxy` listener.
+fn cluster_of(l: &dataplane_config::ListenerConfig) -> &str {
+    match l.filter() {
+        Some(dataplane_config::Filter::TcpProxy(t)) => &t.cluster,
+        other => panic!("not a tcp_proxy listener: {other:?}"),
+    }
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use dataplane_config::Config;
+use dataplane_config::{Config, Filter};
 use dpdk::{Mempool, Port};
 use netstack::Stats;
 use serde_json::{Map, Value, json};
@@ -66,7 +66,11 @@ fn proxy_json(live: &Live) -> Value {
             let mut m = sum(l.stats.iter(), LISTENER);
             m.insert("name".into(), json!(l.cfg.name));
             m.insert("address".into(), json!(l.cfg.address));
-            m.insert("cluster".into(), json!(l.cfg.tcp_proxy.cluster));
+            match l.cfg.filter() {
+                Some(Filter::TcpProxy(t)) => m.insert("cluster".into(), json!(t.cluster)),
+                Some(Filter::Http(h)) => m.insert("route_config".into(), json!(h.route_config)),
+                None => None,
+            };
             Value::Object(m)
         })
         .collect();

@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::Bytes;
+use dataplane_config::Filter;
 use hashbrown::HashMap;
 use netstack::Instant;
 use netstack::tcp::{CloseReason, ConnId, Engine, Event};
@@ -186,8 +187,10 @@ impl TcpProxy {
     fn open(&mut self, cx: &mut Cx<'_>, li: u32, down: ConnId) {
         let ls = self.listeners[li].live.stats.get(self.core);
         ls.cx_total.inc();
-        let cluster = &self.listeners[li].live.cfg.tcp_proxy.cluster;
-        let up = match cx.acquire(cluster) {
+        let Some(Filter::TcpProxy(t)) = self.listeners[li].live.cfg.filter() else {
+            return self.refuse(cx.engine, li, down); // not ours since `retire`
+        };
+        let up = match cx.acquire(&t.cluster) {
             Ok(up) => up,
             Err(why) => {
                 match why {
@@ -499,7 +502,14 @@ impl App for TcpProxy {
     }
 
     fn retire(&mut self, cx: &mut Cx<'_>, u: &Update) {
-        for name in &u.remove_listeners {
+        // A listener that is no longer a `tcp_proxy` is another app's now:
+        // it goes here as if removed.
+        let changed_filter = u
+            .listeners
+            .iter()
+            .filter(|l| !matches!(l.cfg.filter(), Some(Filter::TcpProxy(_))))
+            .map(|l| &l.cfg.name);
+        for name in u.remove_listeners.iter().chain(changed_filter) {
             if let Some(li) = self.listener_by_name.remove(name) {
                 self.unbind(cx, li);
                 self.listeners[li].removed = true;
@@ -513,6 +523,9 @@ impl App for TcpProxy {
         // another may take them in the same update.
         let mut to_bind = Vec::new();
         for l in &u.listeners {
+            if !matches!(l.cfg.filter(), Some(Filter::TcpProxy(_))) {
+                continue;
+            }
             match self.listener_by_name.get(&l.cfg.name) {
                 Some(&li) => {
                     if self.listeners[li].live.addr != l.addr {
