@@ -443,11 +443,17 @@ impl HttpConfig {
             "must be between 1 and 10000",
         );
         for (f, v) in [
-            ("request_headers_timeout_ms", self.request_headers_timeout_ms),
+            (
+                "request_headers_timeout_ms",
+                self.request_headers_timeout_ms,
+            ),
             ("stream_idle_timeout_ms", self.stream_idle_timeout_ms),
             ("request_timeout_ms", self.request_timeout_ms),
             ("idle_timeout_ms", self.idle_timeout_ms),
-            ("max_connection_duration_ms", self.max_connection_duration_ms),
+            (
+                "max_connection_duration_ms",
+                self.max_connection_duration_ms,
+            ),
         ] {
             e.check(
                 v <= MAX_TIMEOUT_MS,
@@ -508,17 +514,31 @@ impl RouteConfig {
     }
 
     pub(crate) fn check_into(&self, at: &dyn Fn(&str) -> String, e: &mut Errors) {
-        e.check(!self.name.is_empty(), at("name"), "\"\"", "must not be empty");
+        e.check(
+            !self.name.is_empty(),
+            at("name"),
+            "\"\"",
+            "must not be empty",
+        );
         check_header_ops(self.header_ops(), at, e);
         let mut vhost_names = std::collections::HashMap::new();
         let mut domains = std::collections::HashMap::new();
         for (i, v) in self.virtual_hosts.iter().enumerate() {
             let at = |f: &str| at(&format!("virtual_hosts[{i}].{f}"));
             if let Some(j) = vhost_names.insert(v.name.as_str(), i) {
-                e.push(at("name"), &v.name, format!("already used by virtual_hosts[{j}]"));
+                e.push(
+                    at("name"),
+                    &v.name,
+                    format!("already used by virtual_hosts[{j}]"),
+                );
             }
             e.check(!v.name.is_empty(), at("name"), "\"\"", "must not be empty");
-            e.check(!v.domains.is_empty(), at("domains"), "[]", "must list at least one domain");
+            e.check(
+                !v.domains.is_empty(),
+                at("domains"),
+                "[]",
+                "must list at least one domain",
+            );
             for (k, d) in v.domains.iter().enumerate() {
                 let lower = d.to_ascii_lowercase();
                 if let Some(why) = domain_problem(d) {
@@ -543,9 +563,9 @@ impl RouteConfig {
         self.virtual_hosts.iter().enumerate().flat_map(|(i, v)| {
             v.routes.iter().enumerate().flat_map(move |(k, r)| {
                 let a = r.route.as_ref();
-                let one = a.and_then(|a| a.cluster.as_deref()).map(|c| {
-                    (format!("virtual_hosts[{i}].routes[{k}].route.cluster"), c)
-                });
+                let one = a
+                    .and_then(|a| a.cluster.as_deref())
+                    .map(|c| (format!("virtual_hosts[{i}].routes[{k}].route.cluster"), c));
                 let weighted = a
                     .and_then(|a| a.weighted_clusters.as_ref())
                     .into_iter()
@@ -553,7 +573,9 @@ impl RouteConfig {
                     .enumerate()
                     .map(move |(w, c)| {
                         (
-                            format!("virtual_hosts[{i}].routes[{k}].route.weighted_clusters[{w}].name"),
+                            format!(
+                                "virtual_hosts[{i}].routes[{k}].route.weighted_clusters[{w}].name"
+                            ),
                             c.name.as_str(),
                         )
                     });
@@ -617,7 +639,12 @@ fn check_route(r: &Route, at: &dyn Fn(&str) -> String, e: &mut Errors) {
     }
     for (i, h) in m.headers.iter().enumerate() {
         let at = |f: &str| at(&format!("match.headers[{i}].{f}"));
-        e.check(valid_name(&h.name), at("name"), &h.name, "must be a header name");
+        e.check(
+            valid_name(&h.name),
+            at("name"),
+            &h.name,
+            "must be a header name",
+        );
         let set = [
             h.exact.is_some(),
             h.prefix.is_some(),
@@ -699,7 +726,11 @@ fn check_route(r: &Route, at: &dyn Fn(&str) -> String, e: &mut Errors) {
             if let Some(v) = v
                 && !valid_value(v)
             {
-                e.push(at(&format!("redirect.{f}")), v, "must be a valid header value");
+                e.push(
+                    at(&format!("redirect.{f}")),
+                    v,
+                    "must be a valid header value",
+                );
             }
         }
     }
@@ -735,7 +766,12 @@ fn check_action(a: &RouteAction, at: &dyn Fn(&str) -> String, e: &mut Errors) {
         "needs exactly one of cluster, weighted_clusters, cluster_header",
     );
     if let Some(c) = &a.cluster {
-        e.check(!c.is_empty(), at("route.cluster"), "\"\"", "must not be empty");
+        e.check(
+            !c.is_empty(),
+            at("route.cluster"),
+            "\"\"",
+            "must not be empty",
+        );
     }
     if let Some(w) = &a.weighted_clusters {
         e.check(
@@ -834,7 +870,11 @@ fn check_settable(name: &str, path: &str, e: &mut Errors) {
     if !valid_name(name) {
         e.push(path, name, "must be a header name (RFC 9110 token)");
     } else if name.eq_ignore_ascii_case("host") {
-        e.push(path, name, "host cannot be set or removed here (use host_rewrite_literal)");
+        e.push(
+            path,
+            name,
+            "host cannot be set or removed here (use host_rewrite_literal)",
+        );
     }
 }
 
@@ -855,7 +895,8 @@ pub fn valid_name(s: &str) -> bool {
 
 /// A header value we may send: visible characters, spaces and tabs.
 pub fn valid_value(s: &str) -> bool {
-    s.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80)
+    s.bytes()
+        .all(|b| b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80)
 }
 
 #[cfg(test)]

@@ -17,8 +17,8 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::validate::{Errors, check_cluster, overlaps};
 use crate::http::RouteConfig;
+use crate::validate::{Errors, check_cluster, overlaps};
 use crate::{ClusterConfig, Config, ConfigError, ListenerConfig, parse_socket_addr};
 
 /// Listeners and clusters to add, replace or remove, as one atomic step.

@@ -4,8 +4,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use crate::{
-    ClusterConfig, Config, Filter, IdleMode, Ipv4Net, ListenerConfig, parse_ipv4,
-    parse_socket_addr,
+    ClusterConfig, Config, Filter, IdleMode, Ipv4Net, ListenerConfig, parse_ipv4, parse_socket_addr,
 };
 
 /// One problem in a configuration.

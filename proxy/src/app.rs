@@ -16,7 +16,7 @@ use netstack::tcp::{ConnId, Engine, Event};
 
 use crate::live::Update;
 use crate::metrics::ProxyStats;
-use crate::upstream::{ConnectError, Upstream, Upstreams};
+use crate::upstream::{ConnectError, Pick, Upstream, Upstreams};
 
 /// What an app is handed with each call: the core's engine, its upstream
 /// connector, the core's proxy counters, and the time.
@@ -38,6 +38,12 @@ impl Cx<'_> {
     pub fn acquire(&mut self, cluster: &str) -> Result<Upstream, ConnectError> {
         self.upstreams
             .acquire(cluster, self.now, self.engine, self.app)
+    }
+
+    /// A new connection to the endpoint of `p` (see [`Upstreams::pick`]),
+    /// owned by the calling app.
+    pub fn connect(&mut self, p: Pick) -> Result<Upstream, ConnectError> {
+        self.upstreams.connect(p, self.now, self.engine, self.app)
     }
 }
 

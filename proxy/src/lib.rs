@@ -28,6 +28,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod http;
 pub mod live;
 pub mod metrics;
 pub mod services;
@@ -49,7 +50,7 @@ pub use live::{Live, Mailbox, Update};
 pub use metrics::{ClusterGauges, Counters, ProxyStats};
 pub use services::{ServiceStats, Services};
 pub use tcp_proxy::TcpProxy;
-pub use upstream::{ConnectError, Outcome, Upstream, Upstreams};
+pub use upstream::{ConnectError, Outcome, Pick, Upstream, Upstreams};
 
 /// The TCP engine's settings from the configuration (`tcp:` and the ports'
 /// MTUs), with `secret` for ISNs and the connection table (RFC 6528) and

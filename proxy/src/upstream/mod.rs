@@ -50,6 +50,14 @@ pub struct Upstream {
     pub conn: ConnId,
 }
 
+/// An endpoint chosen by [`Upstreams::pick`], held until it is connected
+/// to or given back (not `Copy`: used once).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Pick {
+    pub cluster: ClusterId,
+    pub endpoint: usize,
+}
+
 /// Why no upstream connection could be opened. Each is counted on the
 /// cluster (and by the caller on its listener).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -187,9 +195,8 @@ impl Upstreams {
     }
 
     /// Open a connection to an endpoint of `cluster` for app `owner`:
-    /// breakers, endpoint choice, then the engine's active open (its
-    /// `Connected` or `Closed` event follows). Counts the attempt, or the
-    /// refusal on the cluster. Apps call it through [`crate::Cx::acquire`].
+    /// endpoint choice ([`Upstreams::pick`]), then [`Upstreams::connect`].
+    /// Apps call it through [`crate::Cx::acquire`].
     pub fn acquire(
         &mut self,
         cluster: &str,
@@ -197,50 +204,92 @@ impl Upstreams {
         e: &mut Engine,
         owner: usize,
     ) -> Result<Upstream, ConnectError> {
+        let p = self.pick(cluster, now)?;
+        self.connect(p, now, e, owner)
+    }
+
+    /// Choose an endpoint of `cluster` by its policy. The choice holds the
+    /// endpoint (its slot, and one count for `least_connections`) until it
+    /// is given to [`Upstreams::connect`], which passes the hold to the
+    /// connection, or back to [`Upstreams::unpick`] (a pooled connection to
+    /// that endpoint is used instead).
+    pub fn pick(&mut self, cluster: &str, now: Instant) -> Result<Pick, ConnectError> {
         let &ci = self
             .by_name
             .get(cluster)
             .ok_or(ConnectError::UnknownCluster)?;
         let c = &mut self.clusters[ci];
+        match c.lb.pick(now) {
+            Some(ep) => {
+                c.users += 1;
+                Ok(Pick {
+                    cluster: ClusterId(ci),
+                    endpoint: ep,
+                })
+            }
+            None => {
+                c.live.stats.get(self.core).no_upstream.inc();
+                Err(ConnectError::NoEndpoint)
+            }
+        }
+    }
+
+    /// Give back a choice not used for a new connection.
+    pub fn unpick(&mut self, p: Pick) {
+        let ci = p.cluster.0;
+        let c = &mut self.clusters[ci];
+        c.lb.release(p.endpoint);
+        c.users -= 1;
+        self.forget_if_unused(ci);
+    }
+
+    /// Open a connection to the endpoint of `p` for app `owner`: breakers,
+    /// then the engine's active open (its `Connected` or `Closed` event
+    /// follows). Counts the attempt, or the refusal on the cluster.
+    pub fn connect(
+        &mut self,
+        p: Pick,
+        now: Instant,
+        e: &mut Engine,
+        owner: usize,
+    ) -> Result<Upstream, ConnectError> {
+        let ci = p.cluster.0;
+        let ep = p.endpoint;
+        let c = &mut self.clusters[ci];
         let cs = c.live.stats.get(self.core);
         let g = &c.live.gauges;
         let limits = &c.live.cfg.limits;
-        if !ClusterGauges::take(&g.open, limits.max_connections) {
-            cs.overflows.inc();
-            return Err(ConnectError::Overflow);
-        }
-        if !ClusterGauges::take(&g.pending, limits.max_pending) {
+        let refused = if !ClusterGauges::take(&g.open, limits.max_connections) {
+            Some(ConnectError::Overflow)
+        } else if !ClusterGauges::take(&g.pending, limits.max_pending) {
             g.open.fetch_sub(1, Relaxed);
-            cs.overflows.inc();
-            return Err(ConnectError::Overflow);
-        }
-        let opened = match c.lb.pick(now) {
-            None => Err(ConnectError::NoEndpoint),
-            Some(ep) => {
-                let target = &c.lb.endpoints()[ep];
-                let a = target.addr;
-                let id = match target.source {
-                    None => Err(ConnectError::NoRoute),
-                    Some(src) => e
-                        .connect(now, src, (*a.ip(), a.port()))
-                        .ok_or(ConnectError::LocalExhausted),
-                };
-                if id.is_err() {
-                    c.lb.release(ep);
-                }
-                id.map(|id| (ep, id))
-            }
+            Some(ConnectError::Overflow)
+        } else {
+            None
         };
-        let (ep, conn) = match opened {
+        if let Some(why) = refused {
+            cs.overflows.inc();
+            self.unpick(p);
+            return Err(why);
+        }
+        let target = &c.lb.endpoints()[ep];
+        let a = target.addr;
+        let opened = match target.source {
+            None => Err(ConnectError::NoRoute),
+            Some(src) => e
+                .connect(now, src, (*a.ip(), a.port()))
+                .ok_or(ConnectError::LocalExhausted),
+        };
+        let conn = match opened {
             Ok(x) => x,
             Err(why) => {
                 g.open.fetch_sub(1, Relaxed);
                 g.pending.fetch_sub(1, Relaxed);
                 cs.no_upstream.inc();
+                self.unpick(p);
                 return Err(why);
             }
         };
-        c.users += 1;
         self.deadlines
             .push(Reverse((now + c.connect_timeout, conn)));
         self.handshakes.insert(conn, owner);
@@ -341,6 +390,17 @@ impl Upstreams {
     /// When [`Upstreams::expired`] may next have something.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.deadlines.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// Whether `up`'s endpoint is still configured in a configured cluster
+    /// (a pooled connection to one that is not should close).
+    pub fn is_current(&self, up: &Upstream) -> bool {
+        let c = &self.clusters[up.cluster.0];
+        !c.removed
+            && c.lb
+                .endpoints()
+                .get(up.endpoint)
+                .is_some_and(|e| !e.removed)
     }
 
     /// The idle timeout of `up`'s cluster, if it has one.

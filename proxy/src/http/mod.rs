@@ -1,0 +1,3 @@
+//! HTTP/1.1: the codec, the router and the connection manager app.
+
+pub mod codec;
