@@ -640,10 +640,11 @@ fn check_route(r: &Route, at: &dyn Fn(&str) -> String, e: &mut Errors) {
     for (i, h) in m.headers.iter().enumerate() {
         let at = |f: &str| at(&format!("match.headers[{i}].{f}"));
         e.check(
-            valid_name(&h.name),
+            valid_name(&h.name)
+                || [":method", ":path", ":authority", ":scheme"].contains(&h.name.as_str()),
             at("name"),
             &h.name,
-            "must be a header name",
+            "must be a header name, or :method, :path, :authority, :scheme",
         );
         let set = [
             h.exact.is_some(),
@@ -996,7 +997,7 @@ route_configs:
             "route_configs[0].virtual_hosts[0].domains[1] = a.*.com: a wildcard may only be the first or the last character, once",
             "route_configs[0].virtual_hosts[0].routes[0].match: needs exactly one of prefix, path, safe_regex, path_separated_prefix",
             "route_configs[0].virtual_hosts[0].routes[1].match.safe_regex = (: not a valid regex: error: unclosed group",
-            "route_configs[0].virtual_hosts[0].routes[1].match.headers[0].name = bad name: must be a header name",
+            "route_configs[0].virtual_hosts[0].routes[1].match.headers[0].name = bad name: must be a header name, or :method, :path, :authority, :scheme",
             "route_configs[0].virtual_hosts[0].routes[1].direct_response.status = 99: must be between 200 and 599",
             "route_configs[0].virtual_hosts[0].routes[2].match.path_separated_prefix = /api/: must start with /, not end with /, and hold no ? or #",
             "route_configs[0].virtual_hosts[0].routes[2].redirect.response_code = 200: must be 301, 302, 303, 307 or 308",

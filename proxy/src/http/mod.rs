@@ -1,3 +1,4 @@
 //! HTTP/1.1: the codec, the router and the connection manager app.
 
 pub mod codec;
+pub mod router;
