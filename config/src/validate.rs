@@ -545,17 +545,17 @@ impl Config {
                     &at("filter_chains[0].tcp_proxy.cluster"),
                     e,
                 ),
-                Some(Filter::Http(h)) => {
+                Some(Filter::Http(h))
                     if !h.route_config.is_empty()
-                        && !self.route_configs.iter().any(|r| r.name == h.route_config)
-                    {
-                        e.push(
-                            at("filter_chains[0].http.route_config"),
-                            &h.route_config,
-                            "no route configuration of that name (route_configs[].name)",
-                        );
-                    }
+                        && !self.route_configs.iter().any(|r| r.name == h.route_config) =>
+                {
+                    e.push(
+                        at("filter_chains[0].http.route_config"),
+                        &h.route_config,
+                        "no route configuration of that name (route_configs[].name)",
+                    );
                 }
+                Some(Filter::Http(_)) => {}
                 None => {}
             }
         }

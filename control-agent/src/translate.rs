@@ -203,7 +203,11 @@ pub fn listener(l: &Listener, ignored: &Ignored) -> ListenerResult {
         ));
     }
     let cluster = network_filters(&l.name, &chain.filters, ignored)?;
-    Ok(Some(ListenerConfig::tcp(&l.name, &addr.to_string(), &cluster)))
+    Ok(Some(ListenerConfig::tcp(
+        &l.name,
+        &addr.to_string(),
+        &cluster,
+    )))
 }
 
 /// The cluster the chain's `tcp_proxy` goes to; every other filter must be

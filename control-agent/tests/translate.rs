@@ -60,11 +60,7 @@ fn a_tcp_proxy_listener_becomes_a_listener() {
     .unwrap()
     .unwrap();
     assert_eq!(
-        (
-            l.name.as_str(),
-            l.address.as_str(),
-            cluster_of(&l)
-        ),
+        (l.name.as_str(), l.address.as_str(), cluster_of(&l)),
         ("l", "0.0.0.0:80", "c")
     );
     // A chain matching the listener's own port is the same.

@@ -11,6 +11,7 @@ use dataplane_config::{Config, WorkerMode};
 use dpdk::Eal;
 use dpdk::eal::LcoreJoin;
 use netstack::Stack;
+use proxy::http::hcm::HttpProxy;
 use proxy::{Apps, Live, Mailbox, Services, TcpProxy};
 
 use crate::Failure;
@@ -100,6 +101,7 @@ pub fn launch(
                 service_stats = Some(services.stats().clone());
                 // The proxy is offered events first; the services get the rest.
                 apps.push(Box::new(TcpProxy::new(wi, &addrs, backlog)));
+                apps.push(Box::new(HttpProxy::new(wi, &addrs, backlog)));
                 apps.push(Box::new(services));
                 Engine::Stack(Box::new(stack))
             }

@@ -29,6 +29,7 @@ use dataplane_config::{
 
 use netstack::RouteTable;
 
+use crate::http::router;
 use crate::metrics::{ClusterGauges, CoreCounters, PerCore};
 
 /// A listener as the workers see it.
@@ -64,8 +65,12 @@ pub struct Update {
     pub generation: u64,
     pub listeners: Vec<Arc<ListenerLive>>,
     pub clusters: Vec<Arc<ClusterLive>>,
+    /// Route configurations, compiled (regexes included) on the control
+    /// thread.
+    pub route_tables: Vec<Arc<router::RouteTable>>,
     pub remove_listeners: Vec<String>,
     pub remove_clusters: Vec<String>,
+    pub remove_route_configs: Vec<String>,
 }
 
 /// Updates on their way to one worker, and how far it has got.
@@ -131,6 +136,7 @@ pub struct Live {
     pub state: ProxyState,
     pub listeners: BTreeMap<String, Arc<ListenerLive>>,
     pub clusters: BTreeMap<String, Arc<ClusterLive>>,
+    pub route_tables: BTreeMap<String, Arc<router::RouteTable>>,
     generation: u64,
     cores: usize,
     routes: Routes,
@@ -147,6 +153,7 @@ impl Live {
             state: ProxyState::default(),
             listeners: BTreeMap::new(),
             clusters: BTreeMap::new(),
+            route_tables: BTreeMap::new(),
             generation: 0,
             cores,
             routes: Routes::new(cfg),
@@ -157,6 +164,7 @@ impl Live {
             version: state.version.clone(),
             listeners: state.listeners.into_values().collect(),
             clusters: state.clusters.into_values().collect(),
+            route_configs: state.route_configs.into_values().collect(),
             ..Change::default()
         };
         live.build(&ch);
@@ -170,6 +178,7 @@ impl Live {
             generation: self.generation,
             listeners: self.listeners.values().cloned().collect(),
             clusters: self.clusters.values().cloned().collect(),
+            route_tables: self.route_tables.values().cloned().collect(),
             ..Update::default()
         })
     }
@@ -197,8 +206,17 @@ impl Live {
             generation: self.generation,
             remove_listeners: ch.remove_listeners.clone(),
             remove_clusters: ch.remove_clusters.clone(),
+            remove_route_configs: ch.remove_route_configs.clone(),
             ..Update::default()
         };
+        for n in &ch.remove_route_configs {
+            self.route_tables.remove(n);
+        }
+        for r in &ch.route_configs {
+            let t = Arc::new(router::RouteTable::new(r));
+            self.route_tables.insert(r.name.clone(), t.clone());
+            up.route_tables.push(t);
+        }
         for n in &ch.remove_listeners {
             self.listeners.remove(n);
         }

@@ -49,6 +49,30 @@ counters! {
         idle_timeouts: ALL,
         /// Times an endpoint was ejected by outlier detection.
         ejections: UPSTREAM,
+        /// HTTP requests: received (listener) or sent (cluster, endpoint).
+        rq_total: ALL | CORE,
+        /// HTTP responses by class: sent to clients (listener) or received
+        /// from upstreams (cluster, endpoint).
+        rq_1xx: ALL,
+        rq_2xx: ALL,
+        rq_3xx: ALL,
+        rq_4xx: ALL,
+        rq_5xx: ALL,
+        /// HTTP requests refused as malformed (400, 431, 501, 505).
+        rq_malformed: LISTENER,
+        /// HTTP requests no route took (404, response flag NR).
+        rq_no_route: LISTENER,
+        /// HTTP requests answered by a route's redirect or direct response.
+        rq_direct: LISTENER,
+        /// HTTP requests past their route's timeout (504, flag UT).
+        rq_timeouts: LISTENER | CLUSTER,
+        /// HTTP requests sent on a pooled upstream connection.
+        rq_reused: UPSTREAM,
+        /// HTTP requests sent again on a new connection because the pooled
+        /// one they went out on had been closed by the upstream.
+        rq_retried_stale: UPSTREAM,
+        /// HTTP requests aborted by the fault filter.
+        rq_fault_aborts: LISTENER,
     }
 }
 

@@ -18,6 +18,7 @@ use netstack::Instant;
 use netstack::tcp::{CloseReason, ConnId, Engine, EngineConfig, Event, Segment};
 use netstack::testing::{Impair, Link};
 
+use crate::http::hcm::HttpProxy;
 use crate::{Apps, Live, TcpProxy};
 
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 10, 1, 2);
@@ -45,6 +46,9 @@ pub enum Mode {
     Read,
     /// Accept, never read: the receive window fills.
     Stall,
+    /// An HTTP/1.1 server: each request (with a `content-length` body, or
+    /// none) is answered 200 with the request's bytes as the body.
+    HttpEcho,
 }
 
 /// One connection of a scripted peer.
@@ -63,6 +67,8 @@ pub struct PeerConn {
     pub closed: Option<CloseReason>,
     /// Our local address and port (the upstream side: which endpoint).
     pub local: Option<(Ipv4Addr, u16)>,
+    /// Of `got`, what [`Mode::HttpEcho`] has answered.
+    pub parsed: usize,
 }
 
 /// A scripted user of a client or upstream engine.
@@ -138,6 +144,9 @@ impl Peer {
                 }
                 c.got.extend_from_slice(&b);
             }
+            if self.mode == Mode::HttpEcho {
+                http_echo(c);
+            }
             if e.connection(id).is_some_and(|x| x.peer_closed()) && !c.eof {
                 c.eof = true;
                 match self.mode {
@@ -145,7 +154,7 @@ impl Peer {
                         c.out.extend_from_slice(&self.reply);
                         c.close_after = true;
                     }
-                    Mode::Echo => c.close_after = true,
+                    Mode::Echo | Mode::HttpEcho => c.close_after = true,
                     Mode::Read | Mode::Stall => {}
                 }
             }
@@ -161,6 +170,34 @@ impl Peer {
             c.closing = true;
             e.close(id);
         }
+    }
+}
+
+/// Answer every complete request in `c.got` past `c.parsed`.
+fn http_echo(c: &mut PeerConn) {
+    use crate::http::codec;
+    loop {
+        let buf = Bytes::copy_from_slice(&c.got[c.parsed..]);
+        let lim = codec::Limits {
+            max_head_bytes: 1 << 20,
+            max_headers: 200,
+        };
+        let Ok(Some((head, n))) = codec::parse_request(&buf, lim) else {
+            return;
+        };
+        let len = match codec::request_body(&head) {
+            Ok(codec::Body::Length(l)) => l as usize,
+            _ => 0,
+        };
+        if buf.len() < n + len {
+            return;
+        }
+        let whole = &buf[..n + len];
+        c.out.extend_from_slice(
+            format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", whole.len()).as_bytes(),
+        );
+        c.out.extend_from_slice(whole);
+        c.parsed += n + len;
     }
 }
 
@@ -221,6 +258,11 @@ impl World {
         let live = Live::new(ProxyState::from_config(&cfg), &cfg, 1);
         let mut apps = Apps::new(0, seed);
         apps.push(Box::new(TcpProxy::new(
+            0,
+            &[PROXY_C, PROXY_U],
+            cfg.tcp.backlog as usize,
+        )));
+        apps.push(Box::new(HttpProxy::new(
             0,
             &[PROXY_C, PROXY_U],
             cfg.tcp.backlog as usize,
@@ -432,5 +474,7 @@ fn value(c: &crate::Counters, name: &str) -> u64 {
     v.unwrap_or_else(|| panic!("no counter {name}"))
 }
 
+#[cfg(test)]
+mod http_tests;
 #[cfg(test)]
 mod tests;

@@ -1,4 +1,5 @@
 //! HTTP/1.1: the codec, the router and the connection manager app.
 
 pub mod codec;
+pub mod hcm;
 pub mod router;

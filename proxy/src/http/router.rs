@@ -294,6 +294,10 @@ impl RouteTable {
         t
     }
 
+    pub fn vhosts(&self) -> &[VirtualHost] {
+        &self.vhosts
+    }
+
     /// The virtual host for `authority` (the `host` header's value).
     pub fn virtual_host(&self, authority: &[u8]) -> Option<&VirtualHost> {
         let host = String::from_utf8_lossy(authority).to_ascii_lowercase();
@@ -595,7 +599,12 @@ impl Route {
         }
         let path_q = String::from_utf8_lossy(r.path);
         let mut path = if let Some(p) = &d.path_redirect {
-            p.clone()
+            // Its own query replaces the request's; without one the
+            // request's stays.
+            match (p.contains('?'), path_q.find('?')) {
+                (false, Some(q)) => format!("{p}{}", &path_q[q..]),
+                _ => p.clone(),
+            }
         } else if let Some(new) = &d.prefix_rewrite {
             let cut = match &self.path {
                 PathMatch::Prefix(p) | PathMatch::Separated(p) | PathMatch::Exact(p) => p.len(),

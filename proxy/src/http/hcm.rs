@@ -1,0 +1,2060 @@
+//! The HTTP/1.1 connection manager and router (Envoy's
+//! `http_connection_manager` with `envoy.filters.http.router`), an [`App`]
+//! beside the L4 splice on the same engine and connector.
+//!
+//! A client connection carries one request at a time; a pipelined request
+//! waits in the receive queue (and the client's window) until the response
+//! before it is sent. Per request:
+//! - the head is parsed in place from the received segment (coalesced only
+//!   when it spans segments), checked, normalized, routed;
+//! - local answers (no route, redirect, direct response, fault abort,
+//!   malformed request) are written at once;
+//! - otherwise an endpoint is picked by the cluster's policy, and an idle
+//!   pooled connection to it is used, or a new one opened. The rewritten
+//!   head goes out, then the body as the received segments themselves;
+//! - the response head is parsed, rewritten, sent, and its body forwarded
+//!   by reference until its framing says it ended. A reusable upstream
+//!   connection goes back to the endpoint's pool.
+//!
+//! Backpressure as in the splice: bytes a send queue does not take are held
+//! and the other side is not read until they are gone. A request sent on a
+//! pooled connection that the upstream closed before answering goes out
+//! again on a new connection, when all of it is still held (64 KiB).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use dataplane_config::Filter;
+use dataplane_config::http::HttpConfig;
+use hashbrown::HashMap;
+use netstack::Instant;
+use netstack::tcp::{CloseReason, ConnId, Engine, Event};
+
+use super::codec::{self, Body, BodyReader, Header, Limits, RequestHead, Version, has_token, trim};
+use super::router::{Action, Request, Route, RouteTable, VirtualHost};
+use crate::app::{App, Cx};
+use crate::live::{ListenerLive, Update};
+use crate::metrics::Counters;
+use crate::slab::Slab;
+use crate::upstream::{ClusterId, ConnectError, Outcome, Upstream};
+
+/// Request bytes kept to send again if a pooled connection turns out dead.
+const REPLAY_MAX: usize = 64 * 1024;
+/// How long an idle pooled upstream connection is kept (Envoy's default
+/// `common_http_protocol_options.idle_timeout`, one hour, is longer than
+/// most servers keep theirs; they close first, and we notice).
+const POOL_IDLE: Duration = Duration::from_secs(60);
+
+#[derive(Debug)]
+struct Listener {
+    live: Arc<ListenerLive>,
+    http: Arc<HttpConfig>,
+    bound: Vec<(Ipv4Addr, u16)>,
+    sessions: u32,
+    removed: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Down(u32),
+    Up(u32),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for (the rest of) a request head.
+    Head,
+    /// Forwarding the request body.
+    Body,
+    /// The request is in; its response is on its way.
+    Wait,
+    /// Upgraded: bytes both ways as they come.
+    Tunnel,
+    /// Closing once what is queued for the client is sent.
+    Closing,
+}
+
+/// A client connection.
+#[derive(Debug)]
+struct Down {
+    listener: u32,
+    id: ConnId,
+    /// Incremented per request, so a timer knows its stream.
+    serial: u64,
+    remote: Ipv4Addr,
+    phase: Phase,
+    /// Received, not consumed yet.
+    inbuf: Bytes,
+    /// When the head being read started.
+    head_since: Option<Instant>,
+    /// Response bytes the client's send queue has not taken.
+    out: VecDeque<Bytes>,
+    requests: u32,
+    opened: Instant,
+    last_active: Instant,
+    /// Close once the response in progress is sent.
+    close_after: bool,
+    /// The client half-closed.
+    eof: bool,
+    stream: Option<Stream>,
+}
+
+/// The request in progress on a client connection.
+#[derive(Debug)]
+struct Stream {
+    up: Option<u32>,
+    method: Bytes,
+    cluster: String,
+    route: Option<(Arc<RouteTable>, usize, usize)>,
+    req: BodyReader,
+    /// Request bytes waiting for the upstream (connecting, or send queue full).
+    to_up: VecDeque<Bytes>,
+    /// Everything sent on a reused connection, while it may be replayed.
+    replay: Option<Vec<Bytes>>,
+    replay_len: usize,
+    retried: bool,
+    resp: RespPhase,
+    /// Upstream bytes of the response head not complete yet.
+    resp_buf: Bytes,
+    /// Upgrade requested and allowed.
+    upgrade: bool,
+    started: Instant,
+    upstream_keepalive: bool,
+}
+
+#[derive(Debug)]
+enum RespPhase {
+    Head,
+    Body(BodyReader),
+    Done,
+}
+
+/// An upstream connection: serving a stream, or idle in its pool.
+#[derive(Debug)]
+struct Up {
+    up: Upstream,
+    connected: bool,
+    down: Option<u32>,
+    serial: u64,
+    idle_since: Instant,
+    requests: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKind {
+    /// The route's timeout of the stream with this serial.
+    Route,
+    /// request_headers_timeout.
+    Head,
+    /// idle_timeout of a client connection between requests; and
+    /// stream_idle_timeout during one.
+    Idle,
+    /// An idle pooled connection.
+    Pool,
+}
+
+/// A deadline: when, what, whether of a client connection (else of a
+/// pooled one), its slot, and the serial it was set for.
+type TimerEntry = (Instant, TimerKind, bool, u32, u64);
+
+/// Local answers of the router, with Envoy's bodies and response flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Local {
+    NoRoute,
+    NoCluster,
+    NoHealthy,
+    Overflow,
+    ConnectFailure,
+    ConnectTimeout,
+    Reset,
+    ProtocolError,
+    Timeout,
+    FaultAbort(u16),
+    UpgradeRefused,
+    Malformed(codec::Error),
+    RequestHeadersTimeout,
+    StreamIdle,
+}
+
+impl Local {
+    fn status(self) -> u16 {
+        match self {
+            Local::NoRoute => 404,
+            Local::UpgradeRefused => 403,
+            Local::NoCluster
+            | Local::NoHealthy
+            | Local::Overflow
+            | Local::ConnectFailure
+            | Local::ConnectTimeout
+            | Local::Reset
+            | Local::ProtocolError => 503,
+            Local::Timeout => 504,
+            Local::FaultAbort(s) => s,
+            Local::Malformed(e) => e.status(),
+            Local::RequestHeadersTimeout | Local::StreamIdle => 408,
+        }
+    }
+
+    fn body(self) -> &'static str {
+        match self {
+            Local::NoHealthy => "no healthy upstream",
+            Local::Overflow => {
+                "upstream connect error or disconnect/reset before headers. reset reason: overflow"
+            }
+            Local::ConnectFailure => {
+                "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
+            }
+            Local::ConnectTimeout => {
+                "upstream connect error or disconnect/reset before headers. reset reason: connection timeout"
+            }
+            Local::Reset => {
+                "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
+            }
+            Local::ProtocolError => {
+                "upstream connect error or disconnect/reset before headers. reset reason: protocol error"
+            }
+            Local::Timeout => "upstream request timeout",
+            Local::FaultAbort(_) => "fault filter abort",
+            Local::Malformed(_) => "Bad Request",
+            Local::RequestHeadersTimeout => "request headers timeout",
+            Local::StreamIdle => "stream timeout",
+            Local::NoRoute | Local::NoCluster | Local::UpgradeRefused => "",
+        }
+    }
+}
+
+/// One core's HTTP connection manager.
+#[derive(Debug)]
+pub struct HttpProxy {
+    core: usize,
+    port_addrs: Vec<Ipv4Addr>,
+    backlog: usize,
+    bound: HashMap<(Ipv4Addr, u16), u32>,
+    listeners: Slab<Listener>,
+    listener_by_name: HashMap<String, u32>,
+    routes: HashMap<String, Arc<RouteTable>>,
+    downs: Slab<Down>,
+    ups: Slab<Up>,
+    by_conn: HashMap<ConnId, Side>,
+    /// Idle upstream connections by (cluster, endpoint), newest last.
+    pool: HashMap<(ClusterId, usize), Vec<u32>>,
+    timers: BinaryHeap<Reverse<TimerEntry>>,
+    serial: u64,
+    rng: u64,
+    draining: bool,
+}
+
+impl HttpProxy {
+    pub fn new(core: usize, port_addrs: &[Ipv4Addr], backlog: usize) -> HttpProxy {
+        HttpProxy {
+            core,
+            port_addrs: port_addrs.to_vec(),
+            backlog,
+            bound: HashMap::new(),
+            listeners: Slab::new(),
+            listener_by_name: HashMap::new(),
+            routes: HashMap::new(),
+            downs: Slab::new(),
+            ups: Slab::new(),
+            by_conn: HashMap::new(),
+            pool: HashMap::new(),
+            timers: BinaryHeap::new(),
+            serial: 0,
+            rng: 0x2545_f491_4f6c_dd1d ^ (core as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            draining: false,
+        }
+    }
+
+    fn next_serial(&mut self) -> u64 {
+        self.serial += 1;
+        self.serial
+    }
+
+    fn rand(&mut self) -> u64 {
+        // xorshift64*
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn timer(&mut self, at: Instant, kind: TimerKind, down: bool, slot: u32, serial: u64) {
+        self.timers.push(Reverse((at, kind, down, slot, serial)));
+    }
+
+    fn lstats(&self, li: u32) -> &Counters {
+        self.listeners[li].live.stats.get(self.core)
+    }
+
+    // === listeners ===
+
+    fn bind(&mut self, e: &mut Engine, li: u32) {
+        let sa = self.listeners[li].live.addr;
+        let addrs: Vec<Ipv4Addr> = if sa.ip().is_unspecified() {
+            self.port_addrs.clone()
+        } else {
+            vec![*sa.ip()]
+        };
+        for a in addrs {
+            e.listen(a, sa.port(), self.backlog);
+            self.bound.insert((a, sa.port()), li);
+            self.listeners[li].bound.push((a, sa.port()));
+        }
+    }
+
+    fn unbind(&mut self, cx: &mut Cx<'_>, li: u32) {
+        let bound = std::mem::take(&mut self.listeners[li].bound);
+        for (a, p) in bound {
+            while let Some(id) = cx.engine.accept(a, p) {
+                self.open(cx, li, id);
+            }
+            cx.engine.unlisten(a, p);
+            self.bound.remove(&(a, p));
+        }
+    }
+
+    fn forget_listener_if_unused(&mut self, li: u32) {
+        if self
+            .listeners
+            .get(li)
+            .is_some_and(|l| l.removed && l.sessions == 0)
+        {
+            self.listeners.remove(li);
+        }
+    }
+
+    // === client connections ===
+
+    fn open(&mut self, cx: &mut Cx<'_>, li: u32, id: ConnId) {
+        self.lstats(li).cx_total.inc();
+        let remote = cx
+            .engine
+            .tuple(id)
+            .map_or(Ipv4Addr::UNSPECIFIED, |t| t.remote.0);
+        let serial = self.next_serial();
+        let now = cx.now;
+        let d = self.downs.insert(Down {
+            listener: li,
+            id,
+            serial,
+            remote,
+            phase: Phase::Head,
+            inbuf: Bytes::new(),
+            head_since: None,
+            out: VecDeque::new(),
+            requests: 0,
+            opened: now,
+            last_active: now,
+            close_after: false,
+            eof: false,
+            stream: None,
+        });
+        self.by_conn.insert(id, Side::Down(d));
+        self.listeners[li].sessions += 1;
+        cx.stats.sessions.inc();
+        self.arm_idle(d, now);
+    }
+
+    /// The idle timer of client connection `d` for its current state.
+    fn arm_idle(&mut self, d: u32, now: Instant) {
+        let dn = &self.downs[d];
+        let h = &self.listeners[dn.listener].http;
+        let ms = if dn.stream.is_some() {
+            h.stream_idle_timeout_ms
+        } else {
+            h.idle_timeout_ms
+        };
+        if ms > 0 {
+            let serial = dn.serial;
+            self.timer(
+                now + Duration::from_millis(ms),
+                TimerKind::Idle,
+                true,
+                d,
+                serial,
+            );
+        }
+    }
+
+    /// Forget client connection `d`, resetting it if `reset`; its stream's
+    /// upstream connection is reset too if a response was in progress.
+    fn end_down(&mut self, cx: &mut Cx<'_>, d: u32, reset: bool) {
+        let Some(mut dn) = self.downs.remove(d) else {
+            return;
+        };
+        if let Some(s) = dn.stream.take()
+            && let Some(u) = s.up
+        {
+            let done = matches!(s.resp, RespPhase::Done);
+            self.end_up(cx, u, !done);
+        }
+        self.by_conn.remove(&dn.id);
+        if reset {
+            cx.engine.abort(dn.id);
+        }
+        let li = dn.listener;
+        self.lstats(li).cx_closed.inc();
+        cx.stats
+            .sessions
+            .set(cx.stats.sessions.get().wrapping_sub(1));
+        self.listeners[li].sessions -= 1;
+        self.forget_listener_if_unused(li);
+    }
+
+    /// Send what is queued for the client; close it when that is all.
+    fn flush_down(&mut self, cx: &mut Cx<'_>, d: u32) {
+        let Some(dn) = self.downs.get_mut(d) else {
+            return;
+        };
+        while let Some(b) = dn.out.pop_front() {
+            let n = cx.engine.send(dn.id, b.clone());
+            if n < b.len() {
+                dn.out.push_front(b.slice(n..));
+                return;
+            }
+        }
+        if dn.phase == Phase::Closing {
+            let id = dn.id;
+            cx.engine.close(id);
+            // The engine finishes the close alone (FIN, TIME_WAIT).
+            self.end_down(cx, d, false);
+        }
+    }
+
+    /// Read and act on what client connection `d` has sent, as far as the
+    /// state allows.
+    fn drive_down(&mut self, cx: &mut Cx<'_>, d: u32) {
+        loop {
+            let Some(dn) = self.downs.get_mut(d) else {
+                return;
+            };
+            match dn.phase {
+                Phase::Head => {
+                    if !dn.out.is_empty() {
+                        return; // the previous response is still going out
+                    }
+                    let got = cx.engine.recv(dn.id);
+                    let more = got.is_some();
+                    match got {
+                        Some(b) => {
+                            dn.last_active = cx.now;
+                            if dn.inbuf.is_empty() {
+                                dn.inbuf = b;
+                            } else {
+                                // A head spanning segments: coalesce.
+                                let mut m = BytesMut::with_capacity(dn.inbuf.len() + b.len());
+                                m.extend_from_slice(&dn.inbuf);
+                                m.extend_from_slice(&b);
+                                dn.inbuf = m.freeze();
+                            }
+                        }
+                        None if dn.inbuf.is_empty() => {
+                            if dn.eof
+                                || cx.engine.connection(dn.id).is_some_and(|c| c.peer_closed())
+                            {
+                                // The client is done between requests.
+                                dn.phase = Phase::Closing;
+                                self.flush_down(cx, d);
+                            }
+                            return;
+                        }
+                        None => {}
+                    }
+                    let dn = &mut self.downs[d];
+                    if dn.head_since.is_none() {
+                        dn.head_since = Some(cx.now);
+                        let h = &self.listeners[dn.listener].http;
+                        if h.request_headers_timeout_ms > 0 {
+                            let at = cx.now + Duration::from_millis(h.request_headers_timeout_ms);
+                            let serial = dn.serial;
+                            self.timer(at, TimerKind::Head, true, d, serial);
+                        }
+                    }
+                    let dn = &self.downs[d];
+                    let h = &self.listeners[dn.listener].http;
+                    let lim = Limits {
+                        max_head_bytes: h.max_request_headers_kb as usize * 1024,
+                        max_headers: h.max_headers_count as usize,
+                    };
+                    match codec::parse_request(&dn.inbuf, lim) {
+                        Ok(None) => {
+                            if !more {
+                                return;
+                            }
+                        }
+                        Ok(Some((head, n))) => {
+                            let dn = &mut self.downs[d];
+                            dn.inbuf = dn.inbuf.slice(n..);
+                            dn.head_since = None;
+                            self.start_request(cx, d, head);
+                        }
+                        Err(e) => {
+                            self.lstats(self.downs[d].listener).rq_malformed.inc();
+                            self.lstats(self.downs[d].listener).rq_total.inc();
+                            self.local_reply(cx, d, Local::Malformed(e), true);
+                            return;
+                        }
+                    }
+                }
+                Phase::Body => {
+                    let Some(s) = dn.stream.as_mut() else {
+                        return;
+                    };
+                    if !s.to_up.is_empty() {
+                        return; // wait for the upstream to take what it has
+                    }
+                    let b = if dn.inbuf.is_empty() {
+                        match cx.engine.recv(dn.id) {
+                            Some(b) => b,
+                            None => {
+                                if cx.engine.connection(dn.id).is_some_and(|c| c.peer_closed())
+                                    && !s.req.done()
+                                {
+                                    // The client gave up mid-body.
+                                    if matches!(s.req, BodyReader::UntilClose) {
+                                        s.req = BodyReader::Done;
+                                    } else {
+                                        self.end_down(cx, d, true);
+                                    }
+                                }
+                                return;
+                            }
+                        }
+                    } else {
+                        std::mem::take(&mut dn.inbuf)
+                    };
+                    dn.last_active = cx.now;
+                    let n = match s.req.feed(&b) {
+                        Ok(n) => n,
+                        Err(_) => {
+                            // A bad chunk after the head went out: nothing
+                            // to answer with a status any more.
+                            self.end_down(cx, d, true);
+                            return;
+                        }
+                    };
+                    if n < b.len() {
+                        dn.inbuf = b.slice(n..);
+                    }
+                    if n > 0 {
+                        self.queue_up(d, b.slice(..n));
+                    }
+                    let dn = &mut self.downs[d];
+                    if dn.stream.as_ref().is_some_and(|s| s.req.done()) {
+                        dn.phase = Phase::Wait;
+                    }
+                    self.flush_up(cx, d);
+                }
+                Phase::Tunnel => {
+                    self.pump_tunnel(cx, d);
+                    return;
+                }
+                Phase::Wait | Phase::Closing => return,
+            }
+        }
+    }
+
+    /// Queue request bytes for the stream's upstream (and keep them for a
+    /// replay while that is possible).
+    fn queue_up(&mut self, d: u32, b: Bytes) {
+        let lis = self.downs[d].listener;
+        let s = self.downs[d].stream.as_mut().expect("a stream");
+        if let Some(r) = s.replay.as_mut() {
+            s.replay_len += b.len();
+            if s.replay_len > REPLAY_MAX {
+                s.replay = None;
+            } else {
+                r.push(b.clone());
+            }
+        }
+        let n = b.len() as u64;
+        s.to_up.push_back(b);
+        self.lstats(lis).bytes_up.add(n);
+    }
+
+    fn flush_up(&mut self, cx: &mut Cx<'_>, d: u32) {
+        let Some(s) = self.downs.get_mut(d).and_then(|dn| dn.stream.as_mut()) else {
+            return;
+        };
+        let Some(u) = s.up else {
+            return;
+        };
+        let up = &self.ups[u];
+        if !up.connected {
+            return;
+        }
+        let conn = up.up.conn;
+        let mut sent = 0u64;
+        while let Some(b) = s.to_up.pop_front() {
+            let n = cx.engine.send(conn, b.clone());
+            sent += n as u64;
+            if n < b.len() {
+                s.to_up.push_front(b.slice(n..));
+                break;
+            }
+        }
+        if sent > 0 {
+            for c in cx.upstreams.counters(&self.ups[u].up) {
+                c.bytes_up.add(sent);
+            }
+        }
+    }
+
+    // === requests ===
+
+    fn start_request(&mut self, cx: &mut Cx<'_>, d: u32, head: RequestHead) {
+        let now = cx.now;
+        let serial = self.next_serial();
+        let dn = &mut self.downs[d];
+        dn.serial = serial;
+        dn.requests += 1;
+        let li = dn.listener;
+        let live = self.listeners[li].live.clone();
+        let ls = live.stats.get(self.core);
+        ls.rq_total.inc();
+        let h = self.listeners[li].http.clone();
+        // Keep-alive as the client asked, and as our limits allow.
+        let dn = &mut self.downs[d];
+        let close_asked = has_token(&head.headers, "connection", "close");
+        let keep = match head.version {
+            Version::Http11 => !close_asked,
+            Version::Http10 => has_token(&head.headers, "connection", "keep-alive"),
+        };
+        if !keep
+            || self.draining
+            || (h.max_requests_per_connection > 0 && dn.requests >= h.max_requests_per_connection)
+            || (h.max_connection_duration_ms > 0
+                && now >= dn.opened + Duration::from_millis(h.max_connection_duration_ms))
+        {
+            dn.close_after = true;
+        }
+        // Framing, host, target.
+        let body = match codec::request_body(&head) {
+            Ok(b) => b,
+            Err(e) => {
+                ls.rq_malformed.inc();
+                return self.local_reply(cx, d, Local::Malformed(e), true);
+            }
+        };
+        let Some((authority, path)) = target_parts(&head) else {
+            ls.rq_malformed.inc();
+            return self.local_reply(cx, d, Local::Malformed(codec::Error::BadHost), true);
+        };
+        if head.method.as_ref() == b"CONNECT" {
+            // TODO(issue 13): CONNECT tunnels (`connect_matcher` routes).
+            return self.local_reply(cx, d, Local::UpgradeRefused, true);
+        }
+        let mut path = path;
+        if h.normalize_path {
+            match normalize_path(&path) {
+                Some(p) => path = p,
+                None => {
+                    ls.rq_malformed.inc();
+                    return self.local_reply(cx, d, Local::Malformed(codec::Error::BadHead), true);
+                }
+            }
+        }
+        if h.merge_slashes {
+            path = merge_slashes(&path);
+        }
+        // Upgrades only where configured.
+        let upgrade_to = head
+            .headers
+            .iter()
+            .find(|x| x.is("upgrade"))
+            .filter(|_| has_token(&head.headers, "connection", "upgrade"))
+            .map(|x| x.value.clone());
+        if let Some(u) = &upgrade_to {
+            let allowed = h
+                .upgrade_configs
+                .iter()
+                .any(|c| c.enabled && c.upgrade_type.as_bytes().eq_ignore_ascii_case(trim(u)));
+            if !allowed {
+                return self.local_reply(cx, d, Local::UpgradeRefused, true);
+            }
+        }
+        // Route.
+        let table = self.routes.get(&h.route_config).cloned();
+        let req = Request {
+            method: &head.method,
+            authority: &authority,
+            path: &path,
+            scheme: b"http",
+            headers: &head.headers,
+        };
+        let found = table.as_ref().and_then(|t| {
+            let (v, r) = t.route(&req)?;
+            let vi = t.vhost_index(v);
+            let ri = v.routes.iter().position(|x| std::ptr::eq(x, r))?;
+            Some((vi, ri))
+        });
+        let Some((vi, ri)) = found else {
+            ls.rq_no_route.inc();
+            return self.local_reply(cx, d, Local::NoRoute, !body_is_empty(body));
+        };
+        let table = table.expect("found in it");
+        let (vh, route) = table.at(vi, ri);
+        // Fault injection, before the router.
+        if let Some(f) = h.fault.as_ref().and_then(|f| f.abort.as_ref()) {
+            let x = (self.rand() % 1_000_000) as f64 / 10_000.0;
+            if x < f.percentage {
+                ls.rq_fault_aborts.inc();
+                return self.local_reply(
+                    cx,
+                    d,
+                    Local::FaultAbort(f.http_status),
+                    !body_is_empty(body),
+                );
+            }
+        }
+        let action = match &route.action {
+            Action::Direct { status, body: text } => {
+                ls.rq_direct.inc();
+                let (status, text) = (*status, text.clone());
+                let hs = vec![];
+                return self.direct_reply(
+                    cx,
+                    d,
+                    status,
+                    hs,
+                    text,
+                    &table,
+                    vi,
+                    ri,
+                    !body_is_empty(body),
+                );
+            }
+            Action::Redirect(r) => {
+                ls.rq_direct.inc();
+                let loc = route.redirect_location(r, &req);
+                let code = r.response_code;
+                let hs = vec![Header::new("location", loc)];
+                return self.direct_reply(
+                    cx,
+                    d,
+                    code,
+                    hs,
+                    Bytes::new(),
+                    &table,
+                    vi,
+                    ri,
+                    !body_is_empty(body),
+                );
+            }
+            Action::Route(a) => a,
+        };
+        let rand = self.rand();
+        let Some(cluster) = action
+            .target
+            .cluster(&head.headers, rand)
+            .map(|c| c.into_owned())
+        else {
+            return self.local_reply(cx, d, Local::NoCluster, !body_is_empty(body));
+        };
+        // The head to send upstream.
+        let rewritten = route.rewrite_path(&path);
+        let mut hs = upstream_headers(&head.headers, upgrade_to.is_some());
+        if let Some(host) = &action.host_rewrite {
+            set_header(&mut hs, "host", host.clone());
+        } else if !hs.iter().any(|x| x.is("host")) {
+            hs.insert(0, Header::new("host", authority.clone()));
+        }
+        if h.use_remote_address {
+            let ip = self.downs[d].remote.to_string();
+            match hs.iter_mut().find(|x| x.is("x-forwarded-for")) {
+                Some(x) => {
+                    let mut v = x.value.to_vec();
+                    v.extend_from_slice(b", ");
+                    v.extend_from_slice(ip.as_bytes());
+                    x.value = v.into();
+                }
+                None => hs.push(Header::new("x-forwarded-for", ip)),
+            }
+            set_header(&mut hs, "x-forwarded-proto", Bytes::from_static(b"http"));
+        } else if !hs.iter().any(|x| x.is("x-forwarded-proto")) {
+            hs.push(Header::new("x-forwarded-proto", "http"));
+        }
+        if h.generate_request_id && !hs.iter().any(|x| x.is("x-request-id")) {
+            let id = uuid4(self.rand(), self.rand());
+            hs.push(Header::new("x-request-id", id));
+        }
+        if let Some(t) = action.timeout {
+            set_header(
+                &mut hs,
+                "x-envoy-expected-rq-timeout-ms",
+                Bytes::from(t.as_millis().to_string()),
+            );
+        }
+        if rewritten.is_some() {
+            hs.push(Header::new("x-envoy-original-path", path.clone()));
+        }
+        route.headers.apply(&mut hs, true);
+        vh.headers.apply(&mut hs, true);
+        table.headers.apply(&mut hs, true);
+        let target = rewritten.map_or(path, Bytes::from);
+        let mut out = BytesMut::new();
+        codec::write_request(&mut out, &head.method, &target, &hs);
+        let timeout = action.timeout;
+        let auto_host = action.auto_host_rewrite;
+        let _ = auto_host; // endpoints carry no host name yet: nothing to put there
+        self.downs[d].stream = Some(Stream {
+            up: None,
+            method: head.method.clone(),
+            cluster: cluster.clone(),
+            route: Some((table.clone(), vi, ri)),
+            req: BodyReader::new(body),
+            to_up: VecDeque::new(),
+            replay: None,
+            replay_len: 0,
+            retried: false,
+            resp: RespPhase::Head,
+            resp_buf: Bytes::new(),
+            upgrade: upgrade_to.is_some(),
+            started: now,
+            upstream_keepalive: true,
+        });
+        if let Some(t) = timeout {
+            self.timer(now + t, TimerKind::Route, true, d, serial);
+        }
+        self.arm_idle(d, now);
+        // An upstream connection: a pooled one to the picked endpoint, or a
+        // new one.
+        if let Err(why) = self.attach_upstream(cx, d, &cluster, false) {
+            return self.local_reply(cx, d, why, !body_is_empty(body));
+        }
+        self.queue_up(d, out.freeze());
+        let dn = &mut self.downs[d];
+        dn.phase = if body_is_empty(body) {
+            Phase::Wait
+        } else {
+            Phase::Body
+        };
+        self.flush_up(cx, d);
+    }
+
+    /// Give stream `d` an upstream connection to `cluster`.
+    fn attach_upstream(
+        &mut self,
+        cx: &mut Cx<'_>,
+        d: u32,
+        cluster: &str,
+        fresh: bool,
+    ) -> Result<(), Local> {
+        let li = self.downs[d].listener;
+        let pick = cx.upstreams.pick(cluster, cx.now).map_err(|e| {
+            let ls = self.lstats(li);
+            match e {
+                ConnectError::UnknownCluster => Local::NoCluster,
+                _ => {
+                    ls.no_upstream.inc();
+                    Local::NoHealthy
+                }
+            }
+        })?;
+        let key = (pick.cluster, pick.endpoint);
+        let mut pooled = None;
+        if !fresh {
+            while let Some(u) = self.pool.get_mut(&key).and_then(Vec::pop) {
+                if cx.upstreams.is_current(&self.ups[u].up) {
+                    pooled = Some(u);
+                    break;
+                }
+                self.end_up(cx, u, false);
+            }
+        }
+        let u = match pooled {
+            Some(u) => {
+                cx.upstreams.unpick(pick);
+                let up = &mut self.ups[u];
+                up.down = Some(d);
+                up.requests += 1;
+                for c in cx.upstreams.counters(&up.up) {
+                    c.rq_reused.inc();
+                }
+                let s = self.downs[d].stream.as_mut().expect("a stream");
+                s.replay = (!s.retried).then(Vec::new);
+                u
+            }
+            None => {
+                let up = cx.connect(pick).map_err(|e| {
+                    let ls = self.lstats(li);
+                    match e {
+                        ConnectError::Overflow => {
+                            ls.overflows.inc();
+                            Local::Overflow
+                        }
+                        ConnectError::UnknownCluster => Local::NoCluster,
+                        ConnectError::NoEndpoint => {
+                            ls.no_upstream.inc();
+                            Local::NoHealthy
+                        }
+                        ConnectError::NoRoute | ConnectError::LocalExhausted => {
+                            ls.no_upstream.inc();
+                            Local::ConnectFailure
+                        }
+                    }
+                })?;
+                let conn = up.conn;
+                let serial = self.next_serial();
+                let u = self.ups.insert(Up {
+                    up,
+                    connected: false,
+                    down: Some(d),
+                    serial,
+                    idle_since: cx.now,
+                    requests: 1,
+                });
+                self.by_conn.insert(conn, Side::Up(u));
+                u
+            }
+        };
+        for c in cx.upstreams.counters(&self.ups[u].up) {
+            c.rq_total.inc();
+        }
+        self.downs[d].stream.as_mut().expect("a stream").up = Some(u);
+        Ok(())
+    }
+
+    /// Release upstream connection `u`: reset it (`reset`) or close it.
+    fn end_up(&mut self, cx: &mut Cx<'_>, u: u32, reset: bool) {
+        let Some(up) = self.ups.remove(u) else {
+            return;
+        };
+        self.by_conn.remove(&up.up.conn);
+        if reset {
+            cx.engine.abort(up.up.conn);
+        } else {
+            cx.engine.close(up.up.conn);
+        }
+        let outcome = if up.connected {
+            Outcome::Done
+        } else {
+            Outcome::Abandoned
+        };
+        cx.upstreams.release(up.up, outcome, cx.now);
+    }
+
+    /// Answer locally with Envoy's body for `why`; `close` closes the
+    /// connection after it (a request whose body was not read, or a broken
+    /// one).
+    fn local_reply(&mut self, cx: &mut Cx<'_>, d: u32, why: Local, close: bool) {
+        let status = why.status();
+        let body = Bytes::from_static(why.body().as_bytes());
+        if let Some(dn) = self.downs.get_mut(d) {
+            dn.close_after |= close;
+        }
+        self.respond_local(cx, d, status, Vec::new(), body, None);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn direct_reply(
+        &mut self,
+        cx: &mut Cx<'_>,
+        d: u32,
+        status: u16,
+        hs: Vec<Header>,
+        body: Bytes,
+        table: &Arc<RouteTable>,
+        vi: usize,
+        ri: usize,
+        close: bool,
+    ) {
+        self.downs[d].close_after |= close;
+        self.respond_local(cx, d, status, hs, body, Some((table.clone(), vi, ri)));
+    }
+
+    /// Write a complete local response and end the stream.
+    fn respond_local(
+        &mut self,
+        cx: &mut Cx<'_>,
+        d: u32,
+        status: u16,
+        mut hs: Vec<Header>,
+        body: Bytes,
+        route: Option<(Arc<RouteTable>, usize, usize)>,
+    ) {
+        let Some(dn) = self.downs.get_mut(d) else {
+            return;
+        };
+        // A stream that had an upstream connection gives it up.
+        if let Some(s) = dn.stream.take()
+            && let Some(u) = s.up
+        {
+            self.end_up(cx, u, true);
+        }
+        let dn = &mut self.downs[d];
+        let li = dn.listener;
+        if !body.is_empty() {
+            hs.push(Header::new("content-type", "text/plain"));
+        }
+        hs.push(Header::new("content-length", body.len().to_string()));
+        if let Some((t, vi, ri)) = &route {
+            let (vh, r) = t.at(*vi, *ri);
+            r.headers.apply(&mut hs, false);
+            vh.headers.apply(&mut hs, false);
+            t.headers.apply(&mut hs, false);
+        }
+        let server = self.listeners[li].http.server_name.clone();
+        hs.push(Header::new("server", server));
+        let dn = &mut self.downs[d];
+        if dn.close_after {
+            hs.push(Header::new("connection", "close"));
+        }
+        let mut out = BytesMut::new();
+        codec::write_response(&mut out, status, b"", &hs);
+        dn.out.push_back(out.freeze());
+        if !body.is_empty() {
+            dn.out.push_back(body);
+        }
+        self.count_status(li, status);
+        self.finish_stream(cx, d);
+    }
+
+    fn count_status(&self, li: u32, status: u16) {
+        let ls = self.lstats(li);
+        match status / 100 {
+            1 => ls.rq_1xx.inc(),
+            2 => ls.rq_2xx.inc(),
+            3 => ls.rq_3xx.inc(),
+            4 => ls.rq_4xx.inc(),
+            _ => ls.rq_5xx.inc(),
+        }
+    }
+
+    /// The response to client connection `d` is complete (queued): close
+    /// or wait for the next request.
+    fn finish_stream(&mut self, cx: &mut Cx<'_>, d: u32) {
+        let Some(dn) = self.downs.get_mut(d) else {
+            return;
+        };
+        let unread_body = dn.stream.as_ref().is_some_and(|s| !s.req.done());
+        if unread_body || dn.eof {
+            dn.close_after = true;
+        }
+        dn.stream = None;
+        if dn.close_after {
+            dn.phase = Phase::Closing;
+        } else {
+            dn.phase = Phase::Head;
+        }
+        self.flush_down(cx, d);
+        if self.downs.get(d).is_some_and(|dn| dn.phase == Phase::Head) {
+            self.arm_idle(d, cx.now);
+            // A pipelined request may be waiting.
+            self.drive_down(cx, d);
+        }
+    }
+
+    // === responses ===
+
+    /// Read and forward what upstream connection `u` has sent.
+    fn drive_up(&mut self, cx: &mut Cx<'_>, u: u32) {
+        let Some(up) = self.ups.get(u) else {
+            return;
+        };
+        let conn = up.up.conn;
+        let Some(d) = up.down else {
+            // Idle in the pool: an upstream sends nothing unasked.
+            if cx
+                .engine
+                .connection(conn)
+                .is_some_and(|c| c.recv_ready() > 0 || c.peer_closed())
+            {
+                self.unpool(u);
+                self.end_up(cx, u, true);
+            }
+            return;
+        };
+        loop {
+            let Some(dn) = self.downs.get_mut(d) else {
+                return;
+            };
+            if dn.phase == Phase::Tunnel {
+                self.pump_tunnel(cx, d);
+                return;
+            }
+            if !dn.out.is_empty() {
+                return; // the client must take what it has first
+            }
+            let Some(s) = dn.stream.as_mut() else {
+                return;
+            };
+            let Some(b) = cx.engine.recv(conn) else {
+                // Nothing more: a close-delimited body ends at the FIN.
+                if cx.engine.connection(conn).is_some_and(|c| c.peer_closed()) {
+                    self.upstream_eof(cx, u);
+                }
+                return;
+            };
+            dn.last_active = cx.now;
+            s.replay = None; // it answered: no replay
+            match &mut s.resp {
+                RespPhase::Head => {
+                    s.resp_buf = if s.resp_buf.is_empty() {
+                        b
+                    } else {
+                        let mut m = BytesMut::with_capacity(s.resp_buf.len() + b.len());
+                        m.extend_from_slice(&s.resp_buf);
+                        m.extend_from_slice(&b);
+                        m.freeze()
+                    };
+                    match codec::parse_response(&s.resp_buf, Limits::RESPONSE) {
+                        Ok(None) => {}
+                        Ok(Some((head, n))) => {
+                            let rest = s.resp_buf.slice(n..);
+                            s.resp_buf = Bytes::new();
+                            if !self.response_head(cx, d, u, head) {
+                                return;
+                            }
+                            if !rest.is_empty() {
+                                self.response_bytes(cx, d, u, rest);
+                            }
+                        }
+                        Err(_) => {
+                            return self.upstream_failed(cx, d, u, Local::ProtocolError);
+                        }
+                    }
+                }
+                RespPhase::Body(_) => self.response_bytes(cx, d, u, b),
+                RespPhase::Done => {
+                    // Bytes past the end of the response: the connection
+                    // cannot be reused.
+                    if let Some(s) = self.downs.get_mut(d).and_then(|dn| dn.stream.as_mut()) {
+                        s.upstream_keepalive = false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A parsed response head from `u` for client connection `d`. Returns
+    /// whether the stream goes on.
+    fn response_head(
+        &mut self,
+        cx: &mut Cx<'_>,
+        d: u32,
+        u: u32,
+        head: codec::ResponseHead,
+    ) -> bool {
+        let dn = &mut self.downs[d];
+        let li = dn.listener;
+        let s = dn.stream.as_mut().expect("a stream");
+        let upgraded = head.status == 101 && s.upgrade;
+        if head.status < 200 && !upgraded {
+            if head.status == 101 {
+                self.upstream_failed(cx, d, u, Local::ProtocolError);
+                return false;
+            }
+            // 100 Continue and the like: pass on, wait for the real one.
+            let mut out = BytesMut::new();
+            codec::write_response(&mut out, head.status, &head.reason, &[]);
+            dn.out.push_back(out.freeze());
+            self.flush_down(cx, d);
+            return true;
+        }
+        let framing = match codec::response_body(&s.method, &head) {
+            Ok(b) => b,
+            Err(_) => {
+                self.upstream_failed(cx, d, u, Local::ProtocolError);
+                return false;
+            }
+        };
+        let keep = head.version == Version::Http11
+            && !has_token(&head.headers, "connection", "close")
+            && framing != Body::UntilClose
+            && !upgraded;
+        s.upstream_keepalive &= keep;
+        if framing == Body::UntilClose {
+            dn.close_after = true;
+        }
+        let mut hs = downstream_headers(&head.headers, upgraded);
+        let ms = cx.now.saturating_since(s.started).as_millis();
+        hs.push(Header::new("x-envoy-upstream-service-time", ms.to_string()));
+        if let Some((t, vi, ri)) = &s.route {
+            let (vh, r) = t.at(*vi, *ri);
+            r.headers.apply(&mut hs, false);
+            vh.headers.apply(&mut hs, false);
+            t.headers.apply(&mut hs, false);
+        }
+        let server = self.listeners[li].http.server_name.clone();
+        set_header(&mut hs, "server", Bytes::from(server));
+        let dn = &mut self.downs[d];
+        if dn.close_after && !upgraded {
+            hs.push(Header::new("connection", "close"));
+        }
+        let mut out = BytesMut::new();
+        codec::write_response(&mut out, head.status, &head.reason, &hs);
+        dn.out.push_back(out.freeze());
+        self.count_status(li, head.status);
+        for c in cx.upstreams.counters(&self.ups[u].up) {
+            match head.status / 100 {
+                2 => c.rq_2xx.inc(),
+                3 => c.rq_3xx.inc(),
+                4 => c.rq_4xx.inc(),
+                5 => c.rq_5xx.inc(),
+                _ => c.rq_1xx.inc(),
+            }
+        }
+        let dn = &mut self.downs[d];
+        let s = dn.stream.as_mut().expect("a stream");
+        if upgraded {
+            s.resp = RespPhase::Done;
+            dn.phase = Phase::Tunnel;
+            self.flush_down(cx, d);
+            self.pump_tunnel(cx, d);
+            return false;
+        }
+        let reader = BodyReader::new(framing);
+        if reader.done() {
+            s.resp = RespPhase::Done;
+            self.response_done(cx, d, u);
+            return false;
+        }
+        s.resp = RespPhase::Body(reader);
+        true
+    }
+
+    /// Body bytes from `u` for client connection `d`.
+    fn response_bytes(&mut self, cx: &mut Cx<'_>, d: u32, u: u32, b: Bytes) {
+        let dn = &mut self.downs[d];
+        let s = dn.stream.as_mut().expect("a stream");
+        let RespPhase::Body(r) = &mut s.resp else {
+            s.upstream_keepalive = false;
+            return;
+        };
+        let n = match r.feed(&b) {
+            Ok(n) => n,
+            Err(_) => {
+                // A broken body after the head went out: reset both.
+                self.end_down(cx, d, true);
+                return;
+            }
+        };
+        if n < b.len() {
+            s.upstream_keepalive = false; // bytes past the response
+        }
+        let done = r.done();
+        if n > 0 {
+            dn.out.push_back(b.slice(..n));
+            let li = dn.listener;
+            self.lstats(li).bytes_down.add(n as u64);
+            for c in cx.upstreams.counters(&self.ups[u].up) {
+                c.bytes_down.add(n as u64);
+            }
+        }
+        if done {
+            self.downs[d].stream.as_mut().expect("a stream").resp = RespPhase::Done;
+            self.response_done(cx, d, u);
+        } else {
+            self.flush_down(cx, d);
+        }
+    }
+
+    /// The upstream's FIN with nothing left to read.
+    fn upstream_eof(&mut self, cx: &mut Cx<'_>, u: u32) {
+        let Some(d) = self.ups.get(u).and_then(|x| x.down) else {
+            return;
+        };
+        let Some(s) = self.downs.get_mut(d).and_then(|dn| dn.stream.as_mut()) else {
+            return;
+        };
+        match &s.resp {
+            RespPhase::Body(BodyReader::UntilClose) => {
+                s.resp = RespPhase::Done;
+                s.upstream_keepalive = false;
+                self.response_done(cx, d, u);
+            }
+            RespPhase::Head if s.resp_buf.is_empty() => self.stale_or_reset(cx, d, u),
+            RespPhase::Done => {}
+            _ => {
+                // Cut short mid-response.
+                if self.downs[d].out.is_empty()
+                    && matches!(
+                        self.downs[d].stream.as_ref().map(|s| &s.resp),
+                        Some(RespPhase::Head)
+                    )
+                {
+                    self.upstream_failed(cx, d, u, Local::Reset);
+                } else {
+                    self.end_down(cx, d, true);
+                }
+            }
+        }
+    }
+
+    /// The upstream closed before any byte of the response: replay the
+    /// request on a new connection if it was a reused one and all of the
+    /// request is held; else 503.
+    fn stale_or_reset(&mut self, cx: &mut Cx<'_>, d: u32, u: u32) {
+        let dn = &mut self.downs[d];
+        let s = dn.stream.as_mut().expect("a stream");
+        let replayable =
+            s.replay.is_some() && !s.retried && (s.req.done() || dn.phase == Phase::Body);
+        if !replayable {
+            return self.upstream_failed(cx, d, u, Local::Reset);
+        }
+        let replay = s.replay.take().unwrap_or_default();
+        s.retried = true;
+        s.up = None;
+        let cluster = s.cluster.clone();
+        for c in cx.upstreams.counters(&self.ups[u].up) {
+            c.rq_retried_stale.inc();
+        }
+        self.end_up(cx, u, true);
+        if let Err(why) = self.attach_upstream(cx, d, &cluster, true) {
+            return self.local_reply(cx, d, why, true);
+        }
+        let s = self.downs[d].stream.as_mut().expect("a stream");
+        let pending = std::mem::take(&mut s.to_up);
+        s.to_up = replay.into_iter().collect();
+        // What was queued but not yet sent is part of the replay already.
+        drop(pending);
+        self.flush_up(cx, d);
+    }
+
+    /// No response can come from `u`: answer `why` if nothing was sent to
+    /// the client yet, else reset it.
+    fn upstream_failed(&mut self, cx: &mut Cx<'_>, d: u32, u: u32, why: Local) {
+        let head_sent = self
+            .downs
+            .get(d)
+            .and_then(|dn| dn.stream.as_ref())
+            .is_some_and(|s| !matches!(s.resp, RespPhase::Head));
+        if head_sent {
+            self.end_down(cx, d, true);
+        } else {
+            if let Some(s) = self.downs.get_mut(d).and_then(|dn| dn.stream.as_mut()) {
+                s.up = None;
+            }
+            self.end_up(cx, u, true);
+            self.local_reply(cx, d, why, true);
+        }
+    }
+
+    /// The response from `u` is complete: pool or close `u`, then finish
+    /// the client's stream.
+    fn response_done(&mut self, cx: &mut Cx<'_>, d: u32, u: u32) {
+        let dn = &mut self.downs[d];
+        let s = dn.stream.as_mut().expect("a stream");
+        let reusable = s.upstream_keepalive && s.req.done() && s.to_up.is_empty() && !self.draining;
+        s.up = None;
+        if reusable
+            && cx
+                .engine
+                .connection(self.ups[u].up.conn)
+                .is_some_and(|c| c.is_established() && !c.peer_closed())
+        {
+            let up = &mut self.ups[u];
+            up.down = None;
+            up.idle_since = cx.now;
+            let key = (up.up.cluster, up.up.endpoint);
+            let serial = up.serial;
+            self.pool.entry(key).or_default().push(u);
+            self.timer(cx.now + POOL_IDLE, TimerKind::Pool, false, u, serial);
+        } else {
+            self.end_up(cx, u, false);
+        }
+        self.finish_stream(cx, d);
+    }
+
+    fn unpool(&mut self, u: u32) {
+        let Some(up) = self.ups.get(u) else {
+            return;
+        };
+        let key = (up.up.cluster, up.up.endpoint);
+        if let Some(v) = self.pool.get_mut(&key) {
+            v.retain(|&x| x != u);
+            if v.is_empty() {
+                self.pool.remove(&key);
+            }
+        }
+    }
+
+    /// After an upgrade: bytes both ways as they come, the splice's way.
+    fn pump_tunnel(&mut self, cx: &mut Cx<'_>, d: u32) {
+        let Some(dn) = self.downs.get_mut(d) else {
+            return;
+        };
+        let Some(u) = dn.stream.as_ref().and_then(|s| s.up) else {
+            return;
+        };
+        let up_conn = self.ups[u].up.conn;
+        // Client to upstream (what is left of the request first).
+        self.flush_up(cx, d);
+        let dn = &mut self.downs[d];
+        let s = dn.stream.as_mut().expect("a stream");
+        if !dn.inbuf.is_empty() {
+            s.to_up.push_back(std::mem::take(&mut dn.inbuf));
+        }
+        while s.to_up.is_empty() {
+            let Some(b) = cx.engine.recv(dn.id) else {
+                break;
+            };
+            let n = cx.engine.send(up_conn, b.clone());
+            if n < b.len() {
+                s.to_up.push_back(b.slice(n..));
+            }
+        }
+        // Upstream to client.
+        while dn.out.is_empty() {
+            let Some(b) = cx.engine.recv(up_conn) else {
+                break;
+            };
+            let n = cx.engine.send(dn.id, b.clone());
+            if n < b.len() {
+                dn.out.push_back(b.slice(n..));
+            }
+        }
+        let down_eof = cx
+            .engine
+            .connection(dn.id)
+            .is_none_or(|c| c.peer_closed() && c.recv_ready() == 0);
+        let up_eof = cx
+            .engine
+            .connection(up_conn)
+            .is_none_or(|c| c.peer_closed() && c.recv_ready() == 0);
+        if down_eof && s.to_up.is_empty() {
+            cx.engine.close(up_conn);
+        }
+        if up_eof && dn.out.is_empty() {
+            cx.engine.close(dn.id);
+        }
+        if down_eof && up_eof && s.to_up.is_empty() && dn.out.is_empty() {
+            self.end_down(cx, d, false);
+        }
+    }
+}
+
+impl RouteTable {
+    fn vhost_index(&self, v: &VirtualHost) -> usize {
+        self.vhosts()
+            .iter()
+            .position(|x| std::ptr::eq(x, v))
+            .unwrap_or(0)
+    }
+
+    fn at(&self, vi: usize, ri: usize) -> (&VirtualHost, &Route) {
+        let v = &self.vhosts()[vi];
+        (v, &v.routes[ri])
+    }
+}
+
+fn body_is_empty(b: Body) -> bool {
+    b == Body::Empty
+}
+
+/// The authority and the path (with query) of a request.
+fn target_parts(h: &RequestHead) -> Option<(Bytes, Bytes)> {
+    let hosts: Vec<&Header> = h.headers.iter().filter(|x| x.is("host")).collect();
+    if hosts.len() > 1 {
+        return None;
+    }
+    let t = &h.target;
+    if t.starts_with(b"/") {
+        let host = match hosts.first() {
+            Some(x) => trim(&x.value).to_vec(),
+            None if h.version == Version::Http10 => Vec::new(),
+            None => return None,
+        };
+        if !valid_authority(&host) {
+            return None;
+        }
+        return Some((Bytes::from(host), t.clone()));
+    }
+    if t.as_ref() == b"*" {
+        let host = hosts
+            .first()
+            .map(|x| trim(&x.value).to_vec())
+            .unwrap_or_default();
+        return Some((Bytes::from(host), t.clone()));
+    }
+    // Absolute form: the authority in it wins over `host`.
+    let rest = t
+        .strip_prefix(b"http://")
+        .or_else(|| t.strip_prefix(b"https://"))?;
+    let end = rest
+        .iter()
+        .position(|b| *b == b'/' || *b == b'?')
+        .unwrap_or(rest.len());
+    let authority = &rest[..end];
+    if authority.is_empty() || !valid_authority(authority) {
+        return None;
+    }
+    let path = &rest[end..];
+    let path = if path.is_empty() {
+        Bytes::from_static(b"/")
+    } else if path[0] == b'?' {
+        let mut p = b"/".to_vec();
+        p.extend_from_slice(path);
+        Bytes::from(p)
+    } else {
+        t.slice_ref(path)
+    };
+    Some((t.slice_ref(authority), path))
+}
+
+fn valid_authority(a: &[u8]) -> bool {
+    a.iter()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._~:[]!$&'()*+,;=%@".contains(b))
+}
+
+/// Request headers to send upstream: without hop-by-hop fields (and those
+/// `connection` names), keeping `upgrade`/`connection: upgrade` for an
+/// allowed upgrade.
+fn upstream_headers(hs: &[Header], upgrade: bool) -> Vec<Header> {
+    let mut out = strip_hop_by_hop(hs, upgrade);
+    if upgrade {
+        out.push(Header::new("connection", "upgrade"));
+    }
+    out
+}
+
+fn downstream_headers(hs: &[Header], upgrade: bool) -> Vec<Header> {
+    let mut out = strip_hop_by_hop(hs, upgrade);
+    if upgrade {
+        out.push(Header::new("connection", "upgrade"));
+    }
+    out
+}
+
+fn strip_hop_by_hop(hs: &[Header], upgrade: bool) -> Vec<Header> {
+    let named: Vec<Vec<u8>> = hs
+        .iter()
+        .filter(|h| h.is("connection"))
+        .flat_map(|h| {
+            h.value
+                .split(|b| *b == b',')
+                .map(|t| trim(t).to_ascii_lowercase())
+        })
+        .filter(|t| !t.is_empty() && t != b"close" && t != b"keep-alive" && t != b"upgrade")
+        .collect();
+    hs.iter()
+        .filter(|h| {
+            !(h.is("connection")
+                || h.is("keep-alive")
+                || h.is("proxy-connection")
+                || (h.is("te") && !trim(&h.value).eq_ignore_ascii_case(b"trailers"))
+                || (h.is("upgrade") && !upgrade)
+                || h.is("x-envoy-upstream-service-time")
+                || named.iter().any(|n| h.name.eq_ignore_ascii_case(n)))
+        })
+        .cloned()
+        .collect()
+}
+
+/// Replace every `name` field with one holding `v`.
+fn set_header(hs: &mut Vec<Header>, name: &'static str, v: Bytes) {
+    hs.retain(|h| !h.is(name));
+    hs.push(Header::new(name, v));
+}
+
+/// A random (version 4) UUID, as Envoy's `x-request-id`.
+fn uuid4(a: u64, b: u64) -> String {
+    let a = (a & 0xffff_ffff_ffff_0fff) | 0x0000_0000_0000_4000;
+    let b = (b & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xffff,
+        b >> 48,
+        b & 0xffff_ffff_ffff
+    )
+}
+
+/// RFC 3986 path normalization as Envoy's `normalize_path` does it:
+/// percent-encoded unreserved characters decoded, `.` and `..` segments
+/// resolved (never above the root). `None`: not a path.
+pub fn normalize_path(p: &[u8]) -> Option<Bytes> {
+    let q = p.iter().position(|b| *b == b'?').unwrap_or(p.len());
+    let (path, query) = p.split_at(q);
+    if !path.starts_with(b"/") {
+        return if path == b"*" {
+            Some(Bytes::copy_from_slice(p))
+        } else {
+            None
+        };
+    }
+    // Decode %XX of unreserved characters; upper-case the others' hex.
+    let mut dec = Vec::with_capacity(path.len());
+    let mut i = 0;
+    while i < path.len() {
+        let c = path[i];
+        if c == b'%' {
+            let hex = |b: u8| (b as char).to_digit(16);
+            let (Some(h), Some(l)) = (
+                path.get(i + 1).and_then(|b| hex(*b)),
+                path.get(i + 2).and_then(|b| hex(*b)),
+            ) else {
+                return None;
+            };
+            let v = (h * 16 + l) as u8;
+            if v.is_ascii_alphanumeric() || b"-._~".contains(&v) {
+                dec.push(v);
+            } else {
+                dec.push(b'%');
+                dec.push(path[i + 1].to_ascii_uppercase());
+                dec.push(path[i + 2].to_ascii_uppercase());
+            }
+            i += 3;
+        } else {
+            dec.push(c);
+            i += 1;
+        }
+    }
+    // Remove dot segments.
+    let mut segs: Vec<&[u8]> = Vec::new();
+    let parts: Vec<&[u8]> = dec[1..].split(|b| *b == b'/').collect();
+    let last = parts.len() - 1;
+    let mut trailing = false;
+    for (k, s) in parts.iter().enumerate() {
+        match *s {
+            b"." => trailing = k == last,
+            b".." => {
+                segs.pop();
+                trailing = k == last;
+            }
+            s => {
+                segs.push(s);
+                trailing = false;
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(dec.len() + query.len());
+    for s in &segs {
+        out.push(b'/');
+        out.extend_from_slice(s);
+    }
+    if out.is_empty() || trailing {
+        out.push(b'/');
+    }
+    out.extend_from_slice(query);
+    Some(Bytes::from(out))
+}
+
+/// Adjacent slashes in the path (not the query) merged.
+pub fn merge_slashes(p: &[u8]) -> Bytes {
+    let q = p.iter().position(|b| *b == b'?').unwrap_or(p.len());
+    let mut out = Vec::with_capacity(p.len());
+    for (i, &b) in p[..q].iter().enumerate() {
+        if b == b'/' && i > 0 && p[i - 1] == b'/' {
+            continue;
+        }
+        out.push(b);
+    }
+    out.extend_from_slice(&p[q..]);
+    Bytes::from(out)
+}
+
+impl App for HttpProxy {
+    fn handle(&mut self, cx: &mut Cx<'_>, ev: Event) -> Option<Event> {
+        match ev {
+            Event::Incoming { listener } => {
+                let Some(&li) = self.bound.get(&listener) else {
+                    return Some(ev);
+                };
+                while let Some(id) = cx.engine.accept(listener.0, listener.1) {
+                    self.open(cx, li, id);
+                }
+            }
+            Event::Connected(id) => match self.by_conn.get(&id) {
+                Some(&Side::Up(u)) => {
+                    let up = &mut self.ups[u];
+                    if !up.connected {
+                        up.connected = true;
+                        cx.upstreams.connected(&up.up);
+                    }
+                    if let Some(d) = up.down {
+                        self.flush_up(cx, d);
+                        self.drive_down(cx, d);
+                    }
+                }
+                Some(_) => {}
+                None => return Some(ev),
+            },
+            Event::Readable(id) | Event::PeerClosed(id) => match self.by_conn.get(&id) {
+                Some(&Side::Down(d)) => {
+                    if matches!(ev, Event::PeerClosed(_)) {
+                        self.downs[d].eof = true;
+                    }
+                    self.drive_down(cx, d);
+                }
+                Some(&Side::Up(u)) => self.drive_up(cx, u),
+                None => return Some(ev),
+            },
+            Event::Writable(id) => match self.by_conn.get(&id) {
+                Some(&Side::Down(d)) => {
+                    self.flush_down(cx, d);
+                    if let Some(u) = self
+                        .downs
+                        .get(d)
+                        .and_then(|dn| dn.stream.as_ref())
+                        .and_then(|s| s.up)
+                    {
+                        self.drive_up(cx, u);
+                    } else {
+                        self.drive_down(cx, d);
+                    }
+                }
+                Some(&Side::Up(u)) => {
+                    if let Some(d) = self.ups[u].down {
+                        self.flush_up(cx, d);
+                        self.drive_down(cx, d);
+                    }
+                }
+                None => return Some(ev),
+            },
+            Event::Closed(id, why) => match self.by_conn.get(&id) {
+                Some(&Side::Down(d)) => {
+                    self.by_conn.remove(&id);
+                    self.end_down(cx, d, false);
+                }
+                Some(&Side::Up(u)) => {
+                    self.by_conn.remove(&id);
+                    let up = &self.ups[u];
+                    match up.down {
+                        None => {
+                            self.unpool(u);
+                            self.end_up(cx, u, false);
+                        }
+                        Some(d) if !up.connected => {
+                            let up = self.ups.remove(u).expect("in use");
+                            cx.upstreams.release(up.up, Outcome::ConnectFailed, cx.now);
+                            if let Some(s) = self.downs.get_mut(d).and_then(|dn| dn.stream.as_mut())
+                            {
+                                s.up = None;
+                            }
+                            self.local_reply(cx, d, Local::ConnectFailure, true);
+                        }
+                        Some(d) => {
+                            // Read what it sent before going.
+                            self.drive_up(cx, u);
+                            if self.ups.get(u).is_some() {
+                                if why == CloseReason::Normal {
+                                    self.upstream_eof(cx, u);
+                                } else {
+                                    let fresh = self
+                                        .downs
+                                        .get(d)
+                                        .and_then(|dn| dn.stream.as_ref())
+                                        .is_some_and(|s| {
+                                            matches!(s.resp, RespPhase::Head)
+                                                && s.resp_buf.is_empty()
+                                        });
+                                    if fresh {
+                                        self.stale_or_reset(cx, d, u);
+                                    } else {
+                                        self.upstream_failed(cx, d, u, Local::Reset);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                None => return Some(ev),
+            },
+        }
+        None
+    }
+
+    fn connect_timeout(&mut self, cx: &mut Cx<'_>, conn: ConnId) {
+        let Some(&Side::Up(u)) = self.by_conn.get(&conn) else {
+            return;
+        };
+        self.by_conn.remove(&conn);
+        let up = self.ups.remove(u).expect("in use");
+        cx.engine.abort(conn);
+        cx.upstreams.release(up.up, Outcome::ConnectTimeout, cx.now);
+        if let Some(d) = up.down {
+            if let Some(s) = self.downs.get_mut(d).and_then(|dn| dn.stream.as_mut()) {
+                s.up = None;
+            }
+            self.local_reply(cx, d, Local::ConnectTimeout, true);
+        }
+    }
+
+    fn tick(&mut self, cx: &mut Cx<'_>) {
+        let now = cx.now;
+        while let Some(&Reverse((at, kind, is_down, slot, serial))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            if !is_down {
+                // An idle pooled connection.
+                if let Some(up) = self.ups.get(slot)
+                    && up.serial == serial
+                    && up.down.is_none()
+                {
+                    let due = up.idle_since + POOL_IDLE;
+                    if due > now {
+                        self.timer(due, TimerKind::Pool, false, slot, serial);
+                    } else {
+                        self.unpool(slot);
+                        self.end_up(cx, slot, false);
+                    }
+                }
+                continue;
+            }
+            let Some(dn) = self.downs.get(slot) else {
+                continue;
+            };
+            if dn.serial != serial {
+                continue;
+            }
+            let li = dn.listener;
+            match kind {
+                TimerKind::Route => {
+                    if dn.stream.is_some() && dn.phase != Phase::Tunnel {
+                        self.lstats(li).rq_timeouts.inc();
+                        if let Some(u) = dn.stream.as_ref().and_then(|s| s.up) {
+                            let [c, _] = cx.upstreams.counters(&self.ups[u].up);
+                            c.rq_timeouts.inc();
+                        }
+                        let u = dn.stream.as_ref().and_then(|s| s.up);
+                        match u {
+                            Some(u) => self.upstream_failed(cx, slot, u, Local::Timeout),
+                            None => self.local_reply(cx, slot, Local::Timeout, true),
+                        }
+                    }
+                }
+                TimerKind::Head => {
+                    if dn.head_since.is_some() && dn.stream.is_none() {
+                        self.local_reply(cx, slot, Local::RequestHeadersTimeout, true);
+                    }
+                }
+                TimerKind::Idle => {
+                    let h = &self.listeners[li].http;
+                    let ms = if dn.stream.is_some() {
+                        h.stream_idle_timeout_ms
+                    } else {
+                        h.idle_timeout_ms
+                    };
+                    if ms == 0 || dn.phase == Phase::Closing {
+                        continue;
+                    }
+                    let due = dn.last_active + Duration::from_millis(ms);
+                    if due > now {
+                        self.timer(due, TimerKind::Idle, true, slot, serial);
+                    } else if dn.stream.is_some() {
+                        let u = dn.stream.as_ref().and_then(|s| s.up);
+                        match u {
+                            Some(u) => self.upstream_failed(cx, slot, u, Local::StreamIdle),
+                            None => self.local_reply(cx, slot, Local::StreamIdle, true),
+                        }
+                    } else if dn.inbuf.is_empty() && dn.head_since.is_none() {
+                        // Idle between requests: close quietly.
+                        self.downs[slot].phase = Phase::Closing;
+                        self.flush_down(cx, slot);
+                    } else {
+                        self.local_reply(cx, slot, Local::RequestHeadersTimeout, true);
+                    }
+                }
+                TimerKind::Pool => {}
+            }
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((at, ..))| *at)
+    }
+
+    fn retire(&mut self, cx: &mut Cx<'_>, u: &Update) {
+        let changed_filter = u
+            .listeners
+            .iter()
+            .filter(|l| !matches!(l.cfg.filter(), Some(Filter::Http(_))))
+            .map(|l| &l.cfg.name);
+        for name in u.remove_listeners.iter().chain(changed_filter) {
+            if let Some(li) = self.listener_by_name.remove(name) {
+                self.unbind(cx, li);
+                self.listeners[li].removed = true;
+                self.close_idle(cx, Some(li));
+                self.forget_listener_if_unused(li);
+            }
+        }
+        for name in &u.remove_route_configs {
+            self.routes.remove(name);
+        }
+    }
+
+    fn apply(&mut self, cx: &mut Cx<'_>, u: &Update) {
+        for t in &u.route_tables {
+            self.routes.insert(t.name.clone(), t.clone());
+        }
+        let mut to_bind = Vec::new();
+        for l in &u.listeners {
+            let Some(Filter::Http(h)) = l.cfg.filter() else {
+                continue;
+            };
+            match self.listener_by_name.get(&l.cfg.name) {
+                Some(&li) => {
+                    if self.listeners[li].live.addr != l.addr {
+                        self.unbind(cx, li);
+                        to_bind.push(li);
+                    }
+                    self.listeners[li].live = l.clone();
+                    self.listeners[li].http = Arc::new(h.clone());
+                }
+                None => {
+                    let li = self.listeners.insert(Listener {
+                        live: l.clone(),
+                        http: Arc::new(h.clone()),
+                        bound: Vec::new(),
+                        sessions: 0,
+                        removed: false,
+                    });
+                    self.listener_by_name.insert(l.cfg.name.clone(), li);
+                    to_bind.push(li);
+                }
+            }
+        }
+        if !cx.stats.drained.load(Relaxed) {
+            for li in to_bind {
+                self.bind(cx.engine, li);
+            }
+        }
+        // Pooled connections to endpoints no longer configured go.
+        let stale: Vec<u32> = self
+            .pool
+            .values()
+            .flatten()
+            .copied()
+            .filter(|&x| !cx.upstreams.is_current(&self.ups[x].up))
+            .collect();
+        for x in stale {
+            self.unpool(x);
+            self.end_up(cx, x, false);
+        }
+    }
+
+    /// Stop accepting; idle keep-alive connections close at once, the
+    /// others after their response (which says `connection: close`).
+    fn drain(&mut self, cx: &mut Cx<'_>) {
+        self.draining = true;
+        let all: Vec<u32> = self.listener_by_name.values().copied().collect();
+        for li in all {
+            self.unbind(cx, li);
+        }
+        self.close_idle(cx, None);
+        for d in 0..self.downs.capacity() as u32 {
+            if let Some(dn) = self.downs.get_mut(d) {
+                dn.close_after = true;
+            }
+        }
+        let pooled: Vec<u32> = self.pool.values().flatten().copied().collect();
+        for x in pooled {
+            self.unpool(x);
+            self.end_up(cx, x, false);
+        }
+    }
+
+    fn abort_all(&mut self, cx: &mut Cx<'_>) {
+        for d in 0..self.downs.capacity() as u32 {
+            if self.downs.get(d).is_some() {
+                self.end_down(cx, d, true);
+            }
+        }
+        for u in 0..self.ups.capacity() as u32 {
+            if self.ups.get(u).is_some() {
+                self.end_up(cx, u, true);
+            }
+        }
+        self.pool.clear();
+    }
+}
+
+impl HttpProxy {
+    /// Close client connections between requests (of listener `li`, or all).
+    fn close_idle(&mut self, cx: &mut Cx<'_>, li: Option<u32>) {
+        for d in 0..self.downs.capacity() as u32 {
+            let Some(dn) = self.downs.get_mut(d) else {
+                continue;
+            };
+            if li.is_some_and(|l| l != dn.listener) {
+                continue;
+            }
+            if dn.phase == Phase::Head && dn.inbuf.is_empty() && dn.head_since.is_none() {
+                dn.phase = Phase::Closing;
+                self.flush_down(cx, d);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_normalized_as_rfc_3986_says() {
+        let n =
+            |p: &str| normalize_path(p.as_bytes()).map(|b| String::from_utf8(b.to_vec()).unwrap());
+        assert_eq!(n("/a/./b/../c?x/../y").as_deref(), Some("/a/c?x/../y"));
+        assert_eq!(n("/../../a").as_deref(), Some("/a"));
+        assert_eq!(n("/a/b/..").as_deref(), Some("/a/"));
+        assert_eq!(n("/%61%2f%7e").as_deref(), Some("/a%2F~"));
+        assert_eq!(n("/%zz"), None);
+        assert_eq!(n("a"), None);
+        assert_eq!(&merge_slashes(b"//a///b?x//y")[..], b"/a/b?x//y");
+    }
+
+    #[test]
+    fn absolute_form_targets_carry_their_authority() {
+        let head = |t: &str, host: Option<&str>| RequestHead {
+            method: Bytes::from_static(b"GET"),
+            target: Bytes::copy_from_slice(t.as_bytes()),
+            version: Version::Http11,
+            headers: host
+                .map(|h| vec![Header::new("host", h.to_owned())])
+                .unwrap_or_default(),
+        };
+        let p = |t, h| {
+            target_parts(&head(t, h)).map(|(a, p)| {
+                (
+                    String::from_utf8(a.to_vec()).unwrap(),
+                    String::from_utf8(p.to_vec()).unwrap(),
+                )
+            })
+        };
+        assert_eq!(p("/x", Some("a")), Some(("a".into(), "/x".into())));
+        assert_eq!(
+            p("http://b:8/y?q", Some("a")),
+            Some(("b:8".into(), "/y?q".into()))
+        );
+        assert_eq!(p("http://b?q", None), Some(("b".into(), "/?q".into())));
+        assert_eq!(p("/x", None), None);
+        assert_eq!(p("/x", Some("a b")), None);
+    }
+
+    #[test]
+    fn hop_by_hop_fields_do_not_pass() {
+        let hs = vec![
+            Header::new("connection", "keep-alive, x-secret"),
+            Header::new("x-secret", "1"),
+            Header::new("keep-alive", "timeout=5"),
+            Header::new("te", "gzip"),
+            Header::new("upgrade", "websocket"),
+            Header::new("x-kept", "1"),
+        ];
+        let out = upstream_headers(&hs, false);
+        assert_eq!(out.len(), 1);
+        assert!(out[0].is("x-kept"));
+        let out = upstream_headers(&hs, true);
+        assert!(out.iter().any(|h| h.is("upgrade")));
+        assert!(
+            out.iter()
+                .any(|h| h.is("connection") && &h.value[..] == b"upgrade")
+        );
+        let id = uuid4(1, 2);
+        assert_eq!(id.len(), 36);
+        assert_eq!(&id[14..15], "4");
+    }
+}

@@ -1,0 +1,265 @@
+//! The HTTP connection manager on virtual time: routing, rewriting,
+//! pooling, local answers and framing checks, against a scripted HTTP
+//! upstream.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use netstack::testing::{Impair, pattern};
+
+use super::*;
+use crate::http::codec::{self, Limits};
+
+const SECOND: Duration = Duration::from_secs(1);
+
+fn clean() -> [Impair; 2] {
+    [Impair::default(), Impair::default()]
+}
+
+const ROUTES: &str = r#"
+  - name: r
+    response_headers_to_add: [{key: x-config, value: c}]
+    virtual_hosts:
+      - name: api
+        domains: [api.example.com]
+        routes:
+          - match: {prefix: /api/}
+            route: {cluster: a, prefix_rewrite: /v1/}
+            request_headers_to_add: [{key: x-added, value: '1'}]
+          - match: {path: /moved}
+            redirect: {path_redirect: /new, response_code: 302}
+          - match: {prefix: /teapot}
+            direct_response: {status: 418, body: short and stout}
+          - match: {prefix: /}
+            route: {cluster: b}
+      - name: rest
+        domains: ['*']
+        routes:
+          - match: {prefix: /}
+            route: {cluster: b}
+      - name: none
+        domains: [nowhere.example.com]
+"#;
+
+fn world(seed: u64, legs: [Impair; 2], http_extra: &str) -> World {
+    let cfg = config(&format!(
+        "listeners:
+  - {{name: web, address: 0.0.0.0:{LISTEN}, filter_chains: [{{http: {{route_config: r{http_extra}}}}}]}}
+clusters:
+  - {{name: a, endpoints: [{{address: 10.10.2.2:80}}]}}
+  - {{name: b, endpoints: [{{address: 10.10.2.3:80}}]}}
+route_configs:{ROUTES}"
+    ));
+    let mut w = World::new(cfg, Mode::HttpEcho, seed, legs);
+    w.c.mode = Mode::Read;
+    w
+}
+
+/// The responses in `got`: status, headers (lowercased names), body.
+/// Status, headers (lowercased names), body.
+type Response = (u16, Vec<(String, String)>, Vec<u8>);
+
+fn responses(got: &[u8]) -> Vec<Response> {
+    let mut out = Vec::new();
+    let mut buf = Bytes::copy_from_slice(got);
+    while let Ok(Some((h, n))) = codec::parse_response(&buf, Limits::RESPONSE) {
+        let len = match codec::response_body(b"GET", &h) {
+            Ok(codec::Body::Length(l)) => l as usize,
+            _ => 0,
+        };
+        if buf.len() < n + len {
+            break;
+        }
+        let hs = h
+            .headers
+            .iter()
+            .map(|x| {
+                (
+                    String::from_utf8_lossy(&x.name).to_ascii_lowercase(),
+                    String::from_utf8_lossy(&x.value).into_owned(),
+                )
+            })
+            .collect();
+        out.push((h.status, hs, buf[n..n + len].to_vec()));
+        buf = buf.slice(n + len..);
+    }
+    out
+}
+
+fn header<'a>(hs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    hs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+fn send(w: &mut World, id: ConnId, data: &[u8]) {
+    w.c.conns
+        .get_mut(&id)
+        .expect("client conn")
+        .out
+        .extend_from_slice(data);
+    w.c.pump(&mut w.client, id);
+}
+
+fn wait_responses(w: &mut World, id: ConnId, n: usize) -> Vec<Response> {
+    w.run_until(30 * SECOND, |w| {
+        responses(&w.client_conn(id).got).len() >= n
+    });
+    responses(&w.client_conn(id).got)
+}
+
+#[test]
+fn pipelined_requests_are_routed_rewritten_and_share_a_pooled_connection() {
+    let mut w = world(1, clean(), "");
+    let id = w.connect(
+        b"GET /api/x?q=1 HTTP/1.1\r\nHost: api.example.com\r\nConnection: keep-alive, x-hop\r\nX-Hop: secret\r\n\r\n\
+          GET /api/y HTTP/1.1\r\nHost: api.example.com\r\nx-request-id: given\r\n\r\n",
+        false,
+    );
+    let r = wait_responses(&mut w, id, 2);
+    assert_eq!(r.len(), 2);
+    for (status, hs, _) in &r {
+        assert_eq!(*status, 200);
+        assert_eq!(header(hs, "x-config"), Some("c"));
+        assert_eq!(header(hs, "server"), Some("dataplane"));
+        assert!(header(hs, "x-envoy-upstream-service-time").is_some());
+    }
+    let first = String::from_utf8_lossy(&r[0].2).into_owned();
+    assert!(first.starts_with("GET /v1/x?q=1 HTTP/1.1\r\n"), "{first}");
+    for want in [
+        "host: api.example.com",
+        "x-forwarded-proto: http",
+        "x-envoy-original-path: /api/x?q=1",
+        "x-added: 1",
+        "x-envoy-expected-rq-timeout-ms: 15000",
+        "x-request-id: ",
+    ] {
+        assert!(
+            first.to_ascii_lowercase().contains(want),
+            "no {want:?} in\n{first}"
+        );
+    }
+    assert!(!first.to_ascii_lowercase().contains("x-hop"), "{first}");
+    assert!(
+        !first.to_ascii_lowercase().contains("connection"),
+        "{first}"
+    );
+    let second = String::from_utf8_lossy(&r[1].2).into_owned();
+    assert!(second.starts_with("GET /v1/y HTTP/1.1\r\n"), "{second}");
+    assert!(second.contains("x-request-id: given"), "{second}");
+    // One upstream connection, used twice.
+    assert_eq!(w.u.accepted.len(), 1);
+    assert_eq!(w.cluster_counter("a", "rq_total"), 2);
+    assert_eq!(w.cluster_counter("a", "rq_reused"), 1);
+    assert_eq!(w.listener_counter("web", "rq_2xx"), 2);
+    // The client leaves; the pooled connection stays for the next one.
+    w.client.close(id);
+    w.run_until(10 * SECOND, |w| w.sessions() == 0);
+    assert_eq!(
+        w.cluster_counter("a", "cx_total") - w.cluster_counter("a", "cx_closed"),
+        1
+    );
+}
+
+#[test]
+fn local_answers_no_route_redirect_and_direct_response() {
+    let mut w = world(2, clean(), "");
+    let id = w.connect(
+        b"GET /x HTTP/1.1\r\nHost: nowhere.example.com\r\n\r\n\
+          GET /moved?a HTTP/1.1\r\nHost: api.example.com\r\n\r\n\
+          GET /teapot HTTP/1.1\r\nHost: API.example.com\r\n\r\n",
+        false,
+    );
+    let r = wait_responses(&mut w, id, 3);
+    assert_eq!(r[0].0, 404);
+    assert_eq!(header(&r[0].1, "content-length"), Some("0"));
+    assert_eq!(r[1].0, 302);
+    assert_eq!(
+        header(&r[1].1, "location"),
+        Some("http://api.example.com/new?a")
+    );
+    assert_eq!(r[2].0, 418);
+    assert_eq!(r[2].2, b"short and stout");
+    assert_eq!(header(&r[2].1, "x-config"), Some("c"));
+    assert!(w.u.accepted.is_empty(), "nothing went upstream");
+    assert_eq!(w.listener_counter("web", "rq_no_route"), 1);
+    assert_eq!(w.listener_counter("web", "rq_direct"), 2);
+}
+
+#[test]
+fn smuggling_shapes_get_400_and_never_reach_the_upstream() {
+    for req in [
+        &b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n",
+        b"GET / HTTP/1.1\r\n\r\n",
+    ] {
+        let mut w = world(3, clean(), "");
+        let id = w.connect(req, false);
+        w.run_until(10 * SECOND, |w| w.client_conn(id).eof);
+        let r = responses(&w.client_conn(id).got);
+        assert_eq!(r.len(), 1, "{:?}", String::from_utf8_lossy(req));
+        assert_eq!(r[0].0, 400);
+        assert_eq!(header(&r[0].1, "connection"), Some("close"));
+        assert!(w.u.accepted.is_empty());
+        assert_eq!(w.listener_counter("web", "rq_malformed"), 1);
+    }
+}
+
+#[test]
+fn a_large_body_crosses_lossy_links_by_reference_and_intact() {
+    let lossy = Impair {
+        drop_pct: 1.0,
+        reorder_pct: 1.0,
+        reorder_us: 2_000,
+        delay_us: 100,
+        ..Impair::default()
+    };
+    let body = pattern(7, 600_000);
+    let mut req = format!(
+        "POST /upload HTTP/1.1\r\nHost: api.example.com\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(&body);
+    let mut w = world(4, [lossy.clone(), lossy], "");
+    let id = w.connect(&req, false);
+    let r = wait_responses(&mut w, id, 1);
+    assert_eq!(r[0].0, 200);
+    assert!(r[0].2.ends_with(&body), "the body came back whole");
+    assert_eq!(w.listener_counter("web", "rq_total"), 1);
+}
+
+#[test]
+fn a_pooled_connection_the_upstream_closed_is_not_used_again() {
+    let mut w = world(5, clean(), "");
+    let id = w.connect(b"GET /a HTTP/1.1\r\nHost: b\r\n\r\n", false);
+    wait_responses(&mut w, id, 1);
+    assert_eq!(w.u.accepted.len(), 1);
+    let up = w.u.accepted[0];
+    w.upstream.close(up);
+    w.run_for(SECOND);
+    send(&mut w, id, b"GET /b HTTP/1.1\r\nHost: b\r\n\r\n");
+    let r = wait_responses(&mut w, id, 2);
+    assert_eq!(r[1].0, 200);
+    assert_eq!(
+        w.u.accepted.len(),
+        2,
+        "a new connection for the second request"
+    );
+    w.client.close(id);
+    w.run_until(10 * SECOND, |w| w.sessions() == 0);
+}
+
+#[test]
+fn requests_past_the_limit_close_the_connection() {
+    let mut w = world(6, clean(), ", max_requests_per_connection: 2");
+    let id = w.connect(
+        b"GET /a HTTP/1.1\r\nHost: b\r\n\r\nGET /b HTTP/1.1\r\nHost: b\r\n\r\nGET /c HTTP/1.1\r\nHost: b\r\n\r\n",
+        false,
+    );
+    w.run_until(10 * SECOND, |w| w.client_conn(id).eof);
+    let r = responses(&w.client_conn(id).got);
+    assert_eq!(r.len(), 2, "the third request is not answered");
+    assert_eq!(r[0].0, 200);
+    assert_eq!(header(&r[0].1, "connection"), None);
+    assert_eq!(header(&r[1].1, "connection"), Some("close"));
+}
