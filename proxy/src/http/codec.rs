@@ -81,6 +81,8 @@ pub enum Error {
     BadContentLength,
     #[error("transfer coding other than chunked")]
     UnknownTransferCoding,
+    #[error("malformed or repeated transfer-encoding")]
+    BadTransferEncoding,
     #[error("missing, repeated or invalid host")]
     BadHost,
     #[error("malformed chunked body")]
@@ -106,9 +108,9 @@ impl Error {
             Error::BadHead => "http1.codec_error",
             Error::Version => "http1.codec_error",
             Error::TransferEncodingWithLength => "http1.content_length_and_chunked_not_allowed",
-            Error::TransferEncodingOn10 | Error::UnknownTransferCoding => {
-                "http1.invalid_transfer_encoding"
-            }
+            Error::TransferEncodingOn10
+            | Error::UnknownTransferCoding
+            | Error::BadTransferEncoding => "http1.invalid_transfer_encoding",
             Error::BadContentLength => "http1.content_length_not_allowed",
             Error::BadHost => "http1.missing_host_header",
             Error::BadChunk => "http1.codec_error",
@@ -280,7 +282,7 @@ fn framing(hs: &[Header]) -> Result<Option<Body>, Error> {
             if te.is_some() {
                 // Codings split over several fields: never what a client
                 // that means well sends, and a classic obfuscation.
-                return Err(Error::UnknownTransferCoding);
+                return Err(Error::BadTransferEncoding);
             }
             te = Some(h);
         } else if h.is("content-length") {
@@ -293,9 +295,18 @@ fn framing(hs: &[Header]) -> Result<Option<Body>, Error> {
     match (te, cl) {
         (Some(_), Some(_)) => Err(Error::TransferEncodingWithLength),
         (Some(t), None) => {
-            if trim(&t.value).eq_ignore_ascii_case(b"chunked") {
+            let v = trim(&t.value);
+            if v.eq_ignore_ascii_case(b"chunked") {
                 Ok(Some(Body::Chunked))
+            } else if v.is_empty()
+                || !v.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+                || v.to_ascii_lowercase().windows(7).any(|w| w == b"chunked")
+            {
+                // Lists, look-alikes (`xchunked`, `chunked, identity`):
+                // the shapes smuggling relies on.
+                Err(Error::BadTransferEncoding)
             } else {
+                // One coding we do not implement (gzip, ...).
                 Err(Error::UnknownTransferCoding)
             }
         }

@@ -220,7 +220,7 @@ impl Local {
             }
             Local::Timeout => "upstream request timeout",
             Local::FaultAbort(_) => "fault filter abort",
-            Local::Malformed(_) => "Bad Request",
+            Local::Malformed(e) => codec::reason_phrase(e.status()),
             Local::RequestHeadersTimeout => "request headers timeout",
             Local::StreamIdle => "stream timeout",
             Local::NoRoute | Local::NoCluster | Local::UpgradeRefused => "",
@@ -1081,7 +1081,11 @@ impl HttpProxy {
                 return;
             }
             if !dn.out.is_empty() {
-                return; // the client must take what it has first
+                self.flush_down(cx, d);
+                if self.downs.get(d).is_none_or(|dn| !dn.out.is_empty()) {
+                    return; // the client must take what it has first
+                }
+                continue;
             }
             let Some(s) = dn.stream.as_mut() else {
                 return;
@@ -1218,6 +1222,7 @@ impl HttpProxy {
             return false;
         }
         s.resp = RespPhase::Body(reader);
+        self.flush_down(cx, d);
         true
     }
 

@@ -263,3 +263,16 @@ fn requests_past_the_limit_close_the_connection() {
     assert_eq!(header(&r[0].1, "connection"), None);
     assert_eq!(header(&r[1].1, "connection"), Some("close"));
 }
+
+#[test]
+fn a_normalized_path_is_routed_and_sent() {
+    let mut w = world(7, clean(), ", normalize_path: true, merge_slashes: true");
+    let id = w.connect(
+        b"GET /api/a/../b//c?x=1 HTTP/1.1\r\nHost: api.example.com\r\nUser-Agent: curl/7.88.1\r\nAccept: */*\r\n\r\n",
+        false,
+    );
+    let r = wait_responses(&mut w, id, 1);
+    assert_eq!(r[0].0, 200);
+    let body = String::from_utf8_lossy(&r[0].2).into_owned();
+    assert!(body.starts_with("GET /v1/b/c?x=1 HTTP/1.1\r\n"), "{body}");
+}
