@@ -201,18 +201,55 @@ pub struct HoldArgs {
     /// Connections to open and hold.
     #[arg(long)]
     n: usize,
+    /// Send one `GET /` on each and read its response (a content-length
+    /// one) before holding it: an idle HTTP keep-alive connection.
+    #[arg(long)]
+    request: bool,
 }
 
 /// Open `n` connections, say "ready", and hold them until stdin closes.
 pub fn hold(a: HoldArgs) -> Result<(), String> {
     let mut held = Vec::with_capacity(a.n);
     for i in 0..a.n {
-        let s = TcpStream::connect_timeout(&a.addr, Duration::from_secs(10))
+        let mut s = TcpStream::connect_timeout(&a.addr, Duration::from_secs(10))
             .map_err(|e| format!("connection {i} to {}: {e}", a.addr))?;
+        if a.request {
+            one_request(&mut s).map_err(|e| format!("connection {i} to {}: {e}", a.addr))?;
+        }
         held.push(s);
     }
     println!("ready {}", held.len());
     std::io::stdout().flush().map_err(|e| e.to_string())?;
     let _ = std::io::stdin().read_to_end(&mut Vec::new());
     Ok(())
+}
+
+/// `GET /` and its whole response, read by its content-length.
+fn one_request(s: &mut TcpStream) -> Result<(), String> {
+    use std::io::Read;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("closed before the response ended".into());
+        }
+        got.extend_from_slice(&buf[..n]);
+        let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or("a response without content-length")?;
+        if got.len() >= end + 4 + len {
+            return Ok(());
+        }
+    }
 }

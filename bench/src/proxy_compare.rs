@@ -1,4 +1,5 @@
-//! `bench proxy-compare`: L4 proxies side by side on one topology, in one run.
+//! `bench proxy-compare`: proxies side by side on one topology, in one run:
+//! L4 (`--mode tcp`, the default) or HTTP (`--mode http`).
 //!
 //! Client namespace (`<p>-cli`, 10.10.1.2) → DUT namespace (`<p>-dut`, the
 //! proxy under test on 10.10.1.1:8080) → upstream namespace (`<p>-up`, nginx
@@ -8,6 +9,13 @@
 //! - `dataplane`: ours, on the DUT veths through AF_XDP.
 //! - `envoy` (tcp_proxy, from the PyPI wheel), `haproxy` (mode tcp) and
 //!   `nginx` (stream): Debian's, on the DUT veths' kernel addresses.
+//! - `--mode http`: the data plane's HTTP connection manager, Envoy's
+//!   (`envoy-http.yaml`), HAProxy `mode http` with `http-reuse always` and
+//!   nginx `proxy_pass` over a keep-alive upstream pool; plus
+//!   `dataplane-l4`, the data plane's L4 path in the same run, so that
+//!   `http_over_l4_us_per_req` is the cost of HTTP on our side. Idle memory
+//!   is measured on connections that carried one request. JSON keys get an
+//!   `http_` prefix, files a `-http` suffix.
 //!
 //! Every proxy's worker is pinned to `--proxy-cpu`; the load, the upstream
 //! and our control thread to `--load-cpu`. Measurements, each repeated
@@ -20,7 +28,9 @@
 //!   kernel's socket memory growth (unreclaimable slab and TCP buffer pages)
 //!   minus the direct run's, plus, for the data plane, mempool buffers taken
 //!   (its connection table grows on the heap, so it is in the resident
-//!   growth; nothing is preallocated per connection);
+//!   growth; nothing is preallocated per connection); never less than its
+//!   own growth (an HTTP proxy pooling upstream connections holds fewer
+//!   kernel sockets than the direct path);
 //! - at a fixed rate (`--rate`, default half of Envoy's keep-alive median):
 //!   `p50_us`, `p99_us`, `p999_us` from an open-loop generator that counts
 //!   from each request's scheduled time, and the CPU time of the whole
@@ -40,7 +50,14 @@ use serde_json::{Map, Value, json};
 
 use crate::{Proc, median};
 
-const NAMES: [&str; 5] = ["direct", "dataplane", "envoy", "haproxy", "nginx"];
+const NAMES: [&str; 6] = [
+    "direct",
+    "dataplane",
+    "dataplane-l4",
+    "envoy",
+    "haproxy",
+    "nginx",
+];
 const LISTEN: (&str, u16) = ("10.10.1.1", 8080);
 const UPSTREAM: (&str, u16) = ("10.10.2.2", 80);
 /// Bytes a mempool buffer takes: data room, mbuf header and mempool header.
@@ -85,9 +102,14 @@ pub struct Args {
     #[arg(long)]
     rate: Option<f64>,
     /// Proxies to run (comma-separated) among direct, dataplane, envoy,
-    /// haproxy, nginx. Ratios need dataplane and envoy; CPU needs direct.
-    #[arg(long, value_delimiter = ',', default_values_t = NAMES.map(String::from))]
+    /// haproxy, nginx, and in HTTP mode dataplane-l4 (default: all of
+    /// them). Ratios need dataplane and envoy; CPU needs direct.
+    #[arg(long, value_delimiter = ',')]
     proxies: Vec<String>,
+    /// What is compared: `tcp` (L4 proxies) or `http` (HTTP proxies,
+    /// routing every request over pooled upstream connections).
+    #[arg(long, default_value = "tcp", value_parser = ["tcp", "http"])]
+    mode: String,
     /// CPU of each proxy's worker.
     #[arg(long, default_value_t = 1)]
     proxy_cpu: u32,
@@ -100,7 +122,8 @@ pub struct Args {
     /// Namespace prefix of the topology this builds (and removes).
     #[arg(long, default_value = "bpx")]
     prefix: String,
-    /// Directory for latest.json, latest.md and latency.svg.
+    /// Directory for latest.json, latest.md and latency.svg (with a -http
+    /// suffix in HTTP mode).
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
     /// The envoy binary (default: installed by scripts/envoy-venv.sh).
@@ -113,7 +136,9 @@ pub struct Args {
     /// How the data plane gets its listener and cluster: `bootstrap`, from
     /// Envoy's own bootstrap file (bench/proxies/envoy.yaml) through
     /// control-agent --bootstrap, so both run the same configuration; or
-    /// `yaml`, written into the data plane's configuration file.
+    /// `yaml`, written into the data plane's configuration file. HTTP mode
+    /// always uses `yaml` (the agent does not translate the HTTP connection
+    /// manager yet).
     #[arg(long, default_value = "bootstrap", value_parser = ["bootstrap", "yaml"])]
     dataplane_from: String,
 }
@@ -130,10 +155,24 @@ struct Ctx<'a> {
     progress: Progress,
 }
 
-pub fn run(a: Args) -> Result<(), String> {
+pub fn run(mut a: Args) -> Result<(), String> {
+    let http = a.mode == "http";
+    let known: Vec<&str> = NAMES
+        .into_iter()
+        .filter(|n| http || *n != "dataplane-l4")
+        .collect();
+    if a.proxies.is_empty() {
+        a.proxies = known.iter().map(|n| n.to_string()).collect();
+    }
+    if http {
+        a.dataplane_from = "yaml".into();
+    }
     for p in &a.proxies {
-        if !NAMES.contains(&p.as_str()) {
-            return Err(format!("--proxies: unknown proxy {p:?}; known: {NAMES:?}"));
+        if !known.contains(&p.as_str()) {
+            return Err(format!(
+                "--proxies: unknown proxy {p:?}; known in {} mode: {known:?}",
+                a.mode
+            ));
         }
     }
     if a.runs == 0 || a.seconds == 0 || a.idle_conns == 0 {
@@ -144,7 +183,7 @@ pub fn run(a: Args) -> Result<(), String> {
         .dataplane
         .clone()
         .unwrap_or_else(|| me.with_file_name("dataplane"));
-    if a.proxies.iter().any(|p| p == "dataplane") && !dataplane.exists() {
+    if a.proxies.iter().any(|p| p.starts_with("dataplane")) && !dataplane.exists() {
         return Err(format!(
             "{} not found: cargo build --release -p dataplane",
             dataplane.display()
@@ -195,9 +234,9 @@ pub fn run(a: Args) -> Result<(), String> {
         .as_ref()
         .map(|e| sh(&format!("{} --version", e.display())).trim().to_string());
     println!(
-        "Proxy comparison: {} x {} s per measurement; proxy worker on CPU {}, load + upstream on CPU {}; \
+        "Proxy comparison ({} mode): {} x {} s per measurement; proxy worker on CPU {}, load + upstream on CPU {}; \
          {} idle connections; bulk {} MiB; data plane idle mode {}.",
-        a.runs, a.seconds, a.proxy_cpu, a.load_cpu, a.idle_conns, a.bulk_mib, a.idle_mode
+        a.mode, a.runs, a.seconds, a.proxy_cpu, a.load_cpu, a.idle_conns, a.bulk_mib, a.idle_mode
     );
     let _upstream = start_upstream(&cx)?;
 
@@ -311,7 +350,11 @@ pub fn run(a: Args) -> Result<(), String> {
         let per: Vec<f64> = g
             .iter()
             .zip(&k)
-            .map(|(g, k)| ((g + k - direct_k) / a.idle_conns as f64).max(0.0))
+            // Never less than the proxy's own growth: an HTTP proxy that
+            // pools its upstream connections holds fewer kernel sockets
+            // than the direct path (whose upstream sockets are one per
+            // client connection), and the difference is not its saving.
+            .map(|(g, k)| ((g + k - direct_k).max(*g) / a.idle_conns as f64).max(0.0))
             .collect();
         m.insert("idle_conn_bytes".into(), per);
     }
@@ -342,7 +385,8 @@ pub fn run(a: Args) -> Result<(), String> {
             ratios.insert(k.into(), json!(round3(d / e)));
         }
     }
-    let doc = json!({
+    let mut doc = json!({
+        "mode": a.mode,
         "proxies": proxies,
         "spread": spread,
         "ratios_vs_envoy": ratios,
@@ -350,7 +394,7 @@ pub fn run(a: Args) -> Result<(), String> {
         "settings": {
             "runs": a.runs, "seconds": a.seconds, "conns": a.conns, "close_conns": a.close_conns,
             "idle_conns": a.idle_conns, "bulk_mib": a.bulk_mib, "proxy_cpu": a.proxy_cpu,
-            "load_cpu": a.load_cpu, "dataplane_idle_mode": a.idle_mode,
+            "load_cpu": a.load_cpu, "dataplane_idle_mode": a.idle_mode, "mode": a.mode,
         },
         "machine": machine_facts(),
         "versions": {
@@ -362,16 +406,30 @@ pub fn run(a: Args) -> Result<(), String> {
         "samples": samples,
     });
     std::fs::create_dir_all(&a.out).map_err(|e| format!("{}: {e}", a.out.display()))?;
-    let table = markdown(&doc, &names);
+    let mut table = markdown(&doc, &names);
+    let suffix = if http { "-http" } else { "" };
+    let svg = latency_svg(&doc, &names);
+    if http {
+        // What HTTP costs over our own L4 path, in the same run.
+        let busy = |who: &str| doc["proxies"][who]["cpu_us_per_req_busy"].as_f64();
+        if let (Some(h), Some(l)) = (busy("dataplane"), busy("dataplane-l4")) {
+            doc["http_over_l4_us_per_req"] = json!(round3(h - l));
+            table.push_str(&format!(
+                "\nHTTP over the L4 path, data plane, CPU per request (idle polls subtracted): {:.2} µs.\n",
+                h - l
+            ));
+        }
+        prefix_measures(&mut doc, "http_");
+    }
     write(
-        &a.out.join("latest.json"),
+        &a.out.join(format!("latest{suffix}.json")),
         &serde_json::to_string_pretty(&doc).unwrap(),
     )?;
-    write(&a.out.join("latest.md"), &table)?;
-    write(&a.out.join("latency.svg"), &latency_svg(&doc, &names))?;
+    write(&a.out.join(format!("latest{suffix}.md")), &table)?;
+    write(&a.out.join(format!("latency{suffix}.svg")), &svg)?;
     println!("\n{table}");
     println!(
-        "wrote {0}/latest.json, {0}/latest.md and {0}/latency.svg",
+        "wrote {0}/latest{suffix}.json, {0}/latest{suffix}.md and {0}/latency{suffix}.svg",
         a.out.display()
     );
     drop(topo);
@@ -406,6 +464,29 @@ pub(crate) fn on_signal_tear_down(prefix: &str) -> Result<(), String> {
         }
     });
     Ok(())
+}
+
+/// Every measure's key under `proxies`, `spread` and `ratios_vs_envoy`
+/// gets `prefix` (the JSON keys of HTTP mode: `http_keepalive_rps`, ...).
+fn prefix_measures(doc: &mut Value, prefix: &str) {
+    for section in ["proxies", "spread"] {
+        if let Some(m) = doc[section].as_object_mut() {
+            for per in m.values_mut() {
+                if let Some(o) = per.as_object_mut() {
+                    *o = std::mem::take(o)
+                        .into_iter()
+                        .map(|(k, v)| (format!("{prefix}{k}"), v))
+                        .collect();
+                }
+            }
+        }
+    }
+    if let Some(o) = doc["ratios_vs_envoy"].as_object_mut() {
+        *o = std::mem::take(o)
+            .into_iter()
+            .map(|(k, v)| (format!("{prefix}{k}"), v))
+            .collect();
+    }
 }
 
 fn rotate<'a>(names: &[&'a str], round: usize) -> Vec<&'a str> {
@@ -653,7 +734,7 @@ fn start(cx: &mut Ctx, who: &str) -> Result<Running, String> {
             r.target = UPSTREAM;
             return Ok(r);
         }
-        "dataplane" => {
+        "dataplane" | "dataplane-l4" => {
             // busy_budget=0: no preferred busy polling. With it (DPDK's
             // default) every empty RX poll is a recvfrom() syscall, which on
             // veth (generic XDP) drives nothing and costs most of a core.
@@ -670,7 +751,17 @@ fn start(cx: &mut Ctx, who: &str) -> Result<Running, String> {
                 admin.display(),
                 p = t.prefix,
             );
-            let cfg = if a.dataplane_from == "yaml" {
+            let cfg = if a.mode == "http" && who == "dataplane" {
+                format!(
+                    "{cfg}listeners:\n\
+                     \x20 - {{name: bench, address: \"{}:{}\", filter_chains: [{{http: {{route_config: bench}}}}]}}\n\
+                     clusters:\n\
+                     \x20 - {{name: upstream, endpoints: [{{address: \"{}:{}\"}}]}}\n\
+                     route_configs:\n\
+                     \x20 - {{name: bench, virtual_hosts: [{{name: all, domains: [\"*\"], routes: [{{match: {{prefix: /}}, route: {{cluster: upstream}}}}]}}]}}\n",
+                    LISTEN.0, LISTEN.1, UPSTREAM.0, UPSTREAM.1,
+                )
+            } else if a.dataplane_from == "yaml" {
                 format!(
                     "{cfg}listeners:\n\
                      \x20 - {{name: bench, address: \"{}:{}\", tcp_proxy: {{cluster: upstream}}}}\n\
@@ -689,7 +780,12 @@ fn start(cx: &mut Ctx, who: &str) -> Result<Running, String> {
         "envoy" => {
             r._addrs = Some(KernelAddrs::add(t));
             let f = dir.join("envoy.yaml");
-            write(&f, &render("envoy.yaml", &dir, 19901)?)?;
+            let t = if a.mode == "http" {
+                "envoy-http.yaml"
+            } else {
+                "envoy.yaml"
+            };
+            write(&f, &render(t, &dir, 19901)?)?;
             let envoy = cx.envoy.as_ref().ok_or("no envoy binary")?;
             cmd.args(["taskset", "-c", &pin])
                 .arg(envoy)
@@ -706,20 +802,30 @@ fn start(cx: &mut Ctx, who: &str) -> Result<Running, String> {
         "haproxy" => {
             r._addrs = Some(KernelAddrs::add(t));
             let f = dir.join("haproxy.cfg");
-            write(&f, &render("haproxy.cfg", &dir, 0)?)?;
+            let t = if a.mode == "http" {
+                "haproxy-http.cfg"
+            } else {
+                "haproxy.cfg"
+            };
+            write(&f, &render(t, &dir, 0)?)?;
             cmd.args(["taskset", "-c", &pin, "haproxy", "-db", "-f"])
                 .arg(&f);
         }
         "nginx" => {
             r._addrs = Some(KernelAddrs::add(t));
             let f = dir.join("nginx.conf");
-            write(&f, &render("nginx-proxy.conf", &dir, 0)?)?;
+            let t = if a.mode == "http" {
+                "nginx-http.conf"
+            } else {
+                "nginx-proxy.conf"
+            };
+            write(&f, &render(t, &dir, 0)?)?;
             cmd.args(["taskset", "-c", &pin, "nginx", "-c"]).arg(&f);
         }
         other => return Err(format!("unknown proxy {other}")),
     }
     let mut p = Proc::spawn(who, &mut cmd, &dir.join("log"))?;
-    if who == "dataplane" && a.dataplane_from == "bootstrap" {
+    if who.starts_with("dataplane") && a.dataplane_from == "bootstrap" {
         // Envoy's bootstrap, through the agent, once the admin socket is up.
         let admin = r.admin.clone().ok_or("admin socket")?;
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -896,11 +1002,16 @@ fn idle_memory(cx: &Ctx, r: &Running) -> Result<(f64, f64), String> {
     c.arg("-c").arg(in_cli(
         cx,
         &format!(
-            "{} hold-conns --addr {}:{} --n {}",
+            "{} hold-conns --addr {}:{} --n {}{}",
             cx.me.display(),
             r.target.0,
             r.target.1,
-            cx.a.idle_conns
+            cx.a.idle_conns,
+            if cx.a.mode == "http" {
+                " --request"
+            } else {
+                ""
+            }
         ),
     ));
     let mut child = c
