@@ -751,13 +751,22 @@ impl Jitter {
 /// +C -c clusters)`.
 fn applied_summary(u: &ProxyUpdate, rejected: &[Rejected]) -> String {
     let out = |kind: &str| rejected.iter().filter(|r| r.kind == kind).count();
-    format!(
-        "(+{} -{} listeners, +{} -{} clusters)",
+    let mut s = format!(
+        "(+{} -{} listeners, +{} -{} clusters",
         u.listeners.len().saturating_sub(out("listener")),
         u.remove_listeners.len(),
         u.clusters.len().saturating_sub(out("cluster")),
         u.remove_clusters.len()
-    )
+    );
+    if !u.route_configs.is_empty() || !u.remove_route_configs.is_empty() {
+        s.push_str(&format!(
+            ", +{} -{} route configs",
+            u.route_configs.len().saturating_sub(out("route_config")),
+            u.remove_route_configs.len()
+        ));
+    }
+    s.push(')');
+    s
 }
 
 #[cfg(test)]

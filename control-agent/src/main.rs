@@ -25,7 +25,7 @@ use dataplane_config::ProxyUpdate;
     long_about = "Configure the data plane from an xDS (ADS) server or an Envoy bootstrap file.\n\n\
 It connects to an aggregated discovery service (Istio's istiod, istio-agent's Unix socket, any \
 go-control-plane server), speaks state-of-the-world or incremental (Delta) ADS, translates \
-listeners (tcp_proxy), clusters (STATIC, EDS, STRICT_DNS) and endpoints into the data plane's \
+listeners (tcp_proxy, and http_connection_manager with an inline route_config), clusters (STATIC, EDS, STRICT_DNS) and endpoints into the data plane's \
 model, and pushes each change to the data plane's admin socket, which applies it atomically \
 without dropping connections. The data plane's verdict becomes the ACK or NACK. A resource we \
 cannot honour is NACKed with the reason; Istio's telemetry filters are ignored (counted).\n\n\
@@ -190,6 +190,10 @@ fn run(cli: Cli) -> Result<(), Error> {
     if let Some(s) = boot.as_ref().and_then(|b| b.static_resources.as_ref()) {
         for (i, l) in s.listeners.iter().enumerate() {
             match translate::listener(l, &ignored) {
+                Ok(Some(p)) if p.rds().is_some() => errors.push(format!(
+                    "static_resources.listeners[{i}] {:?}: rds: route configurations from RDS are not supported yet; give route_config inline",
+                    l.name
+                )),
                 Ok(Some(l)) => listeners.push(l),
                 Ok(None) => {}
                 Err(e) => errors.push(format!("static_resources.listeners[{i}] {:?}: {e}", l.name)),
@@ -213,8 +217,12 @@ fn run(cli: Cli) -> Result<(), Error> {
         let u = ProxyUpdate {
             version: "bootstrap".into(),
             full: true,
-            listeners: listeners.clone(),
+            listeners: listeners.iter().map(|p| p.cfg.clone()).collect(),
             clusters: clusters.iter().map(|c| c.cfg.clone()).collect(),
+            route_configs: listeners
+                .iter()
+                .filter_map(|p| p.inline_routes().cloned())
+                .collect(),
             ..ProxyUpdate::default()
         };
         println!(

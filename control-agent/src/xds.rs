@@ -27,6 +27,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dataplane_config::http::RouteConfig;
 use dataplane_config::{ClusterConfig, EndpointConfig, ListenerConfig, ProxyUpdate, Rejected};
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::core::v3::Node;
@@ -39,7 +40,7 @@ use envoy_types::pb::google::protobuf::Any;
 use envoy_types::pb::google::rpc::Status;
 use prost::Message;
 
-use crate::translate::{self, ClusterPlan, Ignored};
+use crate::translate::{self, ClusterPlan, Ignored, ListenerPlan, hcm};
 
 pub const LDS: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 pub const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
@@ -98,10 +99,10 @@ pub struct Xds {
     cds: TypeState,
     eds: TypeState,
     /// Resources from the bootstrap: never replaced or removed by xDS.
-    static_listeners: BTreeMap<String, ListenerConfig>,
+    static_listeners: BTreeMap<String, ListenerPlan>,
     static_clusters: BTreeMap<String, ClusterPlan>,
     /// Accepted from the server.
-    listeners: BTreeMap<String, Option<ListenerConfig>>,
+    listeners: BTreeMap<String, Option<ListenerPlan>>,
     clusters: BTreeMap<String, ClusterPlan>,
     /// Accepted assignments by EDS name.
     assignments: HashMap<String, Vec<EndpointConfig>>,
@@ -132,6 +133,9 @@ pub struct Xds {
     /// What the data plane has (as we pushed it).
     pushed_listeners: BTreeMap<String, ListenerConfig>,
     pushed_clusters: BTreeMap<String, ClusterConfig>,
+    /// Route configurations pushed: listeners' inline ones, by
+    /// `hcm::inline_name`.
+    pushed_routes: BTreeMap<String, RouteConfig>,
     /// Names whose desired state may differ from the pushed one.
     dirty_listeners: BTreeSet<String>,
     dirty_clusters: BTreeSet<String>,
@@ -186,6 +190,7 @@ impl Xds {
             dns_retry: BTreeMap::new(),
             pushed_listeners: BTreeMap::new(),
             pushed_clusters: BTreeMap::new(),
+            pushed_routes: BTreeMap::new(),
             dirty_listeners: BTreeSet::new(),
             dirty_clusters: BTreeSet::new(),
             full_push: true,
@@ -206,13 +211,13 @@ impl Xds {
     /// the EDS names they use are wanted from `now`.
     pub fn set_static(
         &mut self,
-        listeners: Vec<ListenerConfig>,
+        listeners: Vec<ListenerPlan>,
         clusters: Vec<ClusterPlan>,
         now: Instant,
     ) {
         for l in listeners {
-            self.dirty_listeners.insert(l.name.clone());
-            self.static_listeners.insert(l.name.clone(), l);
+            self.dirty_listeners.insert(l.cfg.name.clone());
+            self.static_listeners.insert(l.cfg.name.clone(), l);
         }
         for c in clusters {
             self.dirty_clusters.insert(c.cfg.name.clone());
@@ -633,6 +638,14 @@ impl Xds {
                         continue;
                     }
                     match translate::listener(&l, &self.ignored) {
+                        Ok(Some(t)) if t.rds().is_some() => failures.push(Failure {
+                            name: l.name.clone(),
+                            // TODO(issue 13): subscribe RDS.
+                            reason: format!(
+                                "rds {:?}: route configurations from RDS are not supported yet; give route_config inline",
+                                t.rds().unwrap_or_default()
+                            ),
+                        }),
                         Ok(t) => {
                             if self.listeners.get(&l.name) != Some(&t)
                                 || self.rejected_listeners.contains(&l.name)
@@ -949,11 +962,24 @@ impl Xds {
                 .get(n)
                 .or_else(|| self.listeners.get(n).and_then(Option::as_ref));
             match want {
-                Some(l) if full || self.pushed_listeners.get(n) != Some(l) => {
-                    u.listeners.push(l.clone())
+                Some(l) if full || self.pushed_listeners.get(n) != Some(&l.cfg) => {
+                    u.listeners.push(l.cfg.clone())
                 }
                 Some(_) => {}
                 None if self.pushed_listeners.contains_key(n) => u.remove_listeners.push(n.clone()),
+                None => {}
+            }
+            // Its inline route configuration goes with it (in the same
+            // update, so the listener never names one that is not there).
+            let rname = hcm::inline_name(n);
+            match want.and_then(ListenerPlan::inline_routes) {
+                Some(r) if full || self.pushed_routes.get(&rname) != Some(r) => {
+                    u.route_configs.push(r.clone())
+                }
+                Some(_) => {}
+                None if self.pushed_routes.contains_key(&rname) => {
+                    u.remove_route_configs.push(rname)
+                }
                 None => {}
             }
         }
@@ -1033,6 +1059,15 @@ impl Xds {
                     // What the data plane rejected, it kept as it was.
                     self.pushed_listeners.retain(|n, _| bad("listener", n));
                     self.pushed_clusters.retain(|n, _| bad("cluster", n));
+                    self.pushed_routes.retain(|n, _| bad("route_config", n));
+                }
+                for n in &u.remove_route_configs {
+                    self.pushed_routes.remove(n);
+                }
+                for r in &u.route_configs {
+                    if !bad("route_config", &r.name) {
+                        self.pushed_routes.insert(r.name.clone(), r.clone());
+                    }
                 }
                 for n in &u.remove_listeners {
                     self.pushed_listeners.remove(n);
@@ -1061,10 +1096,20 @@ impl Xds {
                     for m in self.unchanged.values_mut() {
                         m.retain(|_, n| *n != r.name);
                     }
+                    // An inline route configuration is its listener's.
+                    let (kind, name) = match r.name.strip_prefix("inline:") {
+                        Some(l) if r.kind == "route_config" => {
+                            ("listener".to_string(), l.to_string())
+                        }
+                        _ => (r.kind.clone(), r.name.clone()),
+                    };
+                    if kind == "listener" {
+                        self.rejected_listeners.insert(name.clone());
+                    }
                     dp_failures.push((
-                        r.kind.clone(),
+                        kind,
                         Failure {
-                            name: r.name.clone(),
+                            name,
                             reason: format!("rejected by the data plane: {r}"),
                         },
                     ));

@@ -294,8 +294,8 @@ fn invalid_is_nacked(delta: bool) {
     let acked = s.server.wait_for(Duration::from_secs(5), "LDS ACK", |r| {
         r.type_url == LDS && !r.response_nonce.is_empty() && !r.is_nack()
     });
-    // One response: a good new listener, one with the HTTP connection
-    // manager, one on an address that is not ours (the data plane refuses
+    // One response: a good new listener, one with an HTTP/2 connection
+    // manager (not supported yet), one on an address that is not ours (the data plane refuses
     // it), and the old one unchanged.
     let hcm = (
         "http".to_string(),
@@ -310,6 +310,7 @@ filter_chains:
     typed_config:
       "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
       stat_prefix: http
+      codec_type: HTTP2
       route_config: {name: r}
 "#,
         )
@@ -338,7 +339,7 @@ filter_chains:
     });
     let why = nack.error.clone().unwrap();
     assert!(
-        why.contains("http: ") && why.contains("HTTP connection manager"),
+        why.contains("http: ") && why.contains("HTTP/2 is not supported yet"),
         "{why}"
     );
     assert!(

@@ -13,6 +13,8 @@
 //! 5 s, circuit breakers 1024, outlier detection off unless configured), so
 //! the same resources mean the same under Envoy and under us.
 
+pub mod hcm;
+
 use std::collections::{BTreeMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Mutex;
@@ -86,7 +88,38 @@ impl Ignored {
 
 /// A translated listener: `None` when it is valid but accepts nothing by
 /// itself (`bind_to_port: false`).
-pub type ListenerResult = Result<Option<ListenerConfig>, String>;
+pub type ListenerResult = Result<Option<ListenerPlan>, String>;
+
+/// A listener, and for an HTTP one where its routes come from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerPlan {
+    pub cfg: ListenerConfig,
+    pub routes: Option<hcm::Routes>,
+}
+
+impl ListenerPlan {
+    /// Its inline route configuration, if it has one.
+    pub fn inline_routes(&self) -> Option<&dataplane_config::http::RouteConfig> {
+        match &self.routes {
+            Some(hcm::Routes::Inline(r)) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// The RDS name its routes come from, if they do.
+    pub fn rds(&self) -> Option<&str> {
+        match &self.routes {
+            Some(hcm::Routes::Rds(n)) => Some(n),
+            _ => None,
+        }
+    }
+}
+
+/// What a listener's one filter chain does.
+enum NetworkFilter {
+    TcpProxy(String),
+    Http(Box<(dataplane_config::http::HttpConfig, hcm::Routes)>),
+}
 
 /// A translated cluster, without its endpoints when they come from EDS.
 #[derive(Debug, Clone, PartialEq)]
@@ -202,22 +235,34 @@ pub fn listener(l: &Listener, ignored: &Ignored) -> ListenerResult {
             ts.name
         ));
     }
-    let cluster = network_filters(&l.name, &chain.filters, ignored)?;
-    Ok(Some(ListenerConfig::tcp(
-        &l.name,
-        &addr.to_string(),
-        &cluster,
-    )))
+    let plan = match network_filters(&l.name, &chain.filters, ignored)? {
+        NetworkFilter::TcpProxy(cluster) => ListenerPlan {
+            cfg: ListenerConfig::tcp(&l.name, &addr.to_string(), &cluster),
+            routes: None,
+        },
+        NetworkFilter::Http(b) => {
+            let (h, routes) = *b;
+            ListenerPlan {
+                cfg: ListenerConfig {
+                    name: l.name.clone(),
+                    address: addr.to_string(),
+                    filter_chains: vec![dataplane_config::FilterChainConfig::http(h)],
+                },
+                routes: Some(routes),
+            }
+        }
+    };
+    Ok(Some(plan))
 }
 
-/// The cluster the chain's `tcp_proxy` goes to; every other filter must be
-/// telemetry.
+/// The chain's terminal filter (`tcp_proxy` or the HTTP connection
+/// manager); every other filter must be telemetry.
 fn network_filters(
     listener: &str,
     filters: &[Filter],
     ignored: &Ignored,
-) -> Result<String, String> {
-    let mut cluster = None;
+) -> Result<NetworkFilter, String> {
+    let mut terminal = None;
     for (i, f) in filters.iter().enumerate() {
         let any = match &f.config_type {
             Some(filter::ConfigType::TypedConfig(a)) => Some(a),
@@ -240,9 +285,22 @@ fn network_filters(
             continue;
         }
         if type_url == HCM || f.name == "envoy.filters.network.http_connection_manager" {
-            return Err(format!(
-                "filters[{i}]: the HTTP connection manager arrives with the L7 work; only envoy.filters.network.tcp_proxy is supported for now"
-            ));
+            let Some(any) = any else {
+                return Err(format!(
+                    "filters[{i}] http_connection_manager has no typed_config"
+                ));
+            };
+            if i + 1 != filters.len() {
+                return Err(format!(
+                    "filters[{i}]: http_connection_manager must be the last filter of the chain"
+                ));
+            }
+            let h = envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager::decode(any.value.as_slice())
+                .map_err(|e| format!("filters[{i}] http_connection_manager: cannot decode: {e}"))?;
+            let (cfg, routes) = hcm::hcm(&h, listener, ignored)
+                .map_err(|e| format!("filters[{i}] http_connection_manager.{e}"))?;
+            terminal = Some(NetworkFilter::Http(Box::new((cfg, routes))));
+            continue;
         }
         if type_url == TCP_PROXY || f.name == "envoy.filters.network.tcp_proxy" {
             let Some(any) = any else {
@@ -255,12 +313,13 @@ fn network_filters(
             }
             let tp = TcpProxy::decode(any.value.as_slice())
                 .map_err(|e| format!("filters[{i}] tcp_proxy: cannot decode: {e}"))?;
-            cluster =
-                Some(tcp_proxy(&tp, ignored).map_err(|e| format!("filters[{i}] tcp_proxy.{e}"))?);
+            terminal = Some(NetworkFilter::TcpProxy(
+                tcp_proxy(&tp, ignored).map_err(|e| format!("filters[{i}] tcp_proxy.{e}"))?,
+            ));
             continue;
         }
         return Err(format!(
-            "filters[{i}]: network filter {:?} ({}) is not supported; only tcp_proxy and Istio's telemetry filters are",
+            "filters[{i}]: network filter {:?} ({}) is not supported; only tcp_proxy, http_connection_manager and Istio's telemetry filters are",
             f.name,
             if type_url.is_empty() {
                 "no typed_config"
@@ -269,8 +328,11 @@ fn network_filters(
             }
         ));
     }
-    cluster
-        .ok_or_else(|| format!("listener {listener:?}: its filter chain has no tcp_proxy filter"))
+    terminal.ok_or_else(|| {
+        format!(
+            "listener {listener:?}: its filter chain has no tcp_proxy or http_connection_manager filter"
+        )
+    })
 }
 
 fn tcp_proxy(tp: &TcpProxy, ignored: &Ignored) -> Result<String, String> {
