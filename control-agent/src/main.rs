@@ -191,7 +191,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         for (i, l) in s.listeners.iter().enumerate() {
             match translate::listener(l, &ignored) {
                 Ok(Some(p)) if p.rds().is_some() => errors.push(format!(
-                    "static_resources.listeners[{i}] {:?}: rds: route configurations from RDS are not supported yet; give route_config inline",
+                    "static_resources.listeners[{i}] {:?}: rds in static_resources is not supported (RDS works for listeners from LDS); give route_config inline",
                     l.name
                 )),
                 Ok(Some(l)) => listeners.push(l),

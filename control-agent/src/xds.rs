@@ -33,6 +33,7 @@ use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
@@ -45,6 +46,7 @@ use crate::translate::{self, ClusterPlan, Ignored, ListenerPlan, hcm};
 pub const LDS: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 pub const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 pub const EDS: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+pub const RDS: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
 
 /// gRPC INVALID_ARGUMENT, the code Envoy puts in a NACK.
 const INVALID_ARGUMENT: i32 = 3;
@@ -98,6 +100,7 @@ pub struct Xds {
     lds: TypeState,
     cds: TypeState,
     eds: TypeState,
+    rds: TypeState,
     /// Resources from the bootstrap: never replaced or removed by xDS.
     static_listeners: BTreeMap<String, ListenerPlan>,
     static_clusters: BTreeMap<String, ClusterPlan>,
@@ -117,6 +120,15 @@ pub struct Xds {
     /// EDS names the server has not sent within the timeout (or said are
     /// gone): their clusters warm up with no endpoints.
     eds_missing: BTreeSet<String>,
+    /// Accepted route configurations by RDS name.
+    routes: BTreeMap<String, RouteConfig>,
+    /// RDS names the listeners use, with when they were first wanted.
+    rds_wanted: BTreeMap<String, Instant>,
+    /// RDS names not sent within the timeout (or said to be gone): their
+    /// listeners are pushed anyway, and answer 404 (NR) until it comes.
+    rds_missing: BTreeSet<String>,
+    /// RDS names whose route configuration may differ from the pushed one.
+    dirty_routes: BTreeSet<String>,
     /// Resolved STRICT_DNS hosts.
     dns: HashMap<(String, u16), Vec<std::net::SocketAddrV4>>,
     /// Hosts a cluster names that are not resolved yet: the driver
@@ -175,6 +187,7 @@ impl Xds {
             lds: TypeState::default(),
             cds: TypeState::default(),
             eds: TypeState::default(),
+            rds: TypeState::default(),
             static_listeners: BTreeMap::new(),
             static_clusters: BTreeMap::new(),
             listeners: BTreeMap::new(),
@@ -184,6 +197,10 @@ impl Xds {
             unchanged: HashMap::new(),
             eds_wanted: BTreeMap::new(),
             eds_missing: BTreeSet::new(),
+            routes: BTreeMap::new(),
+            rds_wanted: BTreeMap::new(),
+            rds_missing: BTreeSet::new(),
+            dirty_routes: BTreeSet::new(),
             dns: HashMap::new(),
             dns_wanted: BTreeSet::new(),
             dns_asked: BTreeSet::new(),
@@ -248,6 +265,7 @@ impl Xds {
             LDS => Some(&mut self.lds),
             CDS => Some(&mut self.cds),
             EDS => Some(&mut self.eds),
+            RDS => Some(&mut self.rds),
             _ => None,
         }
     }
@@ -258,7 +276,7 @@ impl Xds {
     /// held; LDS if it was subscribed before (a reconnect), else after the
     /// clusters warm. Nonces belong to a stream and start empty.
     pub fn on_stream_start(&mut self) -> Vec<Request> {
-        for t in [&mut self.lds, &mut self.cds, &mut self.eds] {
+        for t in [&mut self.lds, &mut self.cds, &mut self.eds, &mut self.rds] {
             t.nonce.clear();
         }
         self.cds.subscribed = true;
@@ -270,6 +288,10 @@ impl Xds {
         if self.lds.subscribed {
             out.push(self.request(LDS, None, true));
         }
+        if !self.rds_wanted.is_empty() {
+            self.rds.subscribed = true;
+            out.push(self.request(RDS, None, true));
+        }
         out
     }
 
@@ -280,12 +302,13 @@ impl Xds {
         let t = match type_url {
             LDS => &self.lds,
             CDS => &self.cds,
+            RDS => &self.rds,
             _ => &self.eds,
         };
-        let names: Vec<String> = if type_url == EDS {
-            self.eds_wanted.keys().cloned().collect()
-        } else {
-            Vec::new() // wildcard
+        let names: Vec<String> = match type_url {
+            EDS => self.eds_wanted.keys().cloned().collect(),
+            RDS => self.rds_wanted.keys().cloned().collect(),
+            _ => Vec::new(), // wildcard
         };
         let error_detail = error.map(|message| Status {
             code: INVALID_ARGUMENT,
@@ -366,6 +389,69 @@ impl Xds {
         })
     }
 
+    /// The RDS names the listeners use now; subscribe to new ones and drop
+    /// the rest (and their route configurations). Returns the request to
+    /// send, if the subscription changed.
+    fn resubscribe_rds(&mut self, now: Instant) -> Option<Request> {
+        let needed: BTreeSet<String> = self
+            .listeners
+            .values()
+            .flatten()
+            .chain(self.static_listeners.values())
+            .filter_map(|l| l.rds().map(str::to_owned))
+            .collect();
+        let old: BTreeSet<String> = self.rds_wanted.keys().cloned().collect();
+        if needed == old {
+            return None;
+        }
+        for n in needed.difference(&old) {
+            self.rds_wanted.insert(n.clone(), now);
+        }
+        for n in old.difference(&needed) {
+            self.rds_wanted.remove(n);
+            self.routes.remove(n);
+            self.rds_missing.remove(n);
+            self.rds.versions.remove(n);
+            self.dirty_routes.insert(n.clone());
+            if let Some(m) = self.unchanged.get_mut(RDS) {
+                m.retain(|_, x| x != n);
+            }
+        }
+        self.rds.subscribed = true;
+        Some(match self.mode {
+            Mode::Sotw => self.request(RDS, None, false),
+            Mode::Delta => Request::Delta(DeltaDiscoveryRequest {
+                type_url: RDS.into(),
+                resource_names_subscribe: needed.difference(&old).cloned().collect(),
+                resource_names_unsubscribe: old.difference(&needed).cloned().collect(),
+                ..Default::default()
+            }),
+        })
+    }
+
+    /// The listeners whose routes come from RDS name `rds` need pushing.
+    fn dirty_rds_users(&mut self, rds: &str) {
+        let users: Vec<String> = self
+            .listeners
+            .iter()
+            .filter_map(|(n, l)| l.as_ref().filter(|l| l.rds() == Some(rds)).map(|_| n.clone()))
+            .chain(
+                self.static_listeners
+                    .iter()
+                    .filter(|(_, l)| l.rds() == Some(rds))
+                    .map(|(n, _)| n.clone()),
+            )
+            .collect();
+        self.dirty_listeners.extend(users);
+        self.dirty_routes.insert(rds.to_owned());
+    }
+
+    /// Whether a listener can be pushed: its routes are in (or given up on).
+    fn listener_warm(&self, l: &ListenerPlan) -> bool {
+        l.rds()
+            .is_none_or(|n| self.routes.contains_key(n) || self.rds_missing.contains(n))
+    }
+
     /// Clusters are warm when every EDS name they use has arrived or timed
     /// out.
     fn clusters_warm(&self) -> bool {
@@ -403,6 +489,25 @@ impl Xds {
             );
             self.eds_missing.insert(n.clone());
             self.dirty_eds(&n);
+            out.push = true;
+        }
+        let expired: Vec<String> = self
+            .rds_wanted
+            .iter()
+            .filter(|(n, since)| {
+                !self.routes.contains_key(*n)
+                    && !self.rds_missing.contains(*n)
+                    && now.duration_since(**since) >= self.does_not_exist
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in expired {
+            tracing::warn!(
+                "RDS {n:?}: not received within {:?}; its listeners are used, answering 404 (NR) until it arrives",
+                self.does_not_exist
+            );
+            self.rds_missing.insert(n.clone());
+            self.dirty_rds_users(&n);
             out.push = true;
         }
         // The server sent no clusters at all in time: go on with listeners.
@@ -525,6 +630,15 @@ impl Xds {
                     seen.insert(h, n);
                 }
             }
+        } else if type_url == RDS {
+            // The same for route configurations.
+            seen.retain(|_, n| self.rds_wanted.contains_key(n));
+            let fresh: std::collections::HashSet<String> = seen.values().cloned().collect();
+            for (h, n) in known {
+                if !fresh.contains(&n) && self.routes.contains_key(&n) {
+                    seen.insert(h, n);
+                }
+            }
         }
         self.unchanged.insert(type_url, seen);
         out
@@ -638,14 +752,12 @@ impl Xds {
                         continue;
                     }
                     match translate::listener(&l, &self.ignored) {
-                        Ok(Some(t)) if t.rds().is_some() => failures.push(Failure {
-                            name: l.name.clone(),
-                            // TODO(issue 13): subscribe RDS.
-                            reason: format!(
-                                "rds {:?}: route configurations from RDS are not supported yet; give route_config inline",
-                                t.rds().unwrap_or_default()
-                            ),
-                        }),
+                        Ok(Some(t)) if t.rds().is_some_and(|n| n.starts_with("inline:")) => {
+                            failures.push(Failure {
+                                name: l.name.clone(),
+                                reason: "rds.route_config_name: names starting with \"inline:\" are reserved for inline route configurations".into(),
+                            });
+                        }
                         Ok(t) => {
                             if self.listeners.get(&l.name) != Some(&t)
                                 || self.rejected_listeners.contains(&l.name)
@@ -669,6 +781,39 @@ impl Xds {
                 if !self.synced {
                     self.synced = true;
                     self.full_push = true;
+                }
+                if let Some(req) = self.resubscribe_rds(now) {
+                    out.requests.push(req);
+                }
+            }
+            RDS => {
+                for r in resources {
+                    let Resource::Routes(rc) = r else { continue };
+                    if !self.rds_wanted.contains_key(&rc.name) {
+                        continue; // not (or no longer) asked for
+                    }
+                    match translate::hcm::route_config(&rc, &self.ignored) {
+                        Ok(t) => {
+                            self.rds_missing.remove(&rc.name);
+                            if self.routes.get(&rc.name) != Some(&t) {
+                                self.routes.insert(rc.name.clone(), t);
+                                self.dirty_rds_users(&rc.name);
+                            }
+                        }
+                        // The old version, if any, stays.
+                        Err(reason) => failures.push(Failure {
+                            name: rc.name.clone(),
+                            reason,
+                        }),
+                    }
+                }
+                // Delta only: the server says these do not exist.
+                for n in removed {
+                    if self.rds_wanted.contains_key(&n) {
+                        self.routes.remove(&n);
+                        self.rds_missing.insert(n.clone());
+                        self.dirty_rds_users(&n);
+                    }
                 }
             }
             CDS => {
@@ -937,6 +1082,13 @@ impl Xds {
                 .chain(self.pushed_clusters.keys())
                 .cloned()
                 .collect();
+            self.dirty_routes = self
+                .routes
+                .keys()
+                .chain(self.pushed_routes.keys())
+                .filter(|n| !n.starts_with("inline:"))
+                .cloned()
+                .collect();
         }
         let mut u = ProxyUpdate {
             version: self.version_label(),
@@ -962,6 +1114,17 @@ impl Xds {
                 .get(n)
                 .or_else(|| self.listeners.get(n).and_then(Option::as_ref));
             match want {
+                // Warming (its RDS routes have not come): the data plane
+                // keeps what it has meanwhile, as Envoy does (a full push
+                // carries the old version).
+                Some(l) if !self.listener_warm(l) => {
+                    if full && let Some(old) = self.pushed_listeners.get(n) {
+                        u.listeners.push(old.clone());
+                        if let Some(r) = self.pushed_routes.get(&hcm::inline_name(n)) {
+                            u.route_configs.push(r.clone());
+                        }
+                    }
+                }
                 Some(l) if full || self.pushed_listeners.get(n) != Some(&l.cfg) => {
                     u.listeners.push(l.cfg.clone())
                 }
@@ -971,6 +1134,10 @@ impl Xds {
             }
             // Its inline route configuration goes with it (in the same
             // update, so the listener never names one that is not there).
+            // A warming listener's old version keeps its old one.
+            if want.is_some_and(|l| !self.listener_warm(l)) {
+                continue;
+            }
             let rname = hcm::inline_name(n);
             match want.and_then(ListenerPlan::inline_routes) {
                 Some(r) if full || self.pushed_routes.get(&rname) != Some(r) => {
@@ -983,13 +1150,41 @@ impl Xds {
                 None => {}
             }
         }
+        // Route configurations from RDS (inline ones went with their
+        // listeners above).
+        for n in &self.dirty_routes {
+            if n.starts_with("inline:") {
+                continue;
+            }
+            let wanted = self.rds_wanted.contains_key(n);
+            match self.routes.get(n).filter(|_| wanted) {
+                Some(r) if full || self.pushed_routes.get(n) != Some(r) => {
+                    u.route_configs.push(r.clone())
+                }
+                Some(_) => {}
+                // Wanted, but said to be gone: the data plane keeps the
+                // version it has.
+                None if wanted => {
+                    if full && let Some(r) = self.pushed_routes.get(n) {
+                        u.route_configs.push(r.clone());
+                    }
+                }
+                None if self.pushed_routes.contains_key(n) => {
+                    u.remove_route_configs.push(n.clone())
+                }
+                None => {}
+            }
+        }
         let empty = u.listeners.is_empty()
             && u.clusters.is_empty()
+            && u.route_configs.is_empty()
             && u.remove_listeners.is_empty()
-            && u.remove_clusters.is_empty();
+            && u.remove_clusters.is_empty()
+            && u.remove_route_configs.is_empty();
         if empty && !full {
             self.dirty_clusters.clear();
             self.dirty_listeners.clear();
+            self.dirty_routes.clear();
             return None;
         }
         Some(u)
@@ -1037,7 +1232,12 @@ impl Xds {
         if l.is_empty() && c.is_empty() && e.is_empty() {
             return "bootstrap".into();
         }
-        format!("lds:{l} cds:{c} eds:{e}")
+        let r = v(&self.rds, RDS);
+        if r.is_empty() {
+            format!("lds:{l} cds:{c} eds:{e}")
+        } else {
+            format!("lds:{l} cds:{c} eds:{e} rds:{r}")
+        }
     }
 
     /// The data plane took `u` (except `rejected`), or could not be
@@ -1117,15 +1317,16 @@ impl Xds {
                 self.full_push = false;
                 self.dirty_clusters.clear();
                 self.dirty_listeners.clear();
+                self.dirty_routes.clear();
             }
             (Some(_), Err(e)) => {
                 // Not applied: NACKed, and pushed in full once possible.
                 tracing::warn!("cannot configure the data plane: {e}; will retry");
                 self.full_push = true;
-                let kind = if self.pending.as_ref().is_some_and(|p| p.type_url == LDS) {
-                    "listener"
-                } else {
-                    "cluster"
+                let kind = match self.pending.as_ref().map(|p| p.type_url.as_str()) {
+                    Some(LDS) => "listener",
+                    Some(RDS) => "route_config",
+                    _ => "cluster",
                 };
                 dp_failures.push((
                     kind.to_string(),
@@ -1141,6 +1342,7 @@ impl Xds {
         for (kind, f) in dp_failures {
             let of_this_type = match p.type_url.as_str() {
                 LDS => kind == "listener",
+                RDS => kind == "route_config",
                 _ => kind == "cluster",
             };
             if of_this_type {
@@ -1213,7 +1415,9 @@ impl Xds {
             "lds": t(&self.lds),
             "cds": t(&self.cds),
             "eds": t(&self.eds),
+            "rds": t(&self.rds),
             "listeners": self.pushed_listeners.len(),
+            "route_configs": self.pushed_routes.len(),
             "clusters": self.pushed_clusters.len(),
             "acks": self.acks,
             "nacks": self.nacks,
@@ -1250,6 +1454,7 @@ pub fn short(type_url: &str) -> &'static str {
         LDS => "LDS",
         CDS => "CDS",
         EDS => "EDS",
+        RDS => "RDS",
         _ => "?",
     }
 }
@@ -1259,6 +1464,7 @@ enum Resource {
     Listener(Box<Listener>),
     Cluster(Box<Cluster>),
     Assignment(ClusterLoadAssignment),
+    Routes(Box<RouteConfiguration>),
 }
 
 impl Resource {
@@ -1267,6 +1473,7 @@ impl Resource {
             Resource::Listener(l) => &l.name,
             Resource::Cluster(c) => &c.name,
             Resource::Assignment(a) => &a.cluster_name,
+            Resource::Routes(r) => &r.name,
         }
     }
 }
@@ -1283,6 +1490,7 @@ fn decode_named(type_url: &str, any: &Any) -> Result<Resource, String> {
     let r = match type_url {
         LDS => Listener::decode(bytes).map(|l| Resource::Listener(Box::new(l))),
         CDS => Cluster::decode(bytes).map(|c| Resource::Cluster(Box::new(c))),
+        RDS => RouteConfiguration::decode(bytes).map(|r| Resource::Routes(Box::new(r))),
         _ => ClusterLoadAssignment::decode(bytes).map(Resource::Assignment),
     };
     r.map_err(|e| format!("cannot decode: {e}"))
@@ -1412,6 +1620,95 @@ filter_chains:
         assert!(!u.full);
         assert_eq!(u.clusters[0].endpoints.len(), 1);
         assert!(x.eds_missing.is_empty());
+    }
+
+    const HTTP_LISTENER: &str = r#"
+name: h
+address: {socket_address: {address: 0.0.0.0, port_value: 8080}}
+filter_chains:
+- filters:
+  - name: envoy.filters.network.http_connection_manager
+    typed_config:
+      "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+      stat_prefix: h
+      rds: {route_config_name: "8080", config_source: {ads: {}}}
+      http_filters:
+      - name: envoy.filters.http.router
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+"#;
+    const ROUTES_8080: &str = "{name: '8080', virtual_hosts: [{name: all, domains: ['*'], routes: [{match: {prefix: /}, route: {cluster: web}}]}]}";
+
+    #[test]
+    fn an_rds_listener_warms_until_its_routes_come_then_both_go_in_one_push() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut x = xds(t0);
+        x.on_stream_start();
+        x.on_sotw(sotw(CDS, "c1", &["{name: web, type: STATIC}"]), at(1));
+        x.settle(None, Ok(Vec::new())).expect("CDS ACK");
+        let out = x.on_sotw(sotw(LDS, "l1", &[HTTP_LISTENER, LISTENER]), at(2));
+        assert_eq!(
+            summary(&out.requests),
+            [("RDS", vec!["8080".to_string()], "".into(), None)],
+            "the listener's routes are asked for"
+        );
+        // The first push: the TCP listener, not the warming HTTP one.
+        let u = x.update().expect("first push");
+        let names: Vec<&str> = u.listeners.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["l"]);
+        assert!(u.route_configs.is_empty());
+        let ack = x.settle(Some(&u), Ok(Vec::new())).expect("LDS ACK");
+        assert_eq!(summary(&[ack]), [("LDS", vec![], "l1".into(), None)]);
+
+        // The routes come: the listener and its routes go in one update.
+        let out = x.on_sotw(sotw(RDS, "r1", &[ROUTES_8080]), at(3));
+        assert!(out.push);
+        let u = x.update().expect("the routes and their listener");
+        assert_eq!(u.route_configs.len(), 1);
+        assert_eq!(u.route_configs[0].name, "8080");
+        assert_eq!(u.listeners.len(), 1);
+        assert_eq!(u.listeners[0].name, "h");
+        assert!(u.version.ends_with("rds:r1"), "{}", u.version);
+        let ack = x.settle(Some(&u), Ok(Vec::new())).expect("RDS ACK");
+        assert_eq!(summary(&[ack]), [("RDS", vec!["8080".to_string()], "r1".into(), None)]);
+
+        // A route configuration the data plane would refuse is NACKed on
+        // RDS, naming it; the old one stays.
+        let bad = "{name: '8080', virtual_hosts: [{name: all, domains: ['a.*.b'], routes: []}]}";
+        let out = x.on_sotw(sotw(RDS, "r2", &[bad]), at(4));
+        assert!(x.update().is_none(), "nothing changed: {out:?}");
+        let nack = x.settle(None, Ok(Vec::new())).expect("RDS NACK");
+        let s = summary(&[nack]);
+        assert_eq!(s[0].2, "r1", "a NACK keeps the version in force");
+        assert!(s[0].3.as_deref().unwrap_or("").contains("8080: virtual_hosts[0].domains[0] = a.*.b"), "{s:?}");
+
+        // The listener goes: its routes are dropped and unsubscribed.
+        let out = x.on_sotw(sotw(LDS, "l2", &[LISTENER]), at(5));
+        assert_eq!(summary(&out.requests), [("RDS", vec![], "r1".into(), None)]);
+        let u = x.update().expect("removal");
+        assert_eq!(u.remove_listeners, ["h"]);
+        assert_eq!(u.remove_route_configs, ["8080"]);
+    }
+
+    #[test]
+    fn an_rds_name_that_never_comes_lets_its_listener_answer_404() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut x = xds(t0);
+        x.on_stream_start();
+        x.on_sotw(sotw(CDS, "c1", &["{name: web, type: STATIC}"]), at(1));
+        x.settle(None, Ok(Vec::new()));
+        x.on_sotw(sotw(LDS, "l1", &[HTTP_LISTENER]), at(2));
+        let u = x.update().expect("first (full) push");
+        assert!(u.listeners.is_empty(), "warming");
+        x.settle(Some(&u), Ok(Vec::new()));
+        assert!(!x.on_timer(at(3)).push);
+        let o = x.on_timer(at(2) + TIMEOUT);
+        assert!(o.push);
+        let u = x.update().expect("the listener without its routes");
+        assert_eq!(u.listeners[0].name, "h");
+        assert!(u.route_configs.is_empty());
     }
 
     #[test]
