@@ -434,7 +434,11 @@ impl Xds {
         let users: Vec<String> = self
             .listeners
             .iter()
-            .filter_map(|(n, l)| l.as_ref().filter(|l| l.rds() == Some(rds)).map(|_| n.clone()))
+            .filter_map(|(n, l)| {
+                l.as_ref()
+                    .filter(|l| l.rds() == Some(rds))
+                    .map(|_| n.clone())
+            })
             .chain(
                 self.static_listeners
                     .iter()
@@ -1671,7 +1675,10 @@ filter_chains:
         assert_eq!(u.listeners[0].name, "h");
         assert!(u.version.ends_with("rds:r1"), "{}", u.version);
         let ack = x.settle(Some(&u), Ok(Vec::new())).expect("RDS ACK");
-        assert_eq!(summary(&[ack]), [("RDS", vec!["8080".to_string()], "r1".into(), None)]);
+        assert_eq!(
+            summary(&[ack]),
+            [("RDS", vec!["8080".to_string()], "r1".into(), None)]
+        );
 
         // A route configuration the data plane would refuse is NACKed on
         // RDS, naming it; the old one stays.
@@ -1681,7 +1688,13 @@ filter_chains:
         let nack = x.settle(None, Ok(Vec::new())).expect("RDS NACK");
         let s = summary(&[nack]);
         assert_eq!(s[0].2, "r1", "a NACK keeps the version in force");
-        assert!(s[0].3.as_deref().unwrap_or("").contains("8080: virtual_hosts[0].domains[0] = a.*.b"), "{s:?}");
+        assert!(
+            s[0].3
+                .as_deref()
+                .unwrap_or("")
+                .contains("8080: virtual_hosts[0].domains[0] = a.*.b"),
+            "{s:?}"
+        );
 
         // The listener goes: its routes are dropped and unsubscribed.
         let out = x.on_sotw(sotw(LDS, "l2", &[LISTENER]), at(5));

@@ -583,6 +583,26 @@ pub fn python_upstream(topo: &Topology, mode: &str, addr: &str, port: u16) -> Ba
     Background::start(topo, "up", &argv, Some("ready"))
 }
 
+/// `tests/scripts/http_upstream.py` on `addr:port` in the upstream
+/// namespace: an HTTP/1.1 server that answers with what it received (JSON,
+/// with `upstream: name`).
+pub fn http_upstream(topo: &Topology, addr: &str, port: u16, name: &str) -> Background {
+    let script = root().join("tests/scripts/http_upstream.py");
+    let port = port.to_string();
+    Background::start(
+        topo,
+        "up",
+        &[
+            "/usr/bin/python3",
+            script.to_str().unwrap(),
+            addr,
+            &port,
+            name,
+        ],
+        Some("ready"),
+    )
+}
+
 /// An nginx in the upstream namespace with a configuration of ours (Debian's
 /// default allows 768 connections and refuses uploads): `GET /` answers a
 /// short fixed body, `GET /big` a file of `big_bytes` random bytes whose

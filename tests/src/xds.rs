@@ -30,6 +30,7 @@ use tonic::{Request, Response, Status, Streaming};
 pub const LDS: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 pub const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 pub const EDS: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+pub const RDS: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
 
 /// A request as the server saw it.
 #[derive(Debug, Clone)]
@@ -369,8 +370,8 @@ impl AggregatedDiscoveryService for Ads {
                     if sent.as_deref() == Some(version.as_str()) {
                         continue;
                     }
-                    if ty == EDS && names.is_empty() {
-                        continue; // EDS is never wildcard here
+                    if (ty == EDS || ty == RDS) && names.is_empty() {
+                        continue; // EDS and RDS are never wildcard here
                     }
                     *sent = Some(version.clone());
                     let resp = DiscoveryResponse {
@@ -421,7 +422,7 @@ impl AggregatedDiscoveryService for Ads {
                         let first = !subs.contains_key(&r.type_url);
                         let e = subs.entry(r.type_url.clone()).or_insert((false, BTreeSet::new(), BTreeMap::new()));
                         if first {
-                            e.0 = r.type_url != EDS && (r.resource_names_subscribe.is_empty()
+                            e.0 = r.type_url != EDS && r.type_url != RDS && (r.resource_names_subscribe.is_empty()
                                 || r.resource_names_subscribe.iter().any(|n| n == "*"));
                             e.2 = r.initial_resource_versions.clone().into_iter().collect();
                         }

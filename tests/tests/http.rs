@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use e2e_tests::{
-    Background, Dataplane, NGINX_BODY, Nginx, Topology, require_root, root, serial,
-    two_port_config, unique_prefix,
+    Dataplane, NGINX_BODY, Nginx, Topology, http_upstream, require_root, serial, two_port_config,
+    unique_prefix,
 };
 use serde_json::Value;
 
@@ -19,23 +19,6 @@ fn cli(topo: &Topology, cmd: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn http_upstream(topo: &Topology, addr: &str, port: u16, name: &str) -> Background {
-    let script = root().join("tests/scripts/http_upstream.py");
-    let port = port.to_string();
-    Background::start(
-        topo,
-        "up",
-        &[
-            "/usr/bin/python3",
-            script.to_str().unwrap(),
-            addr,
-            &port,
-            name,
-        ],
-        Some("ready"),
-    )
 }
 
 const CONFIG: &str = r#"

@@ -8,10 +8,10 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use control_agent::bootstrap::any_from_yaml;
-use e2e_tests::xds::{CDS, EDS, LDS, Listen, XdsServer};
+use e2e_tests::xds::{CDS, EDS, LDS, Listen, RDS, XdsServer};
 use e2e_tests::{
-    Agent, Background, Dataplane, NGINX_BODY, Nginx, Topology, python_upstream, require_root,
-    serial, two_port_config, unique_prefix,
+    Agent, Background, Dataplane, NGINX_BODY, Nginx, Topology, http_upstream, python_upstream,
+    require_root, serial, two_port_config, unique_prefix,
 };
 use envoy_types::pb::google::protobuf::Any;
 use serde_json::Value;
@@ -536,6 +536,156 @@ fn endpoint_churn_under_wrk_fails_no_request() {
             .stdout
             .starts_with(NGINX_BODY.as_bytes())
     );
+}
+
+/// An HTTP listener on `port` whose routes come from RDS `routes`.
+fn http_listener(name: &str, port: u16, routes: &str) -> (String, Any) {
+    let y = format!(
+        r#"
+name: {name}
+address: {{socket_address: {{address: 0.0.0.0, port_value: {port}}}}}
+filter_chains:
+- filters:
+  - name: envoy.filters.network.http_connection_manager
+    typed_config:
+      "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+      stat_prefix: {name}
+      rds: {{route_config_name: "{routes}", config_source: {{ads: {{}}, resource_api_version: V3}}}}
+      http_filters:
+      - name: envoy.filters.http.router
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+"#
+    );
+    (
+        name.into(),
+        any_from_yaml("envoy.config.listener.v3.Listener", &y).unwrap(),
+    )
+}
+
+/// Route configuration `name`: every request to `blue` and `green` by
+/// weight.
+fn split_routes(name: &str, blue: u32, green: u32) -> (String, Any) {
+    let y = format!(
+        r#"
+name: "{name}"
+virtual_hosts:
+- name: all
+  domains: ["*"]
+  routes:
+  - match: {{prefix: /}}
+    route:
+      weighted_clusters:
+        clusters:
+        - {{name: blue, weight: {blue}}}
+        - {{name: green, weight: {green}}}
+"#
+    );
+    (
+        name.into(),
+        any_from_yaml("envoy.config.route.v3.RouteConfiguration", &y).unwrap(),
+    )
+}
+
+fn rq_total(dp: &Dataplane, cluster: &str) -> u64 {
+    dp.stats()["proxy"]["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == cluster)
+        .and_then(|c| c["rq_total"].as_u64())
+        .unwrap_or(0)
+}
+
+/// HTTP routes from RDS: weights moved 100/0 → 50/50 → 0/100 while wrk
+/// runs, with no failed request; the 50/50 split within ±5 points over
+/// 1 000 requests.
+fn rds_weights_under_load(delta: bool) {
+    require_root();
+    let _g = serial();
+    let s = setup(if delta { "xrd" } else { "xrs" }, delta);
+    let _blue = http_upstream(&s.topo, "10.10.2.2", 8081, "blue");
+    let _green = http_upstream(&s.topo, "10.10.2.2", 8082, "green");
+    s.server
+        .upsert(CDS, vec![eds_cluster("blue"), eds_cluster("green")]);
+    s.server.upsert(
+        EDS,
+        vec![
+            cla("blue", &["10.10.2.2:8081"]),
+            cla("green", &["10.10.2.2:8082"]),
+        ],
+    );
+    s.server.set(RDS, vec![split_routes("r80", 100, 0)]);
+    s.server.upsert(LDS, vec![http_listener("http", 80, "r80")]);
+    let upstream = |s: &Setup| -> String {
+        let out = s.topo.exec("cli", "curl -sf -m 2 http://10.10.1.1/x");
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        doc["upstream"].as_str().unwrap_or("").to_owned()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while upstream(&s) != "blue" {
+        assert!(
+            Instant::now() < deadline,
+            "the HTTP listener never served blue:\n{}",
+            s.agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // 50/50 over 1 000 requests.
+    s.server.set(RDS, vec![split_routes("r80", 50, 50)]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(0..20).any(|_| upstream(&s) == "green") {
+        assert!(Instant::now() < deadline, "50/50 never applied");
+    }
+    let (b0, g0) = (rq_total(&s.dp, "blue"), rq_total(&s.dp, "green"));
+    let out = s
+        .topo
+        .exec("cli", "h2load --h1 -n 1000 -c 4 http://10.10.1.1/split");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("1000 succeeded, 0 failed"), "{text}");
+    let (b, g) = (rq_total(&s.dp, "blue") - b0, rq_total(&s.dp, "green") - g0);
+    assert_eq!(b + g, 1000);
+    assert!((450..=550).contains(&b), "50/50 split: blue {b}, green {g}");
+    // Moved under load: keep-alive wrk, weights going 100/0 → 50/50 →
+    // 0/100.
+    s.server.set(RDS, vec![split_routes("r80", 100, 0)]);
+    let ns = s.topo.ns("cli");
+    let wrk = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns, "sh", "-c"])
+        .arg("wrk -t1 -c8 -d6s --timeout 2s http://10.10.1.1/load")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    s.server.set(RDS, vec![split_routes("r80", 50, 50)]);
+    std::thread::sleep(Duration::from_secs(2));
+    s.server.set(RDS, vec![split_routes("r80", 0, 100)]);
+    let out = wrk.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(!text.contains("Socket errors"), "{text}");
+    assert!(!text.contains("Non-2xx"), "{text}");
+    assert!(text.contains("requests in"), "{text}");
+    for _ in 0..10 {
+        assert_eq!(upstream(&s), "green");
+    }
+    let nacks: Vec<_> = s
+        .server
+        .seen()
+        .into_iter()
+        .filter(|r| r.is_nack())
+        .collect();
+    assert!(nacks.is_empty(), "{nacks:?}");
+}
+
+#[test]
+fn sotw_http_routes_over_rds_move_weights_under_load() {
+    rds_weights_under_load(false);
+}
+
+#[test]
+fn delta_http_routes_over_rds_move_weights_under_load() {
+    rds_weights_under_load(true);
 }
 
 #[test]
