@@ -988,3 +988,297 @@ static_resources:
     assert_eq!(ours, want);
     assert_eq!(theirs, want);
 }
+
+// === differential: the same snapshot to Envoy and to us ===
+
+const DIFF_LISTENER: &str = r#"
+name: diff
+address: {socket_address: {address: 0.0.0.0, port_value: 8090}}
+filter_chains:
+- filters:
+  - name: envoy.filters.network.http_connection_manager
+    typed_config:
+      "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+      stat_prefix: diff
+      normalize_path: true
+      merge_slashes: true
+      rds: {route_config_name: diff, config_source: {ads: {}, resource_api_version: V3}}
+      http_filters:
+      - name: envoy.filters.http.router
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+"#;
+
+/// Every matcher and action the data plane has, in one route
+/// configuration (weighted splits are random: checked apart).
+const DIFF_ROUTES: &str = r#"
+name: diff
+request_headers_to_add: [{header: {key: x-rc, value: "1"}}]
+response_headers_to_add: [{header: {key: x-rc-resp, value: "1"}}]
+response_headers_to_remove: [x-drop-me]
+virtual_hosts:
+- name: api
+  domains: [api.test, "api.test:8090"]
+  request_headers_to_add: [{header: {key: x-vh, value: api}}]
+  routes:
+  - match: {prefix: /v1/, headers: [{name: x-canary, string_match: {exact: "yes"}}]}
+    route: {cluster: b, prefix_rewrite: /canary/}
+  - match: {path_separated_prefix: /v1}
+    route: {cluster: a, prefix_rewrite: /api}
+  - match: {safe_regex: {regex: "/items/[0-9]+"}}
+    route: {cluster: c, regex_rewrite: {pattern: {regex: "^/items/([0-9]+)$"}, substitution: "/item/\\1"}}
+  - match: {prefix: /Case, case_sensitive: false}
+    route: {cluster: c}
+  - match: {prefix: /q, query_parameters: [{name: v, string_match: {exact: "2"}}]}
+    route: {cluster: b}
+  - match: {prefix: /hdr, headers: [{name: x-ver, string_match: {prefix: v}}, {name: x-no, present_match: true, invert_match: true}]}
+    route: {cluster: c}
+    request_headers_to_add: [{header: {key: x-route, value: hdr}, append_action: OVERWRITE_IF_EXISTS_OR_ADD}]
+    request_headers_to_remove: [x-ver]
+  - match: {prefix: /method, headers: [{name: ":method", string_match: {exact: POST}}]}
+    route: {cluster: b}
+  - match: {prefix: /redirect}
+    redirect: {path_redirect: /moved, response_code: FOUND}
+  - match: {prefix: /https}
+    redirect: {https_redirect: true, strip_query: true}
+  - match: {path: /direct}
+    direct_response: {status: 202, body: {inline_string: direct}}
+  - match: {prefix: /host}
+    route: {cluster: a, host_rewrite_literal: rewritten.test}
+  - match: {prefix: /exact-timeout}
+    route: {cluster: a, timeout: 3s}
+  - match: {prefix: /}
+    route: {cluster: a}
+- name: wild
+  domains: ["*.wild.test"]
+  response_headers_to_add: [{header: {key: x-wild, value: "1"}}]
+  routes:
+  - match: {prefix: /}
+    route: {cluster: b}
+- name: pre
+  domains: ["pre.*"]
+  routes:
+  - match: {prefix: /}
+    route: {cluster: c}
+- name: rest
+  domains: ["*"]
+  routes:
+  - match: {prefix: /nowhere}
+    direct_response: {status: 503}
+  - match: {prefix: /}
+    route: {cluster: a}
+"#;
+
+/// Hosts × paths × header sets: more than 300 requests.
+fn diff_corpus() -> Vec<Value> {
+    let hosts = [
+        "api.test",
+        "API.Test",
+        "api.test:8090",
+        "x.wild.test",
+        "a.b.wild.test",
+        "wild.test",
+        "pre.host",
+        "other.test",
+    ];
+    let paths = [
+        "/",
+        "/v1",
+        "/v1/x?y=1",
+        "/v1x",
+        "/items/12",
+        "/items/x",
+        "/Case/A",
+        "/case/b",
+        "/q?v=2",
+        "/q?v=3&v=2",
+        "/hdr",
+        "/redirect/a?b=1",
+        "/https/x?q=1",
+        "/direct",
+        "/host/x",
+        "/method",
+        "/a/../b/./c",
+        "//double//slash?x=//y",
+        "/%61pi/%7e",
+        "/nowhere",
+        "/exact-timeout",
+    ];
+    let header_sets: [&[(&str, &str)]; 4] = [
+        &[],
+        &[("x-canary", "yes")],
+        &[("x-ver", "v2"), ("x-route", "client")],
+        &[("x-ver", "v2"), ("x-no", "1")],
+    ];
+    let mut out = Vec::new();
+    for h in hosts {
+        for p in paths {
+            for (i, hs) in header_sets.iter().enumerate() {
+                let method = if i == 3 && p == "/method" {
+                    "POST"
+                } else {
+                    "GET"
+                };
+                out.push(serde_json::json!({
+                    "method": method,
+                    "host": h,
+                    "path": p,
+                    "headers": hs.iter().map(|(k, v)| [k, v]).collect::<Vec<_>>(),
+                }));
+            }
+        }
+    }
+    out
+}
+
+/// What must agree between Envoy's answer and ours: the status, the
+/// upstream that took it and the request it saw (method, path, headers but
+/// the request id), the body of a local reply, the location and the
+/// route's response headers.
+fn comparable(r: &Value) -> Value {
+    if r.get("error").is_some() {
+        return r.clone();
+    }
+    let resp_headers: Vec<&Value> = r["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| {
+            ["location", "x-rc-resp", "x-wild", "x-drop-me"].contains(&h[0].as_str().unwrap_or(""))
+        })
+        .collect();
+    let body = r["body"].as_str().unwrap_or("");
+    let seen = match serde_json::from_str::<Value>(body) {
+        Ok(doc) if doc.get("upstream").is_some() => {
+            let mut hs: Vec<Value> = doc["headers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|h| {
+                    !["x-request-id", "content-length"].contains(&h[0].as_str().unwrap_or(""))
+                })
+                .cloned()
+                .collect();
+            hs.sort_by_key(|h| h.to_string());
+            serde_json::json!({
+                "upstream": doc["upstream"],
+                "method": doc["method"],
+                "path": doc["path"],
+                "headers": hs,
+            })
+        }
+        _ => serde_json::json!({"local_body": body}),
+    };
+    serde_json::json!({"status": r["status"], "response_headers": resp_headers, "seen": seen})
+}
+
+fn run_corpus(topo: &Topology, role: &str, addr: &str, corpus: &std::path::Path) -> Vec<Value> {
+    let script = e2e_tests::root().join("tests/scripts/http_corpus.py");
+    let out = topo.exec(
+        role,
+        &format!(
+            "python3 {} {addr} 8090 {}",
+            script.display(),
+            corpus.display()
+        ),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn http_routing_matches_envoys_on_one_snapshot() {
+    require_root();
+    let _g = serial();
+    let topo = Topology::up(&unique_prefix("hd"));
+    let _a = http_upstream(&topo, "10.10.2.2", 8081, "a");
+    let _b = http_upstream(&topo, "10.10.2.2", 8082, "b");
+    let _c = http_upstream(&topo, "10.10.2.2", 8083, "c");
+    let dp = Dataplane::start(&topo, &two_port_config("af_xdp", true));
+    let server = XdsServer::start(Listen::Unix(dp.dir.join("xds.sock")));
+    server.set(
+        CDS,
+        vec![eds_cluster("a"), eds_cluster("b"), eds_cluster("c")],
+    );
+    server.set(
+        EDS,
+        vec![
+            cla("a", &["10.10.2.2:8081"]),
+            cla("b", &["10.10.2.2:8082"]),
+            cla("c", &["10.10.2.2:8083"]),
+        ],
+    );
+    server.set(
+        RDS,
+        vec![(
+            "diff".into(),
+            any_from_yaml("envoy.config.route.v3.RouteConfiguration", DIFF_ROUTES).unwrap(),
+        )],
+    );
+    server.set(
+        LDS,
+        vec![(
+            "diff".into(),
+            any_from_yaml("envoy.config.listener.v3.Listener", DIFF_LISTENER).unwrap(),
+        )],
+    );
+    let boot = dp.dir.join("envoy.yaml");
+    std::fs::write(
+        &boot,
+        XdsServer::envoy_bootstrap("diff-node", &dp.dir.join("xds.sock"), false),
+    )
+    .unwrap();
+    let _envoy = e2e_tests::envoy(&topo, "up", &boot);
+    let agent = Agent::start(&dp, &["--bootstrap", boot.to_str().unwrap()]);
+    // Both serve.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for (role, addr) in [("up", "127.0.0.1"), ("cli", "10.10.1.1")] {
+        while !topo
+            .exec(
+                role,
+                &format!("curl -sf -m 1 -H 'Host: api.test' http://{addr}:8090/direct"),
+            )
+            .status
+            .success()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "{role} never served:\n{}",
+                agent.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let corpus = diff_corpus();
+    assert!(corpus.len() >= 300, "{}", corpus.len());
+    let file = dp.dir.join("corpus.json");
+    std::fs::write(&file, serde_json::to_string(&corpus).unwrap()).unwrap();
+    let envoy = run_corpus(&topo, "up", "127.0.0.1", &file);
+    let ours = run_corpus(&topo, "cli", "10.10.1.1", &file);
+    assert_eq!(envoy.len(), corpus.len());
+    let mut differ = Vec::new();
+    for ((req, e), o) in corpus.iter().zip(&envoy).zip(&ours) {
+        let (e, o) = (comparable(e), comparable(o));
+        if e != o {
+            differ.push(format!("{req}\n  envoy: {e}\n  ours:  {o}"));
+        }
+    }
+    assert!(
+        differ.is_empty(),
+        "{} of {} requests differ from Envoy's answers:\n{}",
+        differ.len(),
+        corpus.len(),
+        differ
+            .iter()
+            .take(10)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let nacks: Vec<_> = server.seen().into_iter().filter(|r| r.is_nack()).collect();
+    assert!(nacks.is_empty(), "{nacks:#?}");
+}

@@ -763,6 +763,8 @@ impl HttpProxy {
         let mut hs = upstream_headers(&head.headers, upgrade_to.is_some());
         if let Some(host) = &action.host_rewrite {
             set_header(&mut hs, "host", host.clone());
+            // As Envoy does, the host it replaced goes along.
+            set_header(&mut hs, "x-envoy-original-host", authority.clone());
         } else if !hs.iter().any(|x| x.is("host")) {
             hs.insert(0, Header::new("host", authority.clone()));
         }
