@@ -1281,4 +1281,87 @@ fn http_routing_matches_envoys_on_one_snapshot() {
     );
     let nacks: Vec<_> = server.seen().into_iter().filter(|r| r.is_nack()).collect();
     assert!(nacks.is_empty(), "{nacks:#?}");
+
+    // Smuggling shapes: ours answers 400 and closes, and nothing reaches an
+    // upstream; Envoy's verdicts are printed beside ours.
+    let cases = smuggling_corpus();
+    let file = dp.dir.join("smuggling.json");
+    std::fs::write(&file, serde_json::to_string(&cases).unwrap()).unwrap();
+    let raw = |role: &str, addr: &str| -> Vec<Value> {
+        let script = e2e_tests::root().join("tests/scripts/raw_corpus.py");
+        let out = topo.exec(
+            role,
+            &format!(
+                "python3 {} {addr} 8090 {}",
+                script.display(),
+                file.display()
+            ),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let rq = |dp: &Dataplane| -> u64 { ["a", "b", "c"].iter().map(|c| rq_total(dp, c)).sum() };
+    let before = rq(&dp);
+    let envoy = raw("up", "127.0.0.1");
+    let ours = raw("cli", "10.10.1.1");
+    assert_eq!(rq(&dp), before, "a smuggling case reached an upstream");
+    let mut table = String::from("smuggling corpus: envoy | ours | case\n");
+    for ((c, e), o) in cases.iter().zip(&envoy).zip(&ours) {
+        table.push_str(&format!(
+            "  {:>4} | {:>4} | {c:?}\n",
+            e["status"].as_u64().map_or("-".into(), |s| s.to_string()),
+            o["status"].as_u64().map_or("-".into(), |s| s.to_string()),
+        ));
+    }
+    eprintln!("{table}");
+    for (c, o) in cases.iter().zip(&ours) {
+        assert_eq!(o["status"], 400, "{c:?}: {o}\n{table}");
+        assert!(o["closed"] == true || o["reset"] == true, "{c:?}: {o}");
+    }
+}
+
+/// Request smuggling shapes (CL.TE, TE.CL, TE.TE obfuscations, duplicate
+/// and malformed content-length, obs-fold, NUL, bare CR, bad names), each
+/// a whole request on its own connection.
+fn smuggling_corpus() -> Vec<String> {
+    let h = "Host: api.test\r\n";
+    let post = |hdrs: &str, body: &str| format!("POST /s HTTP/1.1\r\n{h}{hdrs}\r\n{body}");
+    vec![
+        post(
+            "Content-Length: 13\r\nTransfer-Encoding: chunked\r\n",
+            "0\r\n\r\nSMUGGLED",
+        ),
+        post(
+            "Transfer-Encoding: chunked\r\nContent-Length: 3\r\n",
+            "8\r\nSMUGGLED\r\n0\r\n\r\n",
+        ),
+        post("Transfer-Encoding : chunked\r\n", "0\r\n\r\n"),
+        post("Transfer-Encoding: xchunked\r\n", "0\r\n\r\n"),
+        post("Transfer-Encoding: chunked, identity\r\n", "0\r\n\r\n"),
+        post(
+            "Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n",
+            "0\r\n\r\n",
+        ),
+        post("Transfer-Encoding: \x0bchunked\r\n", "0\r\n\r\n"),
+        post("Transfer-Encoding:\r\n chunked\r\n", "0\r\n\r\n"),
+        post("Content-Length: 5\r\nContent-Length: 6\r\n", "hello!"),
+        post("Content-Length: 5, 5\r\n", "hello"),
+        post("Content-Length: +5\r\n", "hello"),
+        post("Content-Length: 0x5\r\n", "hello"),
+        post("Content-Length: 5 5\r\n", "hello"),
+        post("Content-Length: -1\r\n", ""),
+        format!("GET /s HTTP/1.1\r\n{h}X-A: a\r\n folded\r\n\r\n"),
+        format!("GET /s HTTP/1.1\r\n{h}X-A: a\x00b\r\n\r\n"),
+        format!("GET /s HTTP/1.1\r\n{h}X-A: a\rb\r\n\r\n"),
+        format!("GET /s HTTP/1.1\r\n{h}X A: b\r\n\r\n"),
+        format!("GET /s HTTP/1.1\r\n{h}: b\r\n\r\n"),
+        "POST /s HTTP/1.0\r\nHost: api.test\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".into(),
+        "GET /s HTTP/1.1\r\n\r\n".into(),
+        format!("GET /s HTTP/1.1\r\n{h}Host: other.test\r\n\r\n"),
+        format!("GET /s\rx HTTP/1.1\r\n{h}\r\n"),
+    ]
 }
