@@ -1,0 +1,4 @@
+//! Arbitrary bytes into the HTTP/1.1 chunked path (see proxy::http::fuzzing).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| proxy::http::fuzzing::chunked(data));
