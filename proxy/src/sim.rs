@@ -47,7 +47,8 @@ pub enum Mode {
     /// Accept, never read: the receive window fills.
     Stall,
     /// An HTTP/1.1 server: each request (with a `content-length` body, or
-    /// none) is answered 200 with the request's bytes as the body.
+    /// none) is answered 200 with the request's bytes as the body; a
+    /// request with `upgrade` is answered 101, and what follows is echoed.
     HttpEcho,
 }
 
@@ -69,6 +70,9 @@ pub struct PeerConn {
     pub local: Option<(Ipv4Addr, u16)>,
     /// Of `got`, what [`Mode::HttpEcho`] has answered.
     pub parsed: usize,
+    /// [`Mode::HttpEcho`] answered an upgrade: bytes are echoed from
+    /// `parsed` on.
+    pub tunnel: bool,
 }
 
 /// A scripted user of a client or upstream engine.
@@ -177,6 +181,12 @@ impl Peer {
 fn http_echo(c: &mut PeerConn) {
     use crate::http::codec;
     loop {
+        if c.tunnel {
+            let rest = c.got[c.parsed..].to_vec();
+            c.out.extend_from_slice(&rest);
+            c.parsed = c.got.len();
+            return;
+        }
         let buf = Bytes::copy_from_slice(&c.got[c.parsed..]);
         let lim = codec::Limits {
             max_head_bytes: 1 << 20,
@@ -191,6 +201,14 @@ fn http_echo(c: &mut PeerConn) {
         };
         if buf.len() < n + len {
             return;
+        }
+        if head.headers.iter().any(|h| h.is("upgrade")) {
+            c.out.extend_from_slice(
+                b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",
+            );
+            c.parsed += n;
+            c.tunnel = true;
+            continue;
         }
         let whole = &buf[..n + len];
         c.out.extend_from_slice(

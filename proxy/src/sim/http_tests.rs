@@ -276,3 +276,36 @@ fn a_normalized_path_is_routed_and_sent() {
     let body = String::from_utf8_lossy(&r[0].2).into_owned();
     assert!(body.starts_with("GET /v1/b/c?x=1 HTTP/1.1\r\n"), "{body}");
 }
+
+#[test]
+fn an_allowed_upgrade_becomes_a_tunnel_and_others_get_403() {
+    let mut w = world(8, clean(), ", upgrade_configs: [{upgrade_type: websocket}]");
+    let id = w.connect(
+        b"GET /ws HTTP/1.1\r\nHost: b\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        false,
+    );
+    let r = wait_responses(&mut w, id, 1);
+    assert_eq!(r[0].0, 101);
+    assert_eq!(header(&r[0].1, "upgrade"), Some("websocket"));
+    // What follows goes both ways as bytes, not HTTP.
+    let head_len = w.client_conn(id).got.len();
+    send(&mut w, id, b"\x81\x05hello, not http at all");
+    w.run_until(10 * SECOND, |w| {
+        w.client_conn(id).got.len() >= head_len + 24
+    });
+    assert_eq!(
+        &w.client_conn(id).got[head_len..],
+        b"\x81\x05hello, not http at all"
+    );
+    w.client.close(id);
+    w.run_until(10 * SECOND, |w| w.sessions() == 0);
+    w.assert_settled();
+
+    let id = w.connect(
+        b"GET /h2 HTTP/1.1\r\nHost: b\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",
+        false,
+    );
+    w.run_until(10 * SECOND, |w| w.client_conn(id).eof);
+    let r = responses(&w.client_conn(id).got);
+    assert_eq!(r[0].0, 403);
+}
