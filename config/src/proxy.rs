@@ -208,8 +208,13 @@ fn default_weight() -> u32 {
 pub struct ClusterLimits {
     /// Upstream connections open or opening.
     pub max_connections: u32,
-    /// Upstream connections still in their handshake.
+    /// Upstream connections still in their handshake. HTTP requests wait
+    /// for no connection but their own, so this also bounds the requests
+    /// pending a connection (Envoy's `max_pending_requests`).
     pub max_pending: u32,
+    /// HTTP requests in progress to the cluster (Envoy's `max_requests`);
+    /// past it a request is answered 503 (flag UO).
+    pub max_requests: u32,
 }
 
 impl Default for ClusterLimits {
@@ -218,6 +223,7 @@ impl Default for ClusterLimits {
         ClusterLimits {
             max_connections: 100_000,
             max_pending: 10_000,
+            max_requests: 100_000,
         }
     }
 }

@@ -737,6 +737,12 @@ pub(crate) fn check_cluster(c: &ClusterConfig, at: &dyn Fn(&str) -> String, e: &
         c.limits.max_pending,
         "must be at least 1",
     );
+    e.check(
+        c.limits.max_requests >= 1,
+        at("limits.max_requests"),
+        c.limits.max_requests,
+        "must be at least 1",
+    );
     let o = &c.outlier_detection;
     e.check(
         o.consecutive_failures >= 1,

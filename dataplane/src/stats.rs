@@ -82,6 +82,7 @@ fn proxy_json(live: &Live) -> Value {
             m.insert("name".into(), json!(c.cfg.name));
             m.insert("open".into(), json!(c.gauges.open.load(Relaxed)));
             m.insert("pending".into(), json!(c.gauges.pending.load(Relaxed)));
+            m.insert("requests".into(), json!(c.gauges.requests.load(Relaxed)));
             let eps: Vec<Value> = c
                 .endpoints
                 .iter()

@@ -124,6 +124,8 @@ pub struct ClusterGauges {
     pub open: AtomicU32,
     /// Of those, still in their handshake.
     pub pending: AtomicU32,
+    /// HTTP requests in progress.
+    pub requests: AtomicU32,
 }
 
 impl ClusterGauges {

@@ -451,6 +451,7 @@ impl World {
         for (name, c) in &self.live.clusters {
             assert_eq!(c.gauges.open.load(Relaxed), 0, "{name}: open");
             assert_eq!(c.gauges.pending.load(Relaxed), 0, "{name}: pending");
+            assert_eq!(c.gauges.requests.load(Relaxed), 0, "{name}: requests");
             assert_eq!(value(c.stats.get(0), "cx_connecting"), 0, "{name}");
             assert_eq!(
                 value(c.stats.get(0), "cx_total"),

@@ -66,6 +66,7 @@ const INSPECTORS: [&str; 2] = [
 const ENVOY_CONNECT_TIMEOUT_MS: u64 = 5_000;
 const ENVOY_MAX_CONNECTIONS: u32 = 1024;
 const ENVOY_MAX_PENDING: u32 = 1024;
+const ENVOY_MAX_REQUESTS: u32 = 1024;
 /// Our weights are 1-128; larger ones are scaled down, keeping ratios.
 const MAX_WEIGHT: u32 = 128;
 
@@ -430,6 +431,7 @@ pub fn cluster(c: &Cluster, ignored: &Ignored) -> Result<ClusterPlan, String> {
     let mut limits = ClusterLimits {
         max_connections: ENVOY_MAX_CONNECTIONS,
         max_pending: ENVOY_MAX_PENDING,
+        max_requests: ENVOY_MAX_REQUESTS,
     };
     if let Some(cb) = &c.circuit_breakers {
         // Priority DEFAULT (0) only: we have no priorities.
@@ -439,6 +441,9 @@ pub fn cluster(c: &Cluster, ignored: &Ignored) -> Result<ClusterPlan, String> {
             }
             if let Some(v) = t.max_pending_requests {
                 limits.max_pending = v.value;
+            }
+            if let Some(v) = t.max_requests {
+                limits.max_requests = v.value;
             }
         }
     }

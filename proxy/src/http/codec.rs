@@ -491,12 +491,21 @@ impl BodyReader {
 }
 
 /// Write a request head.
-pub fn write_request(out: &mut BytesMut, method: &[u8], target: &[u8], headers: &[Header]) {
+pub fn write_request(
+    out: &mut BytesMut,
+    method: &[u8],
+    target: &[u8],
+    version: Version,
+    headers: &[Header],
+) {
     out.reserve(64 + method.len() + target.len() + headers_len(headers));
     out.put_slice(method);
     out.put_u8(b' ');
     out.put_slice(target);
-    out.put_slice(b" HTTP/1.1\r\n");
+    out.put_slice(match version {
+        Version::Http10 => b" HTTP/1.0\r\n",
+        Version::Http11 => b" HTTP/1.1\r\n",
+    });
     write_headers(out, headers);
 }
 

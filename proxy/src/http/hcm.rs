@@ -41,7 +41,7 @@ use crate::app::{App, Cx};
 use crate::live::{ListenerLive, Update};
 use crate::metrics::Counters;
 use crate::slab::Slab;
-use crate::upstream::{ClusterId, ConnectError, Outcome, Upstream};
+use crate::upstream::{ClusterId, ConnectError, Outcome, RequestSlot, Upstream};
 
 /// Request bytes kept to send again if a pooled connection turns out dead.
 const REPLAY_MAX: usize = 64 * 1024;
@@ -125,6 +125,8 @@ struct Stream {
     upgrade: bool,
     started: Instant,
     upstream_keepalive: bool,
+    /// Its place under the cluster's `max_requests`.
+    slot: Option<RequestSlot>,
 }
 
 #[derive(Debug)]
@@ -802,7 +804,10 @@ impl HttpProxy {
         table.headers.apply(&mut hs, true);
         let target = rewritten.map_or(path, Bytes::from);
         let mut out = BytesMut::new();
-        codec::write_request(&mut out, &head.method, &target, &hs);
+        // An HTTP/1.0 client's request goes out as HTTP/1.0: the upstream
+        // then answers without chunking, which the client could not read,
+        // and closes (the connection is not pooled).
+        codec::write_request(&mut out, &head.method, &target, head.version, &hs);
         let timeout = action.timeout;
         let auto_host = action.auto_host_rewrite;
         let _ = auto_host; // endpoints carry no host name yet: nothing to put there
@@ -820,7 +825,8 @@ impl HttpProxy {
             resp_buf: Bytes::new(),
             upgrade: upgrade_to.is_some(),
             started: now,
-            upstream_keepalive: true,
+            upstream_keepalive: head.version == Version::Http11,
+            slot: None,
         });
         if let Some(t) = timeout {
             self.timer(now + t, TimerKind::Route, true, d, serial);
@@ -860,6 +866,12 @@ impl HttpProxy {
                 }
             }
         })?;
+        let Some(slot) = cx.upstreams.request_slot(&pick) else {
+            cx.upstreams.unpick(pick);
+            self.lstats(li).overflows.inc();
+            return Err(Local::Overflow);
+        };
+        self.downs[d].stream.as_mut().expect("a stream").slot = Some(slot);
         let key = (pick.cluster, pick.endpoint);
         let mut pooled = None;
         if !fresh {

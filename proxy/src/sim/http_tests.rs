@@ -42,15 +42,20 @@ const ROUTES: &str = r#"
 "#;
 
 fn world(seed: u64, legs: [Impair; 2], http_extra: &str) -> World {
+    world_with(seed, legs, http_extra, "", Mode::HttpEcho)
+}
+
+/// With `b_extra` in cluster b's fields, and the upstream in `mode`.
+fn world_with(seed: u64, legs: [Impair; 2], http_extra: &str, b_extra: &str, mode: Mode) -> World {
     let cfg = config(&format!(
         "listeners:
   - {{name: web, address: 0.0.0.0:{LISTEN}, filter_chains: [{{http: {{route_config: r{http_extra}}}}}]}}
 clusters:
   - {{name: a, endpoints: [{{address: 10.10.2.2:80}}]}}
-  - {{name: b, endpoints: [{{address: 10.10.2.3:80}}]}}
+  - {{name: b, endpoints: [{{address: 10.10.2.3:80}}]{b_extra}}}
 route_configs:{ROUTES}"
     ));
-    let mut w = World::new(cfg, Mode::HttpEcho, seed, legs);
+    let mut w = World::new(cfg, mode, seed, legs);
     w.c.mode = Mode::Read;
     w
 }
@@ -308,4 +313,42 @@ fn an_allowed_upgrade_becomes_a_tunnel_and_others_get_403() {
     w.run_until(10 * SECOND, |w| w.client_conn(id).eof);
     let r = responses(&w.client_conn(id).got);
     assert_eq!(r[0].0, 403);
+}
+
+#[test]
+fn an_http_1_0_client_is_served_in_http_1_0_and_its_connection_not_pooled() {
+    let mut w = world(9, clean(), "");
+    let id = w.connect(
+        b"GET /old HTTP/1.0\r\nHost: b\r\nConnection: keep-alive\r\n\r\n",
+        false,
+    );
+    let r = wait_responses(&mut w, id, 1);
+    assert_eq!(r[0].0, 200);
+    let seen = String::from_utf8_lossy(&r[0].2).into_owned();
+    assert!(seen.starts_with("GET /old HTTP/1.0\r\n"), "{seen}");
+    assert!(!seen.to_ascii_lowercase().contains("connection"), "{seen}");
+    // Not pooled: the upstream connection is closed once answered.
+    w.run_until(10 * SECOND, |w| {
+        w.cluster_counter("b", "cx_total") == w.cluster_counter("b", "cx_closed")
+    });
+}
+
+#[test]
+fn requests_past_max_requests_get_503_and_the_slot_comes_back() {
+    let mut w = world_with(10, clean(), "", ", limits: {max_requests: 1}", Mode::Stall);
+    let first = w.connect(b"GET /slow HTTP/1.1\r\nHost: b\r\n\r\n", false);
+    w.run_until(10 * SECOND, |w| !w.u.accepted.is_empty());
+    let second = w.connect(b"GET /more HTTP/1.1\r\nHost: b\r\n\r\n", false);
+    let r = wait_responses(&mut w, second, 1);
+    assert_eq!(r[0].0, 503);
+    assert_eq!(
+        r[0].2,
+        b"upstream connect error or disconnect/reset before headers. reset reason: overflow"
+    );
+    assert_eq!(w.cluster_counter("b", "overflows"), 1);
+    // The first request's client leaves: its slot is free again.
+    w.client.abort(first);
+    w.client.close(second);
+    w.run_until(10 * SECOND, |w| w.sessions() == 0);
+    w.assert_settled();
 }

@@ -58,6 +58,17 @@ pub struct Pick {
     pub endpoint: usize,
 }
 
+/// One HTTP request counted against its cluster's `max_requests`, given
+/// back when dropped (whatever ends the request).
+#[derive(Debug)]
+pub struct RequestSlot(Arc<ClusterGauges>);
+
+impl Drop for RequestSlot {
+    fn drop(&mut self) {
+        self.0.requests.fetch_sub(1, Relaxed);
+    }
+}
+
 /// Why no upstream connection could be opened. Each is counted on the
 /// cluster (and by the caller on its listener).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -390,6 +401,20 @@ impl Upstreams {
     /// When [`Upstreams::expired`] may next have something.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.deadlines.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// A place for one HTTP request to the cluster of `p`, within its
+    /// `max_requests` breaker; held until dropped. `None`: the breaker is
+    /// full (counted as an overflow on the cluster).
+    pub fn request_slot(&self, p: &Pick) -> Option<RequestSlot> {
+        let c = &self.clusters[p.cluster.0];
+        let g = &c.live.gauges;
+        if ClusterGauges::take(&g.requests, c.live.cfg.limits.max_requests) {
+            Some(RequestSlot(g.clone()))
+        } else {
+            c.live.stats.get(self.core).overflows.inc();
+            None
+        }
     }
 
     /// Whether `up`'s endpoint is still configured in a configured cluster
