@@ -12,11 +12,22 @@ Special paths:
   /bytes/N       N bytes of a fixed pattern instead of the JSON (content-length)
   /chunked/N     the same, in chunks of 1000 bytes, with a trailer
   /close         the JSON, then the connection closes (`connection: close`)
+Misbehaving answers (raw bytes, the connection closed after):
+  /bad/garbage          a status line that is not HTTP ("HTTP/1.1 2x0 OK")
+  /bad/reset-mid        a head promising 100 000 bytes, 1 000 of them, then a reset (RST)
+  /bad/close-delimited  a body of 5 000 bytes with no length, ended by closing
+  /bad/continue         "100 Continue", then the real answer ("ok")
+  /bad/huge-headers     a 200 kB header field
+  /bad/slow-headers     the head one byte every 10 ms, then "ok"
+  /bad/slow-body        a 10-byte body, one byte every 100 ms
 Keep-alive otherwise. Prints "ready" once listening; runs until killed.
 """
 import hashlib
 import json
+import socket
+import struct
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 NAME = sys.argv[3] if len(sys.argv) > 3 else "upstream"
@@ -62,8 +73,44 @@ class Handler(BaseHTTPRequestHandler):
                 left -= len(data)
         return n, h.hexdigest()
 
+    def misbehave(self, what):
+        w = self.wfile
+        if what == "garbage":
+            w.write(b"HTTP/1.1 2x0 OK\r\ncontent-length: 2\r\n\r\nok")
+        elif what == "reset-mid":
+            w.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n" + b"x" * 1000)
+            w.flush()
+            time.sleep(0.2)
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        elif what == "close-delimited":
+            w.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n" + b"y" * 5000)
+        elif what == "continue":
+            w.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            w.flush()
+            time.sleep(0.05)
+            w.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        elif what == "huge-headers":
+            w.write(b"HTTP/1.1 200 OK\r\nx-big: " + b"z" * 200000 + b"\r\ncontent-length: 2\r\n\r\nok")
+        elif what == "slow-headers":
+            for b in b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-slow: yes\r\n\r\n":
+                w.write(bytes([b]))
+                w.flush()
+                time.sleep(0.01)
+            w.write(b"ok")
+        elif what == "slow-body":
+            w.write(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n")
+            for b in b"0123456789":
+                w.flush()
+                time.sleep(0.1)
+                w.write(bytes([b]))
+        w.flush()
+        self.close_connection = True
+
     def answer(self):
         n, sha = self.read_body()
+        if self.path.startswith("/bad/"):
+            self.misbehave(self.path[len("/bad/"):])
+            return
         if self.path.startswith("/bytes/"):
             body = pattern(int(self.path.split("/")[2]))
             self.send_response(200)
