@@ -482,10 +482,10 @@ impl HttpConfig {
             if let Some(d) = &f.delay {
                 check_percentage(d.percentage, &at("fault.delay.percentage"), e);
                 e.check(
-                    d.percentage == 0.0,
-                    at("fault.delay"),
+                    d.fixed_delay_ms <= MAX_TIMEOUT_MS,
+                    at("fault.delay.fixed_delay_ms"),
                     d.fixed_delay_ms,
-                    "delay injection is not supported yet (abort is); only percentage 0",
+                    "must be at most 86400000 (a day)",
                 );
             }
             if let Some(a) = &f.abort {

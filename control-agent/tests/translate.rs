@@ -404,8 +404,8 @@ fn http_features_the_data_plane_lacks_are_refused_with_the_field() {
     let cases = [
         (
             "abort: {http_status: 503,",
-            "delay: {fixed_delay: 1s, percentage: {numerator: 5}}\n          abort: {http_status: 503,",
-            "delay injection is not supported yet",
+            "delay: {header_delay: {}, percentage: {numerator: 5}}\n          abort: {http_status: 503,",
+            "only fixed_delay is supported",
         ),
         (
             "- name: envoy.filters.http.cors\n        typed_config:\n          \"@type\": type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors",

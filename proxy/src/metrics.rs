@@ -73,6 +73,8 @@ counters! {
         rq_retried_stale: UPSTREAM,
         /// HTTP requests aborted by the fault filter.
         rq_fault_aborts: LISTENER,
+        /// HTTP requests delayed by the fault filter.
+        rq_fault_delays: LISTENER,
     }
 }
 

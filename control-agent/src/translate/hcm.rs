@@ -9,9 +9,9 @@
 //! accepted (the data plane applies them with the L7 resilience work).
 
 use dataplane_config::http::{
-    AppendAction, DirectResponse, FaultAbort, FaultConfig, HeaderMatcher, HeaderValueOption,
-    HttpConfig, QueryParameterMatcher, RedirectAction, RegexRewrite, Route, RouteAction,
-    RouteConfig, RouteMatch, UpgradeConfig, VirtualHost, WeightedCluster,
+    AppendAction, DirectResponse, FaultAbort, FaultConfig, FaultDelay, HeaderMatcher,
+    HeaderValueOption, HttpConfig, QueryParameterMatcher, RedirectAction, RegexRewrite, Route,
+    RouteAction, RouteConfig, RouteMatch, UpgradeConfig, VirtualHost, WeightedCluster,
 };
 use envoy_types::pb::envoy::config::core::v3::{
     HeaderValueOption as PbHeader, config_source::ConfigSourceSpecifier, data_source,
@@ -350,11 +350,22 @@ fn fault_config(f: &HttpFault) -> Result<Option<FaultConfig>, String> {
     if f.response_rate_limit.is_some() {
         return Err("response_rate_limit: not supported".into());
     }
-    if let Some(d) = &f.delay
-        && percent(d.percentage.as_ref()) > 0.0
-    {
-        return Err("delay: delay injection is not supported yet (abort is)".into());
-    }
+    let delay = match &f.delay {
+        None => None,
+        Some(d) => {
+            use envoy_types::pb::envoy::extensions::filters::common::fault::v3::fault_delay::FaultDelaySecifier;
+            match &d.fault_delay_secifier {
+                Some(FaultDelaySecifier::FixedDelay(t)) => Some(FaultDelay {
+                    fixed_delay_ms: duration_ms(t).unwrap_or(0),
+                    percentage: percent(d.percentage.as_ref()),
+                }),
+                Some(_) => {
+                    return Err("delay: only fixed_delay is supported (no header delay)".into());
+                }
+                None => return Err("delay.fixed_delay: missing".into()),
+            }
+        }
+    };
     let abort = match &f.abort {
         None => None,
         Some(a) => match &a.error_type {
@@ -371,10 +382,7 @@ fn fault_config(f: &HttpFault) -> Result<Option<FaultConfig>, String> {
             None => return Err("abort.error_type: missing".into()),
         },
     };
-    Ok(abort.map(|abort| FaultConfig {
-        delay: None,
-        abort: Some(abort),
-    }))
+    Ok((delay.is_some() || abort.is_some()).then_some(FaultConfig { delay, abort }))
 }
 
 /// A route configuration (inline or from RDS), checked as the data plane

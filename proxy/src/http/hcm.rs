@@ -102,6 +102,8 @@ struct Down {
     /// The client half-closed.
     eof: bool,
     stream: Option<Stream>,
+    /// A request held by the fault filter's delay (`TimerKind::Delay`).
+    delayed: Option<RequestHead>,
 }
 
 /// The request in progress on a client connection.
@@ -158,6 +160,8 @@ enum TimerKind {
     Idle,
     /// An idle pooled connection.
     Pool,
+    /// The fault filter's delay of the request waiting in `Down::delayed`.
+    Delay,
 }
 
 /// A deadline: when, what, whether of a client connection (else of a
@@ -357,6 +361,7 @@ impl HttpProxy {
             close_after: false,
             eof: false,
             stream: None,
+            delayed: None,
         });
         self.by_conn.insert(id, Side::Down(d));
         self.listeners[li].sessions += 1;
@@ -612,15 +617,23 @@ impl HttpProxy {
     // === requests ===
 
     fn start_request(&mut self, cx: &mut Cx<'_>, d: u32, head: RequestHead) {
-        let now = cx.now;
         let serial = self.next_serial();
         let dn = &mut self.downs[d];
         dn.serial = serial;
         dn.requests += 1;
         let li = dn.listener;
+        self.lstats(li).rq_total.inc();
+        self.route_request(cx, d, head, false);
+    }
+
+    /// Check, route and send (or answer) a request; `after_delay`: the
+    /// fault filter's delay is behind it.
+    fn route_request(&mut self, cx: &mut Cx<'_>, d: u32, head: RequestHead, after_delay: bool) {
+        let now = cx.now;
+        let serial = self.downs[d].serial;
+        let li = self.downs[d].listener;
         let live = self.listeners[li].live.clone();
         let ls = live.stats.get(self.core);
-        ls.rq_total.inc();
         let h = self.listeners[li].http.clone();
         // Keep-alive as the client asked, and as our limits allow.
         let dn = &mut self.downs[d];
@@ -703,7 +716,20 @@ impl HttpProxy {
         };
         let table = table.expect("found in it");
         let (vh, route) = table.at(vi, ri);
-        // Fault injection, before the router.
+        // Fault injection, before the router: a delay first (the request
+        // waits, unread past its head), then an abort.
+        if !after_delay && let Some(f) = h.fault.as_ref().and_then(|f| f.delay.as_ref()) {
+            let x = (self.rand() % 1_000_000) as f64 / 10_000.0;
+            if x < f.percentage {
+                ls.rq_fault_delays.inc();
+                let at = now + Duration::from_millis(f.fixed_delay_ms);
+                let dn = &mut self.downs[d];
+                dn.delayed = Some(head);
+                dn.phase = Phase::Wait;
+                self.timer(at, TimerKind::Delay, true, d, serial);
+                return;
+            }
+        }
         if let Some(f) = h.fault.as_ref().and_then(|f| f.abort.as_ref()) {
             let x = (self.rand() % 1_000_000) as f64 / 10_000.0;
             if x < f.percentage {
@@ -1874,6 +1900,13 @@ impl App for HttpProxy {
                         self.flush_down(cx, slot);
                     } else {
                         self.local_reply(cx, slot, Local::RequestHeadersTimeout, true);
+                    }
+                }
+                TimerKind::Delay => {
+                    if let Some(head) = self.downs[slot].delayed.take() {
+                        self.route_request(cx, slot, head, true);
+                        // Its body may be waiting in the receive queue.
+                        self.drive_down(cx, slot);
                     }
                 }
                 TimerKind::Pool => {}

@@ -352,3 +352,37 @@ fn requests_past_max_requests_get_503_and_the_slot_comes_back() {
     w.run_until(10 * SECOND, |w| w.sessions() == 0);
     w.assert_settled();
 }
+
+#[test]
+fn the_fault_filter_delays_then_aborts_as_configured() {
+    let mut w = world(
+        11,
+        clean(),
+        ", fault: {delay: {fixed_delay_ms: 700, percentage: 100}}",
+    );
+    let t0 = w.now;
+    let id = w.connect(b"GET /late HTTP/1.1\r\nHost: b\r\n\r\n", false);
+    let r = wait_responses(&mut w, id, 1);
+    assert_eq!(r[0].0, 200);
+    assert!(
+        w.now.saturating_since(t0) >= Duration::from_millis(700),
+        "not delayed"
+    );
+    assert_eq!(w.listener_counter("web", "rq_fault_delays"), 1);
+
+    let mut w = world(
+        12,
+        clean(),
+        ", fault: {delay: {fixed_delay_ms: 300, percentage: 100}, abort: {http_status: 418, percentage: 100}}",
+    );
+    let t0 = w.now;
+    let id = w.connect(
+        b"POST /x HTTP/1.1\r\nHost: b\r\nContent-Length: 3\r\n\r\nabc",
+        false,
+    );
+    let r = wait_responses(&mut w, id, 1);
+    assert_eq!(r[0].0, 418);
+    assert_eq!(r[0].2, b"fault filter abort");
+    assert!(w.now.saturating_since(t0) >= Duration::from_millis(300));
+    assert!(w.u.accepted.is_empty());
+}
