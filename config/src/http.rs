@@ -30,8 +30,8 @@ pub struct HttpConfig {
     /// A request with no activity either way this long is ended: 408 before
     /// the response started, a closed connection after; 0: never.
     pub stream_idle_timeout_ms: u64,
-    /// A request not fully received this long after it started: 408; 0:
-    /// never. Only 0 is accepted yet.
+    /// A request not fully received this long after it started: 408
+    /// (reset if its response has begun); 0: never.
     pub request_timeout_ms: u64,
     /// A client connection with no request in progress this long is closed
     /// (`common_http_protocol_options.idle_timeout`); 0: never.
@@ -463,13 +463,6 @@ impl HttpConfig {
                 "must be at most 86400000 (a day); 0 turns it off",
             );
         }
-        e.check(
-            self.request_timeout_ms == 0,
-            at("request_timeout_ms"),
-            self.request_timeout_ms,
-            "not supported yet: only 0 (no limit); stream_idle_timeout_ms and the route's \
-             timeout_ms bound a request",
-        );
         for (i, u) in self.upgrade_configs.iter().enumerate() {
             e.check(
                 valid_name(&u.upgrade_type),

@@ -25,7 +25,7 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher:
 use envoy_types::pb::envoy::r#type::v3::FractionalPercent;
 use prost::Message;
 
-use super::{Ignored, TYPED_STRUCTS, duration_ms, fmt_duration};
+use super::{Ignored, TYPED_STRUCTS, duration_ms};
 
 const ROUTER: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
 const FAULT: &str = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault";
@@ -197,13 +197,8 @@ pub fn hcm(
     if let Some(d) = &h.request_headers_timeout {
         cfg.request_headers_timeout_ms = ms_or_zero(d);
     }
-    if let Some(d) = &h.request_timeout
-        && ms_or_zero(d) != 0
-    {
-        return Err(format!(
-            "request_timeout {}: not supported yet (stream_idle_timeout and route timeouts are)",
-            fmt_duration(d)
-        ));
+    if let Some(d) = &h.request_timeout {
+        cfg.request_timeout_ms = ms_or_zero(d);
     }
     for (i, u) in h.upgrade_configs.iter().enumerate() {
         if !u.filters.is_empty() {

@@ -162,6 +162,8 @@ enum TimerKind {
     Pool,
     /// The fault filter's delay of the request waiting in `Down::delayed`.
     Delay,
+    /// request_timeout: the whole request must be in by then.
+    Request,
 }
 
 /// A deadline: when, what, whether of a client connection (else of a
@@ -184,6 +186,7 @@ enum Local {
     UpgradeRefused,
     Malformed(codec::Error),
     RequestHeadersTimeout,
+    RequestTimeout,
     StreamIdle,
 }
 
@@ -202,7 +205,7 @@ impl Local {
             Local::Timeout => 504,
             Local::FaultAbort(s) => s,
             Local::Malformed(e) => e.status(),
-            Local::RequestHeadersTimeout | Local::StreamIdle => 408,
+            Local::RequestHeadersTimeout | Local::RequestTimeout | Local::StreamIdle => 408,
         }
     }
 
@@ -228,6 +231,7 @@ impl Local {
             Local::FaultAbort(_) => "fault filter abort",
             Local::Malformed(e) => codec::reason_phrase(e.status()),
             Local::RequestHeadersTimeout => "request headers timeout",
+            Local::RequestTimeout => "request timeout",
             Local::StreamIdle => "stream timeout",
             Local::NoRoute | Local::NoCluster | Local::UpgradeRefused => "",
         }
@@ -623,6 +627,16 @@ impl HttpProxy {
         dn.requests += 1;
         let li = dn.listener;
         self.lstats(li).rq_total.inc();
+        let ms = self.listeners[li].http.request_timeout_ms;
+        if ms > 0 {
+            self.timer(
+                cx.now + Duration::from_millis(ms),
+                TimerKind::Request,
+                true,
+                d,
+                serial,
+            );
+        }
         self.route_request(cx, d, head, false);
     }
 
@@ -1907,6 +1921,19 @@ impl App for HttpProxy {
                         self.route_request(cx, slot, head, true);
                         // Its body may be waiting in the receive queue.
                         self.drive_down(cx, slot);
+                    }
+                }
+                TimerKind::Request => {
+                    // Only while the request is not all in.
+                    let unread =
+                        dn.delayed.is_some() || dn.stream.as_ref().is_some_and(|s| !s.req.done());
+                    if unread {
+                        self.lstats(li).rq_timeouts.inc();
+                        let u = dn.stream.as_ref().and_then(|s| s.up);
+                        match u {
+                            Some(u) => self.upstream_failed(cx, slot, u, Local::RequestTimeout),
+                            None => self.local_reply(cx, slot, Local::RequestTimeout, true),
+                        }
                     }
                 }
                 TimerKind::Pool => {}

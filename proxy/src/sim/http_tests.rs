@@ -386,3 +386,18 @@ fn the_fault_filter_delays_then_aborts_as_configured() {
     assert!(w.now.saturating_since(t0) >= Duration::from_millis(300));
     assert!(w.u.accepted.is_empty());
 }
+
+#[test]
+fn a_request_body_that_does_not_come_in_time_gets_408() {
+    let mut w = world(13, clean(), ", request_timeout_ms: 500");
+    let id = w.connect(
+        b"POST /slow HTTP/1.1\r\nHost: b\r\nContent-Length: 10\r\n\r\nabc",
+        false,
+    );
+    w.run_until(10 * SECOND, |w| w.client_conn(id).eof);
+    let got = String::from_utf8_lossy(&w.client_conn(id).got).into_owned();
+    // The upstream answered nothing (its body is not in): the 408 is ours.
+    assert!(got.starts_with("HTTP/1.1 408 "), "{got}");
+    assert!(got.ends_with("request timeout"), "{got}");
+    assert_eq!(w.listener_counter("web", "rq_timeouts"), 1);
+}
