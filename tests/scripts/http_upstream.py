@@ -17,6 +17,7 @@ Misbehaving answers (raw bytes, the connection closed after):
   /bad/reset-mid        a head promising 100 000 bytes, 1 000 of them, then a reset (RST)
   /bad/close-delimited  a body of 5 000 bytes with no length, ended by closing
   /bad/continue         "100 Continue", then the real answer ("ok")
+  /bad/continue-at-once "100 Continue", "103 Early Hints" and the answer in one write
   /bad/huge-headers     a 200 kB header field
   /bad/slow-headers     the head one byte every 10 ms, then "ok"
   /bad/slow-body        a 10-byte body, one byte every 100 ms
@@ -89,6 +90,8 @@ class Handler(BaseHTTPRequestHandler):
             w.flush()
             time.sleep(0.05)
             w.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        elif what == "continue-at-once":
+            w.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
         elif what == "huge-headers":
             w.write(b"HTTP/1.1 200 OK\r\nx-big: " + b"z" * 200000 + b"\r\ncontent-length: 2\r\n\r\nok")
         elif what == "slow-headers":

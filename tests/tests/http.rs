@@ -262,6 +262,7 @@ fn real_clients_route_rewrite_and_stream_through_the_http_path() {
     assert_eq!(ok("garbage"), protocol_error);
     assert_eq!(ok("huge-headers"), protocol_error);
     assert_eq!(ok("continue"), "ok\n200");
+    assert_eq!(ok("continue-at-once"), "ok\n200");
     assert_eq!(ok("slow-headers"), "ok\n200");
     assert_eq!(ok("slow-body"), "0123456789\n200");
     let body = ok("close-delimited");

@@ -71,7 +71,6 @@ pub fn hcm(
         t => return Err(format!("codec_type {t}: only AUTO and HTTP1 are supported")),
     }
     let mut cfg = HttpConfig::default();
-    let mut cors_filter = false;
     for (i, f) in h.http_filters.iter().enumerate() {
         let any = match &f.config_type {
             Some(http_filter::ConfigType::TypedConfig(a)) => Some(a),
@@ -111,8 +110,7 @@ pub fn hcm(
         }
         if type_url == CORS || f.name == "envoy.filters.http.cors" {
             // Istio puts it in every connection manager; with no policy on
-            // any virtual host or route it does nothing.
-            cors_filter = true;
+            // any virtual host or route (those are refused) it does nothing.
             ignored.note(
                 "HTTP filter envoy.filters.http.cors",
                 "no CORS policy is configured, so it does nothing",
@@ -153,7 +151,6 @@ pub fn hcm(
     {
         return Err("http_filters: the last HTTP filter must be envoy.filters.http.router".into());
     }
-    let _ = cors_filter;
 
     if let Some(v) = h.use_remote_address {
         cfg.use_remote_address = v.value;

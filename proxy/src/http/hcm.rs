@@ -849,8 +849,8 @@ impl HttpProxy {
         // and closes (the connection is not pooled).
         codec::write_request(&mut out, &head.method, &target, head.version, &hs);
         let timeout = action.timeout;
-        let auto_host = action.auto_host_rewrite;
-        let _ = auto_host; // endpoints carry no host name yet: nothing to put there
+        // `auto_host_rewrite` needs the endpoint's host name, which
+        // endpoints do not carry yet: the host stays as it came.
         self.downs[d].stream = Some(Stream {
             up: None,
             method: head.method.clone(),
@@ -1163,20 +1163,39 @@ impl HttpProxy {
                         m.extend_from_slice(&b);
                         m.freeze()
                     };
-                    match codec::parse_response(&s.resp_buf, Limits::RESPONSE) {
-                        Ok(None) => {}
-                        Ok(Some((head, n))) => {
-                            let rest = s.resp_buf.slice(n..);
-                            s.resp_buf = Bytes::new();
-                            if !self.response_head(cx, d, u, head) {
-                                return;
+                    // Informational heads (100 Continue...) may come with
+                    // the final one in the same segment: parse until a
+                    // final head, or more bytes are needed.
+                    loop {
+                        let Some(s) = self.downs.get_mut(d).and_then(|dn| dn.stream.as_mut())
+                        else {
+                            return;
+                        };
+                        match codec::parse_response(&s.resp_buf, Limits::RESPONSE) {
+                            Ok(None) => break,
+                            Ok(Some((head, n))) => {
+                                let rest = s.resp_buf.slice(n..);
+                                s.resp_buf = Bytes::new();
+                                if !self.response_head(cx, d, u, head) {
+                                    return;
+                                }
+                                let Some(s) =
+                                    self.downs.get_mut(d).and_then(|dn| dn.stream.as_mut())
+                                else {
+                                    return;
+                                };
+                                if matches!(s.resp, RespPhase::Head) {
+                                    s.resp_buf = rest;
+                                    continue;
+                                }
+                                if !rest.is_empty() {
+                                    self.response_bytes(cx, d, u, rest);
+                                }
+                                break;
                             }
-                            if !rest.is_empty() {
-                                self.response_bytes(cx, d, u, rest);
+                            Err(_) => {
+                                return self.upstream_failed(cx, d, u, Local::ProtocolError);
                             }
-                        }
-                        Err(_) => {
-                            return self.upstream_failed(cx, d, u, Local::ProtocolError);
                         }
                     }
                 }
@@ -1212,7 +1231,8 @@ impl HttpProxy {
             }
             // 100 Continue and the like: pass on, wait for the real one.
             let mut out = BytesMut::new();
-            codec::write_response(&mut out, head.status, &head.reason, &[]);
+            let hs = strip_hop_by_hop(&head.headers, false);
+            codec::write_response(&mut out, head.status, &head.reason, &hs);
             dn.out.push_back(out.freeze());
             self.flush_down(cx, d);
             return true;

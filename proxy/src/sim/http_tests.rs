@@ -401,3 +401,22 @@ fn a_request_body_that_does_not_come_in_time_gets_408() {
     assert!(got.ends_with("request timeout"), "{got}");
     assert_eq!(w.listener_counter("web", "rq_timeouts"), 1);
 }
+
+#[test]
+fn informational_heads_in_the_segment_of_the_answer_are_all_passed_on() {
+    let mut w = world_with(14, clean(), "", "", Mode::Read);
+    let id = w.connect(b"GET /x HTTP/1.1\r\nHost: b\r\n\r\n", false);
+    w.run_until(10 * SECOND, |w| !w.u.accepted.is_empty());
+    let up = w.u.accepted[0];
+    w.u.conns.get_mut(&up).unwrap().out.extend_from_slice(
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+    );
+    w.poke_upstream();
+    w.run_until(10 * SECOND, |w| w.client_conn(id).got.ends_with(b"ok"));
+    let got = String::from_utf8_lossy(&w.client_conn(id).got).into_owned();
+    assert!(
+        got.starts_with("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\n"),
+        "{got}"
+    );
+    assert!(got.contains("HTTP/1.1 200 OK\r\n"), "{got}");
+}
