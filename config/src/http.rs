@@ -260,6 +260,9 @@ pub struct RouteMatch {
     /// `/api/x` and `/api?q`, not `/apix`.
     #[serde(default)]
     pub path_separated_prefix: Option<String>,
+    /// CONNECT requests (which no path matcher takes): `connect_matcher: {}`.
+    #[serde(default)]
+    pub connect_matcher: Option<ConnectMatcher>,
     #[serde(default = "yes")]
     pub case_sensitive: bool,
     #[serde(default)]
@@ -267,6 +270,11 @@ pub struct RouteMatch {
     #[serde(default)]
     pub query_parameters: Vec<QueryParameterMatcher>,
 }
+
+/// Matches CONNECT requests; no fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectMatcher {}
 
 /// A condition on a request header (all its values joined with `,`, as
 /// Envoy compares them). With no condition set, the header must be present.
@@ -614,12 +622,13 @@ fn check_route(r: &Route, at: &dyn Fn(&str) -> String, e: &mut Errors) {
         m.path.is_some(),
         m.safe_regex.is_some(),
         m.path_separated_prefix.is_some(),
+        m.connect_matcher.is_some(),
     ];
     e.check(
         kinds.iter().filter(|&&k| k).count() == 1,
         at("match"),
         "",
-        "needs exactly one of prefix, path, safe_regex, path_separated_prefix",
+        "needs exactly one of prefix, path, safe_regex, path_separated_prefix, connect_matcher",
     );
     if let Some(p) = &m.path
         && !p.starts_with('/')
@@ -996,7 +1005,7 @@ route_configs:
             "listeners[1].filter_chains[0]: needs exactly one of tcp_proxy and http",
             "route_configs[0].request_headers_to_add[0].key = host: host cannot be set or removed here (use host_rewrite_literal)",
             "route_configs[0].virtual_hosts[0].domains[1] = a.*.com: a wildcard may only be the first or the last character, once",
-            "route_configs[0].virtual_hosts[0].routes[0].match: needs exactly one of prefix, path, safe_regex, path_separated_prefix",
+            "route_configs[0].virtual_hosts[0].routes[0].match: needs exactly one of prefix, path, safe_regex, path_separated_prefix, connect_matcher",
             "route_configs[0].virtual_hosts[0].routes[1].match.safe_regex = (: not a valid regex: error: unclosed group",
             "route_configs[0].virtual_hosts[0].routes[1].match.headers[0].name = bad name: must be a header name, or :method, :path, :authority, :scheme",
             "route_configs[0].virtual_hosts[0].routes[1].direct_response.status = 99: must be between 200 and 599",

@@ -412,7 +412,11 @@ fn http_features_the_data_plane_lacks_are_refused_with_the_field() {
             "- name: envoy.filters.http.ext_authz\n        typed_config:\n          \"@type\": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
             "envoy.filters.http.ext_authz",
         ),
-        ("prefix: /api\n", "connect_matcher: {}\n", "connect_matcher"),
+        (
+            "prefix: /api\n",
+            "prefix: /api\n              grpc: {}\n",
+            "grpc: not supported",
+        ),
         (
             "timeout: 3s",
             "timeout: 3s\n              cors: {allow_origin_string_match: [{exact: x}]}",

@@ -202,6 +202,13 @@ fn http_echo(c: &mut PeerConn) {
         if buf.len() < n + len {
             return;
         }
+        if head.method.as_ref() == b"CONNECT" {
+            c.out
+                .extend_from_slice(b"HTTP/1.1 200 Connection established\r\n\r\n");
+            c.parsed += n;
+            c.tunnel = true;
+            continue;
+        }
         if head.headers.iter().any(|h| h.is("upgrade")) {
             c.out.extend_from_slice(
                 b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",

@@ -569,6 +569,7 @@ fn route_match(m: &rt::RouteMatch) -> Result<RouteMatch, String> {
         path: None,
         safe_regex: None,
         path_separated_prefix: None,
+        connect_matcher: None,
         case_sensitive: m.case_sensitive.is_none_or(|v| v.value),
         headers: Vec::new(),
         query_parameters: Vec::new(),
@@ -578,9 +579,7 @@ fn route_match(m: &rt::RouteMatch) -> Result<RouteMatch, String> {
         Some(P::Path(p)) => out.path = Some(p.clone()),
         Some(P::SafeRegex(r)) => out.safe_regex = Some(r.regex.clone()),
         Some(P::PathSeparatedPrefix(p)) => out.path_separated_prefix = Some(p.clone()),
-        Some(P::ConnectMatcher(_)) => {
-            return Err("connect_matcher: CONNECT is not supported yet".into());
-        }
+        Some(P::ConnectMatcher(_)) => out.connect_matcher = Some(Default::default()),
         Some(P::PathMatchPolicy(_)) => return Err("path_match_policy: not supported".into()),
         None => return Err("path_specifier: missing".into()),
     }

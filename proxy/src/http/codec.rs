@@ -267,7 +267,9 @@ pub fn request_body(h: &RequestHead) -> Result<Body, Error> {
 
 /// The body framing of a response to a request with `method`.
 pub fn response_body(method: &[u8], h: &ResponseHead) -> Result<Body, Error> {
-    if method == b"HEAD" || h.status < 200 || h.status == 204 || h.status == 304 {
+    // A 2xx to CONNECT starts a tunnel: no body (RFC 9112 6.3).
+    let tunnel = method == b"CONNECT" && (200..300).contains(&h.status);
+    if tunnel || method == b"HEAD" || h.status < 200 || h.status == 204 || h.status == 304 {
         return Ok(Body::Empty);
     }
     Ok(framing(&h.headers)?.unwrap_or(Body::UntilClose))

@@ -125,6 +125,8 @@ struct Stream {
     resp_buf: Bytes,
     /// Upgrade requested and allowed.
     upgrade: bool,
+    /// A CONNECT: its 2xx starts the tunnel.
+    connect: bool,
     started: Instant,
     upstream_keepalive: bool,
     /// Its place under the cluster's `max_requests`.
@@ -672,16 +674,31 @@ impl HttpProxy {
                 return self.local_reply(cx, d, Local::Malformed(e), true);
             }
         };
-        let Some((authority, path)) = target_parts(&head) else {
+        // CONNECT names an authority, not a path; it is a tunnel where
+        // upgrade_configs allow "CONNECT", to a connect_matcher route.
+        let connect = head.method.as_ref() == b"CONNECT";
+        let parts = if connect {
+            connect_target(&head)
+        } else {
+            target_parts(&head)
+        };
+        let Some((authority, path)) = parts else {
             ls.rq_malformed.inc();
             return self.local_reply(cx, d, Local::Malformed(codec::Error::BadHost), true);
         };
-        if head.method.as_ref() == b"CONNECT" {
-            // TODO(issue 13): CONNECT tunnels (`connect_matcher` routes).
-            return self.local_reply(cx, d, Local::UpgradeRefused, true);
+        if connect {
+            let allowed = h
+                .upgrade_configs
+                .iter()
+                .any(|c| c.enabled && c.upgrade_type.eq_ignore_ascii_case("CONNECT"));
+            if !allowed {
+                return self.local_reply(cx, d, Local::UpgradeRefused, true);
+            }
+            // A tunnel, or a refusal after which the connection closes.
+            self.downs[d].close_after = true;
         }
         let mut path = path;
-        if h.normalize_path {
+        if h.normalize_path && !connect {
             match normalize_path(&path) {
                 Some(p) => path = p,
                 None => {
@@ -690,16 +707,17 @@ impl HttpProxy {
                 }
             }
         }
-        if h.merge_slashes {
+        if h.merge_slashes && !connect {
             path = merge_slashes(&path);
         }
         // Upgrades only where configured.
-        let upgrade_to = head
-            .headers
-            .iter()
-            .find(|x| x.is("upgrade"))
-            .filter(|_| has_token(&head.headers, "connection", "upgrade"))
-            .map(|x| x.value.clone());
+        let upgrade_to = (!connect).then_some(()).and(
+            head.headers
+                .iter()
+                .find(|x| x.is("upgrade"))
+                .filter(|_| has_token(&head.headers, "connection", "upgrade"))
+                .map(|x| x.value.clone()),
+        );
         if let Some(u) = &upgrade_to {
             let allowed = h
                 .upgrade_configs
@@ -842,7 +860,11 @@ impl HttpProxy {
         route.headers.apply(&mut hs, true);
         vh.headers.apply(&mut hs, true);
         table.headers.apply(&mut hs, true);
-        let target = rewritten.map_or(path, Bytes::from);
+        let target = if connect {
+            head.target.clone()
+        } else {
+            rewritten.map_or(path, Bytes::from)
+        };
         let mut out = BytesMut::new();
         // An HTTP/1.0 client's request goes out as HTTP/1.0: the upstream
         // then answers without chunking, which the client could not read,
@@ -863,7 +885,8 @@ impl HttpProxy {
             retried: false,
             resp: RespPhase::Head,
             resp_buf: Bytes::new(),
-            upgrade: upgrade_to.is_some(),
+            upgrade: upgrade_to.is_some() || connect,
+            connect,
             started: now,
             upstream_keepalive: head.version == Version::Http11,
             slot: None,
@@ -1223,7 +1246,11 @@ impl HttpProxy {
         let dn = &mut self.downs[d];
         let li = dn.listener;
         let s = dn.stream.as_mut().expect("a stream");
-        let upgraded = head.status == 101 && s.upgrade;
+        let upgraded = if s.connect {
+            (200..300).contains(&head.status)
+        } else {
+            head.status == 101 && s.upgrade
+        };
         if head.status < 200 && !upgraded {
             if head.status == 101 {
                 self.upstream_failed(cx, d, u, Local::ProtocolError);
@@ -1252,7 +1279,7 @@ impl HttpProxy {
         if framing == Body::UntilClose {
             dn.close_after = true;
         }
-        let mut hs = downstream_headers(&head.headers, upgraded);
+        let mut hs = downstream_headers(&head.headers, upgraded && !s.connect);
         let ms = cx.now.saturating_since(s.started).as_millis();
         hs.push(Header::new("x-envoy-upstream-service-time", ms.to_string()));
         if let Some((t, vi, ri)) = &s.route {
@@ -1465,13 +1492,18 @@ impl HttpProxy {
             return;
         };
         let up_conn = self.ups[u].up.conn;
-        // Client to upstream (what is left of the request first).
-        self.flush_up(cx, d);
-        let dn = &mut self.downs[d];
-        let s = dn.stream.as_mut().expect("a stream");
-        if !dn.inbuf.is_empty() {
+        // Client to upstream: what was read past the request's head (early
+        // tunnel bytes) first, then what comes.
+        if let Some(s) = dn.stream.as_mut()
+            && !dn.inbuf.is_empty()
+        {
             s.to_up.push_back(std::mem::take(&mut dn.inbuf));
         }
+        self.flush_up(cx, d);
+        let dn = &mut self.downs[d];
+        let Some(s) = dn.stream.as_mut() else {
+            return;
+        };
         while s.to_up.is_empty() {
             let Some(b) = cx.engine.recv(dn.id) else {
                 break;
@@ -1527,6 +1559,16 @@ impl RouteTable {
 
 fn body_is_empty(b: Body) -> bool {
     b == Body::Empty
+}
+
+/// The authority of a CONNECT request (`host:port`), and no path.
+fn connect_target(h: &RequestHead) -> Option<(Bytes, Bytes)> {
+    let t = &h.target;
+    let port_ok = t
+        .iter()
+        .rposition(|b| *b == b':')
+        .is_some_and(|i| i + 1 < t.len() && t[i + 1..].iter().all(u8::is_ascii_digit));
+    (port_ok && valid_authority(t) && !t.contains(&b'@')).then(|| (t.clone(), Bytes::new()))
 }
 
 /// The authority and the path (with query) of a request.

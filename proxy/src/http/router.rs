@@ -59,6 +59,8 @@ enum PathMatch {
     Exact(String),
     Regex(Regex),
     Separated(String),
+    /// CONNECT requests, and only they.
+    Connect,
 }
 
 #[derive(Debug)]
@@ -409,6 +411,8 @@ fn compile_route(r: &dataplane_config::http::Route) -> Route {
         PathMatch::Exact(cased(p))
     } else if let Some(p) = &m.path_separated_prefix {
         PathMatch::Separated(cased(p))
+    } else if m.connect_matcher.is_some() {
+        PathMatch::Connect
     } else {
         let re = m.safe_regex.as_deref().unwrap_or("[^\\s\\S]");
         PathMatch::Regex(regex(re))
@@ -528,7 +532,13 @@ fn substitution(s: &str) -> String {
 
 impl Route {
     fn matches(&self, r: &Request<'_>) -> bool {
+        // A CONNECT request has no path: only a connect matcher takes it.
+        let connect = r.method == b"CONNECT";
+        if connect != matches!(self.path, PathMatch::Connect) {
+            return false;
+        }
         let ok = match &self.path {
+            PathMatch::Connect => true,
             PathMatch::Prefix(p) => starts_with(r.path, p, self.case_sensitive),
             PathMatch::Exact(p) => eq(r.path_only(), p, self.case_sensitive),
             PathMatch::Separated(p) => {
@@ -556,7 +566,7 @@ impl Route {
             let cut = match &self.path {
                 PathMatch::Prefix(p) | PathMatch::Separated(p) => p.len(),
                 PathMatch::Exact(p) => p.len(),
-                PathMatch::Regex(_) => return None,
+                PathMatch::Regex(_) | PathMatch::Connect => return None,
             };
             let mut out = new.as_bytes().to_vec();
             out.extend_from_slice(&path[cut.min(path.len())..]);
@@ -608,7 +618,7 @@ impl Route {
         } else if let Some(new) = &d.prefix_rewrite {
             let cut = match &self.path {
                 PathMatch::Prefix(p) | PathMatch::Separated(p) | PathMatch::Exact(p) => p.len(),
-                PathMatch::Regex(_) => 0,
+                PathMatch::Regex(_) | PathMatch::Connect => 0,
             };
             format!("{new}{}", path_q.get(cut..).unwrap_or(""))
         } else {

@@ -35,6 +35,8 @@ const ROUTES: &str = r#"
       - name: rest
         domains: ['*']
         routes:
+          - match: {connect_matcher: {}}
+            route: {cluster: b}
           - match: {prefix: /}
             route: {cluster: b}
       - name: none
@@ -419,4 +421,48 @@ fn informational_heads_in_the_segment_of_the_answer_are_all_passed_on() {
         "{got}"
     );
     assert!(got.contains("HTTP/1.1 200 OK\r\n"), "{got}");
+}
+
+#[test]
+fn connect_tunnels_where_allowed_and_is_refused_elsewhere() {
+    let mut w = world(15, clean(), ", upgrade_configs: [{upgrade_type: CONNECT}]");
+    // The client's first tunnel bytes come with the request.
+    let id = w.connect(
+        b"CONNECT db.internal:5432 HTTP/1.1\r\nHost: db.internal:5432\r\n\r\nearly",
+        false,
+    );
+    w.run_until(10 * SECOND, |w| w.client_conn(id).got.ends_with(b"early"));
+    let got = String::from_utf8_lossy(&w.client_conn(id).got).into_owned();
+    assert!(
+        got.starts_with("HTTP/1.1 200 Connection established\r\n"),
+        "{got}"
+    );
+    assert!(
+        !got.to_ascii_lowercase().contains("connection: close"),
+        "{got}"
+    );
+    let up = &w.u.conns[&w.u.accepted[0]];
+    let seen = String::from_utf8_lossy(&up.got).into_owned();
+    assert!(
+        seen.starts_with("CONNECT db.internal:5432 HTTP/1.1\r\n"),
+        "{seen}"
+    );
+    send(&mut w, id, b" and more");
+    w.run_until(10 * SECOND, |w| {
+        w.client_conn(id).got.ends_with(b" and more")
+    });
+    w.client.close(id);
+    w.run_until(10 * SECOND, |w| w.sessions() == 0);
+    w.assert_settled();
+
+    // Not in upgrade_configs: 403; and a path request never takes the
+    // connect route.
+    let mut w = world(16, clean(), "");
+    let id = w.connect(
+        b"CONNECT db.internal:5432 HTTP/1.1\r\nHost: x\r\n\r\n",
+        false,
+    );
+    w.run_until(10 * SECOND, |w| w.client_conn(id).eof);
+    assert_eq!(responses(&w.client_conn(id).got)[0].0, 403);
+    assert!(w.u.accepted.is_empty());
 }
