@@ -36,7 +36,7 @@ use netstack::Instant;
 use netstack::tcp::{CloseReason, ConnId, Engine, Event};
 
 use super::codec::{self, Body, BodyReader, Header, Limits, RequestHead, Version, has_token, trim};
-use super::router::{Action, Request, Route, RouteTable, VirtualHost};
+use super::router::{Action, Request, RouteTable};
 use crate::app::{App, Cx};
 use crate::live::{ListenerLive, Update};
 use crate::metrics::Counters;
@@ -736,12 +736,7 @@ impl HttpProxy {
             scheme: b"http",
             headers: &head.headers,
         };
-        let found = table.as_ref().and_then(|t| {
-            let (v, r) = t.route(&req)?;
-            let vi = t.vhost_index(v);
-            let ri = v.routes.iter().position(|x| std::ptr::eq(x, r))?;
-            Some((vi, ri))
-        });
+        let found = table.as_ref().and_then(|t| t.route_index(&req));
         let Some((vi, ri)) = found else {
             ls.rq_no_route.inc();
             return self.local_reply(cx, d, Local::NoRoute, !body_is_empty(body));
@@ -1540,20 +1535,6 @@ impl HttpProxy {
         if down_eof && up_eof && s.to_up.is_empty() && dn.out.is_empty() {
             self.end_down(cx, d, false);
         }
-    }
-}
-
-impl RouteTable {
-    fn vhost_index(&self, v: &VirtualHost) -> usize {
-        self.vhosts()
-            .iter()
-            .position(|x| std::ptr::eq(x, v))
-            .unwrap_or(0)
-    }
-
-    fn at(&self, vi: usize, ri: usize) -> (&VirtualHost, &Route) {
-        let v = &self.vhosts()[vi];
-        (v, &v.routes[ri])
     }
 }
 

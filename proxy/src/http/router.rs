@@ -296,12 +296,12 @@ impl RouteTable {
         t
     }
 
-    pub fn vhosts(&self) -> &[VirtualHost] {
-        &self.vhosts
-    }
-
     /// The virtual host for `authority` (the `host` header's value).
     pub fn virtual_host(&self, authority: &[u8]) -> Option<&VirtualHost> {
+        self.virtual_host_index(authority).map(|i| &self.vhosts[i])
+    }
+
+    fn virtual_host_index(&self, authority: &[u8]) -> Option<usize> {
         let host = String::from_utf8_lossy(authority).to_ascii_lowercase();
         let i = self
             .exact
@@ -320,14 +320,26 @@ impl RouteTable {
                     .map(|&(_, i)| i)
             })
             .or(self.any)?;
-        self.vhosts.get(i)
+        (i < self.vhosts.len()).then_some(i)
     }
 
     /// The virtual host and route for a request, if any.
     pub fn route(&self, r: &Request<'_>) -> Option<(&VirtualHost, &Route)> {
-        let v = self.virtual_host(r.authority)?;
-        let route = v.routes.iter().find(|rt| rt.matches(r))?;
-        Some((v, route))
+        self.route_index(r).map(|(v, i)| self.at(v, i))
+    }
+
+    /// The indices of the virtual host and route for a request (what a
+    /// stream keeps to find them again, with [`RouteTable::at`]).
+    pub fn route_index(&self, r: &Request<'_>) -> Option<(usize, usize)> {
+        let vi = self.virtual_host_index(r.authority)?;
+        let ri = self.vhosts[vi].routes.iter().position(|rt| rt.matches(r))?;
+        Some((vi, ri))
+    }
+
+    /// The virtual host and route at indices from [`RouteTable::route_index`].
+    pub fn at(&self, vi: usize, ri: usize) -> (&VirtualHost, &Route) {
+        let v = &self.vhosts[vi];
+        (v, &v.routes[ri])
     }
 }
 
