@@ -54,6 +54,8 @@ const POOL_IDLE: Duration = Duration::from_secs(60);
 struct Listener {
     live: Arc<ListenerLive>,
     http: Arc<HttpConfig>,
+    /// `http.server_name`, as a header value made once.
+    server: Bytes,
     bound: Vec<(Ipv4Addr, u16)>,
     sessions: u32,
     removed: bool,
@@ -815,7 +817,7 @@ impl HttpProxy {
         };
         // The head to send upstream.
         let rewritten = route.rewrite_path(&path);
-        let mut hs = upstream_headers(&head.headers, upgrade_to.is_some());
+        let mut hs = forward_headers(&head.headers, upgrade_to.is_some());
         if let Some(host) = &action.host_rewrite {
             set_header(&mut hs, "host", host.clone());
             // As Envoy does, the host it replaced goes along.
@@ -1073,8 +1075,7 @@ impl HttpProxy {
             vh.headers.apply(&mut hs, false);
             t.headers.apply(&mut hs, false);
         }
-        let server = self.listeners[li].http.server_name.clone();
-        hs.push(Header::new("server", server));
+        hs.push(Header::new("server", self.listeners[li].server.clone()));
         let dn = &mut self.downs[d];
         if dn.close_after {
             hs.push(Header::new("connection", "close"));
@@ -1274,7 +1275,7 @@ impl HttpProxy {
         if framing == Body::UntilClose {
             dn.close_after = true;
         }
-        let mut hs = downstream_headers(&head.headers, upgraded && !s.connect);
+        let mut hs = forward_headers(&head.headers, upgraded && !s.connect);
         let ms = cx.now.saturating_since(s.started).as_millis();
         hs.push(Header::new("x-envoy-upstream-service-time", ms.to_string()));
         if let Some((t, vi, ri)) = &s.route {
@@ -1283,8 +1284,7 @@ impl HttpProxy {
             vh.headers.apply(&mut hs, false);
             t.headers.apply(&mut hs, false);
         }
-        let server = self.listeners[li].http.server_name.clone();
-        set_header(&mut hs, "server", Bytes::from(server));
+        set_header(&mut hs, "server", self.listeners[li].server.clone());
         let dn = &mut self.downs[d];
         if dn.close_after && !upgraded {
             hs.push(Header::new("connection", "close"));
@@ -1413,10 +1413,8 @@ impl HttpProxy {
             return self.local_reply(cx, d, why, true);
         }
         let s = self.downs[d].stream.as_mut().expect("a stream");
-        let pending = std::mem::take(&mut s.to_up);
-        s.to_up = replay.into_iter().collect();
         // What was queued but not yet sent is part of the replay already.
-        drop(pending);
+        s.to_up = replay.into();
         self.flush_up(cx, d);
     }
 
@@ -1607,18 +1605,10 @@ fn valid_authority(a: &[u8]) -> bool {
         .all(|b| b.is_ascii_alphanumeric() || b"-._~:[]!$&'()*+,;=%@".contains(b))
 }
 
-/// Request headers to send upstream: without hop-by-hop fields (and those
+/// Headers to pass on, either way: without hop-by-hop fields (and those
 /// `connection` names), keeping `upgrade`/`connection: upgrade` for an
 /// allowed upgrade.
-fn upstream_headers(hs: &[Header], upgrade: bool) -> Vec<Header> {
-    let mut out = strip_hop_by_hop(hs, upgrade);
-    if upgrade {
-        out.push(Header::new("connection", "upgrade"));
-    }
-    out
-}
-
-fn downstream_headers(hs: &[Header], upgrade: bool) -> Vec<Header> {
+fn forward_headers(hs: &[Header], upgrade: bool) -> Vec<Header> {
     let mut out = strip_hop_by_hop(hs, upgrade);
     if upgrade {
         out.push(Header::new("connection", "upgrade"));
@@ -2024,11 +2014,13 @@ impl App for HttpProxy {
                     }
                     self.listeners[li].live = l.clone();
                     self.listeners[li].http = Arc::new(h.clone());
+                    self.listeners[li].server = Bytes::from(h.server_name.clone());
                 }
                 None => {
                     let li = self.listeners.insert(Listener {
                         live: l.clone(),
                         http: Arc::new(h.clone()),
+                        server: Bytes::from(h.server_name.clone()),
                         bound: Vec::new(),
                         sessions: 0,
                         removed: false,
@@ -2166,10 +2158,10 @@ mod tests {
             Header::new("upgrade", "websocket"),
             Header::new("x-kept", "1"),
         ];
-        let out = upstream_headers(&hs, false);
+        let out = forward_headers(&hs, false);
         assert_eq!(out.len(), 1);
         assert!(out[0].is("x-kept"));
-        let out = upstream_headers(&hs, true);
+        let out = forward_headers(&hs, true);
         assert!(out.iter().any(|h| h.is("upgrade")));
         assert!(
             out.iter()
