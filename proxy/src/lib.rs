@@ -29,6 +29,7 @@
 
 pub mod app;
 pub mod http;
+pub mod listeners;
 pub mod live;
 pub mod metrics;
 pub mod services;

@@ -23,7 +23,6 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::net::Ipv4Addr;
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::Bytes;
@@ -33,20 +32,11 @@ use netstack::Instant;
 use netstack::tcp::{CloseReason, ConnId, Engine, Event};
 
 use crate::app::{App, Cx};
+use crate::listeners::{Accepted, Listeners};
 use crate::live::{ListenerLive, Update};
 use crate::metrics::Counters;
 use crate::slab::Slab;
 use crate::upstream::{ConnectError, Outcome, Upstream, Upstreams};
-
-#[derive(Debug)]
-struct Listener {
-    live: Arc<ListenerLive>,
-    /// The engine listeners it owns (each port's address for `0.0.0.0`).
-    bound: Vec<(Ipv4Addr, u16)>,
-    sessions: u32,
-    /// No longer configured: kept only for its sessions' counters.
-    removed: bool,
-}
 
 #[derive(Debug)]
 struct Session {
@@ -85,12 +75,7 @@ enum Dir {
 pub struct TcpProxy {
     /// This worker's index: its slot in every `PerCore` counter.
     core: usize,
-    port_addrs: Vec<Ipv4Addr>,
-    backlog: usize,
-    /// Bound `(address, port)` → listener slot.
-    bound: HashMap<(Ipv4Addr, u16), u32>,
-    listeners: Slab<Listener>,
-    listener_by_name: HashMap<String, u32>,
+    listeners: Listeners<()>,
     sessions: Slab<Session>,
     by_conn: HashMap<ConnId, u32>,
     /// Idle deadlines (sessions of clusters with an idle timeout): checked
@@ -105,54 +90,17 @@ impl TcpProxy {
     pub fn new(core: usize, port_addrs: &[Ipv4Addr], backlog: usize) -> TcpProxy {
         TcpProxy {
             core,
-            port_addrs: port_addrs.to_vec(),
-            backlog,
-            bound: HashMap::new(),
-            listeners: Slab::new(),
-            listener_by_name: HashMap::new(),
+            listeners: Listeners::new(port_addrs, backlog),
             sessions: Slab::new(),
             by_conn: HashMap::new(),
             idle: BinaryHeap::new(),
         }
     }
 
-    // === listeners ===
-
-    fn bind(&mut self, e: &mut Engine, li: u32) {
-        let sa = self.listeners[li].live.addr;
-        let addrs: Vec<Ipv4Addr> = if sa.ip().is_unspecified() {
-            self.port_addrs.clone()
-        } else {
-            vec![*sa.ip()]
-        };
-        for a in addrs {
-            e.listen(a, sa.port(), self.backlog);
-            self.bound.insert((a, sa.port()), li);
-            self.listeners[li].bound.push((a, sa.port()));
-        }
-    }
-
-    /// Stop accepting on listener `li`: connections that completed their
-    /// handshake are still taken, later SYNs and handshakes in progress are
-    /// reset.
-    fn unbind(&mut self, cx: &mut Cx<'_>, li: u32) {
-        let bound = std::mem::take(&mut self.listeners[li].bound);
-        for (a, p) in bound {
-            while let Some(id) = cx.engine.accept(a, p) {
-                self.open(cx, li, id);
-            }
-            cx.engine.unlisten(a, p);
-            self.bound.remove(&(a, p));
-        }
-    }
-
-    fn forget_listener_if_unused(&mut self, li: u32) {
-        if self
-            .listeners
-            .get(li)
-            .is_some_and(|l| l.removed && l.sessions == 0)
-        {
-            self.listeners.remove(li);
+    /// Open what listeners accepted as they stopped accepting.
+    fn open_all(&mut self, cx: &mut Cx<'_>, accepted: Accepted) {
+        for (li, id) in accepted {
+            self.open(cx, li, id);
         }
     }
 
@@ -203,7 +151,7 @@ impl TcpProxy {
                 return self.refuse(cx.engine, li, down);
             }
         };
-        self.listeners[li].sessions += 1;
+        self.listeners.session_started(li);
         cx.stats.sessions.inc();
         let now = cx.now;
         let idle = cx.upstreams.idle_timeout(&up);
@@ -398,16 +346,19 @@ impl TcpProxy {
         cx.stats
             .sessions
             .set(cx.stats.sessions.get().wrapping_sub(1));
-        self.listeners[li].sessions -= 1;
-        self.forget_listener_if_unused(li);
+        self.listeners.session_ended(li);
     }
+}
+
+fn is_tcp_proxy(l: &ListenerLive) -> bool {
+    matches!(l.cfg.filter(), Some(Filter::TcpProxy(_)))
 }
 
 impl App for TcpProxy {
     fn handle(&mut self, cx: &mut Cx<'_>, ev: Event) -> Option<Event> {
         match ev {
             Event::Incoming { listener } => {
-                let Some(&li) = self.bound.get(&listener) else {
+                let Some(li) = self.listeners.bound_to(listener) else {
                     return Some(ev);
                 };
                 while let Some(id) = cx.engine.accept(listener.0, listener.1) {
@@ -504,63 +455,27 @@ impl App for TcpProxy {
     fn retire(&mut self, cx: &mut Cx<'_>, u: &Update) {
         // A listener that is no longer a `tcp_proxy` is another app's now:
         // it goes here as if removed.
-        let changed_filter = u
-            .listeners
-            .iter()
-            .filter(|l| !matches!(l.cfg.filter(), Some(Filter::TcpProxy(_))))
-            .map(|l| &l.cfg.name);
-        for name in u.remove_listeners.iter().chain(changed_filter) {
-            if let Some(li) = self.listener_by_name.remove(name) {
-                self.unbind(cx, li);
-                self.listeners[li].removed = true;
-                self.forget_listener_if_unused(li);
-            }
+        let (retired, accepted) = self.listeners.retire(cx.engine, u, is_tcp_proxy);
+        self.open_all(cx, accepted);
+        for li in retired {
+            self.listeners.removed(li);
         }
     }
 
     fn apply(&mut self, cx: &mut Cx<'_>, u: &Update) {
-        // Listeners that move release their old addresses first, so that
-        // another may take them in the same update.
-        let mut to_bind = Vec::new();
-        for l in &u.listeners {
-            if !matches!(l.cfg.filter(), Some(Filter::TcpProxy(_))) {
-                continue;
-            }
-            match self.listener_by_name.get(&l.cfg.name) {
-                Some(&li) => {
-                    if self.listeners[li].live.addr != l.addr {
-                        self.unbind(cx, li);
-                        to_bind.push(li);
-                    }
-                    self.listeners[li].live = l.clone();
-                }
-                None => {
-                    let li = self.listeners.insert(Listener {
-                        live: l.clone(),
-                        bound: Vec::new(),
-                        sessions: 0,
-                        removed: false,
-                    });
-                    self.listener_by_name.insert(l.cfg.name.clone(), li);
-                    to_bind.push(li);
-                }
-            }
-        }
-        if !cx.stats.drained.load(Relaxed) {
-            for li in to_bind {
-                self.bind(cx.engine, li);
-            }
-        }
+        let drained = cx.stats.drained.load(Relaxed);
+        let accepted = self
+            .listeners
+            .apply(cx.engine, u, drained, |l| is_tcp_proxy(l).then_some(()));
+        self.open_all(cx, accepted);
     }
 
     /// Stop accepting: connections that completed their handshake are
     /// still taken, then the listeners go (later SYNs and handshakes in
     /// progress are reset); sessions carry on.
     fn drain(&mut self, cx: &mut Cx<'_>) {
-        let all: Vec<u32> = self.listener_by_name.values().copied().collect();
-        for li in all {
-            self.unbind(cx, li);
-        }
+        let accepted = self.listeners.drain(cx.engine);
+        self.open_all(cx, accepted);
     }
 
     fn abort_all(&mut self, cx: &mut Cx<'_>) {

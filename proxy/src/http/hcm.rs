@@ -33,11 +33,12 @@ use dataplane_config::Filter;
 use dataplane_config::http::HttpConfig;
 use hashbrown::HashMap;
 use netstack::Instant;
-use netstack::tcp::{CloseReason, ConnId, Engine, Event};
+use netstack::tcp::{CloseReason, ConnId, Event};
 
 use super::codec::{self, Body, BodyReader, Header, Limits, RequestHead, Version, has_token, trim};
 use super::router::{Action, Request, RouteTable};
 use crate::app::{App, Cx};
+use crate::listeners::{Accepted, Listeners};
 use crate::live::{ListenerLive, Update};
 use crate::metrics::Counters;
 use crate::slab::Slab;
@@ -50,15 +51,12 @@ const REPLAY_MAX: usize = 64 * 1024;
 /// most servers keep theirs; they close first, and we notice).
 const POOL_IDLE: Duration = Duration::from_secs(60);
 
+/// What the connection manager keeps beside each of its listeners.
 #[derive(Debug)]
-struct Listener {
-    live: Arc<ListenerLive>,
+struct HttpListener {
     http: Arc<HttpConfig>,
     /// `http.server_name`, as a header value made once.
     server: Bytes,
-    bound: Vec<(Ipv4Addr, u16)>,
-    sessions: u32,
-    removed: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -246,11 +244,7 @@ impl Local {
 #[derive(Debug)]
 pub struct HttpProxy {
     core: usize,
-    port_addrs: Vec<Ipv4Addr>,
-    backlog: usize,
-    bound: HashMap<(Ipv4Addr, u16), u32>,
-    listeners: Slab<Listener>,
-    listener_by_name: HashMap<String, u32>,
+    listeners: Listeners<HttpListener>,
     routes: HashMap<String, Arc<RouteTable>>,
     downs: Slab<Down>,
     ups: Slab<Up>,
@@ -267,11 +261,7 @@ impl HttpProxy {
     pub fn new(core: usize, port_addrs: &[Ipv4Addr], backlog: usize) -> HttpProxy {
         HttpProxy {
             core,
-            port_addrs: port_addrs.to_vec(),
-            backlog,
-            bound: HashMap::new(),
-            listeners: Slab::new(),
-            listener_by_name: HashMap::new(),
+            listeners: Listeners::new(port_addrs, backlog),
             routes: HashMap::new(),
             downs: Slab::new(),
             ups: Slab::new(),
@@ -307,44 +297,14 @@ impl HttpProxy {
         self.listeners[li].live.stats.get(self.core)
     }
 
-    // === listeners ===
-
-    fn bind(&mut self, e: &mut Engine, li: u32) {
-        let sa = self.listeners[li].live.addr;
-        let addrs: Vec<Ipv4Addr> = if sa.ip().is_unspecified() {
-            self.port_addrs.clone()
-        } else {
-            vec![*sa.ip()]
-        };
-        for a in addrs {
-            e.listen(a, sa.port(), self.backlog);
-            self.bound.insert((a, sa.port()), li);
-            self.listeners[li].bound.push((a, sa.port()));
-        }
-    }
-
-    fn unbind(&mut self, cx: &mut Cx<'_>, li: u32) {
-        let bound = std::mem::take(&mut self.listeners[li].bound);
-        for (a, p) in bound {
-            while let Some(id) = cx.engine.accept(a, p) {
-                self.open(cx, li, id);
-            }
-            cx.engine.unlisten(a, p);
-            self.bound.remove(&(a, p));
-        }
-    }
-
-    fn forget_listener_if_unused(&mut self, li: u32) {
-        if self
-            .listeners
-            .get(li)
-            .is_some_and(|l| l.removed && l.sessions == 0)
-        {
-            self.listeners.remove(li);
-        }
-    }
-
     // === client connections ===
+
+    /// Open what listeners accepted as they stopped accepting.
+    fn open_all(&mut self, cx: &mut Cx<'_>, accepted: Accepted) {
+        for (li, id) in accepted {
+            self.open(cx, li, id);
+        }
+    }
 
     fn open(&mut self, cx: &mut Cx<'_>, li: u32, id: ConnId) {
         self.lstats(li).cx_total.inc();
@@ -372,7 +332,7 @@ impl HttpProxy {
             delayed: None,
         });
         self.by_conn.insert(id, Side::Down(d));
-        self.listeners[li].sessions += 1;
+        self.listeners.session_started(li);
         cx.stats.sessions.inc();
         self.arm_idle(d, now);
     }
@@ -380,7 +340,7 @@ impl HttpProxy {
     /// The idle timer of client connection `d` for its current state.
     fn arm_idle(&mut self, d: u32, now: Instant) {
         let dn = &self.downs[d];
-        let h = &self.listeners[dn.listener].http;
+        let h = &self.listeners[dn.listener].extra.http;
         let ms = if dn.stream.is_some() {
             h.stream_idle_timeout_ms
         } else {
@@ -419,8 +379,7 @@ impl HttpProxy {
         cx.stats
             .sessions
             .set(cx.stats.sessions.get().wrapping_sub(1));
-        self.listeners[li].sessions -= 1;
-        self.forget_listener_if_unused(li);
+        self.listeners.session_ended(li);
     }
 
     /// Send what is queued for the client; close it when that is all.
@@ -485,7 +444,7 @@ impl HttpProxy {
                     let dn = &mut self.downs[d];
                     if dn.head_since.is_none() {
                         dn.head_since = Some(cx.now);
-                        let h = &self.listeners[dn.listener].http;
+                        let h = &self.listeners[dn.listener].extra.http;
                         if h.request_headers_timeout_ms > 0 {
                             let at = cx.now + Duration::from_millis(h.request_headers_timeout_ms);
                             let serial = dn.serial;
@@ -493,7 +452,7 @@ impl HttpProxy {
                         }
                     }
                     let dn = &self.downs[d];
-                    let h = &self.listeners[dn.listener].http;
+                    let h = &self.listeners[dn.listener].extra.http;
                     let lim = Limits {
                         max_head_bytes: h.max_request_headers_kb as usize * 1024,
                         max_headers: h.max_headers_count as usize,
@@ -631,7 +590,7 @@ impl HttpProxy {
         dn.requests += 1;
         let li = dn.listener;
         self.lstats(li).rq_total.inc();
-        let ms = self.listeners[li].http.request_timeout_ms;
+        let ms = self.listeners[li].extra.http.request_timeout_ms;
         if ms > 0 {
             self.timer(
                 cx.now + Duration::from_millis(ms),
@@ -652,7 +611,7 @@ impl HttpProxy {
         let li = self.downs[d].listener;
         let live = self.listeners[li].live.clone();
         let ls = live.stats.get(self.core);
-        let h = self.listeners[li].http.clone();
+        let h = self.listeners[li].extra.http.clone();
         // Keep-alive as the client asked, and as our limits allow.
         let dn = &mut self.downs[d];
         let close_asked = has_token(&head.headers, "connection", "close");
@@ -1075,7 +1034,10 @@ impl HttpProxy {
             vh.headers.apply(&mut hs, false);
             t.headers.apply(&mut hs, false);
         }
-        hs.push(Header::new("server", self.listeners[li].server.clone()));
+        hs.push(Header::new(
+            "server",
+            self.listeners[li].extra.server.clone(),
+        ));
         let dn = &mut self.downs[d];
         if dn.close_after {
             hs.push(Header::new("connection", "close"));
@@ -1284,7 +1246,7 @@ impl HttpProxy {
             vh.headers.apply(&mut hs, false);
             t.headers.apply(&mut hs, false);
         }
-        set_header(&mut hs, "server", self.listeners[li].server.clone());
+        set_header(&mut hs, "server", self.listeners[li].extra.server.clone());
         let dn = &mut self.downs[d];
         if dn.close_after && !upgraded {
             hs.push(Header::new("connection", "close"));
@@ -1745,11 +1707,15 @@ pub fn merge_slashes(p: &[u8]) -> Bytes {
     Bytes::from(out)
 }
 
+fn is_http(l: &ListenerLive) -> bool {
+    matches!(l.cfg.filter(), Some(Filter::Http(_)))
+}
+
 impl App for HttpProxy {
     fn handle(&mut self, cx: &mut Cx<'_>, ev: Event) -> Option<Event> {
         match ev {
             Event::Incoming { listener } => {
-                let Some(&li) = self.bound.get(&listener) else {
+                let Some(li) = self.listeners.bound_to(listener) else {
                     return Some(ev);
                 };
                 while let Some(id) = cx.engine.accept(listener.0, listener.1) {
@@ -1923,7 +1889,7 @@ impl App for HttpProxy {
                     }
                 }
                 TimerKind::Idle => {
-                    let h = &self.listeners[li].http;
+                    let h = &self.listeners[li].extra.http;
                     let ms = if dn.stream.is_some() {
                         h.stream_idle_timeout_ms
                     } else {
@@ -1979,18 +1945,13 @@ impl App for HttpProxy {
     }
 
     fn retire(&mut self, cx: &mut Cx<'_>, u: &Update) {
-        let changed_filter = u
-            .listeners
-            .iter()
-            .filter(|l| !matches!(l.cfg.filter(), Some(Filter::Http(_))))
-            .map(|l| &l.cfg.name);
-        for name in u.remove_listeners.iter().chain(changed_filter) {
-            if let Some(li) = self.listener_by_name.remove(name) {
-                self.unbind(cx, li);
-                self.listeners[li].removed = true;
-                self.close_idle(cx, Some(li));
-                self.forget_listener_if_unused(li);
-            }
+        // A listener that is no longer `http` is another app's now: it
+        // goes here as if removed; its idle connections close at once.
+        let (retired, accepted) = self.listeners.retire(cx.engine, u, is_http);
+        self.open_all(cx, accepted);
+        for li in retired {
+            self.close_idle(cx, Some(li));
+            self.listeners.removed(li);
         }
         for name in &u.remove_route_configs {
             self.routes.remove(name);
@@ -2001,40 +1962,17 @@ impl App for HttpProxy {
         for t in &u.route_tables {
             self.routes.insert(t.name.clone(), t.clone());
         }
-        let mut to_bind = Vec::new();
-        for l in &u.listeners {
+        let drained = cx.stats.drained.load(Relaxed);
+        let accepted = self.listeners.apply(cx.engine, u, drained, |l| {
             let Some(Filter::Http(h)) = l.cfg.filter() else {
-                continue;
+                return None;
             };
-            match self.listener_by_name.get(&l.cfg.name) {
-                Some(&li) => {
-                    if self.listeners[li].live.addr != l.addr {
-                        self.unbind(cx, li);
-                        to_bind.push(li);
-                    }
-                    self.listeners[li].live = l.clone();
-                    self.listeners[li].http = Arc::new(h.clone());
-                    self.listeners[li].server = Bytes::from(h.server_name.clone());
-                }
-                None => {
-                    let li = self.listeners.insert(Listener {
-                        live: l.clone(),
-                        http: Arc::new(h.clone()),
-                        server: Bytes::from(h.server_name.clone()),
-                        bound: Vec::new(),
-                        sessions: 0,
-                        removed: false,
-                    });
-                    self.listener_by_name.insert(l.cfg.name.clone(), li);
-                    to_bind.push(li);
-                }
-            }
-        }
-        if !cx.stats.drained.load(Relaxed) {
-            for li in to_bind {
-                self.bind(cx.engine, li);
-            }
-        }
+            Some(HttpListener {
+                http: Arc::new(h.clone()),
+                server: Bytes::from(h.server_name.clone()),
+            })
+        });
+        self.open_all(cx, accepted);
         // Pooled connections to endpoints no longer configured go.
         let stale: Vec<u32> = self
             .pool
@@ -2053,10 +1991,8 @@ impl App for HttpProxy {
     /// others after their response (which says `connection: close`).
     fn drain(&mut self, cx: &mut Cx<'_>) {
         self.draining = true;
-        let all: Vec<u32> = self.listener_by_name.values().copied().collect();
-        for li in all {
-            self.unbind(cx, li);
-        }
+        let accepted = self.listeners.drain(cx.engine);
+        self.open_all(cx, accepted);
         self.close_idle(cx, None);
         for d in 0..self.downs.capacity() as u32 {
             if let Some(dn) = self.downs.get_mut(d) {
