@@ -115,3 +115,19 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
     let mut r = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     (0..len).map(|_| r.next() as u8).collect()
 }
+
+/// Run every input of a saved cargo-fuzz corpus (`dir`, one file per
+/// input) through `run`, the fuzz target's body; a panic names the input.
+/// Returns how many there were.
+pub fn replay_fuzz_corpus(dir: &std::path::Path, run: fn(&[u8])) -> usize {
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.expect("directory entry").path();
+        let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        if std::panic::catch_unwind(|| run(&data)).is_err() {
+            panic!("{} fails", path.display());
+        }
+        n += 1;
+    }
+    n
+}

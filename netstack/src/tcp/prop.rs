@@ -228,15 +228,7 @@ fn the_saved_fuzz_corpus_replays() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("fuzz/corpus")
             .join(target);
-        let mut n = 0;
-        for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-            let path = entry.unwrap().path();
-            let data = std::fs::read(&path).unwrap();
-            if std::panic::catch_unwind(|| run(&data)).is_err() {
-                panic!("{target}: {} fails", path.display());
-            }
-            n += 1;
-        }
+        let n = crate::testing::replay_fuzz_corpus(&dir, run);
         assert!(
             n >= 50,
             "{target}: only {n} saved inputs in {}",

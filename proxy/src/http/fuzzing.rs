@@ -123,17 +123,7 @@ mod tests {
             let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("fuzz/corpus")
                 .join(target);
-            let mut n = 0;
-            for entry in
-                std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-            {
-                let path = entry.unwrap().path();
-                let data = std::fs::read(&path).unwrap();
-                if std::panic::catch_unwind(|| run(&data)).is_err() {
-                    panic!("{target}: {} fails", path.display());
-                }
-                n += 1;
-            }
+            let n = netstack::testing::replay_fuzz_corpus(&dir, run);
             assert!(
                 n >= 50,
                 "{target}: only {n} saved inputs in {}",
