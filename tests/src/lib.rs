@@ -728,3 +728,43 @@ pub fn two_worker_af_packet_config() -> String {
     assert!(cfg.contains("qpairs=2") && cfg.contains("[0, 1]"));
     cfg
 }
+
+// === reading what happened ===
+
+/// Run `cmd` in the client namespace; its output, or a panic with both
+/// streams if it failed.
+pub fn cli_ok(topo: &Topology, cmd: &str) -> String {
+    let out = topo.exec("cli", cmd);
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Listener `name` in the data plane's stats document `s`.
+pub fn stats_listener(s: &Value, name: &str) -> Value {
+    stats_item(s, "listeners", name)
+}
+
+/// Cluster `name` in the data plane's stats document `s`.
+pub fn stats_cluster(s: &Value, name: &str) -> Value {
+    stats_item(s, "clusters", name)
+}
+
+fn stats_item(s: &Value, kind: &str, name: &str) -> Value {
+    s["proxy"][kind]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {kind} in {}", s["proxy"]))
+        .iter()
+        .find(|l| l["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} in {}", s["proxy"]))
+        .clone()
+}
+
+/// A counter's value.
+pub fn counter(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a counter: {v}"))
+}

@@ -4,22 +4,13 @@
 
 use std::time::Duration;
 
+use e2e_tests::cli_ok as cli;
 use e2e_tests::{
     Dataplane, NGINX_BODY, Nginx, Topology, http_upstream, require_root, serial, two_port_config,
     unique_prefix,
 };
+use e2e_tests::{counter as n, stats_cluster as cluster, stats_listener as listener};
 use serde_json::Value;
-
-fn cli(topo: &Topology, cmd: &str) -> String {
-    let out = topo.exec("cli", cmd);
-    assert!(
-        out.status.success(),
-        "`{cmd}` failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 const CONFIG: &str = r#"
 listeners:
@@ -72,30 +63,6 @@ fn header<'a>(doc: &'a Value, name: &str) -> Option<&'a str> {
         .iter()
         .find(|h| h[0] == name)
         .and_then(|h| h[1].as_str())
-}
-
-fn listener(s: &Value, name: &str) -> Value {
-    s["proxy"]["listeners"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["name"] == name)
-        .cloned()
-        .unwrap_or_else(|| panic!("no listener {name}"))
-}
-
-fn cluster(s: &Value, name: &str) -> Value {
-    s["proxy"]["clusters"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == name)
-        .cloned()
-        .unwrap_or_else(|| panic!("no cluster {name}"))
-}
-
-fn n(v: &Value) -> u64 {
-    v.as_u64().unwrap_or_else(|| panic!("not a counter: {v}"))
 }
 
 /// One request over a raw socket from the client namespace: what came

@@ -4,50 +4,16 @@
 
 use std::time::{Duration, Instant};
 
+use e2e_tests::cli_ok;
 use e2e_tests::{
     Dataplane, NGINX_BODY, Nginx, Topology, python_upstream, require_root, serial, tcp_client,
     two_port_config, two_worker_af_packet_config, unique_prefix,
 };
-use serde_json::Value;
-
-fn cli_ok(topo: &Topology, cmd: &str) -> String {
-    let out = topo.exec("cli", cmd);
-    assert!(
-        out.status.success(),
-        "`{cmd}` failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use e2e_tests::{counter as n, stats_cluster as cluster, stats_listener as listener};
 
 /// The data plane on af_xdp with `proxy` (listeners and clusters YAML).
 fn start(topo: &Topology, proxy: &str) -> Dataplane {
     Dataplane::start(topo, &format!("{}{proxy}", two_port_config("af_xdp", true)))
-}
-
-fn listener(s: &Value, name: &str) -> Value {
-    s["proxy"]["listeners"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["name"] == name)
-        .unwrap_or_else(|| panic!("no listener {name} in {}", s["proxy"]))
-        .clone()
-}
-
-fn cluster(s: &Value, name: &str) -> Value {
-    s["proxy"]["clusters"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("no cluster {name} in {}", s["proxy"]))
-        .clone()
-}
-
-fn n(v: &Value) -> u64 {
-    v.as_u64().unwrap_or_else(|| panic!("not a counter: {v}"))
 }
 
 /// Wait up to 5 s for every proxied connection to end and every TCP
