@@ -4,9 +4,10 @@
 //!
 //! A request names its command in `cmd` (`{"cmd":"stats"}`,
 //! `{"cmd":"apply","update":{...}}`); an answer is the command's reply, or
-//! an [`AdminError`] (`{"error":"...","kind":"..."}`). The commands the
-//! admin API will add (the agent's report of each xDS ACK and NACK, the
-//! accepted resources for `/config_dump`) become more variants here.
+//! an [`AdminError`] (`{"error":"...","kind":"..."}`). `control-agent`
+//! reports each xDS ACK and NACK with `xds_report` ([`XdsReport`]), which
+//! the HTTP admin server turns into Envoy's `update_success` /
+//! `update_rejected` stats and `/config_dump`.
 
 use std::borrow::Cow;
 use std::path::PathBuf;
@@ -30,11 +31,42 @@ pub enum AdminRequest<'a> {
     /// Which data plane answers, and how far its configuration has got
     /// ([`PingReply`]); cheap.
     Ping,
+    /// The control agent's verdict on one xDS response (answered `{}`).
+    XdsReport { report: Cow<'a, XdsReport> },
+}
+
+/// The xDS resource types the admin stats count, by Envoy's stat prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum XdsType {
+    Cds,
+    Eds,
+    Lds,
+    Rds,
+}
+
+/// One xDS response as the agent answered it: ACK (`accepted`) or NACK.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct XdsReport {
+    #[serde(rename = "type")]
+    pub ty: XdsType,
+    pub accepted: bool,
+    /// The response's `version_info` (`system_version_info` for Delta).
+    #[serde(default)]
+    pub version: String,
+    /// With an ACK: this type's section of Envoy's `/config_dump` (a
+    /// `ClustersConfigDump`, `ListenersConfigDump`, ... in protobuf JSON,
+    /// secrets already `[redacted]`) for the resources now in force. The
+    /// data plane serves it as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_dump: Option<serde_json::Value>,
 }
 
 impl AdminRequest<'static> {
     /// The command names, for error messages.
-    pub const COMMANDS: &'static [&'static str] = &["stats", "config", "apply", "ping"];
+    pub const COMMANDS: &'static [&'static str] =
+        &["stats", "config", "apply", "ping", "xds_report"];
 
     /// Parse one request line. The command is read first and the rest into
     /// the command's own types, so a large update is parsed once, straight
@@ -47,6 +79,10 @@ impl AdminRequest<'static> {
         #[derive(Deserialize)]
         struct Apply {
             update: Option<ProxyUpdate>,
+        }
+        #[derive(Deserialize)]
+        struct Report {
+            report: Option<XdsReport>,
         }
         let bad = |msg: String| AdminError::new(ErrorKind::BadRequest, msg);
         let cmd = match serde_json::from_slice::<Head>(line) {
@@ -71,6 +107,15 @@ impl AdminRequest<'static> {
                 },
                 Ok(Apply { update: None }) => return Err(bad("missing \"update\"".into())),
                 Err(e) => return Err(bad(format!("update: {e}"))),
+            },
+            "xds_report" => match serde_json::from_slice::<Report>(line) {
+                Ok(Report {
+                    report: Some(report),
+                }) => AdminRequest::XdsReport {
+                    report: Cow::Owned(report),
+                },
+                Ok(Report { report: None }) => return Err(bad("missing \"report\"".into())),
+                Err(e) => return Err(bad(format!("report: {e}"))),
             },
             other => {
                 return Err(bad(format!(

@@ -17,6 +17,9 @@ pub struct HttpConfig {
     /// by. While it is missing (a live state may name one that has not
     /// arrived), every request is answered 404 with response flag NR.
     pub route_config: String,
+    /// Envoy's `stat_prefix`: the admin stats' `http.<stat_prefix>.`
+    /// (empty: the listener's name).
+    pub stat_prefix: String,
     /// The `server` header of responses, ours and the upstream's alike
     /// (Envoy's `server_header_transformation: OVERWRITE`).
     pub server_name: String,
@@ -65,6 +68,7 @@ impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             route_config: String::new(),
+            stat_prefix: String::new(),
             server_name: "dataplane".into(),
             max_request_headers_kb: 60,
             max_headers_count: 100,

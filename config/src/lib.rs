@@ -17,7 +17,7 @@ mod proxy;
 mod update;
 mod validate;
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -474,10 +474,19 @@ impl Default for ArpConfig {
     }
 }
 
-/// The local admin socket.
+/// The local admin socket and the HTTP admin server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
+    /// The HTTP admin server (Envoy's admin paths: `/ready`, `/stats`,
+    /// `/stats/prometheus`, `/config_dump`, `/clusters`, ...) on a kernel
+    /// TCP socket, served by a thread of its own. Default `127.0.0.1:15000`
+    /// (Envoy's port under Istio); `null` turns it off. Anyone who can
+    /// reach it can stop the data plane (`POST /quitquitquit`), so an
+    /// address other than loopback needs `allow_non_loopback: true`.
+    pub address: Option<SocketAddr>,
+    /// Accept an `address` that is not a loopback address.
+    pub allow_non_loopback: bool,
     /// Unix socket path (created mode 0600; a stale socket is replaced).
     pub socket: PathBuf,
     /// Largest request accepted on the socket. A configuration update of
@@ -495,6 +504,8 @@ impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             socket: PathBuf::from("/run/dataplane/admin.sock"),
+            address: Some(SocketAddr::from(([127, 0, 0, 1], 15000))),
+            allow_non_loopback: false,
             max_request_bytes: 256 << 20,
             state_file: None,
         }

@@ -71,6 +71,7 @@ impl ListenerConfig {
             address: address.into(),
             filter_chains: vec![FilterChainConfig::tcp_proxy(TcpProxyConfig {
                 cluster: cluster.into(),
+                stat_prefix: String::new(),
             })],
         }
     }
@@ -81,6 +82,16 @@ impl ListenerConfig {
             [c] => c.filter(),
             _ => None,
         }
+    }
+
+    /// Its filter's `stat_prefix`, or else its name.
+    pub fn stat_prefix(&self) -> &str {
+        let p = match self.filter() {
+            Some(Filter::TcpProxy(t)) => t.stat_prefix.as_str(),
+            Some(Filter::Http(h)) => h.stat_prefix.as_str(),
+            None => "",
+        };
+        if p.is_empty() { &self.name } else { p }
     }
 }
 
@@ -141,6 +152,10 @@ pub enum Filter<'a> {
 pub struct TcpProxyConfig {
     /// The cluster (by name) that connections are forwarded to.
     pub cluster: String,
+    /// Envoy's `stat_prefix`: the admin stats' `tcp.<stat_prefix>.` (empty:
+    /// the listener's name).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stat_prefix: String,
 }
 
 /// A set of upstream endpoints and how connections are spread over them.

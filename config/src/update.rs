@@ -570,7 +570,8 @@ mod tests {
         assert_eq!(
             s.listeners["new"].filter(),
             Some(crate::Filter::TcpProxy(&crate::TcpProxyConfig {
-                cluster: "d".into()
+                cluster: "d".into(),
+                stat_prefix: String::new(),
             }))
         );
     }

@@ -478,7 +478,7 @@ impl Config {
         }
     }
 
-    /// `admin`: the socket and the state file.
+    /// `admin`: the socket, the HTTP address and the state file.
     fn validate_admin(&self, e: &mut Errors) {
         let s = &self.admin.socket;
         e.check(
@@ -500,6 +500,14 @@ impl Config {
             self.admin.max_request_bytes,
             "must be between 65536 and 4294967296",
         );
+        if let Some(a) = self.admin.address {
+            e.check(
+                a.ip().is_loopback() || self.admin.allow_non_loopback,
+                "admin.address",
+                a,
+                "is not a loopback address: anyone who reaches it can read the configuration and stop the data plane; set admin.allow_non_loopback: true to serve it there anyway",
+            );
+        }
         if let Some(f) = &self.admin.state_file {
             e.check(
                 f.is_absolute(),
