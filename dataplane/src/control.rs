@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use crate::Failure;
 use crate::admin::AdminServer;
+use crate::admin_http::{Published, Shared};
 use crate::launch::Workers;
 use crate::ports::PortPools;
 use crate::stats;
@@ -36,6 +37,8 @@ pub struct Control<'a> {
     /// Tells a control agent that this is a new process (it then pushes
     /// everything again).
     pub instance: String,
+    /// What the HTTP admin server reads: republished after each update.
+    pub shared: &'a Shared,
 }
 
 impl Control<'_> {
@@ -67,7 +70,11 @@ impl Control<'_> {
             {
                 return Some(format!("worker on CPU {} stopped unexpectedly", v.cpu));
             }
+            if self.shared.quit.load(Ordering::Relaxed) {
+                return None;
+            }
             if stop.load(Ordering::Relaxed) {
+                self.shared.draining.store(true, Ordering::Relaxed);
                 let active = stats::proxy_sessions(views);
                 match drain_until {
                     _ if self.live.listeners.is_empty() && active == 0 => return None,
@@ -126,7 +133,14 @@ impl Control<'_> {
                     update.into_owned(),
                     &self.instance,
                 )?;
+                self.shared
+                    .published
+                    .store(Arc::new(Published::of(&self.live)));
                 json(serde_json::to_value(reply))
+            }
+            AdminRequest::XdsReport { report } => {
+                self.shared.report(report.into_owned());
+                Ok(Value::Object(Default::default()))
             }
             AdminRequest::Ping => json(serde_json::to_value(PingReply {
                 instance: self.instance.clone(),

@@ -14,8 +14,10 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod admin_http;
 mod control;
 mod eal_args;
+mod envoy_stats;
 mod launch;
 mod ports;
 mod stats;
@@ -24,8 +26,8 @@ mod worker;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
@@ -130,14 +132,26 @@ struct StatsArgs {
     json: bool,
 }
 
+/// The log filter, which `POST /logging` replaces.
+pub(crate) static LOG_FILTER: OnceLock<
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>,
+> = OnceLock::new();
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal()),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
         .init();
+    let _ = LOG_FILTER.set(handle);
     let cli = Cli::parse();
     let result = match cli.cmd {
         Some(Cmd::Stats(a)) => cmd_stats(a),
@@ -266,11 +280,14 @@ fn cmd_run(a: RunArgs) -> Result<(), Failure> {
     let state = initial_state(&cfg)?;
     if a.check {
         println!(
-            "configuration OK: {} port(s), {} worker core(s) {:?}, admin socket {}",
+            "configuration OK: {} port(s), {} worker core(s) {:?}, admin socket {}, admin HTTP {}",
             cfg.ports.len(),
             cfg.workers.cores.len(),
             cfg.workers.cores,
-            cfg.admin.socket.display()
+            cfg.admin.socket.display(),
+            cfg.admin
+                .address
+                .map_or("off".to_string(), |a| format!("http://{a}/"))
         );
         return Ok(());
     }
@@ -283,9 +300,16 @@ fn cmd_run(a: RunArgs) -> Result<(), Failure> {
             .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     }
 
-    // Bind the admin socket before EAL so a clash fails fast.
-    let admin = admin::AdminServer::bind(&cfg.admin.socket, cfg.admin.max_request_bytes)
-        .map_err(|e| Failure::Runtime(e.to_string()))?;
+    // Bind the admin socket and port before EAL so a clash fails fast.
+    let admin = Admin {
+        socket: admin::AdminServer::bind(&cfg.admin.socket, cfg.admin.max_request_bytes)
+            .map_err(|e| Failure::Runtime(e.to_string()))?,
+        http: cfg
+            .admin
+            .address
+            .map(admin_http::HttpAdmin::bind)
+            .transpose()?,
+    };
     let mut eal_started = false;
     let result = run(
         &cfg,
@@ -305,13 +329,19 @@ fn cmd_run(a: RunArgs) -> Result<(), Failure> {
     result
 }
 
+/// The admin endpoints, bound before EAL starts.
+struct Admin {
+    socket: admin::AdminServer,
+    http: Option<admin_http::HttpAdmin>,
+}
+
 fn run(
     cfg: &Config,
     state: ProxyState,
     online: &[u32],
     passthrough: &[String],
     stop: &Arc<AtomicBool>,
-    admin: &admin::AdminServer,
+    admin: &Admin,
     eal_started: &mut bool,
 ) -> Result<(), Failure> {
     let started = Instant::now();
@@ -342,6 +372,15 @@ fn run(
         cfg.admin.socket.display()
     );
 
+    let shared = admin_http::Shared::default();
+    shared
+        .published
+        .store(Arc::new(admin_http::Published::of(&live)));
+    if !live.state.listeners.is_empty() || !live.state.clusters.is_empty() {
+        shared.count_static();
+    }
+    shared.workers_started.store(true, Ordering::Relaxed);
+    let instance = format!("{:016x}", u64::from_le_bytes(random_secret::<8>()?));
     let mut control = control::Control {
         cfg,
         ports: &ports,
@@ -349,9 +388,38 @@ fn run(
         live,
         started,
         tsc_hz: eal.tsc_hz(),
-        instance: format!("{:016x}", u64::from_le_bytes(random_secret::<8>()?)),
+        instance: instance.clone(),
+        shared: &shared,
     };
-    let mut failed = control.run(admin, stop);
+    let http_done = AtomicBool::new(false);
+    let mut failed = std::thread::scope(|s| {
+        if let Some(http) = &admin.http {
+            let src = admin_http::Sources {
+                cfg,
+                ports: &ports,
+                workers: &workers.views,
+                shared: &shared,
+                started,
+                instance: &instance,
+                drain: &workers.drain,
+                stop,
+            };
+            let done = &http_done;
+            let spawned = std::thread::Builder::new()
+                .name("admin-http".into())
+                .spawn_scoped(s, move || http.serve(&src, done));
+            match spawned {
+                Ok(_) => tracing::info!(
+                    "admin HTTP server on http://{}/",
+                    http.local_addr().map_or(String::new(), |a| a.to_string())
+                ),
+                Err(e) => tracing::warn!("cannot start the admin HTTP thread: {e}"),
+            }
+        }
+        let failed = control.run(&admin.socket, stop);
+        http_done.store(true, Ordering::Relaxed);
+        failed
+    });
     tracing::info!("stopping");
     workers.stop.store(true, Ordering::Relaxed);
     for h in handles {

@@ -222,6 +222,12 @@ macro_rules! counters {
                 }
             }
 
+            /// Add every counter of `other` to this one's (merging per-core
+            /// sets into a total, off the hot path).
+            pub fn add_from(&self, other: &Self) {
+                $( self.$field.add(other.$field.get()); )*
+            }
+
             /// The counters whose scope has a bit of `scope`, by name.
             pub fn for_each_in(&self, scope: u32, mut f: impl FnMut(&'static str, u64)) {
                 let mut i = 0;

@@ -1,0 +1,649 @@
+//! The data plane's counters under Envoy's stat names, for the HTTP admin
+//! server's `/stats`, `/stats?format=json` and `/stats/prometheus`.
+//!
+//! Every value is read from the per-core counters when asked for (summed
+//! here, on the admin thread); nothing on a worker changes for it. A stat
+//! has Envoy's flat name (`cluster.web.upstream_cx_total`) and the
+//! Prometheus family and labels Envoy's tag extraction gives that name
+//! (`envoy_cluster_upstream_cx_total{envoy_cluster_name="web"}`). Counters
+//! Envoy has no name for keep ours under the same prefix; the data plane's
+//! own families (ports, cores, the stack) are `dataplane_*`, their
+//! counters ending in `_total` as Prometheus' naming rules want.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering::Relaxed;
+
+use dataplane_config::Filter;
+use proxy::Counters;
+use proxy::live::{ClusterLive, ListenerLive};
+
+use crate::admin_http::Sources;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+        }
+    }
+}
+
+/// One stat: Envoy's flat name, and its Prometheus family and labels.
+#[derive(Debug, Clone)]
+pub struct Stat {
+    pub name: String,
+    pub family: String,
+    pub labels: Vec<(&'static str, String)>,
+    pub value: u64,
+    pub kind: Kind,
+    /// Envoy's "used" flag (for `usedonly`): written at least once. A
+    /// counter is used once it is not zero; the server's own gauges are
+    /// always set.
+    pub used: bool,
+}
+
+/// Where a group of stats lives: the flat prefix, the family prefix and
+/// the labels tag extraction takes out of the name.
+struct Scope {
+    text: String,
+    family: &'static str,
+    labels: Vec<(&'static str, String)>,
+}
+
+impl Scope {
+    fn new(text: String, family: &'static str, labels: Vec<(&'static str, String)>) -> Scope {
+        Scope {
+            text,
+            family,
+            labels,
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct StatSet {
+    pub stats: Vec<Stat>,
+}
+
+impl StatSet {
+    fn push(&mut self, s: &Scope, suffix: &str, kind: Kind, value: u64) {
+        self.stats.push(Stat {
+            name: format!("{}{suffix}", s.text),
+            family: format!("{}{}", s.family, suffix.replace('.', "_")),
+            labels: s.labels.clone(),
+            value,
+            kind,
+            used: value != 0,
+        });
+    }
+
+    /// A gauge that is always "used" (Envoy sets it at start).
+    fn set(&mut self, s: &Scope, suffix: &str, value: u64) {
+        self.push(s, suffix, Kind::Gauge, value);
+        self.stats.last_mut().expect("just pushed").used = true;
+    }
+
+    /// `<prefix>_rq_<N>xx`: Envoy's response class, which tag extraction
+    /// turns into `..._rq_xx{envoy_response_code_class="N"}`.
+    fn class(&mut self, s: &Scope, stem: &str, class: u8, value: u64) {
+        let mut labels = s.labels.clone();
+        labels.push(("envoy_response_code_class", class.to_string()));
+        self.stats.push(Stat {
+            name: format!("{}{stem}_{class}xx", s.text),
+            family: format!("{}{stem}_xx", s.family),
+            labels,
+            value,
+            kind: Kind::Counter,
+            used: value != 0,
+        });
+    }
+
+    /// Every stat, in Envoy's order for `/stats` (by name).
+    pub fn collect(src: &Sources<'_>) -> StatSet {
+        let mut set = StatSet::default();
+        set.server(src);
+        set.proxy(src);
+        set.dataplane(src);
+        set.stats.sort_by(|a, b| a.name.cmp(&b.name));
+        set
+    }
+
+    fn server(&mut self, src: &Sources<'_>) {
+        let s = &src.shared;
+        let server = Scope::new("server.".into(), "envoy_server_", vec![]);
+        self.set(&server, "state", s.server_state() as u64);
+        self.set(
+            &server,
+            "live",
+            u64::from(s.server_state() == ServerState::Live),
+        );
+        self.set(&server, "uptime", src.started.elapsed().as_secs());
+        self.set(&server, "concurrency", src.workers.len() as u64);
+        self.set(&server, "memory_physical_size", resident_bytes());
+        let published = s.published.load();
+        let lm = Scope::new(
+            "listener_manager.".into(),
+            "envoy_listener_manager_",
+            vec![],
+        );
+        self.set(
+            &lm,
+            "workers_started",
+            u64::from(s.workers_started.load(Relaxed)),
+        );
+        self.set(
+            &lm,
+            "total_listeners_active",
+            published.listeners.len() as u64,
+        );
+        let cm = Scope::new("cluster_manager.".into(), "envoy_cluster_manager_", vec![]);
+        self.set(&cm, "active_clusters", published.clusters.len() as u64);
+        for (scope, family, x) in [
+            (
+                "cluster_manager.cds.",
+                "envoy_cluster_manager_cds_",
+                &s.xds.cds,
+            ),
+            (
+                "listener_manager.lds.",
+                "envoy_listener_manager_lds_",
+                &s.xds.lds,
+            ),
+            ("dataplane.xds.rds.", "dataplane_xds_rds_", &s.xds.rds),
+            ("dataplane.xds.eds.", "dataplane_xds_eds_", &s.xds.eds),
+        ] {
+            let sc = Scope::new(scope.into(), family, vec![]);
+            let ours = family.starts_with("dataplane");
+            let t = if ours { "_total" } else { "" };
+            for (name, v) in [
+                ("update_attempt", &x.attempt),
+                ("update_success", &x.success),
+                ("update_rejected", &x.rejected),
+            ] {
+                self.push(&sc, &format!("{name}{t}"), Kind::Counter, v.load(Relaxed));
+            }
+        }
+    }
+
+    fn proxy(&mut self, src: &Sources<'_>) {
+        let published = src.shared.published.load();
+        for l in &published.listeners {
+            self.listener(l);
+        }
+        for c in &published.clusters {
+            self.cluster(c);
+        }
+    }
+
+    fn listener(&mut self, l: &ListenerLive) {
+        let c = sum(l.stats.iter());
+        let addr = envoy_address(&l.cfg.address);
+        let ls = Scope::new(
+            format!("listener.{addr}."),
+            "envoy_listener_",
+            vec![("envoy_listener_address", addr.clone())],
+        );
+        let active = c.cx_total.get().saturating_sub(c.cx_closed.get());
+        self.push(&ls, "downstream_cx_total", Kind::Counter, c.cx_total.get());
+        self.push(
+            &ls,
+            "downstream_cx_destroy",
+            Kind::Counter,
+            c.cx_closed.get(),
+        );
+        self.push(&ls, "downstream_cx_active", Kind::Gauge, active);
+        let prefix = l.cfg.stat_prefix().to_string();
+        match l.cfg.filter() {
+            Some(Filter::TcpProxy(_)) => {
+                let t = Scope::new(
+                    format!("tcp.{prefix}."),
+                    "envoy_tcp_",
+                    vec![("envoy_tcp_prefix", prefix)],
+                );
+                self.push(&t, "downstream_cx_total", Kind::Counter, c.cx_total.get());
+                self.push(
+                    &t,
+                    "downstream_cx_rx_bytes_total",
+                    Kind::Counter,
+                    c.bytes_up.get(),
+                );
+                self.push(
+                    &t,
+                    "downstream_cx_tx_bytes_total",
+                    Kind::Counter,
+                    c.bytes_down.get(),
+                );
+                self.push(
+                    &t,
+                    "downstream_cx_no_route",
+                    Kind::Counter,
+                    c.no_upstream.get(),
+                );
+                self.push(&t, "idle_timeout", Kind::Counter, c.idle_timeouts.get());
+                // Ours: refused for a circuit breaker, closed before any
+                // upstream, ended by a reset.
+                self.push(
+                    &t,
+                    "downstream_cx_overflow",
+                    Kind::Counter,
+                    c.overflows.get(),
+                );
+                self.push(&t, "downstream_cx_refused", Kind::Counter, c.refused.get());
+                self.push(&t, "downstream_cx_reset", Kind::Counter, c.resets.get());
+            }
+            Some(Filter::Http(_)) => {
+                let h = Scope::new(
+                    format!("http.{prefix}."),
+                    "envoy_http_",
+                    vec![("envoy_http_conn_manager_prefix", prefix)],
+                );
+                self.push(&h, "downstream_cx_total", Kind::Counter, c.cx_total.get());
+                self.push(&h, "downstream_cx_active", Kind::Gauge, active);
+                self.push(
+                    &h,
+                    "downstream_cx_destroy",
+                    Kind::Counter,
+                    c.cx_closed.get(),
+                );
+                self.push(
+                    &h,
+                    "downstream_cx_rx_bytes_total",
+                    Kind::Counter,
+                    c.bytes_up.get(),
+                );
+                self.push(
+                    &h,
+                    "downstream_cx_tx_bytes_total",
+                    Kind::Counter,
+                    c.bytes_down.get(),
+                );
+                self.push(
+                    &h,
+                    "downstream_cx_idle_timeout",
+                    Kind::Counter,
+                    c.idle_timeouts.get(),
+                );
+                self.push(
+                    &h,
+                    "downstream_cx_protocol_error",
+                    Kind::Counter,
+                    c.rq_malformed.get(),
+                );
+                self.push(&h, "downstream_rq_total", Kind::Counter, c.rq_total.get());
+                for (class, v) in classes(&c) {
+                    self.class(&h, "downstream_rq", class, v);
+                }
+                self.push(&h, "no_route", Kind::Counter, c.rq_no_route.get());
+                self.push(&h, "rq_direct_response", Kind::Counter, c.rq_direct.get());
+                self.push(
+                    &h,
+                    "downstream_rq_timeout",
+                    Kind::Counter,
+                    c.rq_timeouts.get(),
+                );
+                self.push(
+                    &h,
+                    "fault.aborts_injected",
+                    Kind::Counter,
+                    c.rq_fault_aborts.get(),
+                );
+                self.push(
+                    &h,
+                    "fault.delays_injected",
+                    Kind::Counter,
+                    c.rq_fault_delays.get(),
+                );
+                self.push(
+                    &h,
+                    "downstream_cx_overflow",
+                    Kind::Counter,
+                    c.overflows.get(),
+                );
+                self.push(&h, "downstream_cx_reset", Kind::Counter, c.resets.get());
+            }
+            None => {}
+        }
+    }
+
+    fn cluster(&mut self, cl: &ClusterLive) {
+        let c = sum(cl.stats.iter());
+        let s = Scope::new(
+            format!("cluster.{}.", cl.cfg.name),
+            "envoy_cluster_",
+            vec![("envoy_cluster_name", cl.cfg.name.clone())],
+        );
+        let g = &cl.gauges;
+        self.push(&s, "upstream_cx_total", Kind::Counter, c.cx_total.get());
+        self.push(&s, "upstream_cx_destroy", Kind::Counter, c.cx_closed.get());
+        self.push(
+            &s,
+            "upstream_cx_active",
+            Kind::Gauge,
+            u64::from(g.open.load(Relaxed)),
+        );
+        self.push(
+            &s,
+            "upstream_cx_connecting",
+            Kind::Gauge,
+            u64::from(g.pending.load(Relaxed)),
+        );
+        self.push(
+            &s,
+            "upstream_cx_connect_fail",
+            Kind::Counter,
+            c.connect_failures.get(),
+        );
+        self.push(
+            &s,
+            "upstream_cx_connect_timeout",
+            Kind::Counter,
+            c.connect_timeouts.get(),
+        );
+        self.push(&s, "upstream_cx_overflow", Kind::Counter, c.overflows.get());
+        self.push(
+            &s,
+            "upstream_cx_none_healthy",
+            Kind::Counter,
+            c.no_upstream.get(),
+        );
+        self.push(
+            &s,
+            "upstream_cx_idle_timeout",
+            Kind::Counter,
+            c.idle_timeouts.get(),
+        );
+        self.push(
+            &s,
+            "upstream_cx_tx_bytes_total",
+            Kind::Counter,
+            c.bytes_up.get(),
+        );
+        self.push(
+            &s,
+            "upstream_cx_rx_bytes_total",
+            Kind::Counter,
+            c.bytes_down.get(),
+        );
+        self.push(&s, "upstream_cx_reset", Kind::Counter, c.resets.get());
+        self.push(&s, "upstream_rq_total", Kind::Counter, c.rq_total.get());
+        self.push(
+            &s,
+            "upstream_rq_active",
+            Kind::Gauge,
+            u64::from(g.requests.load(Relaxed)),
+        );
+        for (class, v) in classes(&c) {
+            self.class(&s, "upstream_rq", class, v);
+        }
+        self.push(
+            &s,
+            "upstream_rq_timeout",
+            Kind::Counter,
+            c.rq_timeouts.get(),
+        );
+        self.push(&s, "upstream_rq_reused", Kind::Counter, c.rq_reused.get());
+        self.push(
+            &s,
+            "upstream_rq_retried_stale",
+            Kind::Counter,
+            c.rq_retried_stale.get(),
+        );
+        self.push(
+            &s,
+            "outlier_detection.ejections_total",
+            Kind::Counter,
+            c.ejections.get(),
+        );
+        self.set(&s, "membership_total", cl.endpoints.len() as u64);
+        self.set(&s, "membership_healthy", cl.endpoints.len() as u64);
+    }
+
+    /// Ports, mempools, worker loops and the network stack: ours.
+    fn dataplane(&mut self, src: &Sources<'_>) {
+        for (pc, (p, pools)) in src.cfg.ports.iter().zip(src.ports) {
+            let s = Scope::new(
+                format!("dataplane.port.{}.", pc.name),
+                "dataplane_port_",
+                vec![("port", pc.name.clone())],
+            );
+            let st = p.stats();
+            for (k, v) in [
+                ("rx_packets", st.rx_packets),
+                ("tx_packets", st.tx_packets),
+                ("rx_bytes", st.rx_bytes),
+                ("tx_bytes", st.tx_bytes),
+                ("rx_missed", st.rx_missed),
+                ("rx_errors", st.rx_errors),
+                ("tx_errors", st.tx_errors),
+                ("rx_nombuf", st.rx_nombuf),
+            ] {
+                self.push(&s, &format!("{k}_total"), Kind::Counter, v);
+            }
+            self.set(&s, "link_up", u64::from(p.link().up));
+            for (k, v) in p.xstats() {
+                let mut labels = s.labels.clone();
+                labels.push(("xstat", k.clone()));
+                self.stats.push(Stat {
+                    name: format!("{}xstats.{k}", s.text),
+                    family: "dataplane_port_xstat".into(),
+                    labels,
+                    value: v,
+                    kind: Kind::Gauge,
+                    used: v != 0,
+                });
+            }
+            for m in pools {
+                let ms = Scope::new(
+                    format!("dataplane.mempool.{}.", m.name()),
+                    "dataplane_mempool_",
+                    vec![("mempool", m.name().to_string())],
+                );
+                self.set(&ms, "available", m.available() as u64);
+                self.set(&ms, "in_use", m.in_use() as u64);
+            }
+        }
+        for w in src.workers {
+            let cpu = w.cpu.to_string();
+            let ws = Scope::new(
+                format!("dataplane.worker.{cpu}."),
+                "dataplane_worker_",
+                vec![("cpu", cpu.clone())],
+            );
+            w.loop_stats.counters.for_each(|k, v| {
+                self.push(&ws, &format!("{k}_total"), Kind::Counter, v);
+            });
+            if let Some(st) = &w.stack_stats {
+                let ss = Scope::new(
+                    format!("dataplane.stack.{cpu}."),
+                    "dataplane_stack_",
+                    vec![("cpu", cpu.clone())],
+                );
+                st.frames
+                    .for_each(|k, v| self.push(&ss, &format!("{k}_total"), Kind::Counter, v));
+                st.tcp
+                    .for_each(|k, v| self.push(&ss, &format!("{k}_total"), Kind::Counter, v));
+                st.copies
+                    .for_each(|k, v| self.push(&ss, &format!("{k}_total"), Kind::Counter, v));
+                // Drops: one family, the reason a label.
+                for d in netstack::DropReason::ALL {
+                    let v = st.dropped(d);
+                    let mut labels = ss.labels.clone();
+                    labels.push(("reason", d.name().to_string()));
+                    self.stats.push(Stat {
+                        name: format!("{}drops.{}", ss.text, d.name()),
+                        family: "dataplane_stack_drops_total".into(),
+                        labels,
+                        value: v,
+                        kind: Kind::Counter,
+                        used: v != 0,
+                    });
+                }
+            }
+            if let Some(p) = &w.proxy_stats {
+                self.set(&ws, "proxy_sessions", p.sessions.get());
+            }
+        }
+    }
+
+    /// `/stats`: `name: value` lines, filtered.
+    pub fn text(&self, filter: &StatFilter) -> String {
+        let mut out = String::new();
+        for s in self.stats.iter().filter(|s| filter.keeps(s)) {
+            let _ = writeln!(out, "{}: {}", s.name, s.value);
+        }
+        out
+    }
+
+    /// `/stats?format=json`: `{"stats":[{"name":..,"value":..}]}`.
+    pub fn json(&self, filter: &StatFilter) -> serde_json::Value {
+        let stats: Vec<serde_json::Value> = self
+            .stats
+            .iter()
+            .filter(|s| filter.keeps(s))
+            .map(|s| serde_json::json!({"name": s.name, "value": s.value}))
+            .collect();
+        serde_json::json!({ "stats": stats })
+    }
+
+    /// `/stats/prometheus`: text exposition format 0.0.4, one `# HELP` and
+    /// `# TYPE` per family, families in name order.
+    pub fn prometheus(&self, filter: &StatFilter) -> String {
+        let mut by_family: std::collections::BTreeMap<&str, Vec<&Stat>> = Default::default();
+        for s in self.stats.iter().filter(|s| filter.keeps(s)) {
+            by_family.entry(s.family.as_str()).or_default().push(s);
+        }
+        let mut out = String::new();
+        for (family, stats) in by_family {
+            let family = sanitize(family);
+            let _ = writeln!(out, "# HELP {family} {}", help(&family));
+            let _ = writeln!(out, "# TYPE {family} {}", stats[0].kind.name());
+            for s in stats {
+                out.push_str(&family);
+                write_labels(&mut out, &s.labels, None);
+                let _ = writeln!(out, " {}", s.value);
+            }
+        }
+        out
+    }
+}
+
+/// Prometheus labels: `{a="x",b="y"}` with values escaped; `extra` last.
+pub fn write_labels(out: &mut String, labels: &[(&str, String)], extra: Option<(&str, &str)>) {
+    if labels.is_empty() && extra.is_none() {
+        return;
+    }
+    out.push('{');
+    let mut first = true;
+    let all = labels.iter().map(|(k, v)| (*k, v.as_str())).chain(extra);
+    for (k, v) in all {
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        out.push_str(k);
+        out.push_str("=\"");
+        for ch in v.chars() {
+            match ch {
+                '\\' => out.push_str("\\\\"),
+                '"' => out.push_str("\\\""),
+                '\n' => out.push_str("\\n"),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+    }
+    out.push('}');
+}
+
+/// A metric name Prometheus accepts: `[a-zA-Z_:][a-zA-Z0-9_:]*`, anything
+/// else becomes `_` (as Envoy does).
+pub fn sanitize(name: &str) -> String {
+    name.chars()
+        .enumerate()
+        .map(|(i, c)| match c {
+            'a'..='z' | 'A'..='Z' | '_' | ':' => c,
+            '0'..='9' if i > 0 => c,
+            _ => '_',
+        })
+        .collect()
+}
+
+fn help(family: &str) -> String {
+    let what = family
+        .strip_prefix("envoy_")
+        .map(|n| format!("Envoy's {n} statistic"))
+        .unwrap_or_else(|| format!("the data plane's {family}"));
+    format!("{what} (see docs/admin.md)")
+}
+
+/// `/stats` filters: `filter=<regex>` on the flat name, `usedonly`.
+#[derive(Debug, Default)]
+pub struct StatFilter {
+    pub regex: Option<regex::Regex>,
+    pub used_only: bool,
+}
+
+impl StatFilter {
+    fn keeps(&self, s: &Stat) -> bool {
+        (!self.used_only || s.used) && self.regex.as_ref().is_none_or(|r| r.is_match(&s.name))
+    }
+}
+
+/// A listener address as Envoy writes it in stat names: `0.0.0.0_8080`.
+pub fn envoy_address(a: &str) -> String {
+    a.replace(':', "_")
+}
+
+/// Counters summed over the cores.
+pub fn sum<'a>(per_core: impl Iterator<Item = &'a Counters>) -> Counters {
+    let total = Counters::default();
+    for c in per_core {
+        total.add_from(c);
+    }
+    total
+}
+
+fn classes(c: &Counters) -> [(u8, u64); 5] {
+    [
+        (1, c.rq_1xx.get()),
+        (2, c.rq_2xx.get()),
+        (3, c.rq_3xx.get()),
+        (4, c.rq_4xx.get()),
+        (5, c.rq_5xx.get()),
+    ]
+}
+
+/// Resident set size of the process, from `/proc/self/statm`.
+pub fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+/// Envoy's `ServerInfo.State` numbers, as `server.state` reports them
+/// (2, PRE_INITIALIZING, is never reported: the admin server starts with
+/// the configuration already read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ServerState {
+    Live = 0,
+    Draining = 1,
+    Initializing = 3,
+}
+
+impl ServerState {
+    pub fn name(self) -> &'static str {
+        match self {
+            ServerState::Live => "LIVE",
+            ServerState::Draining => "DRAINING",
+            ServerState::Initializing => "INITIALIZING",
+        }
+    }
+}
