@@ -50,7 +50,8 @@ pub enum Error {
 
 static POOL: OnceLock<DescriptorPool> = OnceLock::new();
 
-fn pool() -> &'static DescriptorPool {
+/// Envoy's descriptors (and TypedStruct's), for protobuf JSON both ways.
+pub(crate) fn pool() -> &'static DescriptorPool {
     POOL.get_or_init(|| {
         let mut pool = DescriptorPool::decode(
             include_bytes!(concat!(env!("OUT_DIR"), "/envoy_types.bin")).as_slice(),

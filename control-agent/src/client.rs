@@ -521,7 +521,32 @@ impl DataPlaneSync {
                 r.map(|reply| reply.rejected).map_err(|e| e.to_string())
             }
         };
-        xds.settle(u.as_ref(), result)
+        let answer = xds.settle(u.as_ref(), result);
+        self.report(xds, dp).await;
+        answer
+    }
+
+    /// Hand the ACKs and NACKs to the data plane's admin stats. A data
+    /// plane that is down gets the last ACKs again when back (`resync`).
+    async fn report(&mut self, xds: &mut Xds, dp: &DataPlane) {
+        let mut reports = xds.take_reports();
+        if self.down {
+            return;
+        }
+        // The dump of the resources in force goes with an ACK, built once
+        // per type in a batch (with its last report).
+        let mut last = std::collections::BTreeMap::new();
+        for (i, r) in reports.iter().enumerate() {
+            last.insert(r.ty, i);
+        }
+        for (i, r) in reports.iter_mut().enumerate() {
+            if r.accepted && last.get(&r.ty) == Some(&i) {
+                r.config_dump = crate::config_dump::section(xds, r.ty);
+            }
+            if let Err(e) = dp.report(r).await {
+                tracing::debug!("cannot report {:?} to the data plane: {e}", r.ty);
+            }
+        }
     }
 
     /// DNS answers changed clusters: push them if the data plane is up

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use dataplane_config::ProxyUpdate;
-use dataplane_config::admin::{AdminRequest, ApplyReply, ClientError, PingReply, parse_reply};
+use dataplane_config::admin::{
+    AdminRequest, ApplyReply, ClientError, PingReply, XdsReport, parse_reply,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
@@ -90,5 +92,15 @@ impl DataPlane {
             instance: r.instance,
             generation: r.generation,
         })
+    }
+
+    /// Report one ACK or NACK, for the data plane's admin stats.
+    pub async fn report(&self, r: &XdsReport) -> Result<(), DpError> {
+        let _: serde_json::Value = self
+            .request(&AdminRequest::XdsReport {
+                report: Cow::Borrowed(r),
+            })
+            .await?;
+        Ok(())
     }
 }

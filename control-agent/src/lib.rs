@@ -21,6 +21,7 @@
 
 pub mod bootstrap;
 pub mod client;
+pub mod config_dump;
 pub mod dataplane;
 pub mod node;
 pub mod translate;

@@ -27,6 +27,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dataplane_config::admin::{XdsReport, XdsType};
 use dataplane_config::http::RouteConfig;
 use dataplane_config::{ClusterConfig, EndpointConfig, ListenerConfig, ProxyUpdate, Rejected};
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
@@ -169,6 +170,16 @@ pub struct Xds {
     /// them again, even unchanged (the cause may be gone).
     rejected_listeners: BTreeSet<String>,
     rejected_clusters: BTreeSet<String>,
+    /// ACKs and NACKs not yet reported to the data plane (for its admin
+    /// stats: `cluster_manager.cds.update_success`, ...).
+    reports: Vec<XdsReport>,
+    /// The last ACK of each type, reported again to a data plane that
+    /// restarted (its counts start from zero).
+    last_acks: BTreeMap<XdsType, XdsReport>,
+    /// Accepted resources as sent, by type URL and name (for the data
+    /// plane's `/config_dump`); what is no longer held is left out when
+    /// read (`held_raw`).
+    raw: HashMap<String, BTreeMap<String, RawResource>>,
 }
 
 impl Xds {
@@ -221,7 +232,42 @@ impl Xds {
             cds_handled: false,
             rejected_listeners: BTreeSet::new(),
             rejected_clusters: BTreeSet::new(),
+            reports: Vec::new(),
+            last_acks: BTreeMap::new(),
+            raw: HashMap::new(),
         }
+    }
+
+    /// The accepted resources of `type_url` still held, as the server sent
+    /// them, with the type's last accepted version.
+    pub fn held_raw(&self, type_url: &str) -> (String, Vec<(&str, &RawResource)>) {
+        let held = |n: &str| match type_url {
+            LDS => self.listeners.get(n).is_some_and(Option::is_some),
+            CDS => self.clusters.contains_key(n),
+            EDS => self.assignments.contains_key(n),
+            RDS => self.routes.contains_key(n),
+            _ => false,
+        };
+        let version = match type_url {
+            LDS => &self.lds.version,
+            CDS => &self.cds.version,
+            EDS => &self.eds.version,
+            _ => &self.rds.version,
+        };
+        let list = self
+            .raw
+            .get(type_url)
+            .into_iter()
+            .flatten()
+            .filter(|(n, _)| held(n))
+            .map(|(n, r)| (n.as_str(), r))
+            .collect();
+        (version.clone(), list)
+    }
+
+    /// The verdicts to report to the data plane since the last call.
+    pub fn take_reports(&mut self) -> Vec<XdsReport> {
+        std::mem::take(&mut self.reports)
     }
 
     /// Resources of the bootstrap's `static_resources` (translated already);
@@ -584,6 +630,7 @@ impl Xds {
         let known = self.unchanged.remove(&type_url).unwrap_or_default();
         let mut seen = HashMap::with_capacity(r.resources.len());
         let mut names: BTreeSet<String> = BTreeSet::new();
+        let mut raw = Vec::new();
         for (i, any) in r.resources.iter().enumerate() {
             let h = hash_bytes(&any.value);
             if let Some(n) = known.get(&h) {
@@ -595,6 +642,7 @@ impl Xds {
                 Ok(x) => {
                     names.insert(x.name().to_owned());
                     seen.insert(h, x.name().to_owned());
+                    raw.push((x.name().to_owned(), String::new(), any.clone()));
                     resources.push(x);
                 }
                 Err(reason) => failures.push(Failure {
@@ -616,6 +664,9 @@ impl Xds {
             Vec::new()
         };
         let out = self.finish(&type_url, r.version_info, resources, removed, failures, now);
+        if let Some(p) = self.pending.as_mut().filter(|p| p.type_url == type_url) {
+            p.raw = raw;
+        }
         // Remember only what was accepted (a rejected one is looked at
         // again when it comes back).
         let failed: BTreeSet<&str> = self
@@ -660,6 +711,7 @@ impl Xds {
         let mut resources = Vec::new();
         let mut failures = Vec::new();
         let mut versions = Vec::new();
+        let mut raw = Vec::new();
         for res in &r.resources {
             let Some(any) = &res.resource else {
                 failures.push(Failure {
@@ -675,6 +727,7 @@ impl Xds {
                 }),
                 Ok(x) => {
                     versions.push((res.name.clone(), res.version.clone()));
+                    raw.push((res.name.clone(), res.version.clone(), any.clone()));
                     resources.push(x);
                 }
                 Err(reason) => failures.push(Failure {
@@ -707,6 +760,7 @@ impl Xds {
         );
         if let Some(p) = self.pending.as_mut().filter(|p| p.type_url == type_url) {
             p.replaced = replaced;
+            p.raw = raw;
         }
         out
     }
@@ -901,6 +955,7 @@ impl Xds {
             failures,
             replaced: BTreeMap::new(),
             dns,
+            raw: Vec::new(),
         });
         out
     }
@@ -1361,6 +1416,26 @@ impl Xds {
             return None;
         }
         let p = self.pending.take()?;
+        let failed: BTreeSet<&str> = p.failures.iter().map(|f| f.name.as_str()).collect();
+        let now = std::time::SystemTime::now();
+        let raw = self.raw.entry(p.type_url.clone()).or_default();
+        for (name, version, any) in &p.raw {
+            if !failed.contains(name.as_str()) {
+                let version = if version.is_empty() {
+                    &p.version
+                } else {
+                    version
+                };
+                raw.insert(
+                    name.clone(),
+                    RawResource {
+                        version: version.clone(),
+                        any: any.clone(),
+                        updated: now,
+                    },
+                );
+            }
+        }
         // Rejected here or by the data plane: not in force, so not listed
         // in the next stream's initial_resource_versions (the server then
         // sends them again, and they are judged again).
@@ -1369,8 +1444,20 @@ impl Xds {
     }
 
     fn ack_or_nack(&mut self, type_url: &str, version: String, failures: Vec<Failure>) -> Request {
+        let report = |accepted| XdsReport {
+            ty: xds_type(type_url),
+            accepted,
+            version: version.clone(),
+            config_dump: None,
+        };
+        let accepted = failures.is_empty();
+        let r = report(accepted);
+        if accepted {
+            self.last_acks.insert(r.ty, r.clone());
+        }
+        self.reports.push(r);
         let t = self.ty(type_url).expect("known type");
-        if failures.is_empty() {
+        if accepted {
             t.version = version;
             t.last_error = None;
             self.acks += 1;
@@ -1402,9 +1489,11 @@ impl Xds {
         }
     }
 
-    /// The data plane restarted (or was unreachable): push everything.
+    /// The data plane restarted (or was unreachable): push everything, and
+    /// report the last ACKs again (a new process counts from zero).
     pub fn resync(&mut self) {
         self.full_push = true;
+        self.reports.extend(self.last_acks.values().cloned());
     }
 
     pub fn status(&self) -> serde_json::Value {
@@ -1444,6 +1533,17 @@ struct Pending {
     /// Hosts its clusters name whose lookups are out: answered once they
     /// are in, or the driver stops waiting.
     dns: BTreeSet<(String, u16)>,
+    /// Its decoded resources as sent (name, version, body): kept for
+    /// `/config_dump` once accepted.
+    raw: Vec<(String, String, Any)>,
+}
+
+/// An accepted resource as the server sent it.
+#[derive(Debug, Clone)]
+pub struct RawResource {
+    pub version: String,
+    pub any: Any,
+    pub updated: std::time::SystemTime,
 }
 
 fn hash_bytes(b: &[u8]) -> u64 {
@@ -1451,6 +1551,16 @@ fn hash_bytes(b: &[u8]) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     b.hash(&mut h);
     h.finish()
+}
+
+/// The admin stats' name for a type URL (one of the four we subscribe to).
+fn xds_type(type_url: &str) -> XdsType {
+    match type_url {
+        LDS => XdsType::Lds,
+        EDS => XdsType::Eds,
+        RDS => XdsType::Rds,
+        _ => XdsType::Cds,
+    }
 }
 
 pub fn short(type_url: &str) -> &'static str {
