@@ -20,11 +20,13 @@ HUGEPAGES=${HUGEPAGES:-1024}
 # Build: DPDK 22.11 LTS headers/libs, bindgen's libclang, pkg-config.
 # Run/test: iproute2/ethtool for the topology, ping/scapy/tcpdump/nc/curl as
 # kernel-side peers, nftables for loss injection, wrk and h2load (HTTP/1.1
-# with --h1) for load.
+# with --h1) for load, prometheus (its promtool checks /stats/prometheus; a
+# test starts its own server in a namespace).
 PKGS=(
   dpdk dpdk-dev libdpdk-dev pkg-config clang libclang-dev
   iproute2 ethtool iputils-ping python3-scapy tcpdump netcat-openbsd
   nftables curl wrk nghttp2-client procps kmod nginx libnginx-mod-stream haproxy python3-venv
+  prometheus
 )
 missing=()
 for p in "${PKGS[@]}"; do
@@ -38,6 +40,11 @@ if [ ${#missing[@]} -gt 0 ]; then
     || die "apt-get install failed for: ${missing[*]}"
 else
   say "packages present"
+fi
+# The prometheus package starts a system-wide server on :9090; the tests run
+# their own, so it stays off.
+if systemctl is-enabled prometheus >/dev/null 2>&1 || systemctl is-active prometheus >/dev/null 2>&1; then
+  systemctl disable --now prometheus >/dev/null 2>&1 || true
 fi
 
 ver=$(pkg-config --modversion libdpdk 2>/dev/null) || die "libdpdk not found by pkg-config after install"

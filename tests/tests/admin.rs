@@ -1,0 +1,497 @@
+//! The HTTP admin server end to end: Envoy's admin paths read with curl
+//! from the data plane's namespace, `/stats/prometheus` checked by
+//! Prometheus' own `promtool` and scraped by a real Prometheus server,
+//! and Istio pilot-agent's readiness logic driven by a real
+//! `control-agent` over xDS.
+
+use std::time::{Duration, Instant};
+
+use e2e_tests::cli_ok as cli;
+use e2e_tests::xds::{CDS, EDS, LDS, Listen, XdsServer};
+use e2e_tests::{
+    Agent, Dataplane, NGINX_BODY, Nginx, Topology, require_root, serial, two_port_config,
+    unique_prefix,
+};
+use serde_json::Value;
+
+const CONFIG: &str = r#"
+listeners:
+  - name: l4
+    address: "0.0.0.0:8080"
+    tcp_proxy: {cluster: nginx, stat_prefix: l4_in}
+  - name: web
+    address: "0.0.0.0:8081"
+    filter_chains:
+      - http: {route_config: routes, stat_prefix: ingress_http}
+clusters:
+  - name: nginx
+    endpoints: [{address: "10.10.2.2:80"}]
+route_configs:
+  - name: routes
+    virtual_hosts:
+      - name: all
+        domains: ["*"]
+        routes:
+          - match: {path: /missing}
+            direct_response: {status: 503, body: gone}
+          - match: {prefix: /}
+            route: {cluster: nginx}
+"#;
+
+/// `METHOD path` on the admin server (from the data plane's namespace):
+/// the status and the body.
+fn admin(topo: &Topology, method: &str, path: &str) -> (u16, String) {
+    let out = topo.exec(
+        "dut",
+        &format!(
+            "curl -sS -g --path-as-is -m 5 -X {method} -w '\\n%{{http_code}}' 'http://127.0.0.1:15000{path}'"
+        ),
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "curl {path}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+fn get(topo: &Topology, path: &str) -> String {
+    let (code, body) = admin(topo, "GET", path);
+    assert_eq!(code, 200, "GET {path}: {body}");
+    body
+}
+
+/// `name: value` lines of `/stats` into (name, value).
+fn stat_lines(text: &str) -> Vec<(String, u64)> {
+    text.lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(": ")?;
+            Some((k.to_string(), v.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+fn stat(topo: &Topology, name: &str) -> u64 {
+    let text = get(
+        topo,
+        &format!("/stats?filter=^{}$", name.replace('.', "\\.")),
+    );
+    stat_lines(&text)
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
+        .unwrap_or_else(|| panic!("no {name} in /stats: {text}"))
+}
+
+/// The value of the Prometheus sample `family{labels...}` that has every
+/// one of `labels` (`k="v"` strings).
+fn sample(prom: &str, family: &str, labels: &[&str]) -> Option<f64> {
+    prom.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(&format!("{family}{{")) || l.starts_with(&format!("{family} ")))
+        .find(|l| labels.iter().all(|x| l.contains(x)))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[test]
+fn envoy_admin_paths_stats_and_a_real_prometheus() {
+    let _serial = serial();
+    require_root();
+    let topo = Topology::up(&unique_prefix("adm"));
+    let _nginx = Nginx::start(&topo, "a", "10.10.2.2:80", 1 << 20);
+    let mut dp = Dataplane::start(
+        &topo,
+        &format!("{}{CONFIG}", two_port_config("af_xdp", true)),
+    );
+    // Traffic on both paths.
+    for _ in 0..3 {
+        assert_eq!(
+            cli(&topo, "curl -sS -m 5 http://10.10.1.1:8080/"),
+            NGINX_BODY
+        );
+        assert_eq!(
+            cli(&topo, "curl -sS -m 5 http://10.10.1.1:8081/"),
+            NGINX_BODY
+        );
+    }
+    cli(&topo, "curl -sS -m 5 http://10.10.1.1:8081/missing");
+
+    // Ready, and the stats pilot-agent reads.
+    assert_eq!(admin(&topo, "GET", "/ready"), (200, "LIVE\n".into()));
+    let ready = stat_lines(&get(
+        &topo,
+        r"/stats?usedonly&filter=^(server\.state|listener_manager\.workers_started)",
+    ));
+    assert_eq!(
+        ready,
+        [
+            ("listener_manager.workers_started".to_string(), 1),
+            ("server.state".to_string(), 0)
+        ]
+    );
+    // Envoy's names for what went through.
+    assert_eq!(stat(&topo, "cluster.nginx.upstream_rq_2xx"), 3);
+    assert_eq!(stat(&topo, "http.ingress_http.downstream_rq_2xx"), 3);
+    assert_eq!(stat(&topo, "http.ingress_http.downstream_rq_5xx"), 1);
+    assert_eq!(stat(&topo, "http.ingress_http.rq_direct_response"), 1);
+    assert_eq!(stat(&topo, "tcp.l4_in.downstream_cx_total"), 3);
+    assert_eq!(stat(&topo, "listener.0.0.0.0_8080.downstream_cx_total"), 3);
+    assert!(stat(&topo, "cluster.nginx.upstream_cx_total") >= 4);
+    // Static configuration: one CDS and one LDS success.
+    assert_eq!(stat(&topo, "cluster_manager.cds.update_success"), 1);
+    // usedonly leaves zero counters out.
+    let used = get(&topo, "/stats?usedonly");
+    assert!(!used.contains("upstream_cx_connect_fail:"), "{used}");
+    assert!(get(&topo, "/stats").contains("cluster.nginx.upstream_cx_connect_fail: 0"));
+    let bad = admin(&topo, "GET", "/stats?filter=(");
+    assert_eq!(bad.0, 400, "{bad:?}");
+
+    // JSON forms.
+    let j: Value = serde_json::from_str(&get(&topo, "/stats?format=json")).unwrap();
+    assert!(
+        j["stats"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "cluster.nginx.upstream_rq_total" && s["value"] == 3)
+    );
+    let info: Value = serde_json::from_str(&get(&topo, "/server_info")).unwrap();
+    assert_eq!(info["state"], "LIVE");
+    let clusters = get(&topo, "/clusters");
+    assert!(
+        clusters.contains("nginx::10.10.2.2:80::rq_total::3"),
+        "{clusters}"
+    );
+    let cj: Value = serde_json::from_str(&get(&topo, "/clusters?format=json")).unwrap();
+    assert_eq!(cj["cluster_statuses"][0]["name"], "nginx");
+    let listeners = get(&topo, "/listeners");
+    assert!(listeners.contains("l4::0.0.0.0:8080"), "{listeners}");
+    let dump: Value = serde_json::from_str(&get(&topo, "/config_dump")).unwrap();
+    assert!(dump["configs"].as_array().is_some_and(|c| !c.is_empty()));
+    let mem: Value = serde_json::from_str(&get(&topo, "/memory")).unwrap();
+    assert!(mem["allocated"].as_str().unwrap().parse::<u64>().unwrap() > 0);
+    assert_eq!(admin(&topo, "GET", "/nope").0, 404);
+
+    // Prometheus: Envoy's families and labels, checked by promtool.
+    let prom = get(&topo, "/stats/prometheus");
+    assert_eq!(
+        sample(
+            &prom,
+            "envoy_cluster_upstream_rq_xx",
+            &[
+                r#"envoy_cluster_name="nginx""#,
+                r#"envoy_response_code_class="2""#
+            ]
+        ),
+        Some(3.0),
+        "{prom}"
+    );
+    assert_eq!(
+        sample(
+            &prom,
+            "envoy_http_downstream_rq_total",
+            &[r#"envoy_http_conn_manager_prefix="ingress_http""#]
+        ),
+        Some(4.0)
+    );
+    assert_eq!(sample(&prom, "envoy_server_state", &[]), Some(0.0));
+    assert!(prom.contains("# TYPE envoy_cluster_upstream_cx_active gauge"));
+    assert!(prom.contains("# HELP dataplane_worker_busy_cycles_total "));
+    promtool_accepts(&topo, &prom);
+
+    // A real Prometheus scrapes it and answers a rate query.
+    prometheus_scrapes(&topo);
+
+    // Mutating paths want POST.
+    for p in [
+        "/quitquitquit",
+        "/healthcheck/fail",
+        "/drain_listeners",
+        "/logging",
+    ] {
+        let (code, body) = admin(&topo, "GET", p);
+        assert_eq!(code, 405, "GET {p}: {body}");
+    }
+    assert_eq!(admin(&topo, "GET", "/ready").0, 200, "still running");
+    // Health check failure: DRAINING, not ready; and back.
+    assert_eq!(admin(&topo, "POST", "/healthcheck/fail").0, 200);
+    assert_eq!(admin(&topo, "GET", "/ready"), (503, "DRAINING\n".into()));
+    assert_eq!(stat(&topo, "server.state"), 1);
+    assert_eq!(
+        cli(&topo, "curl -sS -m 5 http://10.10.1.1:8081/"),
+        NGINX_BODY,
+        "still serving"
+    );
+    assert_eq!(admin(&topo, "POST", "/healthcheck/ok").0, 200);
+    assert_eq!(admin(&topo, "GET", "/ready").0, 200);
+    // Logging.
+    let (code, body) = admin(&topo, "POST", "/logging?level=debug");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(admin(&topo, "POST", "/logging?level=loud").0, 400);
+    // /quitquitquit: exits at once, cleanly.
+    let t0 = Instant::now();
+    assert_eq!(admin(&topo, "POST", "/quitquitquit").0, 200);
+    let rc = dp.wait_exit(Duration::from_secs(10));
+    assert_eq!(rc, Some(0), "{}", dp.log());
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    assert!(dp.log().contains("/quitquitquit"));
+}
+
+/// `promtool check metrics` parses `prom` (exit 1 is a parse error). Its
+/// lint findings may only be the two that Envoy's own output has (Envoy
+/// counters without `_total`, Istio's millisecond units); the data
+/// plane's own families have none.
+fn promtool_accepts(topo: &Topology, prom: &str) {
+    let path = std::env::temp_dir().join(format!("prom-{}.txt", topo.prefix));
+    std::fs::write(&path, prom).unwrap();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("promtool check metrics < {}", path.display()))
+        .output()
+        .expect("promtool (scripts/setup-host.sh installs Debian's prometheus)");
+    let _ = std::fs::remove_file(&path);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let code = out.status.code();
+    assert!(
+        matches!(code, Some(0) | Some(3)),
+        "promtool: {code:?}\n{said}"
+    );
+    for line in said.lines().filter(|l| !l.trim().is_empty()) {
+        let envoy_naming = (line.starts_with("envoy_") || line.starts_with("istio_"))
+            && (line.contains(r#"should have "_total" suffix"#)
+                || line.contains(r#"should not have "_total" suffix"#)
+                || line.contains(r#"use base unit "seconds""#));
+        assert!(
+            envoy_naming,
+            "promtool finding beyond Envoy's naming: {line}\n{said}"
+        );
+    }
+}
+
+/// A Prometheus server in the data plane's namespace scrapes it every
+/// second; `rate()` of the HTTP request counter comes back positive while
+/// requests go through.
+fn prometheus_scrapes(topo: &Topology) {
+    let dir = std::env::temp_dir().join(format!("prom-{}", topo.prefix));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n\
+         scrape_configs:\n\
+         - job_name: dataplane\n\
+         \x20 metrics_path: /stats/prometheus\n\
+         \x20 static_configs: [{targets: ['127.0.0.1:15000']}]\n",
+    )
+    .unwrap();
+    let server = e2e_tests::Background::start(
+        topo,
+        "dut",
+        &[
+            "prometheus",
+            &format!("--config.file={}", dir.join("prometheus.yml").display()),
+            &format!("--storage.tsdb.path={}", dir.join("data").display()),
+            "--web.listen-address=127.0.0.1:19090",
+            "--log.level=warn",
+        ],
+        None,
+    );
+    let query = "sum(rate(envoy_http_downstream_rq_total[5s]))";
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut last;
+    let ok = loop {
+        // Requests keep flowing while Prometheus scrapes.
+        cli(
+            topo,
+            "for i in 1 2 3 4 5; do curl -sS -m 5 -o /dev/null http://10.10.1.1:8081/; done",
+        );
+        let out = topo.exec(
+            "dut",
+            &format!("curl -sS -m 5 -G 'http://127.0.0.1:19090/api/v1/query' --data-urlencode 'query={query}'"),
+        );
+        last = String::from_utf8_lossy(&out.stdout).into_owned();
+        let v: Value = serde_json::from_str(&last).unwrap_or(Value::Null);
+        let rate = v["data"]["result"][0]["value"][1]
+            .as_str()
+            .and_then(|s| s.parse::<f64>().ok());
+        if rate.is_some_and(|r| r > 0.0) {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(ok, "Prometheus never returned a positive {query}: {last}");
+}
+
+/// Istio pilot-agent's readiness decision, as `pkg/istio-agent` makes it:
+/// `server.state` LIVE and `workers_started` 1, and (until it has once
+/// been ready) at least one CDS and one LDS update accepted. Returns why
+/// not.
+fn pilot_agent_ready(topo: &Topology, once_ready: &mut bool) -> Result<(), String> {
+    let st = stat_lines(&get(
+        topo,
+        r"/stats?usedonly&filter=^(server\.state|listener_manager\.workers_started)",
+    ));
+    let val = |s: &[(String, u64)], n: &str| s.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
+    let state = val(&st, "server.state").ok_or("server.state is not yet updated")?;
+    let workers = val(&st, "listener_manager.workers_started")
+        .ok_or("listener_manager.workers_started is not yet updated")?;
+    if state != 0 {
+        return Err(format!("server is not live, current state is: {state}"));
+    }
+    if workers != 1 {
+        return Err("workers have not yet started".into());
+    }
+    if *once_ready {
+        return Ok(());
+    }
+    let up = stat_lines(&get(
+        topo,
+        r"/stats?usedonly&filter=^(cluster_manager\.cds|listener_manager\.lds)\.(update_success|update_rejected)$",
+    ));
+    let cds = val(&up, "cluster_manager.cds.update_success").unwrap_or(0);
+    let lds = val(&up, "listener_manager.lds.update_success").unwrap_or(0);
+    if cds > 0 && lds > 0 {
+        *once_ready = true;
+        Ok(())
+    } else {
+        Err(format!("config not received from XDS server: {up:?}"))
+    }
+}
+
+#[test]
+fn istio_readiness_follows_xds_acks_and_health_checks() {
+    let _serial = serial();
+    require_root();
+    let topo = Topology::up(&unique_prefix("rdy"));
+    let dp = Dataplane::start(&topo, &two_port_config("af_xdp", true));
+    let mut once = false;
+    // Nothing configured yet, no agent: not ready.
+    let why = pilot_agent_ready(&topo, &mut once).unwrap_err();
+    assert!(why.contains("config not received"), "{why}");
+
+    let server = XdsServer::start(Listen::Unix(dp.dir.join("xds.sock")));
+    server.set(CDS, vec![xds_cluster("web")]);
+    server.set(EDS, vec![xds_cla("web", "10.10.2.2", 7001)]);
+    server.set(LDS, vec![xds_listener("web", 8080, "web")]);
+    let uri = server.uri();
+    let agent = Agent::start(&dp, &["--server", &uri, "--node-id", "n"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while let Err(why) = pilot_agent_ready(&topo, &mut once) {
+        assert!(
+            Instant::now() < deadline,
+            "not ready after 20 s: {why}\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(stat(&topo, "cluster_manager.cds.update_rejected"), 0);
+
+    // A cluster the data plane cannot serve: NACKed, counted as rejected;
+    // still ready (pilot-agent stops looking at updates once ready).
+    let ring = (
+        "ring".to_string(),
+        control_agent::bootstrap::any_from_yaml(
+            "envoy.config.cluster.v3.Cluster",
+            "name: ring\ntype: STATIC\nlb_policy: RING_HASH\nload_assignment: {cluster_name: ring}\n",
+        )
+        .unwrap(),
+    );
+    server.upsert(CDS, vec![ring]);
+    server.wait_for(Duration::from_secs(10), "CDS NACK", |r| {
+        r.type_url == CDS && r.is_nack()
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while stat(&topo, "cluster_manager.cds.update_rejected") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "NACK not counted\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(pilot_agent_ready(&topo, &mut once).is_ok());
+
+    // /config_dump holds what the agent accepted, as Envoy's dump does.
+    let dump: Value = serde_json::from_str(&get(&topo, "/config_dump")).unwrap();
+    let types: Vec<&str> = dump["configs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["@type"].as_str())
+        .collect();
+    assert!(
+        types.contains(&"type.googleapis.com/envoy.admin.v3.ClustersConfigDump")
+            && types.contains(&"type.googleapis.com/envoy.admin.v3.ListenersConfigDump"),
+        "{dump}"
+    );
+
+    // Health checks failing: not ready, whatever the configuration.
+    assert_eq!(admin(&topo, "POST", "/healthcheck/fail").0, 200);
+    let why = pilot_agent_ready(&topo, &mut once).unwrap_err();
+    assert!(why.contains("not live"), "{why}");
+    assert_eq!(admin(&topo, "POST", "/healthcheck/ok").0, 200);
+    assert!(pilot_agent_ready(&topo, &mut once).is_ok());
+    drop(agent);
+    drop(server);
+    drop(dp);
+}
+
+fn xds_cluster(name: &str) -> (String, envoy_types::pb::google::protobuf::Any) {
+    let yaml = format!(
+        "name: {name}\ntype: EDS\nconnect_timeout: 1s\neds_cluster_config: {{eds_config: {{ads: {{}}, resource_api_version: V3}}}}\n"
+    );
+    (
+        name.into(),
+        control_agent::bootstrap::any_from_yaml("envoy.config.cluster.v3.Cluster", &yaml).unwrap(),
+    )
+}
+
+fn xds_cla(name: &str, ip: &str, port: u16) -> (String, envoy_types::pb::google::protobuf::Any) {
+    let yaml = format!(
+        "cluster_name: {name}\nendpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: {ip}, port_value: {port}}}}}}}}}]}}]\n"
+    );
+    (
+        name.into(),
+        control_agent::bootstrap::any_from_yaml(
+            "envoy.config.endpoint.v3.ClusterLoadAssignment",
+            &yaml,
+        )
+        .unwrap(),
+    )
+}
+
+fn xds_listener(
+    name: &str,
+    port: u16,
+    cluster: &str,
+) -> (String, envoy_types::pb::google::protobuf::Any) {
+    let yaml = format!(
+        r#"
+name: {name}
+address: {{socket_address: {{address: 0.0.0.0, port_value: {port}}}}}
+filter_chains:
+- filters:
+  - name: envoy.filters.network.tcp_proxy
+    typed_config:
+      "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+      stat_prefix: {name}
+      cluster: {cluster}
+"#
+    );
+    (
+        name.into(),
+        control_agent::bootstrap::any_from_yaml("envoy.config.listener.v3.Listener", &yaml)
+            .unwrap(),
+    )
+}
