@@ -30,7 +30,7 @@ use dataplane_config::{
 use netstack::RouteTable;
 
 use crate::http::router;
-use crate::metrics::{ClusterGauges, CoreCounters, PerCore};
+use crate::metrics::{ClusterGauges, ClusterHistograms, CoreCounters, ListenerHistograms, PerCore};
 
 /// A listener as the workers see it.
 #[derive(Debug)]
@@ -38,6 +38,7 @@ pub struct ListenerLive {
     pub cfg: ListenerConfig,
     pub addr: SocketAddrV4,
     pub stats: CoreCounters,
+    pub histograms: Arc<PerCore<ListenerHistograms>>,
 }
 
 /// A cluster as the workers see it.
@@ -48,6 +49,7 @@ pub struct ClusterLive {
     pub endpoints: Vec<EndpointLive>,
     pub gauges: Arc<ClusterGauges>,
     pub stats: CoreCounters,
+    pub histograms: Arc<PerCore<ClusterHistograms>>,
 }
 
 #[derive(Debug, Clone)]
@@ -224,10 +226,12 @@ impl Live {
             self.clusters.remove(n);
         }
         for l in &ch.listeners {
-            let stats = self
-                .listeners
-                .get(&l.name)
+            let old = self.listeners.get(&l.name);
+            let stats = old
                 .map(|o| o.stats.clone())
+                .unwrap_or_else(|| Arc::new(PerCore::new(self.cores)));
+            let histograms = old
+                .map(|o| o.histograms.clone())
                 .unwrap_or_else(|| Arc::new(PerCore::new(self.cores)));
             let Ok(addr) = parse_socket_addr(&l.address) else {
                 continue; // checked
@@ -236,6 +240,7 @@ impl Live {
                 cfg: l.clone(),
                 addr,
                 stats,
+                histograms,
             });
             self.listeners.insert(l.name.clone(), live.clone());
             up.listeners.push(live);
@@ -267,6 +272,9 @@ impl Live {
                 gauges: old.map(|o| o.gauges.clone()).unwrap_or_default(),
                 stats: old
                     .map(|o| o.stats.clone())
+                    .unwrap_or_else(|| Arc::new(PerCore::new(self.cores))),
+                histograms: old
+                    .map(|o| o.histograms.clone())
                     .unwrap_or_else(|| Arc::new(PerCore::new(self.cores))),
             });
             let unroutable: Vec<String> = live

@@ -3,7 +3,7 @@
 //! it means something at.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering::Relaxed};
 
 use netstack::{Counter, counters};
 
@@ -168,9 +168,193 @@ impl<T> PerCore<T> {
 
 pub type CoreCounters = Arc<PerCore<Counters>>;
 
+/// Envoy's default histogram bucket bounds (`stats_config`'s
+/// `histogram_bucket_settings` unset), in milliseconds.
+pub const BUCKETS_MS: [f64; 19] = [
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+];
+const BUCKETS_US: [u64; 19] = {
+    let mut b = [0u64; 19];
+    let mut i = 0;
+    while i < 19 {
+        b[i] = (BUCKETS_MS[i] * 1000.0) as u64;
+        i += 1;
+    }
+    b
+};
+
+/// A latency histogram one core writes (Envoy's bucket bounds, counts per
+/// bucket, not cumulative) and the admin thread reads and merges: a
+/// record is a short scan and two single-writer counter bumps, no lock
+/// and no allocation.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// `counts[i]`: samples in `(BUCKETS_MS[i-1], BUCKETS_MS[i]]`; the last,
+    /// samples above every bound.
+    counts: [Counter; 20],
+    sum_us: Counter,
+}
+
+impl Histogram {
+    #[inline]
+    pub fn record_us(&self, us: u64) {
+        let i = BUCKETS_US.iter().position(|&b| us <= b).unwrap_or(19);
+        self.counts[i].inc();
+        self.sum_us.add(us);
+    }
+
+    /// Add `other`'s samples to this one (merging cores off the hot path).
+    pub fn add_from(&self, other: &Histogram) {
+        for (a, b) in self.counts.iter().zip(&other.counts) {
+            a.add(b.get());
+        }
+        self.sum_us.add(other.sum_us.get());
+    }
+
+    /// Samples per bucket (the last one above every bound).
+    pub fn counts(&self) -> [u64; 20] {
+        std::array::from_fn(|i| self.counts[i].get())
+    }
+
+    pub fn count(&self) -> u64 {
+        self.counts.iter().map(Counter::get).sum()
+    }
+
+    pub fn sum_ms(&self) -> f64 {
+        self.sum_us.get() as f64 / 1000.0
+    }
+
+    /// The `q` quantile (0..=1) in ms, interpolated within its bucket;
+    /// `None` without samples.
+    pub fn quantile_ms(&self, q: f64) -> Option<f64> {
+        let counts = self.counts();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = q.clamp(0.0, 1.0) * total as f64;
+        let mut below = 0u64;
+        for (i, &n) in counts.iter().enumerate() {
+            if n > 0 && (below + n) as f64 >= rank {
+                let lo = if i == 0 { 0.0 } else { BUCKETS_MS[i - 1] };
+                let hi = BUCKETS_MS.get(i).copied().unwrap_or(lo * 2.0);
+                let within = ((rank - below as f64) / n as f64).clamp(0.0, 1.0);
+                return Some(lo + (hi - lo) * within);
+            }
+            below += n;
+        }
+        Some(BUCKETS_MS[18])
+    }
+}
+
+/// HTTP responses by status code, as one core sees them: a small table
+/// of the codes met (16 of them; more than that count under their class,
+/// `other`).
+#[derive(Debug, Default)]
+pub struct CodeCounts {
+    codes: [AtomicU16; 16],
+    counts: [Counter; 16],
+    /// By class (index `code / 100`, 0 and 6+ folded into 0).
+    other: [Counter; 6],
+}
+
+impl CodeCounts {
+    #[inline]
+    pub fn inc(&self, code: u16) {
+        for (k, n) in self.codes.iter().zip(&self.counts) {
+            let have = k.load(Relaxed);
+            if have == code {
+                n.inc();
+                return;
+            }
+            if have == 0 {
+                // One writer: the code is set before its count moves.
+                k.store(code, Relaxed);
+                n.inc();
+                return;
+            }
+        }
+        let class = usize::from(code / 100);
+        self.other[if class < 6 { class } else { 0 }].inc();
+    }
+
+    /// Each code met and its count; then, if any overflowed, each class
+    /// (`1`..`5`, as `Err`) and its count.
+    pub fn for_each(&self, mut f: impl FnMut(Result<u16, u16>, u64)) {
+        for (k, n) in self.codes.iter().zip(&self.counts) {
+            let code = k.load(Relaxed);
+            if code != 0 {
+                f(Ok(code), n.get());
+            }
+        }
+        for (class, n) in self.other.iter().enumerate() {
+            if n.get() != 0 {
+                f(Err(class as u16), n.get());
+            }
+        }
+    }
+}
+
+/// A listener's HTTP histograms on one core.
+#[derive(Debug, Default)]
+pub struct ListenerHistograms {
+    /// From the request's first byte to its response's last (Envoy's
+    /// `http.<prefix>.downstream_rq_time`).
+    pub downstream_rq_time: Histogram,
+}
+
+/// A cluster's latency histograms and response codes on one core.
+#[derive(Debug, Default)]
+pub struct ClusterHistograms {
+    /// From the request's start upstream (connection wait included) to its
+    /// response's last byte (`cluster.<name>.upstream_rq_time`).
+    pub upstream_rq_time: Histogram,
+    /// TCP handshakes (`cluster.<name>.upstream_cx_connect_ms`).
+    pub upstream_cx_connect_ms: Histogram,
+    /// Responses received, by code (`cluster.<name>.upstream_rq_<code>`).
+    pub codes: CodeCounts,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn histograms_bucket_merge_and_estimate_quantiles() {
+        let h = Histogram::default();
+        for us in [100, 500, 501, 2_000, 7_000_000_000] {
+            h.record_us(us);
+        }
+        let c = h.counts();
+        assert_eq!((c[0], c[1], c[2], c[19]), (2, 1, 1, 1));
+        let m = Histogram::default();
+        m.add_from(&h);
+        m.add_from(&h);
+        assert_eq!(m.count(), 10);
+        assert!((m.sum_ms() - 2.0 * 7_000_003.101).abs() < 1e-6);
+        // The median of 100 samples of 2 ms lies in (1, 5].
+        let q = Histogram::default();
+        (0..100).for_each(|_| q.record_us(2_000));
+        let p50 = q.quantile_ms(0.5).unwrap();
+        assert!(p50 > 1.0 && p50 <= 5.0, "{p50}");
+        assert_eq!(Histogram::default().quantile_ms(0.5), None);
+    }
+
+    #[test]
+    fn response_codes_fill_a_small_table_then_their_class() {
+        let c = CodeCounts::default();
+        for code in 200..220 {
+            c.inc(code);
+        }
+        c.inc(200);
+        c.inc(503);
+        let mut seen = Vec::new();
+        c.for_each(|k, n| seen.push((k, n)));
+        assert_eq!(seen[0], (Ok(200), 2));
+        assert_eq!(seen.len(), 16 + 2);
+        assert!(seen.contains(&(Err(2), 4)) && seen.contains(&(Err(5), 1)));
+    }
 
     #[test]
     fn each_level_shows_its_counters_and_cx_active() {

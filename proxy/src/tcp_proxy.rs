@@ -375,7 +375,7 @@ impl App for TcpProxy {
                 }
                 s.connected = true;
                 s.last_active = cx.now;
-                cx.upstreams.connected(&s.up);
+                cx.upstreams.connected(&s.up, cx.now);
                 self.pump(cx, k, Dir::Up);
                 self.pump(cx, k, Dir::Down);
             }

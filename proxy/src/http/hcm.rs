@@ -92,6 +92,9 @@ struct Down {
     inbuf: Bytes,
     /// When the head being read started.
     head_since: Option<Instant>,
+    /// When the request being answered started (its first byte), for
+    /// `downstream_rq_time`.
+    rq_started: Option<Instant>,
     /// Response bytes the client's send queue has not taken.
     out: VecDeque<Bytes>,
     requests: u32,
@@ -322,6 +325,7 @@ impl HttpProxy {
             phase: Phase::Head,
             inbuf: Bytes::new(),
             head_since: None,
+            rq_started: None,
             out: VecDeque::new(),
             requests: 0,
             opened: now,
@@ -466,10 +470,12 @@ impl HttpProxy {
                         Ok(Some((head, n))) => {
                             let dn = &mut self.downs[d];
                             dn.inbuf = dn.inbuf.slice(n..);
-                            dn.head_since = None;
+                            dn.rq_started = dn.head_since.take();
                             self.start_request(cx, d, head);
                         }
                         Err(e) => {
+                            let dn = &mut self.downs[d];
+                            dn.rq_started = dn.head_since.take();
                             self.lstats(self.downs[d].listener).rq_malformed.inc();
                             self.lstats(self.downs[d].listener).rq_total.inc();
                             self.local_reply(cx, d, Local::Malformed(e), true);
@@ -1074,6 +1080,15 @@ impl HttpProxy {
             dn.close_after = true;
         }
         dn.stream = None;
+        if let Some(t) = dn.rq_started.take() {
+            let us = cx.now.saturating_since(t).as_micros() as u64;
+            self.listeners[dn.listener]
+                .live
+                .histograms
+                .get(self.core)
+                .downstream_rq_time
+                .record_us(us);
+        }
         if dn.close_after {
             dn.phase = Phase::Closing;
         } else {
@@ -1255,6 +1270,9 @@ impl HttpProxy {
         codec::write_response(&mut out, head.status, &head.reason, &hs);
         dn.out.push_back(out.freeze());
         self.count_status(li, head.status);
+        if let Some(h) = cx.upstreams.histograms(&self.ups[u].up) {
+            h.codes.inc(head.status);
+        }
         for c in cx.upstreams.counters(&self.ups[u].up) {
             match head.status / 100 {
                 2 => c.rq_2xx.inc(),
@@ -1404,6 +1422,10 @@ impl HttpProxy {
     fn response_done(&mut self, cx: &mut Cx<'_>, d: u32, u: u32) {
         let dn = &mut self.downs[d];
         let s = dn.stream.as_mut().expect("a stream");
+        let us = cx.now.saturating_since(s.started).as_micros() as u64;
+        if let Some(h) = cx.upstreams.histograms(&self.ups[u].up) {
+            h.upstream_rq_time.record_us(us);
+        }
         let reusable = s.upstream_keepalive && s.req.done() && s.to_up.is_empty() && !self.draining;
         s.up = None;
         if reusable
@@ -1727,7 +1749,7 @@ impl App for HttpProxy {
                     let up = &mut self.ups[u];
                     if !up.connected {
                         up.connected = true;
-                        cx.upstreams.connected(&up.up);
+                        cx.upstreams.connected(&up.up, cx.now);
                     }
                     if let Some(d) = up.down {
                         self.flush_up(cx, d);

@@ -291,6 +291,7 @@ mod tests {
             cfg: c,
             gauges: Default::default(),
             stats: Arc::new(PerCore::new(1)),
+            histograms: Arc::new(PerCore::new(1)),
         }
     }
 

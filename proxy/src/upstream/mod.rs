@@ -31,7 +31,7 @@ use netstack::Instant;
 use netstack::tcp::{ConnId, Engine};
 
 use crate::live::{ClusterLive, Update};
-use crate::metrics::{ClusterGauges, Counters};
+use crate::metrics::{ClusterGauges, ClusterHistograms, Counters};
 use crate::slab::Slab;
 use lb::{Balancer, Verdict};
 
@@ -163,7 +163,8 @@ pub struct Upstreams {
     /// number of clusters.
     deadlines: BinaryHeap<Reverse<(Instant, ConnId)>>,
     /// Handshakes under way, and the app that owns each.
-    handshakes: HashMap<ConnId, usize>,
+    /// Handshakes in progress: the app that owns each, and when it began.
+    handshakes: HashMap<ConnId, (usize, Instant)>,
 }
 
 impl Upstreams {
@@ -303,7 +304,7 @@ impl Upstreams {
         };
         self.deadlines
             .push(Reverse((now + c.connect_timeout, conn)));
-        self.handshakes.insert(conn, owner);
+        self.handshakes.insert(conn, (owner, now));
         let up = Upstream {
             cluster: ClusterId(ci),
             endpoint: ep,
@@ -317,9 +318,13 @@ impl Upstreams {
     }
 
     /// `up`'s handshake completed (once; later calls do nothing).
-    pub fn connected(&mut self, up: &Upstream) {
-        if self.handshakes.remove(&up.conn).is_none() {
+    pub fn connected(&mut self, up: &Upstream, now: Instant) {
+        let Some((_, began)) = self.handshakes.remove(&up.conn) else {
             return;
+        };
+        if let Some(h) = self.histograms(up) {
+            h.upstream_cx_connect_ms
+                .record_us(now.saturating_since(began).as_micros() as u64);
         }
         let c = &mut self.clusters[up.cluster.0];
         c.live.gauges.pending.fetch_sub(1, Relaxed);
@@ -389,7 +394,7 @@ impl Upstreams {
                 break;
             }
             self.deadlines.pop();
-            if let Some(&owner) = self.handshakes.get(&id)
+            if let Some(&(owner, _)) = self.handshakes.get(&id)
                 && !e.connection(id).is_some_and(|c| c.is_established())
             {
                 out.push((owner, id));
@@ -440,6 +445,14 @@ impl Upstreams {
             c.live.stats.get(self.core),
             c.lb.endpoints()[up.endpoint].stats.get(self.core),
         ]
+    }
+
+    /// The latency histograms and response codes of `up`'s cluster on
+    /// this core.
+    pub fn histograms(&self, up: &Upstream) -> Option<&ClusterHistograms> {
+        self.clusters
+            .get(up.cluster.0)
+            .map(|c| c.live.histograms.get(self.core))
     }
 
     fn forget_if_unused(&mut self, ci: u32) {
