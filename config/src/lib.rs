@@ -25,7 +25,8 @@ use serde::{Deserialize, Serialize};
 
 pub use proxy::{
     ClusterConfig, ClusterLimits, EndpointConfig, Filter, FilterChainConfig, FilterChainMatch,
-    LbPolicy, ListenerConfig, OutlierDetection, TcpProxyConfig, parse_socket_addr,
+    LbPolicy, ListenerConfig, OutlierDetection, TcpProxyConfig, TrafficDirection,
+    parse_socket_addr,
 };
 pub use update::{Change, ProxyState, ProxyUpdate, Rejected, RejectedField};
 pub use validate::{ConfigError, ConfigErrors};

@@ -26,6 +26,27 @@ pub struct ListenerConfig {
     /// What is done with an accepted connection: exactly one chain (chains
     /// chosen by `match` come with TLS).
     pub filter_chains: Vec<FilterChainConfig>,
+    /// Envoy's `traffic_direction`: `INBOUND` (to a workload of this node)
+    /// or `OUTBOUND` (from one). Istio's metrics take their `reporter`
+    /// from it (`destination` or `source`).
+    #[serde(default, skip_serializing_if = "TrafficDirection::is_unspecified")]
+    pub traffic_direction: TrafficDirection,
+}
+
+/// Which way a listener's traffic goes, as Envoy's `traffic_direction`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TrafficDirection {
+    #[default]
+    Unspecified,
+    Inbound,
+    Outbound,
+}
+
+impl TrafficDirection {
+    pub fn is_unspecified(&self) -> bool {
+        *self == TrafficDirection::Unspecified
+    }
 }
 
 /// A listener as written: either form.
@@ -38,6 +59,8 @@ struct ListenerInput {
     filter_chains: Vec<FilterChainConfig>,
     #[serde(default)]
     tcp_proxy: Option<TcpProxyConfig>,
+    #[serde(default)]
+    traffic_direction: TrafficDirection,
 }
 
 impl TryFrom<ListenerInput> for ListenerConfig {
@@ -59,6 +82,7 @@ impl TryFrom<ListenerInput> for ListenerConfig {
             name: l.name,
             address: l.address,
             filter_chains,
+            traffic_direction: l.traffic_direction,
         })
     }
 }
@@ -73,6 +97,7 @@ impl ListenerConfig {
                 cluster: cluster.into(),
                 stat_prefix: String::new(),
             })],
+            traffic_direction: TrafficDirection::Unspecified,
         }
     }
 

@@ -168,6 +168,7 @@ pub fn hcm(
     if !h.server_name.is_empty() {
         cfg.server_name = h.server_name.clone();
     }
+    cfg.stat_prefix = h.stat_prefix.clone();
     if let Some(o) = &h.common_http_protocol_options {
         if let Some(d) = &o.idle_timeout {
             cfg.idle_timeout_ms = ms_or_zero(d);

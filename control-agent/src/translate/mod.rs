@@ -118,7 +118,8 @@ impl ListenerPlan {
 
 /// What a listener's one filter chain does.
 enum NetworkFilter {
-    TcpProxy(String),
+    /// The cluster and the stat prefix.
+    TcpProxy(String, String),
     Http(Box<(dataplane_config::http::HttpConfig, hcm::Routes)>),
 }
 
@@ -236,11 +237,17 @@ pub fn listener(l: &Listener, ignored: &Ignored) -> ListenerResult {
             ts.name
         ));
     }
-    let plan = match network_filters(&l.name, &chain.filters, ignored)? {
-        NetworkFilter::TcpProxy(cluster) => ListenerPlan {
-            cfg: ListenerConfig::tcp(&l.name, &addr.to_string(), &cluster),
-            routes: None,
-        },
+    let mut plan = match network_filters(&l.name, &chain.filters, ignored)? {
+        NetworkFilter::TcpProxy(cluster, stat_prefix) => {
+            let mut cfg = ListenerConfig::tcp(&l.name, &addr.to_string(), &cluster);
+            if let Some(dataplane_config::FilterChainConfig {
+                tcp_proxy: Some(t), ..
+            }) = cfg.filter_chains.first_mut()
+            {
+                t.stat_prefix = stat_prefix;
+            }
+            ListenerPlan { cfg, routes: None }
+        }
         NetworkFilter::Http(b) => {
             let (h, routes) = *b;
             ListenerPlan {
@@ -248,10 +255,17 @@ pub fn listener(l: &Listener, ignored: &Ignored) -> ListenerResult {
                     name: l.name.clone(),
                     address: addr.to_string(),
                     filter_chains: vec![dataplane_config::FilterChainConfig::http(h)],
+                    traffic_direction: Default::default(),
                 },
                 routes: Some(routes),
             }
         }
+    };
+    // Envoy's enum: 0 unspecified, 1 inbound, 2 outbound.
+    plan.cfg.traffic_direction = match l.traffic_direction {
+        1 => dataplane_config::TrafficDirection::Inbound,
+        2 => dataplane_config::TrafficDirection::Outbound,
+        _ => dataplane_config::TrafficDirection::Unspecified,
     };
     Ok(Some(plan))
 }
@@ -316,6 +330,7 @@ fn network_filters(
                 .map_err(|e| format!("filters[{i}] tcp_proxy: cannot decode: {e}"))?;
             terminal = Some(NetworkFilter::TcpProxy(
                 tcp_proxy(&tp, ignored).map_err(|e| format!("filters[{i}] tcp_proxy.{e}"))?,
+                tp.stat_prefix.clone(),
             ));
             continue;
         }
