@@ -14,8 +14,12 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
 
 use dataplane_config::Filter;
+use std::collections::BTreeMap;
+
+use dataplane_config::{ProxyState, TrafficDirection};
 use proxy::Counters;
 use proxy::live::{ClusterLive, ListenerLive};
+use proxy::metrics::{BUCKETS_MS, Histogram};
 
 use crate::admin_http::Sources;
 
@@ -66,9 +70,21 @@ impl Scope {
     }
 }
 
+/// One histogram, merged over the cores.
+pub struct Hist {
+    pub name: String,
+    pub family: String,
+    pub labels: Vec<(&'static str, String)>,
+    pub h: Histogram,
+}
+
+/// The quantiles `/stats` shows of a histogram, as Envoy's.
+const QUANTILES: [f64; 10] = [0.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 100.0];
+
 #[derive(Default)]
 pub struct StatSet {
     pub stats: Vec<Stat>,
+    pub hists: Vec<Hist>,
 }
 
 impl StatSet {
@@ -104,13 +120,27 @@ impl StatSet {
         });
     }
 
+    /// A histogram of `per_core`, merged.
+    fn hist<'a>(&mut self, s: &Scope, suffix: &str, per_core: impl Iterator<Item = &'a Histogram>) {
+        let h = Histogram::default();
+        per_core.for_each(|c| h.add_from(c));
+        self.hists.push(Hist {
+            name: format!("{}{suffix}", s.text),
+            family: format!("{}{suffix}", s.family),
+            labels: s.labels.clone(),
+            h,
+        });
+    }
+
     /// Every stat, in Envoy's order for `/stats` (by name).
     pub fn collect(src: &Sources<'_>) -> StatSet {
         let mut set = StatSet::default();
         set.server(src);
         set.proxy(src);
+        set.istio(src);
         set.dataplane(src);
         set.stats.sort_by(|a, b| a.name.cmp(&b.name));
+        set.hists.sort_by(|a, b| a.name.cmp(&b.name));
         set
     }
 
@@ -306,6 +336,11 @@ impl StatSet {
                     c.overflows.get(),
                 );
                 self.push(&h, "downstream_cx_reset", Kind::Counter, c.resets.get());
+                self.hist(
+                    &h,
+                    "downstream_rq_time",
+                    l.histograms.iter().map(|x| &x.downstream_rq_time),
+                );
             }
             None => {}
         }
@@ -402,6 +437,111 @@ impl StatSet {
         );
         self.set(&s, "membership_total", cl.endpoints.len() as u64);
         self.set(&s, "membership_healthy", cl.endpoints.len() as u64);
+        self.hist(
+            &s,
+            "upstream_rq_time",
+            cl.histograms.iter().map(|x| &x.upstream_rq_time),
+        );
+        self.hist(
+            &s,
+            "upstream_cx_connect_ms",
+            cl.histograms.iter().map(|x| &x.upstream_cx_connect_ms),
+        );
+        // Per response code: `cluster.<name>.upstream_rq_<code>`.
+        for (code, n) in codes(cl) {
+            let mut labels = s.labels.clone();
+            labels.push(("envoy_response_code", code.to_string()));
+            self.stats.push(Stat {
+                name: format!("{}upstream_rq_{code}", s.text),
+                family: "envoy_cluster_upstream_rq".into(),
+                labels,
+                value: n,
+                kind: Kind::Counter,
+                used: n != 0,
+            });
+        }
+    }
+
+    /// Istio's standard metrics, with the labels the data plane knows: the
+    /// reporter from the listeners' `traffic_direction`, the destination
+    /// from Istio's cluster names (`outbound|80||svc.ns.svc.cluster.local`),
+    /// and `unknown` for the peer labels (no peer metadata exchange yet).
+    fn istio(&mut self, src: &Sources<'_>) {
+        let published = src.shared.published.load();
+        let uses = cluster_uses(&published.listeners, &published.state);
+        for cl in &published.clusters {
+            let Some(u) = uses.get(cl.cfg.name.as_str()) else {
+                continue;
+            };
+            let unknown = |k: &'static str| (k, "unknown".to_string());
+            let mut labels = vec![("reporter", u.reporter.to_string())];
+            labels.extend(
+                [
+                    "source_workload",
+                    "source_workload_namespace",
+                    "source_principal",
+                    "source_app",
+                    "source_version",
+                    "source_cluster",
+                    "destination_workload",
+                    "destination_workload_namespace",
+                    "destination_principal",
+                    "destination_app",
+                    "destination_version",
+                ]
+                .map(unknown),
+            );
+            labels.extend(destination(&cl.cfg.name));
+            labels.push(unknown("destination_cluster"));
+            labels.push(unknown("connection_security_policy"));
+            labels.push(("response_flags", "-".into()));
+            let n = &cl.cfg.name;
+            if let Some(c) = &u.tcp {
+                let mut l = labels.clone();
+                l.push(("request_protocol", "tcp".into()));
+                for (suffix, v) in [
+                    ("tcp_sent_bytes_total", c.bytes_down.get()),
+                    ("tcp_received_bytes_total", c.bytes_up.get()),
+                    ("tcp_connections_opened_total", c.cx_total.get()),
+                    ("tcp_connections_closed_total", c.cx_closed.get()),
+                ] {
+                    self.stats.push(Stat {
+                        name: format!("istio.{suffix}.{n}"),
+                        family: format!("istio_{suffix}"),
+                        labels: l.clone(),
+                        value: v,
+                        kind: Kind::Counter,
+                        used: v != 0,
+                    });
+                }
+            }
+            if u.http {
+                let mut l = labels.clone();
+                l.push(("request_protocol", "http".into()));
+                for (code, v) in codes(cl) {
+                    let mut l = l.clone();
+                    l.push(("response_code", code.to_string()));
+                    self.stats.push(Stat {
+                        name: format!("istio.requests_total.{n}.{code}"),
+                        family: "istio_requests_total".into(),
+                        labels: l,
+                        value: v,
+                        kind: Kind::Counter,
+                        used: v != 0,
+                    });
+                }
+                let h = Histogram::default();
+                cl.histograms
+                    .iter()
+                    .for_each(|x| h.add_from(&x.upstream_rq_time));
+                self.hists.push(Hist {
+                    name: format!("istio.request_duration_milliseconds.{n}"),
+                    family: "istio_request_duration_milliseconds".into(),
+                    labels: l,
+                    h,
+                });
+            }
+        }
     }
 
     /// Ports, mempools, worker loops and the network stack: ours.
@@ -491,11 +631,27 @@ impl StatSet {
         }
     }
 
-    /// `/stats`: `name: value` lines, filtered.
+    /// `/stats`: `name: value` lines, filtered; then the histograms'
+    /// quantiles as Envoy writes them (`P50(interval,cumulative)`; no
+    /// intervals are kept, so those are `nan`).
     pub fn text(&self, filter: &StatFilter) -> String {
         let mut out = String::new();
         for s in self.stats.iter().filter(|s| filter.keeps(s)) {
             let _ = writeln!(out, "{}: {}", s.name, s.value);
+        }
+        for h in self.hists.iter().filter(|h| filter.keeps_hist(h)) {
+            if h.h.count() == 0 {
+                let _ = writeln!(out, "{}: No recorded values", h.name);
+                continue;
+            }
+            let qs: Vec<String> = QUANTILES
+                .iter()
+                .map(|q| {
+                    let v = h.h.quantile_ms(q / 100.0).unwrap_or(f64::NAN);
+                    format!("P{q}(nan,{v:.4})")
+                })
+                .collect();
+            let _ = writeln!(out, "{}: {}", h.name, qs.join(" "));
         }
         out
     }
@@ -508,6 +664,23 @@ impl StatSet {
             .filter(|s| filter.keeps(s))
             .map(|s| serde_json::json!({"name": s.name, "value": s.value}))
             .collect();
+        let computed: Vec<serde_json::Value> = self
+            .hists
+            .iter()
+            .filter(|h| filter.keeps_hist(h))
+            .map(|h| {
+                let values: Vec<serde_json::Value> = QUANTILES
+                    .iter()
+                    .map(|q| serde_json::json!({"interval": null, "cumulative": h.h.quantile_ms(q / 100.0)}))
+                    .collect();
+                serde_json::json!({"name": h.name, "values": values})
+            })
+            .collect();
+        let mut stats = stats;
+        stats.push(serde_json::json!({"histograms": {
+            "supported_quantiles": QUANTILES,
+            "computed_quantiles": computed,
+        }}));
         serde_json::json!({ "stats": stats })
     }
 
@@ -527,6 +700,35 @@ impl StatSet {
                 out.push_str(&family);
                 write_labels(&mut out, &s.labels, None);
                 let _ = writeln!(out, " {}", s.value);
+            }
+        }
+        // Histograms: cumulative buckets at Envoy's bounds, in ms.
+        let mut by_family: BTreeMap<&str, Vec<&Hist>> = BTreeMap::new();
+        for h in self.hists.iter().filter(|h| filter.keeps_hist(h)) {
+            by_family.entry(h.family.as_str()).or_default().push(h);
+        }
+        for (family, hs) in by_family {
+            let family = sanitize(family);
+            let _ = writeln!(out, "# HELP {family} {}", help(&family));
+            let _ = writeln!(out, "# TYPE {family} histogram");
+            for h in hs {
+                let counts = h.h.counts();
+                let mut cum = 0u64;
+                for (i, n) in counts.iter().enumerate() {
+                    cum += n;
+                    let le = BUCKETS_MS
+                        .get(i)
+                        .map_or("+Inf".to_string(), |b| format!("{b}"));
+                    let _ = write!(out, "{family}_bucket");
+                    write_labels(&mut out, &h.labels, Some(("le", &le)));
+                    let _ = writeln!(out, " {cum}");
+                }
+                let _ = write!(out, "{family}_sum");
+                write_labels(&mut out, &h.labels, None);
+                let _ = writeln!(out, " {}", h.h.sum_ms());
+                let _ = write!(out, "{family}_count");
+                write_labels(&mut out, &h.labels, None);
+                let _ = writeln!(out, " {cum}");
             }
         }
         out
@@ -593,6 +795,11 @@ impl StatFilter {
     fn keeps(&self, s: &Stat) -> bool {
         (!self.used_only || s.used) && self.regex.as_ref().is_none_or(|r| r.is_match(&s.name))
     }
+
+    fn keeps_hist(&self, h: &Hist) -> bool {
+        (!self.used_only || h.h.count() != 0)
+            && self.regex.as_ref().is_none_or(|r| r.is_match(&h.name))
+    }
 }
 
 /// A listener address as Envoy writes it in stat names: `0.0.0.0_8080`.
@@ -607,6 +814,90 @@ pub fn sum<'a>(per_core: impl Iterator<Item = &'a Counters>) -> Counters {
         total.add_from(c);
     }
     total
+}
+
+/// A cluster's responses by code, summed over the cores (codes a core
+/// could not tell apart, past its table, are left out).
+fn codes(cl: &ClusterLive) -> BTreeMap<u16, u64> {
+    let mut m = BTreeMap::new();
+    for h in cl.histograms.iter() {
+        h.codes.for_each(|k, n| {
+            if let Ok(code) = k {
+                *m.entry(code).or_insert(0) += n;
+            }
+        });
+    }
+    m
+}
+
+/// How the listeners use a cluster, for Istio's metrics.
+#[derive(Debug, Default)]
+struct ClusterUse {
+    reporter: &'static str,
+    /// The counters of the `tcp_proxy` listeners to it, summed.
+    tcp: Option<Counters>,
+    http: bool,
+}
+
+/// Each cluster a listener reaches (by `tcp_proxy`, or through its route
+/// configuration's routes), with the reporter its listener's direction
+/// gives (`destination` for inbound; `source` otherwise).
+fn cluster_uses<'a>(
+    listeners: &'a [std::sync::Arc<ListenerLive>],
+    state: &'a ProxyState,
+) -> BTreeMap<&'a str, ClusterUse> {
+    let mut m: BTreeMap<&str, ClusterUse> = BTreeMap::new();
+    for l in listeners {
+        let reporter = match l.cfg.traffic_direction {
+            TrafficDirection::Inbound => "destination",
+            _ => "source",
+        };
+        let mut note = |cluster: &'a str, tcp: Option<&Counters>| {
+            let u = m.entry(cluster).or_default();
+            u.reporter = reporter;
+            match tcp {
+                Some(c) => u.tcp.get_or_insert_default().add_from(c),
+                None => u.http = true,
+            }
+        };
+        match l.cfg.filter() {
+            Some(Filter::TcpProxy(t)) => note(&t.cluster, Some(&sum(l.stats.iter()))),
+            Some(Filter::Http(h)) => {
+                let Some(rc) = state.route_configs.get(&h.route_config) else {
+                    continue;
+                };
+                for r in rc.virtual_hosts.iter().flat_map(|v| &v.routes) {
+                    let Some(a) = &r.route else { continue };
+                    if let Some(c) = &a.cluster {
+                        note(c, None);
+                    }
+                    for w in a.weighted_clusters.iter().flatten() {
+                        note(&w.name, None);
+                    }
+                }
+            }
+            None => {}
+        }
+    }
+    m
+}
+
+/// Istio's destination labels from a cluster name:
+/// `outbound|80||svc.ns.svc.cluster.local` (or `inbound|...`) gives the
+/// service's host, name and namespace; any other name is the service.
+fn destination(cluster: &str) -> Vec<(&'static str, String)> {
+    let host = match cluster.rsplit_once('|') {
+        Some((_, h)) if !h.is_empty() => h,
+        _ => cluster,
+    };
+    let mut parts = host.split('.');
+    let name = parts.next().unwrap_or(host).to_string();
+    let ns = parts.next().unwrap_or("unknown").to_string();
+    vec![
+        ("destination_service", host.to_string()),
+        ("destination_service_name", name),
+        ("destination_service_namespace", ns),
+    ]
 }
 
 fn classes(c: &Counters) -> [(u8, u64); 5] {

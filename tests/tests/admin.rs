@@ -197,6 +197,72 @@ fn envoy_admin_paths_stats_and_a_real_prometheus() {
         Some(4.0)
     );
     assert_eq!(sample(&prom, "envoy_server_state", &[]), Some(0.0));
+    // Per code, histograms at Envoy's buckets, and Istio's metrics.
+    assert_eq!(
+        sample(
+            &prom,
+            "envoy_cluster_upstream_rq",
+            &[
+                r#"envoy_cluster_name="nginx""#,
+                r#"envoy_response_code="200""#
+            ]
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        sample(
+            &prom,
+            "envoy_cluster_upstream_rq_time_bucket",
+            &[r#"envoy_cluster_name="nginx""#, r#"le="+Inf""#]
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        sample(
+            &prom,
+            "envoy_http_downstream_rq_time_count",
+            &[r#"envoy_http_conn_manager_prefix="ingress_http""#]
+        ),
+        Some(4.0),
+        "direct responses count too"
+    );
+    assert!(
+        sample(
+            &prom,
+            "envoy_cluster_upstream_cx_connect_ms_count",
+            &[r#"envoy_cluster_name="nginx""#]
+        )
+        .is_some_and(|n| n >= 4.0)
+    );
+    assert_eq!(
+        sample(
+            &prom,
+            "istio_requests_total",
+            &[
+                r#"reporter="source""#,
+                r#"destination_service="nginx""#,
+                r#"response_code="200""#,
+                r#"request_protocol="http""#
+            ]
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        sample(
+            &prom,
+            "istio_tcp_connections_opened_total",
+            &[r#"destination_service="nginx""#]
+        ),
+        Some(3.0)
+    );
+    assert!(
+        sample(&prom, "istio_request_duration_milliseconds_count", &[]).is_some_and(|n| n == 3.0)
+    );
+    let text = get(&topo, "/stats?filter=upstream_rq_time");
+    assert!(
+        text.contains("cluster.nginx.upstream_rq_time: P0(nan,"),
+        "{text}"
+    );
     assert!(prom.contains("# TYPE envoy_cluster_upstream_cx_active gauge"));
     assert!(prom.contains("# HELP dataplane_worker_busy_cycles_total "));
     promtool_accepts(&topo, &prom);
@@ -240,9 +306,9 @@ fn envoy_admin_paths_stats_and_a_real_prometheus() {
 }
 
 /// `promtool check metrics` parses `prom` (exit 1 is a parse error). Its
-/// lint findings may only be the two that Envoy's own output has (Envoy
-/// counters without `_total`, Istio's millisecond units); the data
-/// plane's own families have none.
+/// lint findings may only be those Envoy's own output has, on Envoy's and
+/// Istio's names (counters without `_total`, gauges with it, `_ms` and
+/// milliseconds); the data plane's own families have none.
 fn promtool_accepts(topo: &Topology, prom: &str) {
     let path = std::env::temp_dir().join(format!("prom-{}.txt", topo.prefix));
     std::fs::write(&path, prom).unwrap();
@@ -266,7 +332,8 @@ fn promtool_accepts(topo: &Topology, prom: &str) {
         let envoy_naming = (line.starts_with("envoy_") || line.starts_with("istio_"))
             && (line.contains(r#"should have "_total" suffix"#)
                 || line.contains(r#"should not have "_total" suffix"#)
-                || line.contains(r#"use base unit "seconds""#));
+                || line.contains(r#"use base unit "seconds""#)
+                || line.contains("should not contain abbreviated units"));
         assert!(
             envoy_naming,
             "promtool finding beyond Envoy's naming: {line}\n{said}"

@@ -46,7 +46,8 @@ fn check_reports_every_error_with_field_value_and_reason() {
 fn check_refuses_a_non_loopback_admin_address_unless_allowed() {
     let dir = std::env::temp_dir().join(format!("dp-cli-adm-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let base = "workers: {cores: [1]}\nports:\n  - {name: a, device: net_null0, address: 10.0.0.1/24}\n";
+    let base =
+        "workers: {cores: [1]}\nports:\n  - {name: a, device: net_null0, address: 10.0.0.1/24}\n";
     let run = |admin: &str| {
         let f = dir.join("c.yaml");
         std::fs::write(&f, format!("{base}admin: {admin}\n")).unwrap();
@@ -64,10 +65,13 @@ fn check_refuses_a_non_loopback_admin_address_unless_allowed() {
             && err.contains("allow_non_loopback: true"),
         "{err}"
     );
-    let out = run(
-        "{socket: /run/dp-adm.sock, address: \"0.0.0.0:15000\", allow_non_loopback: true}",
+    let out =
+        run("{socket: /run/dp-adm.sock, address: \"0.0.0.0:15000\", allow_non_loopback: true}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("admin HTTP http://0.0.0.0:15000/"));
     let out = run("{socket: /run/dp-adm.sock, address: null}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("admin HTTP off"));
