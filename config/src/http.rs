@@ -62,6 +62,28 @@ pub struct HttpConfig {
     pub upgrade_configs: Vec<UpgradeConfig>,
     /// The fault filter (`envoy.filters.http.fault`), before the router.
     pub fault: Option<FaultConfig>,
+    /// Envoy's `tracing`: trace context (B3 and W3C `traceparent`) taken
+    /// from requests and passed upstream, and a span per sampled request
+    /// sent to `tracing.zipkin` (top level). Unset: headers pass untouched.
+    pub tracing: Option<HttpTracing>,
+}
+
+/// `http.tracing`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpTracing {
+    /// Percent of requests without a sampling decision of their own
+    /// (`x-b3-sampled`, `b3`, `traceparent` flags) that are traced.
+    /// Envoy's default: 100.
+    pub random_sampling: f64,
+}
+
+impl Default for HttpTracing {
+    fn default() -> Self {
+        HttpTracing {
+            random_sampling: 100.0,
+        }
+    }
 }
 
 impl Default for HttpConfig {
@@ -84,6 +106,7 @@ impl Default for HttpConfig {
             generate_request_id: true,
             upgrade_configs: Vec::new(),
             fault: None,
+            tracing: None,
         }
     }
 }
@@ -482,6 +505,9 @@ impl HttpConfig {
                 &u.upgrade_type,
                 "must be a protocol token such as websocket, or CONNECT",
             );
+        }
+        if let Some(t) = &self.tracing {
+            check_percentage(t.random_sampling, &at("tracing.random_sampling"), e);
         }
         if let Some(f) = &self.fault {
             if let Some(d) = &f.delay {

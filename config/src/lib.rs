@@ -67,6 +67,47 @@ pub struct Config {
     /// this long to finish before they are closed.
     #[serde(default = "default_drain_timeout")]
     pub drain_timeout_ms: u64,
+    /// Where sampled requests' spans go (`http.tracing` samples them).
+    #[serde(default)]
+    pub tracing: TracingConfig,
+}
+
+/// `tracing`: the span exporter, a thread of the control side.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingConfig {
+    pub zipkin: Option<ZipkinConfig>,
+}
+
+/// Zipkin v2 JSON over HTTP/1.1, as Envoy's Zipkin tracer sends it
+/// (`collector_endpoint_version: HTTP_JSON`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ZipkinConfig {
+    /// The collector's `address:port`, reached over the kernel's network
+    /// stack (from the data plane's namespace).
+    pub collector: Option<SocketAddr>,
+    /// Envoy's `collector_endpoint`.
+    pub collector_endpoint: String,
+    /// The spans' `localEndpoint.serviceName` (Envoy's service cluster).
+    pub service_name: String,
+    /// Spans each worker queues for the exporter; more are dropped and
+    /// counted (`dataplane.tracing.spans_dropped`).
+    pub queue_size: u32,
+    /// How often the exporter sends what is queued.
+    pub flush_interval_ms: u64,
+}
+
+impl Default for ZipkinConfig {
+    fn default() -> Self {
+        ZipkinConfig {
+            collector: None,
+            collector_endpoint: "/api/v2/spans".into(),
+            service_name: "dataplane".into(),
+            queue_size: 4096,
+            flush_interval_ms: 1000,
+        }
+    }
 }
 
 fn default_drain_timeout() -> u64 {

@@ -91,6 +91,7 @@ impl Config {
         self.validate_services(&mut e);
         self.validate_proxy(&mut e);
         self.validate_admin(&mut e);
+        self.validate_tracing(&mut e);
         if e.0.is_empty() {
             Ok(())
         } else {
@@ -476,6 +477,44 @@ impl Config {
                 );
             }
         }
+    }
+
+    /// `tracing`: the Zipkin exporter.
+    fn validate_tracing(&self, e: &mut Errors) {
+        let Some(z) = &self.tracing.zipkin else {
+            return;
+        };
+        e.check(
+            z.collector.is_some(),
+            "tracing.zipkin.collector",
+            "(unset)",
+            "must be the collector's address:port",
+        );
+        e.check(
+            z.collector_endpoint.starts_with('/')
+                && z.collector_endpoint.bytes().all(|b| b.is_ascii_graphic()),
+            "tracing.zipkin.collector_endpoint",
+            &z.collector_endpoint,
+            "must be a path such as /api/v2/spans",
+        );
+        e.check(
+            (1..=1 << 20).contains(&z.queue_size),
+            "tracing.zipkin.queue_size",
+            z.queue_size,
+            "must be between 1 and 1048576",
+        );
+        e.check(
+            (10..=60_000).contains(&z.flush_interval_ms),
+            "tracing.zipkin.flush_interval_ms",
+            z.flush_interval_ms,
+            "must be between 10 and 60000",
+        );
+        e.check(
+            !z.service_name.is_empty() && !z.service_name.contains(['"', '\\']),
+            "tracing.zipkin.service_name",
+            &z.service_name,
+            "must be a non-empty name without quotes or backslashes",
+        );
     }
 
     /// `admin`: the socket, the HTTP address and the state file.
