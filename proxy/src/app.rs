@@ -105,6 +105,12 @@ impl Apps {
         }
     }
 
+    /// Room for `n` spans per core (`tracing.zipkin.queue_size`); before
+    /// the stats are handed out.
+    pub fn set_span_queue(&mut self, n: usize) {
+        self.stats = Arc::new(ProxyStats::new(n));
+    }
+
     /// Offer events to `app` after those added before it.
     pub fn push(&mut self, app: Box<dyn App>) {
         self.apps.push(app);

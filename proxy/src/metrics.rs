@@ -111,12 +111,34 @@ impl Counters {
 
 /// What the control thread reads of one core's proxy apps (the counters of
 /// listeners, clusters and endpoints live with them, in `live`).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ProxyStats {
     /// Set once this core has stopped listening (draining).
     pub drained: AtomicBool,
     /// Sessions in progress (client side accepted, not yet ended).
     pub sessions: Counter,
+    /// Sampled requests' spans, for the exporter thread (bounded: a full
+    /// queue drops the span and counts it).
+    pub spans: crossbeam_queue::ArrayQueue<crate::http::trace::Span>,
+    pub spans_dropped: Counter,
+}
+
+impl ProxyStats {
+    /// With room for `span_queue` spans.
+    pub fn new(span_queue: usize) -> ProxyStats {
+        ProxyStats {
+            drained: AtomicBool::new(false),
+            sessions: Counter::default(),
+            spans: crossbeam_queue::ArrayQueue::new(span_queue.max(1)),
+            spans_dropped: Counter::default(),
+        }
+    }
+}
+
+impl Default for ProxyStats {
+    fn default() -> Self {
+        ProxyStats::new(4096)
+    }
 }
 
 /// A cluster's connections over all cores, for its circuit breakers.

@@ -37,6 +37,7 @@ use netstack::tcp::{CloseReason, ConnId, Event};
 
 use super::codec::{self, Body, BodyReader, Header, Limits, RequestHead, Version, has_token, trim};
 use super::router::{Action, Request, RouteTable};
+use super::trace::{self, SpanContext, SpanInfo};
 use crate::app::{App, Cx};
 use crate::listeners::{Accepted, Listeners};
 use crate::live::{ListenerLive, Update};
@@ -95,6 +96,8 @@ struct Down {
     /// When the request being answered started (its first byte), for
     /// `downstream_rq_time`.
     rq_started: Option<Instant>,
+    /// The request's span, where the listener traces.
+    span: Option<ActiveSpan>,
     /// Response bytes the client's send queue has not taken.
     out: VecDeque<Bytes>,
     requests: u32,
@@ -173,6 +176,46 @@ enum TimerKind {
 
 /// A deadline: when, what, whether of a client connection (else of a
 /// pooled one), its slot, and the serial it was set for.
+/// A traced request in progress.
+#[derive(Debug)]
+struct ActiveSpan {
+    ctx: SpanContext,
+    start: Instant,
+    /// Taken only when sampled.
+    info: Option<Box<SpanInfo>>,
+    cluster: String,
+    status: u16,
+    server: bool,
+}
+
+impl ActiveSpan {
+    /// The response is done: a sampled span goes to the exporter's queue
+    /// (dropped and counted when it is full).
+    fn finish(self, cx: &Cx<'_>, peer: Ipv4Addr) {
+        let Some(info) = self.info else {
+            return;
+        };
+        let info = *info;
+        let span = trace::Span {
+            ctx: self.ctx,
+            server: self.server,
+            start_us: self.start.as_micros(),
+            duration_us: cx.now.saturating_since(self.start).as_micros() as u64,
+            method: info.method,
+            url: info.url,
+            status: self.status,
+            upstream_cluster: self.cluster,
+            request_id: info.request_id,
+            user_agent: info.user_agent,
+            peer,
+            response_flags: "-",
+        };
+        if cx.stats.spans.push(span).is_err() {
+            cx.stats.spans_dropped.inc();
+        }
+    }
+}
+
 type TimerEntry = (Instant, TimerKind, bool, u32, u64);
 
 /// Local answers of the router, with Envoy's bodies and response flags.
@@ -326,6 +369,7 @@ impl HttpProxy {
             inbuf: Bytes::new(),
             head_since: None,
             rq_started: None,
+            span: None,
             out: VecDeque::new(),
             requests: 0,
             opened: now,
@@ -694,6 +738,29 @@ impl HttpProxy {
                 return self.local_reply(cx, d, Local::UpgradeRefused, true);
             }
         }
+        // Trace context: continued or started, sampled or not.
+        if !after_delay && let Some(t) = &h.tracing {
+            let inc = trace::extract(&head.headers);
+            let ctx = trace::start(inc, t.random_sampling, || self.rand());
+            let info = ctx.sampled.then(|| {
+                Box::new(trace::SpanInfo::of(
+                    &head.method,
+                    &authority,
+                    &path,
+                    &head.headers,
+                ))
+            });
+            let dn = &mut self.downs[d];
+            dn.span = Some(ActiveSpan {
+                ctx,
+                start: dn.rq_started.unwrap_or(now),
+                info,
+                cluster: String::new(),
+                status: 0,
+                server: self.listeners[li].live.cfg.traffic_direction
+                    == dataplane_config::TrafficDirection::Inbound,
+            });
+        }
         // Route.
         let table = self.routes.get(&h.route_config).cloned();
         let req = Request {
@@ -819,6 +886,9 @@ impl HttpProxy {
         if rewritten.is_some() {
             hs.push(Header::new("x-envoy-original-path", path.clone()));
         }
+        if let Some(sp) = &self.downs[d].span {
+            trace::inject(&sp.ctx, &mut hs);
+        }
         route.headers.apply(&mut hs, true);
         vh.headers.apply(&mut hs, true);
         table.headers.apply(&mut hs, true);
@@ -891,6 +961,11 @@ impl HttpProxy {
                 }
             }
         })?;
+        if let Some(sp) = self.downs[d].span.as_mut()
+            && sp.info.is_some()
+        {
+            sp.cluster = cluster.to_string();
+        }
         let Some(slot) = cx.upstreams.request_slot(&pick) else {
             cx.upstreams.unpick(pick);
             self.lstats(li).overflows.inc();
@@ -1054,11 +1129,14 @@ impl HttpProxy {
         if !body.is_empty() {
             dn.out.push_back(body);
         }
-        self.count_status(li, status);
+        self.count_status(d, li, status);
         self.finish_stream(cx, d);
     }
 
-    fn count_status(&self, li: u32, status: u16) {
+    fn count_status(&mut self, d: u32, li: u32, status: u16) {
+        if let Some(sp) = self.downs.get_mut(d).and_then(|dn| dn.span.as_mut()) {
+            sp.status = status;
+        }
         let ls = self.lstats(li);
         match status / 100 {
             1 => ls.rq_1xx.inc(),
@@ -1080,6 +1158,9 @@ impl HttpProxy {
             dn.close_after = true;
         }
         dn.stream = None;
+        if let Some(sp) = dn.span.take() {
+            sp.finish(cx, dn.remote);
+        }
         if let Some(t) = dn.rq_started.take() {
             let us = cx.now.saturating_since(t).as_micros() as u64;
             self.listeners[dn.listener]
@@ -1269,7 +1350,7 @@ impl HttpProxy {
         let mut out = BytesMut::new();
         codec::write_response(&mut out, head.status, &head.reason, &hs);
         dn.out.push_back(out.freeze());
-        self.count_status(li, head.status);
+        self.count_status(d, li, head.status);
         if let Some(h) = cx.upstreams.histograms(&self.ups[u].up) {
             h.codes.inc(head.status);
         }

@@ -5,3 +5,4 @@ pub mod codec;
 pub mod fuzzing;
 pub mod hcm;
 pub mod router;
+pub mod trace;
