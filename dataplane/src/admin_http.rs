@@ -101,6 +101,8 @@ pub struct Shared {
     pub xds: XdsCounts,
     /// `/config_dump` sections the control agent handed over, by type.
     pub dump: ArcSwap<BTreeMap<XdsType, Value>>,
+    /// The span exporter's counts.
+    pub tracing: crate::zipkin::ExportCounts,
 }
 
 impl Shared {

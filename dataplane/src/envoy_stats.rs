@@ -627,7 +627,22 @@ impl StatSet {
             }
             if let Some(p) = &w.proxy_stats {
                 self.set(&ws, "proxy_sessions", p.sessions.get());
+                self.push(
+                    &ws,
+                    "spans_dropped_total",
+                    Kind::Counter,
+                    p.spans_dropped.get(),
+                );
             }
+        }
+        let t = &src.shared.tracing;
+        let ts = Scope::new("dataplane.tracing.".into(), "dataplane_tracing_", vec![]);
+        for (k, v) in [
+            ("spans_sent_total", &t.spans_sent),
+            ("spans_failed_total", &t.spans_failed),
+            ("batches_sent_total", &t.batches_sent),
+        ] {
+            self.push(&ts, k, Kind::Counter, v.load(Relaxed));
         }
     }
 

@@ -73,6 +73,9 @@ pub fn launch(
             .collect();
         let seed = u64::from_le_bytes(crate::random_secret::<8>()?);
         let mut apps = Apps::new(wi, seed);
+        if let Some(z) = &cfg.tracing.zipkin {
+            apps.set_span_queue(z.queue_size as usize);
+        }
         let mut service_stats = None;
         let engine = match cfg.workers.mode {
             WorkerMode::Stack => {

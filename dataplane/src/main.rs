@@ -22,6 +22,7 @@ mod launch;
 mod ports;
 mod stats;
 mod worker;
+mod zipkin;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -414,6 +415,20 @@ fn run(
                     http.local_addr().map_or(String::new(), |a| a.to_string())
                 ),
                 Err(e) => tracing::warn!("cannot start the admin HTTP thread: {e}"),
+            }
+        }
+        if let Some(z) = &cfg.tracing.zipkin
+            && let Some(collector) = z.collector
+        {
+            let (views, counts, done) = (&workers.views, &shared.tracing, &http_done);
+            let node = instance.as_str();
+            let spawned = std::thread::Builder::new()
+                .name("zipkin".into())
+                .spawn_scoped(s, move || {
+                    zipkin::run(z, collector, views, node, counts, done)
+                });
+            if let Err(e) = spawned {
+                tracing::warn!("cannot start the span exporter: {e}");
             }
         }
         let failed = control.run(&admin.socket, stop);

@@ -51,6 +51,9 @@ pub struct LoopStats {
     pub counters: LoopCounters,
     /// Set when the loop has returned.
     pub exited: AtomicBool,
+    /// Wall-clock time (µs since the Unix epoch) of this worker's clock
+    /// origin, so that the exporter can date its spans.
+    pub epoch_unix_us: std::sync::atomic::AtomicU64,
 }
 
 impl std::ops::Deref for LoopStats {
@@ -145,6 +148,12 @@ impl Worker {
     /// Run until `stop` is set. Returns 0.
     pub fn run(mut self) -> i32 {
         let tsc0 = dpdk::eal::rdtsc();
+        let unix_now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        self.stats
+            .epoch_unix_us
+            .store(unix_now.as_micros() as u64, Relaxed);
         let ticks_per_us = (self.tsc_hz / 1_000_000).max(1);
         let sleep = Duration::from_micros(u64::from(self.idle.sleep_us));
         let mut rxbuf: Vec<Mbuf> = Vec::with_capacity(usize::from(self.burst));

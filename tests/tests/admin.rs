@@ -562,3 +562,169 @@ filter_chains:
             .unwrap(),
     )
 }
+
+const TRACED: &str = r#"
+listeners:
+  - name: web
+    address: "0.0.0.0:8081"
+    traffic_direction: INBOUND
+    filter_chains:
+      - http: {route_config: routes, stat_prefix: inbound_http, tracing: {random_sampling: 100}}
+clusters:
+  - name: echo
+    endpoints: [{address: "10.10.2.2:8081"}]
+route_configs:
+  - name: routes
+    virtual_hosts:
+      - name: all
+        domains: ["*"]
+        routes:
+          - match: {path: /nothing}
+            direct_response: {status: 503}
+          - match: {prefix: /}
+            route: {cluster: echo}
+tracing:
+  zipkin: {collector: "127.0.0.1:19411", service_name: mesh-node, flush_interval_ms: 100}
+"#;
+
+/// The echo upstream's view of one request: its headers.
+fn upstream_header(doc: &Value, name: &str) -> Option<String> {
+    doc["headers"]
+        .as_array()?
+        .iter()
+        .find(|h| h[0] == name)
+        .and_then(|h| h[1].as_str())
+        .map(str::to_string)
+}
+
+#[test]
+fn traces_propagate_and_sampled_spans_reach_a_zipkin_collector() {
+    let _serial = serial();
+    require_root();
+    let topo = Topology::up(&unique_prefix("trc"));
+    let _echo = e2e_tests::http_upstream(&topo, "10.10.2.2", 8081, "echo");
+    let spans_file = std::env::temp_dir().join(format!("spans-{}.jsonl", topo.prefix));
+    let _ = std::fs::remove_file(&spans_file);
+    let script = e2e_tests::root().join("tests/scripts/zipkin_collector.py");
+    let _collector = e2e_tests::Background::start(
+        &topo,
+        "dut",
+        &[
+            "/usr/bin/python3",
+            script.to_str().unwrap(),
+            "127.0.0.1",
+            "19411",
+            spans_file.to_str().unwrap(),
+        ],
+        Some("ready"),
+    );
+    let _dp = Dataplane::start(
+        &topo,
+        &format!("{}{TRACED}", two_port_config("af_xdp", true)),
+    );
+    let req = |headers: &str| -> Value {
+        let body = cli(
+            &topo,
+            &format!("curl -sS -m 5 {headers} http://10.10.1.1:8081/x"),
+        );
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
+    };
+    // W3C context: continued; the upstream's parent is our span.
+    let (t, p) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let w3c = req(&format!(
+        "-H 'traceparent: 00-{t}-{p}-01' -H 'tracestate: k=v'"
+    ));
+    let tp = upstream_header(&w3c, "traceparent").expect("traceparent upstream");
+    let parts: Vec<&str> = tp.split('-').collect();
+    assert_eq!((parts[0], parts[1], parts[3]), ("00", t, "01"), "{tp}");
+    assert_ne!(parts[2], p, "a span of our own");
+    let w3c_span = parts[2].to_string();
+    assert_eq!(
+        upstream_header(&w3c, "x-b3-parentspanid").as_deref(),
+        Some(p)
+    );
+    assert_eq!(upstream_header(&w3c, "tracestate").as_deref(), Some("k=v"));
+    // B3 with a 64-bit trace id.
+    let b3 = req(
+        "-H 'x-b3-traceid: 463ac35c9f6413ad' -H 'x-b3-spanid: a2fb4a1d1a96d312' -H 'x-b3-sampled: 1'",
+    );
+    assert_eq!(
+        upstream_header(&b3, "x-b3-traceid").as_deref(),
+        Some("463ac35c9f6413ad")
+    );
+    let b3_span = upstream_header(&b3, "x-b3-spanid").unwrap();
+    // Not sampled by the caller: passed on as such, no span.
+    let off = req(
+        "-H 'x-b3-traceid: 1111111111111111' -H 'x-b3-spanid: 2222222222222222' -H 'x-b3-sampled: 0'",
+    );
+    assert_eq!(upstream_header(&off, "x-b3-sampled").as_deref(), Some("0"));
+    // No context: a new trace, sampled at 100 %.
+    let fresh = req("");
+    let fresh_trace = upstream_header(&fresh, "x-b3-traceid").unwrap();
+    assert_eq!(
+        upstream_header(&fresh, "x-b3-sampled").as_deref(),
+        Some("1")
+    );
+    assert!(upstream_header(&fresh, "x-b3-parentspanid").is_none());
+    // A direct response is traced too.
+    cli(
+        &topo,
+        "curl -sS -m 5 -o /dev/null http://10.10.1.1:8081/nothing",
+    );
+
+    // The collector receives the four sampled spans.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let spans: Vec<Value> = loop {
+        let text = std::fs::read_to_string(&spans_file).unwrap_or_default();
+        let spans: Vec<Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if spans.len() >= 4 || Instant::now() > deadline {
+            break spans;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = std::fs::remove_file(&spans_file);
+    assert_eq!(spans.len(), 4, "{spans:#?}");
+    let by_id = |id: &str| {
+        spans
+            .iter()
+            .find(|s| s["id"] == id)
+            .unwrap_or_else(|| panic!("no span {id} in {spans:#?}"))
+    };
+    let s = by_id(&w3c_span);
+    assert_eq!(s["traceId"], t);
+    assert_eq!(s["parentId"], p);
+    assert_eq!(s["kind"], "SERVER");
+    assert_eq!(s["name"], "ingress");
+    assert_eq!(s["localEndpoint"]["serviceName"], "mesh-node");
+    assert_eq!(s["tags"]["http.status_code"], "200");
+    assert_eq!(s["tags"]["http.method"], "GET");
+    assert_eq!(s["tags"]["http.url"], "http://10.10.1.1:8081/x");
+    assert_eq!(s["tags"]["upstream_cluster"], "echo");
+    assert!(s["duration"].as_u64().unwrap() > 0);
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    let ts = s["timestamp"].as_u64().unwrap();
+    assert!(now_us - ts < 60_000_000, "timestamp {ts} vs now {now_us}");
+    let s = by_id(&b3_span);
+    assert_eq!(
+        (s["traceId"].as_str(), s["parentId"].as_str()),
+        (Some("463ac35c9f6413ad"), Some("a2fb4a1d1a96d312"))
+    );
+    let fresh_span = spans
+        .iter()
+        .find(|s| s["traceId"] == fresh_trace.as_str() && s["tags"]["http.status_code"] == "200")
+        .expect("the new trace's span");
+    assert!(fresh_span.get("parentId").is_none());
+    let direct = spans
+        .iter()
+        .find(|s| s["tags"]["http.status_code"] == "503")
+        .expect("the direct response's span");
+    assert_eq!(direct["tags"]["error"], "true");
+    assert!(!spans.iter().any(|s| s["traceId"] == "1111111111111111"));
+    assert_eq!(stat(&topo, "dataplane.tracing.spans_sent_total"), 4);
+}

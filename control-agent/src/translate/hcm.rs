@@ -169,6 +169,11 @@ pub fn hcm(
         cfg.server_name = h.server_name.clone();
     }
     cfg.stat_prefix = h.stat_prefix.clone();
+    if let Some(t) = &h.tracing {
+        cfg.tracing = Some(dataplane_config::http::HttpTracing {
+            random_sampling: t.random_sampling.as_ref().map_or(100.0, |p| p.value),
+        });
+    }
     if let Some(o) = &h.common_http_protocol_options {
         if let Some(d) = &o.idle_timeout {
             cfg.idle_timeout_ms = ms_or_zero(d);
@@ -230,9 +235,9 @@ pub fn hcm(
     }
     for (on, what, why) in [
         (
-            h.tracing.is_some(),
-            "tracing",
-            "spans come with the admin/tracing work",
+            h.tracing.as_ref().is_some_and(|t| t.provider.is_some()),
+            "tracing.provider",
+            "spans go to the data plane's own tracing.zipkin collector",
         ),
         (
             !h.access_log.is_empty(),
