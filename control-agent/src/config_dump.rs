@@ -175,3 +175,16 @@ mod tests {
         assert!(!v.to_string().contains("KEY"));
     }
 }
+
+/// Whether `json` (a `/config_dump` answer) reads as Envoy's
+/// `envoy.admin.v3.ConfigDump` in protobuf JSON, unknown fields refused.
+pub fn check(json: &str) -> Result<(), String> {
+    let pool = crate::bootstrap::pool();
+    let desc = pool
+        .get_message_by_name("envoy.admin.v3.ConfigDump")
+        .ok_or("no envoy.admin.v3.ConfigDump descriptor")?;
+    let mut de = serde_json::Deserializer::from_str(json);
+    let opts = prost_reflect::DeserializeOptions::new().deny_unknown_fields(true);
+    DynamicMessage::deserialize_with_options(desc, &mut de, &opts).map_err(|e| e.to_string())?;
+    de.end().map_err(|e| e.to_string())
+}

@@ -502,6 +502,15 @@ fn istio_readiness_follows_xds_acks_and_health_checks() {
             && types.contains(&"type.googleapis.com/envoy.admin.v3.ListenersConfigDump"),
         "{dump}"
     );
+    // It reads as Envoy's own ConfigDump proto, nothing unknown, and holds
+    // the accepted resources (not the rejected one).
+    control_agent::config_dump::check(&dump.to_string())
+        .unwrap_or_else(|e| panic!("{e}: {dump:#}"));
+    let text = dump.to_string();
+    assert!(
+        text.contains(r#""name":"web""#) && !text.contains(r#""name":"ring""#),
+        "{dump:#}"
+    );
 
     // Health checks failing: not ready, whatever the configuration.
     assert_eq!(admin(&topo, "POST", "/healthcheck/fail").0, 200);
