@@ -72,6 +72,8 @@ pub fn launch(
             })
             .collect();
         let seed = u64::from_le_bytes(crate::random_secret::<8>()?);
+        proxy::metrics::HISTOGRAMS
+            .store(cfg.stats.histograms, std::sync::atomic::Ordering::Relaxed);
         let mut apps = Apps::new(wi, seed);
         if let Some(z) = &cfg.tracing.zipkin {
             apps.set_span_queue(z.queue_size as usize);

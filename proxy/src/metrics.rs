@@ -206,6 +206,10 @@ const BUCKETS_US: [u64; 19] = {
     b
 };
 
+/// Whether histograms and response-code tables record (`stats.histograms`;
+/// set once at start, before the workers run).
+pub static HISTOGRAMS: AtomicBool = AtomicBool::new(true);
+
 /// A latency histogram one core writes (Envoy's bucket bounds, counts per
 /// bucket, not cumulative) and the admin thread reads and merges: a
 /// record is a short scan and two single-writer counter bumps, no lock
@@ -221,6 +225,9 @@ pub struct Histogram {
 impl Histogram {
     #[inline]
     pub fn record_us(&self, us: u64) {
+        if !HISTOGRAMS.load(Relaxed) {
+            return;
+        }
         let i = BUCKETS_US.iter().position(|&b| us <= b).unwrap_or(19);
         self.counts[i].inc();
         self.sum_us.add(us);
@@ -284,6 +291,9 @@ pub struct CodeCounts {
 impl CodeCounts {
     #[inline]
     pub fn inc(&self, code: u16) {
+        if !HISTOGRAMS.load(Relaxed) {
+            return;
+        }
         for (k, n) in self.codes.iter().zip(&self.counts) {
             let have = k.load(Relaxed);
             if have == code {

@@ -162,8 +162,10 @@ pub fn trace_hex(t: u128) -> String {
 }
 
 /// Replace the request's trace headers with this span's context, in B3
-/// and W3C forms (`tracestate` passes as it came).
+/// and W3C forms (`tracestate` passes as it came). The values are written
+/// into one buffer: one allocation per request.
 pub fn inject(ctx: &SpanContext, hs: &mut Vec<Header>) {
+    use std::fmt::Write as _;
     hs.retain(|h| {
         !(h.is("x-b3-traceid")
             || h.is("x-b3-spanid")
@@ -174,28 +176,31 @@ pub fn inject(ctx: &SpanContext, hs: &mut Vec<Header>) {
             || h.is("traceparent"))
     });
     let flag = if ctx.sampled { "1" } else { "0" };
-    hs.push(Header::new(
-        "x-b3-traceid",
-        Bytes::from(trace_hex(ctx.trace)),
-    ));
-    hs.push(Header::new(
-        "x-b3-spanid",
-        Bytes::from(format!("{:016x}", ctx.span)),
-    ));
-    if let Some(p) = ctx.parent {
-        hs.push(Header::new(
-            "x-b3-parentspanid",
-            Bytes::from(format!("{p:016x}")),
-        ));
+    let mut b = bytes::BytesMut::with_capacity(128);
+    let _ = if ctx.trace >> 64 == 0 {
+        write!(b, "{:016x}", ctx.trace as u64)
+    } else {
+        write!(b, "{:032x}", ctx.trace)
+    };
+    let trace = b.split().freeze();
+    let _ = write!(b, "{:016x}", ctx.span);
+    let span = b.split().freeze();
+    let parent = ctx.parent.map(|p| {
+        let _ = write!(b, "{p:016x}");
+        b.split().freeze()
+    });
+    let _ = write!(b, "00-{:032x}-{:016x}-0{flag}", ctx.trace, ctx.span);
+    let tp = b.split().freeze();
+    hs.push(Header::new("x-b3-traceid", trace));
+    hs.push(Header::new("x-b3-spanid", span));
+    if let Some(p) = parent {
+        hs.push(Header::new("x-b3-parentspanid", p));
     }
     hs.push(Header::new(
         "x-b3-sampled",
         Bytes::from_static(flag.as_bytes()),
     ));
-    hs.push(Header::new(
-        "traceparent",
-        Bytes::from(format!("00-{:032x}-{:016x}-0{flag}", ctx.trace, ctx.span)),
-    ));
+    hs.push(Header::new("traceparent", tp));
 }
 
 /// A finished, sampled request as the exporter turns it into a Zipkin
