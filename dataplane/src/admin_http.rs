@@ -150,6 +150,8 @@ pub struct Sources<'a> {
     pub workers: &'a [WorkerView],
     pub shared: &'a Shared,
     pub started: Instant,
+    /// TSC ticks per second (the unit of the workers' cycle counters).
+    pub tsc_hz: u64,
     pub instance: &'a str,
     /// Makes every worker stop accepting (`/drain_listeners`).
     pub drain: &'a AtomicBool,

@@ -208,6 +208,32 @@ impl StatSet {
         }
         for c in &published.clusters {
             self.cluster(c);
+            if src.cfg.stats.endpoints {
+                self.endpoints(c);
+            }
+        }
+    }
+
+    /// Each endpoint's counters (`stats.endpoints`).
+    fn endpoints(&mut self, cl: &ClusterLive) {
+        for e in &cl.endpoints {
+            let s = Scope::new(
+                format!("dataplane.endpoint.{}.{}.", cl.cfg.name, e.addr),
+                "dataplane_endpoint_",
+                vec![
+                    ("envoy_cluster_name", cl.cfg.name.clone()),
+                    ("endpoint", e.addr.to_string()),
+                ],
+            );
+            sum(e.stats.iter()).for_each_at(proxy::metrics::ENDPOINT, |k, v| {
+                if k == "cx_active" || k == "cx_connecting" {
+                    self.push(&s, k, Kind::Gauge, v);
+                } else if k.ends_with("_total") {
+                    self.push(&s, k, Kind::Counter, v);
+                } else {
+                    self.push(&s, &format!("{k}_total"), Kind::Counter, v);
+                }
+            });
         }
     }
 
@@ -635,6 +661,8 @@ impl StatSet {
                 );
             }
         }
+        let dp = Scope::new("dataplane.".into(), "dataplane_", vec![]);
+        self.set(&dp, "tsc_hz", src.tsc_hz);
         let t = &src.shared.tracing;
         let ts = Scope::new("dataplane.tracing.".into(), "dataplane_tracing_", vec![]);
         for (k, v) in [

@@ -21,6 +21,7 @@ mod envoy_stats;
 mod launch;
 mod ports;
 mod stats;
+mod top;
 mod worker;
 mod zipkin;
 
@@ -49,7 +50,9 @@ Without a subcommand it runs: it starts DPDK's EAL, brings up the ports named in
 (DPDK virtual devices such as net_af_xdp, or PCI NICs bound to vfio-pci), runs one worker per \
 configured core, answers ARP and ping on each port's address, and proxies TCP from the \
 configured listeners to their clusters. SIGINT/SIGTERM drain it (listeners close, proxied \
-connections get drain_timeout_ms) and stop it cleanly; a second signal stops it at once. Without --config it uses the embedded default (see `dataplane default-config`), which \
+connections get drain_timeout_ms) and stop it cleanly; a second signal stops it at once. \
+Envoy's admin API (/ready, /stats/prometheus, /config_dump, /clusters, ...) is served on \
+admin.address, 127.0.0.1:15000 by default (docs/admin.md). Without --config it uses the embedded default (see `dataplane default-config`), which \
 matches the namespaces that `scripts/topology.sh up` builds.\n\n\
 EAL arguments can be appended after `--`, e.g. `dataplane -c dp.yaml -- --log-level=lib.eal:debug`.",
     args_conflicts_with_subcommands = true
@@ -74,6 +77,11 @@ enum Cmd {
     Apply(ApplyArgs),
     /// Print the listeners and clusters a running data plane has in force.
     ShowConfig(SocketArgs),
+    /// A live table of a running data plane: per core its load (busy share
+    /// of the loop), packets and drops per second and sessions; per
+    /// listener and cluster requests and connections per second and p50/p99
+    /// latency over the last interval. Ctrl-C ends it.
+    Top(TopArgs),
     /// Print the embedded default configuration.
     DefaultConfig,
 }
@@ -94,6 +102,25 @@ impl SocketArgs {
             (Some(s), _) => s,
             (None, c) => load_config(c.as_deref())?.admin.socket,
         })
+    }
+}
+
+#[derive(Args, Debug)]
+struct TopArgs {
+    #[command(flatten)]
+    socket: SocketArgs,
+    /// Seconds between refreshes (rates are over this interval).
+    #[arg(long, default_value_t = 1.0, value_parser = parse_interval)]
+    interval: f64,
+    /// Print one table (after one interval) and exit, for scripts.
+    #[arg(long)]
+    once: bool,
+}
+
+fn parse_interval(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.1..=3600.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?}: give seconds between 0.1 and 3600")),
     }
 }
 
@@ -162,6 +189,10 @@ fn main() -> ExitCode {
             println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
             Ok(())
         }),
+        Some(Cmd::Top(a)) => {
+            let interval = std::time::Duration::from_secs_f64(a.interval);
+            a.socket.path().and_then(|p| top::run(&p, interval, a.once))
+        }
         Some(Cmd::DefaultConfig) => {
             print!("{}", dataplane_config::DEFAULT_YAML);
             Ok(())
@@ -401,6 +432,7 @@ fn run(
                 workers: &workers.views,
                 shared: &shared,
                 started,
+                tsc_hz: eal.tsc_hz(),
                 instance: &instance,
                 drain: &workers.drain,
                 stop,

@@ -57,6 +57,14 @@ fn sum<'a>(counters: impl Iterator<Item = &'a Counters>, scope: u32) -> Map<Stri
     m
 }
 
+/// A histogram merged over the cores: its samples per bucket of
+/// `proxy::metrics::BUCKETS_MS` (the last, above them all).
+fn buckets<'a>(per_core: impl Iterator<Item = &'a proxy::metrics::Histogram>) -> Value {
+    let h = proxy::metrics::Histogram::default();
+    per_core.for_each(|c| h.add_from(c));
+    json!(h.counts())
+}
+
 /// Listeners, clusters and endpoints in force, each summed over the cores.
 fn proxy_json(live: &Live) -> Value {
     let listeners: Vec<Value> = live
@@ -71,6 +79,10 @@ fn proxy_json(live: &Live) -> Value {
                 Some(Filter::Http(h)) => m.insert("route_config".into(), json!(h.route_config)),
                 None => None,
             };
+            m.insert(
+                "downstream_rq_time_buckets".into(),
+                buckets(l.histograms.iter().map(|h| &h.downstream_rq_time)),
+            );
             Value::Object(m)
         })
         .collect();
@@ -83,6 +95,10 @@ fn proxy_json(live: &Live) -> Value {
             m.insert("open".into(), json!(c.gauges.open.load(Relaxed)));
             m.insert("pending".into(), json!(c.gauges.pending.load(Relaxed)));
             m.insert("requests".into(), json!(c.gauges.requests.load(Relaxed)));
+            m.insert(
+                "upstream_rq_time_buckets".into(),
+                buckets(c.histograms.iter().map(|h| &h.upstream_rq_time)),
+            );
             let eps: Vec<Value> = c
                 .endpoints
                 .iter()
