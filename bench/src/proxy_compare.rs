@@ -50,10 +50,15 @@ use serde_json::{Map, Value, json};
 
 use crate::{Proc, median};
 
-const NAMES: [&str; 6] = [
+const NAMES: [&str; 8] = [
     "direct",
     "dataplane",
     "dataplane-l4",
+    // HTTP mode, only when named: the data plane without histograms and
+    // per-code counts, and with them plus 1 % trace sampling, for the cost
+    // of observability.
+    "dataplane-bare",
+    "dataplane-obs",
     "envoy",
     "haproxy",
     "nginx",
@@ -157,12 +162,17 @@ struct Ctx<'a> {
 
 pub fn run(mut a: Args) -> Result<(), String> {
     let http = a.mode == "http";
+    let variants = ["dataplane-bare", "dataplane-obs"];
     let known: Vec<&str> = NAMES
         .into_iter()
-        .filter(|n| http || *n != "dataplane-l4")
+        .filter(|n| http || !(*n == "dataplane-l4" || variants.contains(n)))
         .collect();
     if a.proxies.is_empty() {
-        a.proxies = known.iter().map(|n| n.to_string()).collect();
+        a.proxies = known
+            .iter()
+            .filter(|n| !variants.contains(n))
+            .map(|n| n.to_string())
+            .collect();
     }
     if http {
         a.dataplane_from = "yaml".into();
@@ -317,7 +327,7 @@ pub fn run(mut a: Args) -> Result<(), String> {
             let cpu = r["cpu_s"].as_f64().unwrap_or(0.0) * 1e6 / done;
             let idle = r["idle_poll_s"].as_f64().unwrap_or(0.0) * 1e6 / done;
             put(&mut samples, who, "_machine_cpu_us_per_req", cpu);
-            if who == "dataplane" {
+            if who.starts_with("dataplane") {
                 // Of that, the worker's own busy polls (user time and the
                 // syscalls it makes); the rest is the kernel's part of the
                 // path (veth, generic XDP, AF_XDP copies) and the sleeps.
@@ -417,6 +427,23 @@ pub fn run(mut a: Args) -> Result<(), String> {
             table.push_str(&format!(
                 "\nHTTP over the L4 path, data plane, CPU per request (idle polls subtracted): {:.2} µs.\n",
                 h - l
+            ));
+        }
+        // The cost of histograms, per-code counts and 1 % tracing: the
+        // worker's busy time per request at the fixed rate, with and
+        // without, each round's pair alternating.
+        let w = |who: &str| {
+            doc["samples"][who]["_worker_busy_us_per_req"]
+                .as_array()
+                .map(|v| v.iter().filter_map(Value::as_f64).collect::<Vec<f64>>())
+        };
+        if let (Some(bare), Some(obs)) = (w("dataplane-bare"), w("dataplane-obs")) {
+            let (b, o) = (median(bare), median(obs));
+            let pct = (o / b - 1.0) * 100.0;
+            doc["observability_busy_us_per_req"] =
+                json!({"bare": round3(b), "observed": round3(o), "growth_pct": round3(pct)});
+            table.push_str(&format!(
+                "\nObservability (histograms, per-code counts, 1 % tracing), worker busy time per request at the fixed rate: {b:.3} µs without, {o:.3} µs with ({pct:+.1} %; target ≤ +5 %).\n"
             ));
         }
         prefix_measures(&mut doc, "http_");
@@ -734,7 +761,7 @@ fn start(cx: &mut Ctx, who: &str) -> Result<Running, String> {
             r.target = UPSTREAM;
             return Ok(r);
         }
-        "dataplane" | "dataplane-l4" => {
+        "dataplane" | "dataplane-l4" | "dataplane-bare" | "dataplane-obs" => {
             // busy_budget=0: no preferred busy polling. With it (DPDK's
             // default) every empty RX poll is a recvfrom() syscall, which on
             // veth (generic XDP) drives nothing and costs most of a core.
@@ -751,10 +778,21 @@ fn start(cx: &mut Ctx, who: &str) -> Result<Running, String> {
                 admin.display(),
                 p = t.prefix,
             );
-            let cfg = if a.mode == "http" && who == "dataplane" {
+            let cfg = if a.mode == "http" && who != "dataplane-l4" {
+                let (tracing, extra) = match who {
+                    "dataplane-bare" => ("", "stats: {histograms: false}\n"),
+                    // Nothing listens on the collector's port: the export
+                    // (on the control CPU) fails and is counted; the
+                    // worker's part (sampling, headers, spans) is measured.
+                    "dataplane-obs" => (
+                        ", tracing: {random_sampling: 1}",
+                        "tracing: {zipkin: {collector: \"127.0.0.1:9411\"}}\n",
+                    ),
+                    _ => ("", ""),
+                };
                 format!(
-                    "{cfg}listeners:\n\
-                     \x20 - {{name: bench, address: \"{}:{}\", filter_chains: [{{http: {{route_config: bench}}}}]}}\n\
+                    "{cfg}{extra}listeners:\n\
+                     \x20 - {{name: bench, address: \"{}:{}\", filter_chains: [{{http: {{route_config: bench{tracing}}}}}]}}\n\
                      clusters:\n\
                      \x20 - {{name: upstream, endpoints: [{{address: \"{}:{}\"}}]}}\n\
                      route_configs:\n\
