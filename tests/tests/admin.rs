@@ -103,7 +103,10 @@ fn envoy_admin_paths_stats_and_a_real_prometheus() {
     let _nginx = Nginx::start(&topo, "a", "10.10.2.2:80", 1 << 20);
     let mut dp = Dataplane::start(
         &topo,
-        &format!("{}{CONFIG}", two_port_config("af_xdp", true)),
+        &format!(
+            "{}{CONFIG}stats: {{endpoints: true}}\n",
+            two_port_config("af_xdp", true)
+        ),
     );
     // Traffic on both paths.
     for _ in 0..3 {
@@ -265,7 +268,42 @@ fn envoy_admin_paths_stats_and_a_real_prometheus() {
     );
     assert!(prom.contains("# TYPE envoy_cluster_upstream_cx_active gauge"));
     assert!(prom.contains("# HELP dataplane_worker_busy_cycles_total "));
+    assert_eq!(
+        sample(
+            &prom,
+            "dataplane_endpoint_rq_total",
+            &[
+                r#"envoy_cluster_name="nginx""#,
+                r#"endpoint="10.10.2.2:80""#
+            ]
+        ),
+        Some(3.0)
+    );
     promtool_accepts(&topo, &prom);
+
+    // `dataplane top` over the admin socket while requests flow.
+    let bin = e2e_tests::dataplane_bin();
+    let top = std::process::Command::new(&bin)
+        .args(["top", "--once", "--interval", "1", "--socket"])
+        .arg(&dp.socket)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_millis(900) {
+        cli(&topo, "curl -sS -m 5 -o /dev/null http://10.10.1.1:8081/");
+    }
+    let top = top.wait_with_output().unwrap();
+    let table = String::from_utf8_lossy(&top.stdout);
+    assert!(
+        top.status.success(),
+        "{table}{}",
+        String::from_utf8_lossy(&top.stderr)
+    );
+    for want in ["load%", "web", "nginx", "p99 ms"] {
+        assert!(table.contains(want), "no {want:?} in\n{table}");
+    }
 
     // A real Prometheus scrapes it and answers a rate query.
     prometheus_scrapes(&topo);
@@ -395,9 +433,46 @@ fn prometheus_scrapes(topo: &Topology) {
         }
         std::thread::sleep(Duration::from_millis(500));
     };
+    assert!(ok, "Prometheus never returned a positive {query}: {last}");
+
+    // Every expression of the Grafana dashboard returns data.
+    let dash: Value = serde_json::from_str(
+        &std::fs::read_to_string(e2e_tests::root().join("docs/grafana-dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    let exprs: Vec<String> = dash["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter())
+        .map(|t| t["expr"].as_str().unwrap().to_string())
+        .collect();
+    assert!(exprs.len() >= 15);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut missing = exprs.clone();
+    while !missing.is_empty() && Instant::now() < deadline {
+        cli(
+            topo,
+            "for i in 1 2 3; do curl -sS -m 5 -o /dev/null http://10.10.1.1:8081/; curl -sS -m 5 -o /dev/null http://10.10.1.1:8080/; done",
+        );
+        missing.retain(|q| {
+            let out = topo.exec(
+                "dut",
+                &format!(
+                    "curl -sS -m 5 -G 'http://127.0.0.1:19090/api/v1/query' --data-urlencode 'query={q}'"
+                ),
+            );
+            let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+            v["data"]["result"].as_array().is_none_or(|r| r.is_empty())
+        });
+        std::thread::sleep(Duration::from_millis(500));
+    }
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
-    assert!(ok, "Prometheus never returned a positive {query}: {last}");
+    assert!(
+        missing.is_empty(),
+        "dashboard expressions without data: {missing:#?}"
+    );
 }
 
 /// Istio pilot-agent's readiness decision, as `pkg/istio-agent` makes it:
