@@ -157,6 +157,19 @@ fn rfc3339(t: SystemTime) -> String {
     )
 }
 
+/// Whether `json` (a `/config_dump` answer) reads as Envoy's
+/// `envoy.admin.v3.ConfigDump` in protobuf JSON, unknown fields refused.
+pub fn check(json: &str) -> Result<(), String> {
+    let pool = crate::bootstrap::pool();
+    let desc = pool
+        .get_message_by_name("envoy.admin.v3.ConfigDump")
+        .ok_or("no envoy.admin.v3.ConfigDump descriptor")?;
+    let mut de = serde_json::Deserializer::from_str(json);
+    let opts = prost_reflect::DeserializeOptions::new().deny_unknown_fields(true);
+    DynamicMessage::deserialize_with_options(desc, &mut de, &opts).map_err(|e| e.to_string())?;
+    de.end().map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,17 +187,4 @@ mod tests {
         assert_eq!(v["x"][0]["password"]["inline_bytes"], "W3JlZGFjdGVkXQ==");
         assert!(!v.to_string().contains("KEY"));
     }
-}
-
-/// Whether `json` (a `/config_dump` answer) reads as Envoy's
-/// `envoy.admin.v3.ConfigDump` in protobuf JSON, unknown fields refused.
-pub fn check(json: &str) -> Result<(), String> {
-    let pool = crate::bootstrap::pool();
-    let desc = pool
-        .get_message_by_name("envoy.admin.v3.ConfigDump")
-        .ok_or("no envoy.admin.v3.ConfigDump descriptor")?;
-    let mut de = serde_json::Deserializer::from_str(json);
-    let opts = prost_reflect::DeserializeOptions::new().deny_unknown_fields(true);
-    DynamicMessage::deserialize_with_options(desc, &mut de, &opts).map_err(|e| e.to_string())?;
-    de.end().map_err(|e| e.to_string())
 }
