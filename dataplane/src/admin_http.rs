@@ -43,17 +43,47 @@ const MAX_HEAD: usize = 16 << 10;
 pub struct Published {
     pub listeners: Vec<Arc<ListenerLive>>,
     pub clusters: Vec<Arc<ClusterLive>>,
-    pub state: ProxyState,
     pub generation: u64,
+    /// The clusters each route configuration's routes name (for Istio's
+    /// metrics).
+    pub route_clusters: BTreeMap<String, Vec<String>>,
+    /// The whole configuration, for the `/config_dump` of a data plane run
+    /// from its YAML. Not copied once the control agent hands over Envoy's
+    /// dump: for a large configuration the copy costs milliseconds per
+    /// update.
+    pub state: Option<ProxyState>,
 }
 
 impl Published {
-    pub fn of(live: &Live) -> Published {
+    pub fn of(live: &Live, with_state: bool) -> Published {
+        let route_clusters = live
+            .state
+            .route_configs
+            .values()
+            .map(|rc| {
+                let mut names: Vec<String> = rc
+                    .virtual_hosts
+                    .iter()
+                    .flat_map(|v| &v.routes)
+                    .filter_map(|r| r.route.as_ref())
+                    .flat_map(|a| {
+                        a.cluster
+                            .iter()
+                            .chain(a.weighted_clusters.iter().flatten().map(|w| &w.name))
+                    })
+                    .cloned()
+                    .collect();
+                names.sort();
+                names.dedup();
+                (rc.name.clone(), names)
+            })
+            .collect();
         Published {
             listeners: live.listeners.values().cloned().collect(),
             clusters: live.clusters.values().cloned().collect(),
-            state: live.state.clone(),
             generation: live.generation(),
+            route_clusters,
+            state: with_state.then(|| live.state.clone()),
         }
     }
 }
@@ -538,14 +568,17 @@ fn config_dump(src: &Sources<'_>) -> Value {
         return json!({ "configs": configs });
     }
     let p = src.shared.published.load();
+    let Some(state) = &p.state else {
+        return json!({ "configs": [] });
+    };
     json!({
         "configs": [{
             "@type": "dataplane.ProxyState",
-            "version_info": p.state.version,
+            "version_info": state.version,
             "generation": p.generation,
-            "listeners": p.state.listeners.values().collect::<Vec<_>>(),
-            "clusters": p.state.clusters.values().collect::<Vec<_>>(),
-            "route_configs": p.state.route_configs.values().collect::<Vec<_>>(),
+            "listeners": state.listeners.values().collect::<Vec<_>>(),
+            "clusters": state.clusters.values().collect::<Vec<_>>(),
+            "route_configs": state.route_configs.values().collect::<Vec<_>>(),
         }]
     })
 }

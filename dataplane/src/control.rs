@@ -133,9 +133,10 @@ impl Control<'_> {
                     update.into_owned(),
                     &self.instance,
                 )?;
-                self.shared
-                    .published
-                    .store(Arc::new(Published::of(&self.live)));
+                self.shared.published.store(Arc::new(Published::of(
+                    &self.live,
+                    self.shared.dump.load().is_empty(),
+                )));
                 json(serde_json::to_value(reply))
             }
             AdminRequest::XdsReport { report } => {

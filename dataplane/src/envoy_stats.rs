@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use dataplane_config::Filter;
 use std::collections::BTreeMap;
 
-use dataplane_config::{ProxyState, TrafficDirection};
+use dataplane_config::TrafficDirection;
 use proxy::Counters;
 use proxy::live::{ClusterLive, ListenerLive};
 use proxy::metrics::{BUCKETS_MS, Histogram};
@@ -494,7 +494,7 @@ impl StatSet {
     /// and `unknown` for the peer labels (no peer metadata exchange yet).
     fn istio(&mut self, src: &Sources<'_>) {
         let published = src.shared.published.load();
-        let uses = cluster_uses(&published.listeners, &published.state);
+        let uses = cluster_uses(&published.listeners, &published.route_clusters);
         for cl in &published.clusters {
             let Some(u) = uses.get(cl.cfg.name.as_str()) else {
                 continue;
@@ -887,7 +887,7 @@ struct ClusterUse {
 /// gives (`destination` for inbound; `source` otherwise).
 fn cluster_uses<'a>(
     listeners: &'a [std::sync::Arc<ListenerLive>],
-    state: &'a ProxyState,
+    route_clusters: &'a BTreeMap<String, Vec<String>>,
 ) -> BTreeMap<&'a str, ClusterUse> {
     let mut m: BTreeMap<&str, ClusterUse> = BTreeMap::new();
     for l in listeners {
@@ -906,17 +906,8 @@ fn cluster_uses<'a>(
         match l.cfg.filter() {
             Some(Filter::TcpProxy(t)) => note(&t.cluster, Some(&sum(l.stats.iter()))),
             Some(Filter::Http(h)) => {
-                let Some(rc) = state.route_configs.get(&h.route_config) else {
-                    continue;
-                };
-                for r in rc.virtual_hosts.iter().flat_map(|v| &v.routes) {
-                    let Some(a) = &r.route else { continue };
-                    if let Some(c) = &a.cluster {
-                        note(c, None);
-                    }
-                    for w in a.weighted_clusters.iter().flatten() {
-                        note(&w.name, None);
-                    }
+                for c in route_clusters.get(&h.route_config).into_iter().flatten() {
+                    note(c, None);
                 }
             }
             None => {}

@@ -407,7 +407,7 @@ fn run(
     let shared = admin_http::Shared::default();
     shared
         .published
-        .store(Arc::new(admin_http::Published::of(&live)));
+        .store(Arc::new(admin_http::Published::of(&live, true)));
     if !live.state.listeners.is_empty() || !live.state.clusters.is_empty() {
         shared.count_static();
     }
