@@ -460,6 +460,9 @@ impl Answer {
             tracing::debug!("{ty} response of {n} resource(s) handled in {ms:.3} ms");
         }
         send(tx, unwrap, ack.into_iter().chain(self.requests).collect()).await;
+        // The data plane hears of the verdict after the server does: its
+        // /config_dump section takes a while to build for a large type.
+        sync.report(xds, dp).await;
     }
 }
 
@@ -521,13 +524,12 @@ impl DataPlaneSync {
                 r.map(|reply| reply.rejected).map_err(|e| e.to_string())
             }
         };
-        let answer = xds.settle(u.as_ref(), result);
-        self.report(xds, dp).await;
-        answer
+        xds.settle(u.as_ref(), result)
     }
 
-    /// Hand the ACKs and NACKs to the data plane's admin stats. A data
-    /// plane that is down gets the last ACKs again when back (`resync`).
+    /// Hand the ACKs and NACKs to the data plane's admin stats, after the
+    /// server has its answer. A data plane that is down gets the last ACKs
+    /// again when back (`resync`).
     async fn report(&mut self, xds: &mut Xds, dp: &DataPlane) {
         let mut reports = xds.take_reports();
         if self.down {
@@ -556,6 +558,7 @@ impl DataPlaneSync {
         if !self.down {
             let answer = self.push(xds, dp, true).await;
             debug_assert!(answer.is_none(), "a DNS push answered a response");
+            self.report(xds, dp).await;
         }
     }
 
@@ -644,6 +647,9 @@ impl DataPlaneSync {
         }
         if push && !self.down {
             out.extend(self.push(xds, dp, true).await);
+            // Answers nothing here (no response waits): the last ACKs again
+            // for a data plane that restarted.
+            self.report(xds, dp).await;
         }
         out
     }

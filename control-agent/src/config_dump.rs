@@ -10,59 +10,61 @@ use std::time::SystemTime;
 
 use dataplane_config::admin::XdsType;
 use prost_reflect::{DynamicMessage, SerializeOptions};
-use serde_json::{Map, Value, json};
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
 
 use crate::xds::{CDS, LDS, RDS, RawResource, Xds};
 
-/// `ty`'s section of the dump, or `None` for a type not dumped.
-pub fn section(xds: &Xds, ty: XdsType) -> Option<Value> {
-    let (type_url, dump_type) = match ty {
-        XdsType::Cds => (CDS, "ClustersConfigDump"),
-        XdsType::Lds => (LDS, "ListenersConfigDump"),
-        XdsType::Rds => (RDS, "RoutesConfigDump"),
+/// `ty`'s section of the dump as JSON text, or `None` for a type not
+/// dumped. Written one resource at a time: only one resource is ever a
+/// JSON tree, whatever the number of them.
+pub fn section(xds: &Xds, ty: XdsType) -> Option<Box<RawValue>> {
+    let (type_url, dump_type, list) = match ty {
+        XdsType::Cds => (CDS, "ClustersConfigDump", "dynamic_active_clusters"),
+        XdsType::Lds => (LDS, "ListenersConfigDump", "dynamic_listeners"),
+        XdsType::Rds => (RDS, "RoutesConfigDump", "dynamic_route_configs"),
         XdsType::Eds => return None,
     };
     let (version, held) = xds.held_raw(type_url);
-    let items: Vec<Value> = held
-        .into_iter()
-        .filter_map(|(name, r)| {
-            let body = match any_json(r) {
-                Ok(v) => v,
-                Err(e) => {
-                    tracing::debug!("config_dump: {name}: {e}");
-                    return None;
-                }
-            };
-            let updated = rfc3339(r.updated);
-            Some(match ty {
-                XdsType::Cds => json!({
-                    "version_info": r.version, "cluster": body, "last_updated": updated,
-                }),
-                XdsType::Lds => json!({
-                    "name": name,
-                    "active_state": {"version_info": r.version, "listener": body, "last_updated": updated},
-                }),
-                _ => json!({
-                    "version_info": r.version, "route_config": body, "last_updated": updated,
-                }),
-            })
-        })
-        .collect();
-    let list = match ty {
-        XdsType::Cds => "dynamic_active_clusters",
-        XdsType::Lds => "dynamic_listeners",
-        _ => "dynamic_route_configs",
-    };
-    let mut m = Map::new();
-    m.insert(
-        "@type".into(),
-        json!(format!("type.googleapis.com/envoy.admin.v3.{dump_type}")),
+    let text = |v: &str| Value::String(v.to_string()).to_string();
+    let mut out = format!(
+        "{{\"@type\":{}",
+        text(&format!("type.googleapis.com/envoy.admin.v3.{dump_type}"))
     );
     if ty != XdsType::Rds {
-        m.insert("version_info".into(), json!(version));
+        out.push_str(&format!(",\"version_info\":{}", text(&version)));
     }
-    m.insert(list.into(), Value::Array(items));
-    Some(Value::Object(m))
+    out.push_str(&format!(",\"{list}\":["));
+    let mut first = true;
+    for (name, r) in held {
+        let body = match any_json(r) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::debug!("config_dump: {name}: {e}");
+                continue;
+            }
+        };
+        let updated = rfc3339(r.updated);
+        let item = match ty {
+            XdsType::Cds => json!({
+                "version_info": r.version, "cluster": body, "last_updated": updated,
+            }),
+            XdsType::Lds => json!({
+                "name": name,
+                "active_state": {"version_info": r.version, "listener": body, "last_updated": updated},
+            }),
+            _ => json!({
+                "version_info": r.version, "route_config": body, "last_updated": updated,
+            }),
+        };
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        out.push_str(&item.to_string());
+    }
+    out.push_str("]}");
+    RawValue::from_string(out).ok()
 }
 
 /// The resource as protobuf JSON with its `@type`, redacted.

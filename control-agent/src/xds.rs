@@ -177,8 +177,8 @@ pub struct Xds {
     /// restarted (its counts start from zero).
     last_acks: BTreeMap<XdsType, XdsReport>,
     /// Accepted resources as sent, by type URL and name (for the data
-    /// plane's `/config_dump`); what is no longer held is left out when
-    /// read (`held_raw`).
+    /// plane's `/config_dump`; not assignments, which the dump leaves
+    /// out); what is no longer held is left out when read (`held_raw`).
     raw: HashMap<String, BTreeMap<String, RawResource>>,
 }
 
@@ -642,7 +642,9 @@ impl Xds {
                 Ok(x) => {
                     names.insert(x.name().to_owned());
                     seen.insert(h, x.name().to_owned());
-                    raw.push((x.name().to_owned(), String::new(), any.clone()));
+                    if type_url != EDS {
+                        raw.push((x.name().to_owned(), String::new(), any.clone()));
+                    }
                     resources.push(x);
                 }
                 Err(reason) => failures.push(Failure {
@@ -727,7 +729,9 @@ impl Xds {
                 }),
                 Ok(x) => {
                     versions.push((res.name.clone(), res.version.clone()));
-                    raw.push((res.name.clone(), res.version.clone(), any.clone()));
+                    if type_url != EDS {
+                        raw.push((res.name.clone(), res.version.clone(), any.clone()));
+                    }
                     resources.push(x);
                 }
                 Err(reason) => failures.push(Failure {

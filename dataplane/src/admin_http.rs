@@ -129,8 +129,9 @@ pub struct Shared {
     /// `/quitquitquit`: stop now, without draining.
     pub quit: AtomicBool,
     pub xds: XdsCounts,
-    /// `/config_dump` sections the control agent handed over, by type.
-    pub dump: ArcSwap<BTreeMap<XdsType, Value>>,
+    /// `/config_dump` sections the control agent handed over, by type
+    /// (JSON text, served as it is).
+    pub dump: ArcSwap<BTreeMap<XdsType, Box<serde_json::value::RawValue>>>,
     /// The span exporter's counts.
     pub tracing: crate::zipkin::ExportCounts,
 }
@@ -415,7 +416,7 @@ fn answer(method: &str, target: &str, src: &Sources<'_>) -> Reply {
         }
         "/server_info" => Reply::json(&server_info(src)),
         "/stats" | "/stats/prometheus" => stats(path, &params, src),
-        "/config_dump" => Reply::json(&config_dump(src)),
+        "/config_dump" => config_dump(src),
         "/clusters" => clusters(&params, src),
         "/listeners" => listeners(&params, src),
         "/memory" => {
@@ -560,18 +561,25 @@ fn server_info(src: &Sources<'_>) -> Value {
 /// `/config_dump`: what the control agent handed over (Envoy's own
 /// sections, in Envoy's order), or, when the data plane runs from its
 /// YAML, its own model of listeners, clusters and route configurations.
-fn config_dump(src: &Sources<'_>) -> Value {
+fn config_dump(src: &Sources<'_>) -> Reply {
     let dump = src.shared.dump.load();
     if !dump.is_empty() {
         let order = [XdsType::Cds, XdsType::Eds, XdsType::Lds, XdsType::Rds];
-        let configs: Vec<Value> = order.iter().filter_map(|t| dump.get(t).cloned()).collect();
-        return json!({ "configs": configs });
+        let parts: Vec<&str> = order
+            .iter()
+            .filter_map(|t| dump.get(t).map(|r| r.get()))
+            .collect();
+        return Reply {
+            status: 200,
+            content_type: "application/json",
+            body: format!("{{\"configs\":[{}]}}\n", parts.join(",")).into_bytes(),
+        };
     }
     let p = src.shared.published.load();
     let Some(state) = &p.state else {
-        return json!({ "configs": [] });
+        return Reply::json(&json!({ "configs": [] }));
     };
-    json!({
+    Reply::json(&json!({
         "configs": [{
             "@type": "dataplane.ProxyState",
             "version_info": state.version,
@@ -580,7 +588,7 @@ fn config_dump(src: &Sources<'_>) -> Value {
             "clusters": state.clusters.values().collect::<Vec<_>>(),
             "route_configs": state.route_configs.values().collect::<Vec<_>>(),
         }]
-    })
+    }))
 }
 
 /// `/clusters`: Envoy's `cluster::host::stat::value` lines, or JSON.
