@@ -39,6 +39,8 @@ pub struct Control<'a> {
     pub instance: String,
     /// What the HTTP admin server reads: republished after each update.
     pub shared: &'a Shared,
+    /// An update was applied since the last publish to `shared`.
+    pub republish: bool,
 }
 
 impl Control<'_> {
@@ -54,6 +56,16 @@ impl Control<'_> {
         let mut saved_at = Instant::now();
         loop {
             admin.serve_pending(&mut |req| self.answer(req));
+            if self.republish {
+                // After the replies: at 10 000 clusters a snapshot costs
+                // about a millisecond, which an update's answer need not
+                // wait for; several updates in one round share it.
+                self.republish = false;
+                let with_state = self.shared.dump.load().is_empty();
+                self.shared
+                    .published
+                    .store(Arc::new(Published::of(&self.live, with_state)));
+            }
             if let Some(path) = &cfg.admin.state_file
                 && self.live.dirty
                 && saved_at.elapsed() >= STATE_SAVE_INTERVAL
@@ -133,10 +145,7 @@ impl Control<'_> {
                     update.into_owned(),
                     &self.instance,
                 )?;
-                self.shared.published.store(Arc::new(Published::of(
-                    &self.live,
-                    self.shared.dump.load().is_empty(),
-                )));
+                self.republish = true;
                 json(serde_json::to_value(reply))
             }
             AdminRequest::XdsReport { report } => {

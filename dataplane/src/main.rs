@@ -422,6 +422,7 @@ fn run(
         tsc_hz: eal.tsc_hz(),
         instance: instance.clone(),
         shared: &shared,
+        republish: false,
     };
     let http_done = AtomicBool::new(false);
     let mut failed = std::thread::scope(|s| {
