@@ -603,6 +603,16 @@ pub fn http_upstream(topo: &Topology, addr: &str, port: u16, name: &str) -> Back
     )
 }
 
+/// Header `name` of the request an [`http_upstream`] echoed back (`doc`
+/// is its JSON answer).
+pub fn echoed_header<'a>(doc: &'a Value, name: &str) -> Option<&'a str> {
+    doc["headers"]
+        .as_array()?
+        .iter()
+        .find(|h| h[0] == name)
+        .and_then(|h| h[1].as_str())
+}
+
 /// An nginx in the upstream namespace with a configuration of ours (Debian's
 /// default allows 768 connections and refuses uploads): `GET /` answers a
 /// short fixed body, `GET /big` a file of `big_bytes` random bytes whose

@@ -15,6 +15,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use control_agent::bootstrap::any_from_yaml;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
     AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
 };
@@ -497,4 +498,70 @@ impl AggregatedDiscoveryService for Ads {
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
+}
+
+// === resources, in Envoy's YAML (protobuf JSON mapping) ===
+
+/// A listener on `0.0.0.0:port` whose tcp_proxy goes to `cluster`.
+pub fn listener(name: &str, port: u16, cluster: &str) -> (String, Any) {
+    let y = format!(
+        r#"
+name: {name}
+address: {{socket_address: {{address: 0.0.0.0, port_value: {port}}}}}
+filter_chains:
+- filters:
+  - name: envoy.filters.network.tcp_proxy
+    typed_config:
+      "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+      stat_prefix: {name}
+      cluster: "{cluster}"
+"#
+    );
+    (
+        name.into(),
+        any_from_yaml("envoy.config.listener.v3.Listener", &y).unwrap(),
+    )
+}
+
+/// An EDS cluster over ADS, with breakers too high to matter.
+pub fn eds_cluster(name: &str) -> (String, Any) {
+    let y = format!(
+        r#"
+name: "{name}"
+type: EDS
+connect_timeout: 1s
+eds_cluster_config: {{eds_config: {{ads: {{}}, resource_api_version: V3}}}}
+circuit_breakers: {{thresholds: [{{max_connections: 100000, max_pending_requests: 100000}}]}}
+"#
+    );
+    (
+        name.into(),
+        any_from_yaml("envoy.config.cluster.v3.Cluster", &y).unwrap(),
+    )
+}
+
+/// An assignment of `endpoints` (`ip:port`) to `name`.
+pub fn cla(name: &str, endpoints: &[&str]) -> (String, Any) {
+    let eps: Vec<String> = endpoints
+        .iter()
+        .map(|e| {
+            let (a, p) = e.split_once(':').unwrap();
+            format!(
+                "    - endpoint: {{address: {{socket_address: {{address: {a}, port_value: {p}}}}}}}"
+            )
+        })
+        .collect();
+    let y = format!(
+        "cluster_name: \"{name}\"\nendpoints:\n  - lb_endpoints:\n{}\n",
+        eps.join("\n")
+    );
+    let y = if endpoints.is_empty() {
+        format!("cluster_name: \"{name}\"\n")
+    } else {
+        y
+    };
+    (
+        name.into(),
+        any_from_yaml("envoy.config.endpoint.v3.ClusterLoadAssignment", &y).unwrap(),
+    )
 }

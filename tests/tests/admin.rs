@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use e2e_tests::cli_ok as cli;
-use e2e_tests::xds::{CDS, EDS, LDS, Listen, XdsServer};
+use e2e_tests::xds::{CDS, EDS, LDS, Listen, XdsServer, cla, eds_cluster, listener};
 use e2e_tests::{
     Agent, Dataplane, NGINX_BODY, Nginx, Topology, require_root, serial, two_port_config,
     unique_prefix,
@@ -523,9 +523,9 @@ fn istio_readiness_follows_xds_acks_and_health_checks() {
     assert!(why.contains("config not received"), "{why}");
 
     let server = XdsServer::start(Listen::Unix(dp.dir.join("xds.sock")));
-    server.set(CDS, vec![xds_cluster("web")]);
-    server.set(EDS, vec![xds_cla("web", "10.10.2.2", 7001)]);
-    server.set(LDS, vec![xds_listener("web", 8080, "web")]);
+    server.set(CDS, vec![eds_cluster("web")]);
+    server.set(EDS, vec![cla("web", &["10.10.2.2:7001"])]);
+    server.set(LDS, vec![listener("web", 8080, "web")]);
     let uri = server.uri();
     let agent = Agent::start(&dp, &["--server", &uri, "--node-id", "n"]);
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -598,55 +598,6 @@ fn istio_readiness_follows_xds_acks_and_health_checks() {
     drop(dp);
 }
 
-fn xds_cluster(name: &str) -> (String, envoy_types::pb::google::protobuf::Any) {
-    let yaml = format!(
-        "name: {name}\ntype: EDS\nconnect_timeout: 1s\neds_cluster_config: {{eds_config: {{ads: {{}}, resource_api_version: V3}}}}\n"
-    );
-    (
-        name.into(),
-        control_agent::bootstrap::any_from_yaml("envoy.config.cluster.v3.Cluster", &yaml).unwrap(),
-    )
-}
-
-fn xds_cla(name: &str, ip: &str, port: u16) -> (String, envoy_types::pb::google::protobuf::Any) {
-    let yaml = format!(
-        "cluster_name: {name}\nendpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: {ip}, port_value: {port}}}}}}}}}]}}]\n"
-    );
-    (
-        name.into(),
-        control_agent::bootstrap::any_from_yaml(
-            "envoy.config.endpoint.v3.ClusterLoadAssignment",
-            &yaml,
-        )
-        .unwrap(),
-    )
-}
-
-fn xds_listener(
-    name: &str,
-    port: u16,
-    cluster: &str,
-) -> (String, envoy_types::pb::google::protobuf::Any) {
-    let yaml = format!(
-        r#"
-name: {name}
-address: {{socket_address: {{address: 0.0.0.0, port_value: {port}}}}}
-filter_chains:
-- filters:
-  - name: envoy.filters.network.tcp_proxy
-    typed_config:
-      "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
-      stat_prefix: {name}
-      cluster: {cluster}
-"#
-    );
-    (
-        name.into(),
-        control_agent::bootstrap::any_from_yaml("envoy.config.listener.v3.Listener", &yaml)
-            .unwrap(),
-    )
-}
-
 const TRACED: &str = r#"
 listeners:
   - name: web
@@ -671,14 +622,9 @@ tracing:
   zipkin: {collector: "127.0.0.1:19411", service_name: mesh-node, flush_interval_ms: 100}
 "#;
 
-/// The echo upstream's view of one request: its headers.
+/// Header `name` as the echo upstream received it.
 fn upstream_header(doc: &Value, name: &str) -> Option<String> {
-    doc["headers"]
-        .as_array()?
-        .iter()
-        .find(|h| h[0] == name)
-        .and_then(|h| h[1].as_str())
-        .map(str::to_string)
+    e2e_tests::echoed_header(doc, name).map(str::to_string)
 }
 
 #[test]

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use e2e_tests::cli_ok as cli;
+use e2e_tests::echoed_header as header;
 use e2e_tests::{
     Dataplane, NGINX_BODY, Nginx, Topology, http_upstream, require_root, serial, two_port_config,
     unique_prefix,
@@ -55,14 +56,6 @@ route_configs:
 
 fn json(s: &str) -> Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
-}
-
-fn header<'a>(doc: &'a Value, name: &str) -> Option<&'a str> {
-    doc["headers"]
-        .as_array()?
-        .iter()
-        .find(|h| h[0] == name)
-        .and_then(|h| h[1].as_str())
 }
 
 /// One request over a raw socket from the client namespace: what came

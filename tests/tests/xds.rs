@@ -8,76 +8,13 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use control_agent::bootstrap::any_from_yaml;
-use e2e_tests::xds::{CDS, EDS, LDS, Listen, RDS, XdsServer};
+use e2e_tests::xds::{CDS, EDS, LDS, Listen, RDS, XdsServer, cla, eds_cluster, listener};
 use e2e_tests::{
     Agent, Background, Dataplane, NGINX_BODY, Nginx, Topology, http_upstream, python_upstream,
     require_root, serial, two_port_config, unique_prefix,
 };
 use envoy_types::pb::google::protobuf::Any;
 use serde_json::Value;
-
-// === resources, in Envoy's YAML (protobuf JSON mapping) ===
-
-fn listener(name: &str, port: u16, cluster: &str) -> (String, Any) {
-    let y = format!(
-        r#"
-name: {name}
-address: {{socket_address: {{address: 0.0.0.0, port_value: {port}}}}}
-filter_chains:
-- filters:
-  - name: envoy.filters.network.tcp_proxy
-    typed_config:
-      "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
-      stat_prefix: {name}
-      cluster: "{cluster}"
-"#
-    );
-    (
-        name.into(),
-        any_from_yaml("envoy.config.listener.v3.Listener", &y).unwrap(),
-    )
-}
-
-fn eds_cluster(name: &str) -> (String, Any) {
-    let y = format!(
-        r#"
-name: "{name}"
-type: EDS
-connect_timeout: 1s
-eds_cluster_config: {{eds_config: {{ads: {{}}, resource_api_version: V3}}}}
-circuit_breakers: {{thresholds: [{{max_connections: 100000, max_pending_requests: 100000}}]}}
-"#
-    );
-    (
-        name.into(),
-        any_from_yaml("envoy.config.cluster.v3.Cluster", &y).unwrap(),
-    )
-}
-
-fn cla(name: &str, endpoints: &[&str]) -> (String, Any) {
-    let eps: Vec<String> = endpoints
-        .iter()
-        .map(|e| {
-            let (a, p) = e.split_once(':').unwrap();
-            format!(
-                "    - endpoint: {{address: {{socket_address: {{address: {a}, port_value: {p}}}}}}}"
-            )
-        })
-        .collect();
-    let y = format!(
-        "cluster_name: \"{name}\"\nendpoints:\n  - lb_endpoints:\n{}\n",
-        eps.join("\n")
-    );
-    let y = if endpoints.is_empty() {
-        format!("cluster_name: \"{name}\"\n")
-    } else {
-        y
-    };
-    (
-        name.into(),
-        any_from_yaml("envoy.config.endpoint.v3.ClusterLoadAssignment", &y).unwrap(),
-    )
-}
 
 // === harness ===
 
