@@ -136,8 +136,11 @@ impl ProxyStats {
 }
 
 impl Default for ProxyStats {
+    /// Room for one span: without an exporter (`Apps::set_span_queue`)
+    /// spans have nowhere to go, and a queue of thousands would only hold
+    /// memory (the queue allocates its slots up front).
     fn default() -> Self {
-        ProxyStats::new(4096)
+        ProxyStats::new(1)
     }
 }
 
@@ -233,6 +236,13 @@ impl Histogram {
         self.sum_us.add(us);
     }
 
+    /// Every core's samples in one histogram (off the hot path).
+    pub fn merged<'a>(per_core: impl IntoIterator<Item = &'a Histogram>) -> Histogram {
+        let h = Histogram::default();
+        per_core.into_iter().for_each(|c| h.add_from(c));
+        h
+    }
+
     /// Add `other`'s samples to this one (merging cores off the hot path).
     pub fn add_from(&self, other: &Histogram) {
         for (a, b) in self.counts.iter().zip(&other.counts) {
@@ -257,24 +267,30 @@ impl Histogram {
     /// The `q` quantile (0..=1) in ms, interpolated within its bucket;
     /// `None` without samples.
     pub fn quantile_ms(&self, q: f64) -> Option<f64> {
-        let counts = self.counts();
-        let total: u64 = counts.iter().sum();
-        if total == 0 {
-            return None;
-        }
-        let rank = q.clamp(0.0, 1.0) * total as f64;
-        let mut below = 0u64;
-        for (i, &n) in counts.iter().enumerate() {
-            if n > 0 && (below + n) as f64 >= rank {
-                let lo = if i == 0 { 0.0 } else { BUCKETS_MS[i - 1] };
-                let hi = BUCKETS_MS.get(i).copied().unwrap_or(lo * 2.0);
-                let within = ((rank - below as f64) / n as f64).clamp(0.0, 1.0);
-                return Some(lo + (hi - lo) * within);
-            }
-            below += n;
-        }
-        Some(BUCKETS_MS[18])
+        quantile_of(&self.counts(), q)
     }
+}
+
+/// The `q` quantile (0..=1) in ms of samples counted per bucket of
+/// [`BUCKETS_MS`] (the last count above every bound), interpolated
+/// within its bucket; `None` without samples.
+pub fn quantile_of(counts: &[u64], q: f64) -> Option<f64> {
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = q.clamp(0.0, 1.0) * total as f64;
+    let mut below = 0u64;
+    for (i, &n) in counts.iter().enumerate() {
+        if n > 0 && (below + n) as f64 >= rank {
+            let lo = if i == 0 { 0.0 } else { BUCKETS_MS[i - 1] };
+            let hi = BUCKETS_MS.get(i).copied().unwrap_or(lo * 2.0);
+            let within = ((rank - below as f64) / n as f64).clamp(0.0, 1.0);
+            return Some(lo + (hi - lo) * within);
+        }
+        below += n;
+    }
+    Some(BUCKETS_MS[18])
 }
 
 /// HTTP responses by status code, as one core sees them: a small table

@@ -1129,14 +1129,18 @@ impl HttpProxy {
         if !body.is_empty() {
             dn.out.push_back(body);
         }
-        self.count_status(d, li, status);
+        self.count_status(d, status);
         self.finish_stream(cx, d);
     }
 
-    fn count_status(&mut self, d: u32, li: u32, status: u16) {
-        if let Some(sp) = self.downs.get_mut(d).and_then(|dn| dn.span.as_mut()) {
+    /// A response to client connection `d`: counted on its listener, and
+    /// noted on its span.
+    fn count_status(&mut self, d: u32, status: u16) {
+        let dn = &mut self.downs[d];
+        if let Some(sp) = dn.span.as_mut() {
             sp.status = status;
         }
+        let li = dn.listener;
         let ls = self.lstats(li);
         match status / 100 {
             1 => ls.rq_1xx.inc(),
@@ -1350,7 +1354,7 @@ impl HttpProxy {
         let mut out = BytesMut::new();
         codec::write_response(&mut out, head.status, &head.reason, &hs);
         dn.out.push_back(out.freeze());
-        self.count_status(d, li, head.status);
+        self.count_status(d, head.status);
         if let Some(h) = cx.upstreams.histograms(&self.ups[u].up) {
             h.codes.inc(head.status);
         }

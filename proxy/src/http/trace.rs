@@ -56,11 +56,16 @@ fn sampled_flag(v: &[u8]) -> Option<bool> {
     }
 }
 
+/// The value of header `n`, if `headers` has it.
+fn value<'a>(headers: &'a [Header], n: &str) -> Option<&'a [u8]> {
+    headers.iter().find(|h| h.is(n)).map(|h| h.value.as_ref())
+}
+
 /// Read the trace context of `headers`: B3 multi-header first, then the
 /// single `b3` header, then `traceparent`. Malformed or all-zero ids are
 /// ignored (a new trace starts), as Envoy does.
 pub fn extract(headers: &[Header]) -> Incoming {
-    let get = |n: &str| headers.iter().find(|h| h.is(n)).map(|h| h.value.as_ref());
+    let get = |n: &str| value(headers, n);
     let mut inc = Incoming::default();
     // B3, several headers.
     if let (Some(t), Some(s)) = (get("x-b3-traceid"), get("x-b3-spanid"))
@@ -237,12 +242,7 @@ pub struct SpanInfo {
 impl SpanInfo {
     pub fn of(method: &[u8], authority: &[u8], path: &[u8], headers: &[Header]) -> SpanInfo {
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        let get = |n: &str| {
-            headers
-                .iter()
-                .find(|h| h.is(n))
-                .map_or_else(|| "-".to_string(), |h| text(&h.value))
-        };
+        let get = |n: &str| value(headers, n).map_or_else(|| "-".to_string(), text);
         SpanInfo {
             method: text(method),
             url: format!("http://{}{}", text(authority), text(path)),
