@@ -1448,14 +1448,13 @@ impl Xds {
     }
 
     fn ack_or_nack(&mut self, type_url: &str, version: String, failures: Vec<Failure>) -> Request {
-        let report = |accepted| XdsReport {
+        let accepted = failures.is_empty();
+        let r = XdsReport {
             ty: xds_type(type_url),
             accepted,
             version: version.clone(),
             config_dump: None,
         };
-        let accepted = failures.is_empty();
-        let r = report(accepted);
         if accepted {
             self.last_acks.insert(r.ty, r.clone());
         }
