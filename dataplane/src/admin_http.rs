@@ -119,8 +119,6 @@ impl XdsCounts {
 #[derive(Debug, Default)]
 pub struct Shared {
     pub published: ArcSwap<Published>,
-    /// Set once every worker runs.
-    pub workers_started: AtomicBool,
     /// `/healthcheck/fail` (cleared by `/healthcheck/ok`): the server
     /// reports DRAINING, so health checkers take it out.
     pub health_failed: AtomicBool,
@@ -130,17 +128,16 @@ pub struct Shared {
     pub quit: AtomicBool,
     pub xds: XdsCounts,
     /// `/config_dump` sections the control agent handed over, by type
-    /// (JSON text, served as it is).
-    pub dump: ArcSwap<BTreeMap<XdsType, Box<serde_json::value::RawValue>>>,
+    /// (JSON text, served as it is; shared, so replacing one section does
+    /// not copy the others).
+    pub dump: ArcSwap<BTreeMap<XdsType, Arc<serde_json::value::RawValue>>>,
     /// The span exporter's counts.
     pub tracing: crate::zipkin::ExportCounts,
 }
 
 impl Shared {
     pub fn server_state(&self) -> ServerState {
-        if !self.workers_started.load(Relaxed) {
-            ServerState::Initializing
-        } else if self.health_failed.load(Relaxed) || self.draining.load(Relaxed) {
+        if self.health_failed.load(Relaxed) || self.draining.load(Relaxed) {
             ServerState::Draining
         } else {
             ServerState::Live
@@ -155,7 +152,7 @@ impl Shared {
             c.success.fetch_add(1, Relaxed);
             if let Some(d) = r.config_dump {
                 let mut m = BTreeMap::clone(&self.dump.load());
-                m.insert(r.ty, d);
+                m.insert(r.ty, Arc::from(d));
                 self.dump.store(Arc::new(m));
             }
         } else {
@@ -609,7 +606,7 @@ fn clusters(params: &[(String, String)], src: &Sources<'_>) -> Reply {
                             stats.push(json!({"name": k, "value": v.to_string()}));
                         });
                         json!({
-                            "address": {"socket_address": {"address": e.addr.ip().to_string(), "port_value": e.addr.port()}},
+                            "address": socket_address(e.addr),
                             "stats": stats,
                             "health_status": {"eds_health_status": "HEALTHY"},
                             "weight": e.weight,
@@ -663,6 +660,11 @@ fn clusters(params: &[(String, String)], src: &Sources<'_>) -> Reply {
     Reply::text(200, out)
 }
 
+/// An address as Envoy's `Address` JSON.
+fn socket_address(a: std::net::SocketAddrV4) -> Value {
+    json!({"socket_address": {"address": a.ip().to_string(), "port_value": a.port()}})
+}
+
 /// `/listeners`: `name::address` lines, or JSON.
 fn listeners(params: &[(String, String)], src: &Sources<'_>) -> Reply {
     let p = src.shared.published.load();
@@ -678,7 +680,7 @@ fn listeners(params: &[(String, String)], src: &Sources<'_>) -> Reply {
                 };
                 json!({
                     "name": l.cfg.name,
-                    "local_address": {"socket_address": {"address": l.addr.ip().to_string(), "port_value": l.addr.port()}},
+                    "local_address": socket_address(l.addr),
                     "filter": kind,
                 })
             })

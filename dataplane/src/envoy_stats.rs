@@ -105,30 +105,46 @@ impl StatSet {
         self.stats.last_mut().expect("just pushed").used = true;
     }
 
-    /// `<prefix>_rq_<N>xx`: Envoy's response class, which tag extraction
-    /// turns into `..._rq_xx{envoy_response_code_class="N"}`.
-    fn class(&mut self, s: &Scope, stem: &str, class: u8, value: u64) {
+    /// A stat whose family is not its name's: `name` under the scope's
+    /// prefix, in `family`, with the scope's labels and one more that tag
+    /// extraction takes out of the name.
+    fn tagged(
+        &mut self,
+        s: &Scope,
+        name: &str,
+        family: &str,
+        tag: Option<(&'static str, String)>,
+        kind: Kind,
+        value: u64,
+    ) {
         let mut labels = s.labels.clone();
-        labels.push(("envoy_response_code_class", class.to_string()));
+        labels.extend(tag);
         self.stats.push(Stat {
-            name: format!("{}{stem}_{class}xx", s.text),
-            family: format!("{}{stem}_xx", s.family),
+            name: format!("{}{name}", s.text),
+            family: family.to_string(),
             labels,
             value,
-            kind: Kind::Counter,
+            kind,
             used: value != 0,
         });
     }
 
+    /// `<prefix>_rq_<N>xx`: Envoy's response class, which tag extraction
+    /// turns into `..._rq_xx{envoy_response_code_class="N"}`.
+    fn class(&mut self, s: &Scope, stem: &str, class: u8, value: u64) {
+        let family = format!("{}{stem}_xx", s.family);
+        let tag = ("envoy_response_code_class", class.to_string());
+        let name = format!("{stem}_{class}xx");
+        self.tagged(s, &name, &family, Some(tag), Kind::Counter, value);
+    }
+
     /// A histogram of `per_core`, merged.
     fn hist<'a>(&mut self, s: &Scope, suffix: &str, per_core: impl Iterator<Item = &'a Histogram>) {
-        let h = Histogram::default();
-        per_core.for_each(|c| h.add_from(c));
         self.hists.push(Hist {
             name: format!("{}{suffix}", s.text),
             family: format!("{}{suffix}", s.family),
             labels: s.labels.clone(),
-            h,
+            h: Histogram::merged(per_core),
         });
     }
 
@@ -162,11 +178,8 @@ impl StatSet {
             "envoy_listener_manager_",
             vec![],
         );
-        self.set(
-            &lm,
-            "workers_started",
-            u64::from(s.workers_started.load(Relaxed)),
-        );
+        // The admin server starts once the workers run.
+        self.set(&lm, "workers_started", 1);
         self.set(
             &lm,
             "total_listeners_active",
@@ -475,16 +488,10 @@ impl StatSet {
         );
         // Per response code: `cluster.<name>.upstream_rq_<code>`.
         for (code, n) in codes(cl) {
-            let mut labels = s.labels.clone();
-            labels.push(("envoy_response_code", code.to_string()));
-            self.stats.push(Stat {
-                name: format!("{}upstream_rq_{code}", s.text),
-                family: "envoy_cluster_upstream_rq".into(),
-                labels,
-                value: n,
-                kind: Kind::Counter,
-                used: n != 0,
-            });
+            let tag = ("envoy_response_code", code.to_string());
+            let name = format!("upstream_rq_{code}");
+            let family = "envoy_cluster_upstream_rq";
+            self.tagged(&s, &name, family, Some(tag), Kind::Counter, n);
         }
     }
 
@@ -522,49 +529,49 @@ impl StatSet {
             labels.push(unknown("connection_security_policy"));
             labels.push(("response_flags", "-".into()));
             let n = &cl.cfg.name;
-            if let Some(c) = &u.tcp {
+            let scope = |protocol: &str| {
                 let mut l = labels.clone();
-                l.push(("request_protocol", "tcp".into()));
+                l.push(("request_protocol", protocol.to_string()));
+                Scope::new("istio.".into(), "istio_", l)
+            };
+            if let Some(c) = &u.tcp {
+                let s = scope("tcp");
                 for (suffix, v) in [
                     ("tcp_sent_bytes_total", c.bytes_down.get()),
                     ("tcp_received_bytes_total", c.bytes_up.get()),
                     ("tcp_connections_opened_total", c.cx_total.get()),
                     ("tcp_connections_closed_total", c.cx_closed.get()),
                 ] {
-                    self.stats.push(Stat {
-                        name: format!("istio.{suffix}.{n}"),
-                        family: format!("istio_{suffix}"),
-                        labels: l.clone(),
-                        value: v,
-                        kind: Kind::Counter,
-                        used: v != 0,
-                    });
+                    let family = format!("istio_{suffix}");
+                    self.tagged(
+                        &s,
+                        &format!("{suffix}.{n}"),
+                        &family,
+                        None,
+                        Kind::Counter,
+                        v,
+                    );
                 }
             }
             if u.http {
-                let mut l = labels.clone();
-                l.push(("request_protocol", "http".into()));
+                let s = scope("http");
                 for (code, v) in codes(cl) {
-                    let mut l = l.clone();
-                    l.push(("response_code", code.to_string()));
-                    self.stats.push(Stat {
-                        name: format!("istio.requests_total.{n}.{code}"),
-                        family: "istio_requests_total".into(),
-                        labels: l,
-                        value: v,
-                        kind: Kind::Counter,
-                        used: v != 0,
-                    });
+                    let tag = ("response_code", code.to_string());
+                    let name = format!("requests_total.{n}.{code}");
+                    self.tagged(
+                        &s,
+                        &name,
+                        "istio_requests_total",
+                        Some(tag),
+                        Kind::Counter,
+                        v,
+                    );
                 }
-                let h = Histogram::default();
-                cl.histograms
-                    .iter()
-                    .for_each(|x| h.add_from(&x.upstream_rq_time));
                 self.hists.push(Hist {
                     name: format!("istio.request_duration_milliseconds.{n}"),
                     family: "istio_request_duration_milliseconds".into(),
-                    labels: l,
-                    h,
+                    labels: s.labels,
+                    h: Histogram::merged(cl.histograms.iter().map(|x| &x.upstream_rq_time)),
                 });
             }
         }
@@ -593,16 +600,9 @@ impl StatSet {
             }
             self.set(&s, "link_up", u64::from(p.link().up));
             for (k, v) in p.xstats() {
-                let mut labels = s.labels.clone();
-                labels.push(("xstat", k.clone()));
-                self.stats.push(Stat {
-                    name: format!("{}xstats.{k}", s.text),
-                    family: "dataplane_port_xstat".into(),
-                    labels,
-                    value: v,
-                    kind: Kind::Gauge,
-                    used: v != 0,
-                });
+                let name = format!("xstats.{k}");
+                let tag = ("xstat", k);
+                self.tagged(&s, &name, "dataplane_port_xstat", Some(tag), Kind::Gauge, v);
             }
             for m in pools {
                 let ms = Scope::new(
@@ -638,17 +638,10 @@ impl StatSet {
                     .for_each(|k, v| self.push(&ss, &format!("{k}_total"), Kind::Counter, v));
                 // Drops: one family, the reason a label.
                 for d in netstack::DropReason::ALL {
-                    let v = st.dropped(d);
-                    let mut labels = ss.labels.clone();
-                    labels.push(("reason", d.name().to_string()));
-                    self.stats.push(Stat {
-                        name: format!("{}drops.{}", ss.text, d.name()),
-                        family: "dataplane_stack_drops_total".into(),
-                        labels,
-                        value: v,
-                        kind: Kind::Counter,
-                        used: v != 0,
-                    });
+                    let name = format!("drops.{}", d.name());
+                    let tag = ("reason", d.name().to_string());
+                    let family = "dataplane_stack_drops_total";
+                    self.tagged(&ss, &name, family, Some(tag), Kind::Counter, st.dropped(d));
                 }
             }
             if let Some(p) = &w.proxy_stats {
@@ -949,18 +942,17 @@ pub fn resident_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
         .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map_or(0, |pages| pages * 4096)
+        .map_or(0, |pages| pages * rustix::param::page_size() as u64)
 }
 
-/// Envoy's `ServerInfo.State` numbers, as `server.state` reports them
-/// (2, PRE_INITIALIZING, is never reported: the admin server starts with
-/// the configuration already read).
+/// Envoy's `ServerInfo.State` numbers, as `server.state` reports them.
+/// PRE_INITIALIZING (2) and INITIALIZING (3) are never reported: the admin
+/// server starts with the configuration read and the workers running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum ServerState {
     Live = 0,
     Draining = 1,
-    Initializing = 3,
 }
 
 impl ServerState {
@@ -968,7 +960,6 @@ impl ServerState {
         match self {
             ServerState::Live => "LIVE",
             ServerState::Draining => "DRAINING",
-            ServerState::Initializing => "INITIALIZING",
         }
     }
 }

@@ -58,6 +58,8 @@ pub fn launch(
         stop: Arc::new(AtomicBool::new(false)),
         drain: Arc::new(AtomicBool::new(false)),
     };
+    // Process-wide, before any worker runs.
+    proxy::metrics::HISTOGRAMS.store(cfg.stats.histograms, Ordering::Relaxed);
     for (wi, &lcore) in lcores.iter().enumerate() {
         let q = wi as u16;
         let rx = ports
@@ -72,8 +74,6 @@ pub fn launch(
             })
             .collect();
         let seed = u64::from_le_bytes(crate::random_secret::<8>()?);
-        proxy::metrics::HISTOGRAMS
-            .store(cfg.stats.histograms, std::sync::atomic::Ordering::Relaxed);
         let mut apps = Apps::new(wi, seed);
         if let Some(z) = &cfg.tracing.zipkin {
             apps.set_span_queue(z.queue_size as usize);

@@ -411,7 +411,6 @@ fn run(
     if !live.state.listeners.is_empty() || !live.state.clusters.is_empty() {
         shared.count_static();
     }
-    shared.workers_started.store(true, Ordering::Relaxed);
     let instance = format!("{:016x}", u64::from_le_bytes(random_secret::<8>()?));
     let mut control = control::Control {
         cfg,
@@ -424,7 +423,8 @@ fn run(
         shared: &shared,
         republish: false,
     };
-    let http_done = AtomicBool::new(false);
+    // Ends the admin and exporter threads once the control loop returns.
+    let threads_done = AtomicBool::new(false);
     let mut failed = std::thread::scope(|s| {
         if let Some(http) = &admin.http {
             let src = admin_http::Sources {
@@ -438,7 +438,7 @@ fn run(
                 drain: &workers.drain,
                 stop,
             };
-            let done = &http_done;
+            let done = &threads_done;
             let spawned = std::thread::Builder::new()
                 .name("admin-http".into())
                 .spawn_scoped(s, move || http.serve(&src, done));
@@ -453,7 +453,7 @@ fn run(
         if let Some(z) = &cfg.tracing.zipkin
             && let Some(collector) = z.collector
         {
-            let (views, counts, done) = (&workers.views, &shared.tracing, &http_done);
+            let (views, counts, done) = (&workers.views, &shared.tracing, &threads_done);
             let node = instance.as_str();
             let spawned = std::thread::Builder::new()
                 .name("zipkin".into())
@@ -465,7 +465,7 @@ fn run(
             }
         }
         let failed = control.run(&admin.socket, stop);
-        http_done.store(true, Ordering::Relaxed);
+        threads_done.store(true, Ordering::Relaxed);
         failed
     });
     tracing::info!("stopping");

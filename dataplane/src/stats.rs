@@ -60,9 +60,7 @@ fn sum<'a>(counters: impl Iterator<Item = &'a Counters>, scope: u32) -> Map<Stri
 /// A histogram merged over the cores: its samples per bucket of
 /// `proxy::metrics::BUCKETS_MS` (the last, above them all).
 fn buckets<'a>(per_core: impl Iterator<Item = &'a proxy::metrics::Histogram>) -> Value {
-    let h = proxy::metrics::Histogram::default();
-    per_core.for_each(|c| h.add_from(c));
-    json!(h.counts())
+    json!(proxy::metrics::Histogram::merged(per_core).counts())
 }
 
 /// Listeners, clusters and endpoints in force, each summed over the cores.

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use dataplane_config::admin::AdminRequest;
-use proxy::metrics::BUCKETS_MS;
+use proxy::metrics::quantile_of;
 use serde_json::Value;
 
 use crate::Failure;
@@ -60,21 +60,7 @@ fn quantile(a: &Value, b: &Value, q: f64) -> Option<f64> {
         .enumerate()
         .map(|(i, x)| u(x).saturating_sub(a.get(i).map_or(0, u)))
         .collect();
-    let total: u64 = d.iter().sum();
-    if total == 0 {
-        return None;
-    }
-    let rank = q * total as f64;
-    let mut below = 0u64;
-    for (i, &n) in d.iter().enumerate() {
-        if n > 0 && (below + n) as f64 >= rank {
-            let lo = if i == 0 { 0.0 } else { BUCKETS_MS[i - 1] };
-            let hi = BUCKETS_MS.get(i).copied().unwrap_or(lo * 2.0);
-            return Some(lo + (hi - lo) * ((rank - below as f64) / n as f64).clamp(0.0, 1.0));
-        }
-        below += n;
-    }
-    None
+    quantile_of(&d, q)
 }
 
 fn ms(q: Option<f64>) -> String {
@@ -109,17 +95,9 @@ pub fn render(a: &Value, b: &Value, dt: f64) -> String {
     for (i, w) in b["workers"].as_array().unwrap_or(&empty).iter().enumerate() {
         let p = wa.get(i).unwrap_or(&Value::Null);
         let busy = u(&w["loop"]["busy_cycles"]).saturating_sub(u(&p["loop"]["busy_cycles"]));
-        let drops: u64 = w["stack"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .filter(|(k, _)| !netstack::FrameCounters::NAMES.contains(&k.as_str()))
-            .filter(|(k, _)| {
-                netstack::DropReason::ALL
-                    .iter()
-                    .any(|d| d.name() == k.as_str())
-            })
-            .map(|(k, v)| u(v).saturating_sub(u(&p["stack"][k])))
+        let drops: u64 = netstack::DropReason::ALL
+            .iter()
+            .map(|d| u(&w["stack"][d.name()]).saturating_sub(u(&p["stack"][d.name()])))
             .sum();
         let sessions = u(&w["proxy"]["cx_active"]);
         let _ = writeln!(
