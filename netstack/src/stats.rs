@@ -346,6 +346,7 @@ counters! {
         retransmits,
         fast_retransmits,
         rto_expirations,
+        zero_window_probes,
         challenge_acks,
         paws_rejected,
         syn_retried_after_rst,
@@ -377,6 +378,7 @@ impl TcpCounters {
         self.retransmits.set(s.retransmits);
         self.fast_retransmits.set(s.fast_retransmits);
         self.rto_expirations.set(s.rto_expirations);
+        self.zero_window_probes.set(s.zero_window_probes);
         self.challenge_acks.set(s.challenge_acks);
         self.paws_rejected.set(s.paws_rejected);
         self.syn_retried_after_rst.set(s.syn_retried_after_rst);

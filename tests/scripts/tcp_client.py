@@ -10,6 +10,8 @@ usage:
   tcp_client.py hold    HOST PORT CONNS SECONDS  open CONNS connections, wait SECONDS, and count
                                                those the far end closed or reset ("closed") and
                                                those still open ("open"); always "ok"
+  tcp_client.py stall   HOST PORT BYTES SECONDS  like source, with a small receive buffer left unread
+                                               for SECONDS first (the sender's window shuts)
   tcp_client.py many    HOST PORT CONNS BYTES [burst]
                                                CONNS concurrent echo connections of BYTES each;
                                                "burst" opens them all at once (no staggering)
@@ -58,6 +60,25 @@ def source(host, port, size):
     s.close()
     want = bytes(i % 251 for i in range(251)) * (size // 251 + 1)
     return {"ok": bytes(got[:size]) == want[:size], "received": len(got)}
+
+
+def stall(host, port, size, seconds):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    s.settimeout(30)
+    s.connect((host, port))
+    time.sleep(seconds)
+    t0 = time.time()
+    got = bytearray()
+    while len(got) < size:
+        b = s.recv(1 << 16)
+        if not b:
+            break
+        got.extend(b)
+    s.close()
+    want = bytes(i % 251 for i in range(251)) * (size // 251 + 1)
+    return {"ok": bytes(got[:size]) == want[:size], "received": len(got),
+            "seconds_after_stall": time.time() - t0}
 
 
 def discard(host, port, size):
@@ -141,6 +162,8 @@ def main():
     mode, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
     if mode == "hold":
         out = hold(host, port, int(sys.argv[4]), float(sys.argv[5]))
+    elif mode == "stall":
+        out = stall(host, port, int(sys.argv[4]), float(sys.argv[5]))
     elif mode == "many":
         burst = len(sys.argv) > 6 and sys.argv[6] == "burst"
         out = asyncio.run(many(host, port, int(sys.argv[4]), int(sys.argv[5]), burst))

@@ -174,6 +174,30 @@ fn kernel_clients_against_our_tcp_on_af_packet() {
     assert_eq!(dp.terminate(), Some(0), "{}", dp.log());
 }
 
+/// Issue 18, point 1: a kernel receiver that stops reading shuts our
+/// window; we probe it (the kernel answers our one-byte data probes) and,
+/// once it reads again, carry on from where we were: every byte in order,
+/// no retransmission timeout.
+#[test]
+fn a_kernel_receiver_that_stops_reading_is_probed_and_resumed() {
+    let _serial = serial();
+    require_root();
+    let topo = Topology::up(&unique_prefix("x"));
+    let mut dp = start(&topo, "af_xdp");
+    let r = tcp_client(&topo, "stall 10.10.1.1 19 4000000 3");
+    assert!(r["received"].as_u64().unwrap() >= 4_000_000, "{r}");
+    assert!(
+        r["seconds_after_stall"].as_f64().unwrap() < 5.0,
+        "resumed at once: {r}"
+    );
+    assert_eq!(connections_after_close(&dp), 0);
+    let probes = dp.total("tcp_zero_window_probes");
+    // Back-off from an RTO of at least 50 ms (min_rto): 0.05 + 0.1 + ... s.
+    assert!((1..=8).contains(&probes), "{probes} probes in 3 s");
+    assert_eq!(dp.total("tcp_rto_expirations"), 0);
+    assert_eq!(dp.terminate(), Some(0), "{}", dp.log());
+}
+
 #[test]
 fn a_tiny_backlog_still_completes_kernel_handshakes_with_syn_cookies() {
     let _serial = serial();

@@ -126,6 +126,7 @@ pub struct EngineStats {
     pub retransmits: u64,
     pub fast_retransmits: u64,
     pub rto_expirations: u64,
+    pub zero_window_probes: u64,
     pub challenge_acks: u64,
     /// Payload bytes held by every connection now (a gauge).
     pub buffered: u64,
@@ -781,6 +782,7 @@ impl Engine {
             self.stats.retransmits += cs.retransmits;
             self.stats.fast_retransmits += cs.fast_retransmits;
             self.stats.rto_expirations += cs.rto_expirations;
+            self.stats.zero_window_probes += cs.zero_window_probes;
             self.stats.challenge_acks += cs.challenge_acks;
             self.stats.paws_rejected += cs.paws_rejected;
             self.stats.syn_retried_after_rst += cs.syn_retried_after_rst;

@@ -168,6 +168,11 @@ pub struct Connection {
     max_snd_wnd: u32,
     /// Unanswered zero-window probes in a row.
     probes_unanswered: u32,
+    /// Zero-window probes sent in this persist episode: each waits twice
+    /// as long as the one before (answered or not, as in Linux and BSD).
+    persist_backoff: u32,
+    /// A probe's byte (at `snd_una`) is out, beyond the peer's shut window.
+    probe_out: bool,
     /// After an RTO, fast recovery may not start until this is acknowledged
     /// (RFC 6582 §3.2 step 1).
     rto_recover: Option<Seq>,
@@ -269,6 +274,8 @@ impl Connection {
             syn_acked: false,
             max_snd_wnd: 0,
             probes_unanswered: 0,
+            persist_backoff: 0,
+            probe_out: false,
             rto_recover: None,
             fin_queued: false,
             snd_fin: None,
@@ -707,6 +714,7 @@ impl Connection {
             && !seg.fin
             && (window == self.snd_wnd || new_sack_info)
             && self.snd_max.diff(self.snd_una) > 0
+            && window > 0
         {
             self.on_dup_ack();
         }
@@ -719,7 +727,7 @@ impl Connection {
             self.snd_wl1 = seg.seq;
             self.snd_wl2 = ack;
             if window > 0 {
-                self.persist_at = None;
+                self.end_persist();
             }
         }
         self.after_ack(now);
@@ -871,8 +879,31 @@ impl Connection {
             State::LastAck if fin_acked => self.finish(CloseReason::Normal),
             _ => {}
         }
-        if self.snd_wnd == 0 && self.unsent() > 0 && self.persist_at.is_none() {
-            self.persist_at = Some(now + self.rto);
+        if self.snd_wnd == 0
+            && self.unsent() > 0
+            && self.persist_at.is_none()
+            && (self.snd_max == self.snd_una || self.probe_out)
+        {
+            self.persist_at = Some(now + self.persist_interval());
+        }
+    }
+
+    /// How long until the next zero-window probe: the RTO, doubled for each
+    /// probe of this episode, at most `max_rto`.
+    pub(super) fn persist_interval(&self) -> Duration {
+        self.rto
+            .saturating_mul(1 << self.persist_backoff.min(16))
+            .min(self.cfg.max_rto.max(self.rto))
+    }
+
+    /// The peer's window opened: probing stops, and a probe's byte it did
+    /// not take is sent again in order, from `snd_una` (no hole).
+    fn end_persist(&mut self) {
+        self.persist_at = None;
+        self.persist_backoff = 0;
+        if std::mem::take(&mut self.probe_out) && self.snd_nxt.diff(self.snd_una) > 0 {
+            self.snd_nxt = self.snd_una;
+            self.snd_max = self.snd_una;
         }
     }
 
@@ -953,7 +984,13 @@ impl Connection {
                 self.reset_and_finish(CloseReason::TimedOut);
                 return;
             }
-            self.persist_at = Some(now + self.rto);
+            // The probe byte goes again from snd_una (RFC 9293 §3.8.6.1):
+            // never a second byte past the shut window.
+            if self.probe_out {
+                self.snd_nxt = self.snd_una;
+            }
+            self.persist_backoff = (self.persist_backoff + 1).min(16);
+            self.persist_at = Some(now + self.persist_interval());
             self.probe_now = true;
         }
         if self.rto_at.is_some_and(|t| t <= now) {
@@ -1186,6 +1223,80 @@ mod tests {
             "nothing may go into a shut window"
         );
         assert!(a.poll_timeout().is_some(), "but a probe must be scheduled");
+    }
+
+    /// Issue 18, point 1: zero-window persistence as peers rely on it.
+    #[test]
+    fn a_persist_episode_backs_off_keeps_to_the_edge_and_resumes_at_once() {
+        let (mut a, _, mut now) = established();
+        let peer_seq = a.rcv_nxt;
+        let ack = |ack: Seq, window: u16| Segment {
+            seq: peer_seq,
+            ack: Some(ack),
+            window,
+            ..Default::default()
+        };
+        assert_eq!(a.send(Bytes::from(vec![7u8; 60_000])), 60_000);
+        while a.poll_transmit(now).is_some() {}
+        // The peer takes what was sent and shuts its window.
+        now = now + Duration::from_millis(10);
+        a.handle_segment(now, ack(a.snd_max, 0));
+        let edge = a.snd_una;
+        let cwnd = a.cwnd;
+        assert_eq!(a.rto_at, None, "no retransmission timer in persist");
+        // Unanswered probes: one each time, never past edge + 1, at
+        // intervals that double from the first one.
+        let mut at = vec![now];
+        for i in 0..6 {
+            now = a.poll_timeout().expect("a probe is scheduled");
+            a.handle_timeout(now);
+            let sent: Vec<Segment> = std::iter::from_fn(|| a.poll_transmit(now)).collect();
+            assert_eq!(sent.len(), 1, "probe {i}: {sent:?}");
+            let p = &sent[0];
+            assert_eq!(p.seq, edge, "probe {i} starts at the edge");
+            assert!(p.seq_len() <= 1, "probe {i} carries at most one byte");
+            assert_eq!(a.rto_at, None, "probe {i} arms no retransmission timer");
+            at.push(now);
+        }
+        let gaps: Vec<u64> = at
+            .windows(2)
+            .map(|w| (w[1].as_micros() - w[0].as_micros()) / 1000)
+            .collect();
+        for w in gaps.windows(2) {
+            assert!(
+                w[1] >= 2 * w[0] - 2,
+                "back-off doubles from the first probe: {gaps:?} ms"
+            );
+        }
+        assert_eq!(a.stats().zero_window_probes, 6);
+        // The peer answers a probe with its window still shut: the probes
+        // go on backing off, and the connection lives.
+        a.handle_segment(now, ack(edge, 0));
+        assert!(std::iter::from_fn(|| a.poll_transmit(now)).all(|s| s.payload.is_empty()));
+        let next = a.poll_timeout().expect("still probing");
+        assert!(next.as_micros() - now.as_micros() >= 1000 * gaps[gaps.len() - 1]);
+        // The window opens: data resumes from the first unacknowledged byte
+        // at once, a window's worth, with no timeout and cwnd intact.
+        now = now + Duration::from_millis(5);
+        a.handle_segment(now, ack(edge, u16::MAX));
+        let sent: Vec<Segment> = std::iter::from_fn(|| a.poll_transmit(now)).collect();
+        assert_eq!(sent.first().map(|s| s.seq), Some(edge), "{sent:?}");
+        assert!(sent.len() >= 2, "more than a probe's worth: {}", sent.len());
+        for w in sent.windows(2) {
+            assert_eq!(w[0].seq + w[0].seq_len(), w[1].seq, "no hole");
+        }
+        assert_eq!(a.stats().rto_expirations, 0);
+        assert_eq!(a.cwnd, cwnd, "a persist episode is not congestion");
+        // Fast retransmit still works: the first segment is lost, three
+        // duplicate ACKs bring it back at once.
+        let window = u16::MAX;
+        for _ in 0..3 {
+            a.handle_segment(now, ack(edge, window));
+        }
+        let again = a.poll_transmit(now).expect("a fast retransmission");
+        assert_eq!(again.seq, edge);
+        assert!(!again.payload.is_empty());
+        assert_eq!(a.stats().rto_expirations, 0);
     }
 
     #[test]

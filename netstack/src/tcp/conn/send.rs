@@ -164,11 +164,14 @@ impl Connection {
         let unsent = self.unsent();
         if unsent > 0 && self.snd_wnd == 0 && self.persist_at.is_none() && self.rto_at.is_none() {
             // Nothing else would wake us if the window update got lost.
-            self.persist_at = Some(now + self.rto);
+            self.persist_at = Some(now + self.persist_interval());
         }
         let probe = std::mem::take(&mut self.probe_now) && unsent > 0 && self.snd_wnd == 0;
-        if unsent > 0 && (usable > 0 || probe) {
-            let max = if probe { 1 } else { usable.min(mss) };
+        if probe && self.snd_nxt == self.snd_una {
+            return Some(self.send_probe());
+        }
+        if unsent > 0 && usable > 0 {
+            let max = usable.min(mss);
             let seq = self.snd_nxt;
             let off = seq - self.data_seq0();
             let payload = self.sendq.slice(off, max);
@@ -179,13 +182,10 @@ impl Connection {
             // user's chunk (no copy), which must not hold it back while a
             // full segment's worth is queued behind it.
             let avail = unsent.min(usable);
-            if n > 0 && (avail >= mss || avail == unsent || probe || in_flight == 0) {
+            if n > 0 && (avail >= mss || avail == unsent || in_flight == 0) {
                 let mut s = self.ack_segment(seq);
                 s.payload = payload;
                 s.fin = self.fin_queued && n == unsent;
-                if probe {
-                    self.stats.zero_window_probes += 1;
-                }
                 return Some(self.sent_new(now, s));
             }
         }
@@ -211,6 +211,27 @@ impl Connection {
             return Some(self.count_out(s));
         }
         None
+    }
+
+    /// A zero-window probe: the byte at `snd_una`, one past the shut
+    /// window's edge, always the same byte (RFC 9293 §3.8.6.1). A data
+    /// segment, so that a Linux peer answers it without the rate limit it
+    /// puts on answers to pure ACKs outside the window. The persist timer
+    /// alone drives it: no retransmission timer (a shut window is not
+    /// loss), no RTT sample, not a retransmission.
+    fn send_probe(&mut self) -> Segment {
+        let seq = self.snd_una;
+        let mut s = self.ack_segment(seq);
+        s.payload = self.sendq.slice(seq - self.data_seq0(), 1);
+        s.fin = s.payload.is_empty() && self.fin_queued;
+        self.stats.zero_window_probes += 1;
+        self.probe_out = true;
+        self.rtt_probe = None;
+        self.snd_nxt = seq + s.seq_len();
+        if self.snd_nxt.diff(self.snd_max) > 0 {
+            self.snd_max = self.snd_nxt;
+        }
+        self.count_out(s)
     }
 
     /// Resend `payload` (and FIN) at `seq` out of the normal order (fast
