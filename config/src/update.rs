@@ -148,6 +148,20 @@ impl ProxyState {
         s
     }
 
+    /// The whole state as one full update: how a saved state (the state
+    /// file) is checked and brought back in force.
+    pub fn to_update(&self) -> ProxyUpdate {
+        ProxyUpdate {
+            version: self.version.clone(),
+            full: true,
+            partial: false,
+            listeners: self.listeners.values().cloned().collect(),
+            clusters: self.clusters.values().cloned().collect(),
+            route_configs: self.route_configs.values().cloned().collect(),
+            ..ProxyUpdate::default()
+        }
+    }
+
     /// Rebuild the port index (after deserializing a saved state).
     pub fn reindex(&mut self) {
         self.by_port.clear();
@@ -435,6 +449,33 @@ mod tests {
         assert_eq!(s.clusters.keys().collect::<Vec<_>>(), ["c"]);
         assert_eq!(s.clusters["c"].endpoints[0].address, "10.0.0.3:80");
         assert_eq!(s.listeners.len(), 1);
+    }
+
+    /// Regression: a data plane restarted from its state file lost the
+    /// route configurations (RDS) it had saved.
+    #[test]
+    fn a_saved_state_comes_back_whole_routes_included() {
+        let mut s = ProxyState::default();
+        let rc: RouteConfig = serde_saphyr::from_str(
+            "name: r\nvirtual_hosts: [{name: v, domains: ['*'], routes: [{match: {prefix: /}, route: {cluster: c}}]}]\n",
+        )
+        .unwrap();
+        apply(
+            &mut s,
+            ProxyUpdate {
+                version: "7".into(),
+                listeners: vec![listener("l", "0.0.0.0:80", "c")],
+                clusters: vec![cluster("c", &["10.0.0.2:80"])],
+                route_configs: vec![rc],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let saved: ProxyState = serde_json::from_slice(&serde_json::to_vec(&s).unwrap()).unwrap();
+        let mut back = ProxyState::default();
+        apply(&mut back, saved.to_update()).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(back.route_configs.len(), 1);
     }
 
     #[test]

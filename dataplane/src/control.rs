@@ -229,28 +229,24 @@ pub fn initial_state(cfg: &Config) -> Result<ProxyState, Failure> {
     };
     let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
     let saved: ProxyState = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-    let update = ProxyUpdate {
-        version: saved.version,
-        full: true,
-        listeners: saved.listeners.into_values().collect(),
-        clusters: saved.clusters.into_values().collect(),
-        ..ProxyUpdate::default()
-    };
-    let change = ProxyState::default().check(update, cfg).map_err(|r| {
-        bad(r
-            .iter()
-            .map(|r| r.to_string())
-            .collect::<Vec<_>>()
-            .join("; "))
-    })?;
+    let change = ProxyState::default()
+        .check(saved.to_update(), cfg)
+        .map_err(|r| {
+            bad(r
+                .iter()
+                .map(|r| r.to_string())
+                .collect::<Vec<_>>()
+                .join("; "))
+        })?;
     let mut state = ProxyState::default();
     state.apply(&change);
     tracing::info!(
-        "listeners and clusters from {} (version {:?}): {} listener(s), {} cluster(s)",
+        "listeners, clusters and routes from {} (version {:?}): {} listener(s), {} cluster(s), {} route configuration(s)",
         path.display(),
         state.version,
         state.listeners.len(),
-        state.clusters.len()
+        state.clusters.len(),
+        state.route_configs.len()
     );
     Ok(state)
 }

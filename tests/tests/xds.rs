@@ -715,7 +715,7 @@ fn a_restarted_data_plane_comes_up_with_the_last_applied_config() {
     let dp = Dataplane::start(&topo, &cfg);
     wait_who(&topo, 8080, "A", &|| dp.log());
     assert!(
-        dp.log().contains("listeners and clusters from"),
+        dp.log().contains("listeners, clusters and routes from"),
         "{}",
         dp.log()
     );
