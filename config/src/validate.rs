@@ -666,33 +666,7 @@ impl Config {
         at: &dyn Fn(&str) -> String,
         e: &mut Errors,
     ) -> Option<std::net::SocketAddrV4> {
-        e.check(!l.name.is_empty(), at("name"), "\"\"", "must not be empty");
-        match l.filter_chains.as_slice() {
-            [] => e.push(
-                at("filter_chains"),
-                "[]",
-                "needs one filter chain (or the listener's own tcp_proxy)",
-            ),
-            [c] => match c.filter() {
-                Some(Filter::TcpProxy(t)) => e.check(
-                    !t.cluster.is_empty(),
-                    at("filter_chains[0].tcp_proxy.cluster"),
-                    "\"\"",
-                    "must not be empty",
-                ),
-                Some(Filter::Http(h)) => h.check(&|f| at(&format!("filter_chains[0].http.{f}")), e),
-                None => e.push(
-                    at("filter_chains[0]"),
-                    "",
-                    "needs exactly one of tcp_proxy and http",
-                ),
-            },
-            more => e.push(
-                at("filter_chains"),
-                format!("{} chains", more.len()),
-                "one filter chain per listener (matching between chains comes with TLS)",
-            ),
-        }
+        check_listener_fields(l, at, e);
         let before = e.0.len();
         match parse_socket_addr(&l.address) {
             Err(why) => {
@@ -720,6 +694,53 @@ impl Config {
                 (e.0.len() == before).then_some(a)
             }
         }
+    }
+}
+
+impl ListenerConfig {
+    /// The checks the data plane makes of this listener alone: all but its
+    /// name being unique, its cluster existing, and its address belonging
+    /// to a port and overlapping no other listener (only the data plane
+    /// knows those). A control plane runs them before it accepts a
+    /// listener, so that a refusal lands on the listener itself.
+    pub fn check(&self) -> Result<(), Vec<ConfigError>> {
+        let mut e = Errors(Vec::new());
+        check_listener_fields(self, &|f: &str| f.to_owned(), &mut e);
+        if let Err(why) = parse_socket_addr(&self.address) {
+            e.push("address", &self.address, why.to_string());
+        }
+        if e.0.is_empty() { Ok(()) } else { Err(e.0) }
+    }
+}
+
+/// A listener's name and filter chain.
+fn check_listener_fields(l: &ListenerConfig, at: &dyn Fn(&str) -> String, e: &mut Errors) {
+    e.check(!l.name.is_empty(), at("name"), "\"\"", "must not be empty");
+    match l.filter_chains.as_slice() {
+        [] => e.push(
+            at("filter_chains"),
+            "[]",
+            "needs one filter chain (or the listener's own tcp_proxy)",
+        ),
+        [c] => match c.filter() {
+            Some(Filter::TcpProxy(t)) => e.check(
+                !t.cluster.is_empty(),
+                at("filter_chains[0].tcp_proxy.cluster"),
+                "\"\"",
+                "must not be empty",
+            ),
+            Some(Filter::Http(h)) => h.check(&|f| at(&format!("filter_chains[0].http.{f}")), e),
+            None => e.push(
+                at("filter_chains[0]"),
+                "",
+                "needs exactly one of tcp_proxy and http",
+            ),
+        },
+        more => e.push(
+            at("filter_chains"),
+            format!("{} chains", more.len()),
+            "one filter chain per listener (matching between chains comes with TLS)",
+        ),
     }
 }
 

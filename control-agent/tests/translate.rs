@@ -437,6 +437,13 @@ fn http_features_the_data_plane_lacks_are_refused_with_the_field() {
             "domains: [\"a.*.b\", reviews.default.svc.cluster.local,",
             "a wildcard may only be",
         ),
+        // Found by fuzzing: accepted (ACKed) here, refused by the data
+        // plane when pushed.
+        (
+            "upgrade_configs: [{upgrade_type: websocket}]",
+            "upgrade_configs: [{upgrade_type: \"websock=t\"}]",
+            "upgrade_configs[0].upgrade_type = websock=t: must be a protocol token",
+        ),
     ];
     for (from, to, want) in cases {
         assert!(ISTIO_HCM.contains(from), "{from}");

@@ -267,6 +267,13 @@ pub fn listener(l: &Listener, ignored: &Ignored) -> ListenerResult {
         2 => dataplane_config::TrafficDirection::Outbound,
         _ => dataplane_config::TrafficDirection::Unspecified,
     };
+    // What the data plane would refuse of the listener itself is refused
+    // now, on LDS (whether its address fits the data plane's ports, only
+    // the data plane can tell).
+    plan.cfg.check().map_err(|errors| {
+        let e: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        format!("the data plane cannot hold it: {}", e.join("; "))
+    })?;
     Ok(Some(plan))
 }
 
