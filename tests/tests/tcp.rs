@@ -3,8 +3,8 @@
 //! namespace, byte-exact with sha256, also under loss injected by nftables.
 
 use e2e_tests::{
-    Dataplane, Impairer, Topology, require_root, serial, tcp_client, two_port_config,
-    two_worker_af_packet_config, unique_prefix,
+    Background, Dataplane, Impairer, Topology, require_root, serial, sh, tcp_client,
+    two_port_config, two_worker_af_packet_config, unique_prefix,
 };
 
 const SERVICES: &str = "services:\n  - {kind: echo, port: 7}\n  - {kind: discard, port: 9}\n  - {kind: source, port: 19}\n";
@@ -210,8 +210,47 @@ fn a_tiny_backlog_still_completes_kernel_handshakes_with_syn_cookies() {
             two_port_config("af_xdp", true)
         ),
     );
-    let r = tcp_client(&topo, "many 10.10.1.1 7 500 1000 burst");
+    // Every SYN-ACK, cookie or not, as the kernel client saw it.
+    let pcap = std::env::temp_dir().join(format!("syn-ack-{}.pcap", std::process::id()));
+    let pcap_path = pcap.display().to_string();
+    let mut dump = Background::start(
+        &topo,
+        "cli",
+        &[
+            "tcpdump",
+            "-i",
+            "cli0",
+            "-U",
+            "-w",
+            &pcap_path,
+            "tcp[tcpflags] & tcp-syn != 0 and tcp[tcpflags] & tcp-ack != 0",
+        ],
+        None,
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !pcap.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tcpdump did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // 100 kB each way per connection, past what a 64 KiB window allows.
+    let r = tcp_client(&topo, "many 10.10.1.1 7 500 100000 burst");
     assert_eq!(r["good"], 500, "{r}");
+    dump.kill();
+    let text = sh(&format!("tcpdump -nn -r {pcap_path} 2>/dev/null"));
+    let _ = std::fs::remove_file(&pcap);
+    let syn_acks: Vec<&str> = text.lines().collect();
+    assert!(syn_acks.len() >= 500, "{} SYN-ACKs seen", syn_acks.len());
+    // Cookies keep the kernel's options (issue 18, point 1): window
+    // scaling, SACK and timestamps ride in the cookie SYN-ACK's TSval.
+    for l in &syn_acks {
+        assert!(
+            l.contains("wscale") && l.contains("sackOK") && l.contains("TS val"),
+            "a SYN-ACK without the options: {l}"
+        );
+    }
     assert!(
         dp.total("tcp_syn_cookies_sent") > 0,
         "the backlog overflowed"

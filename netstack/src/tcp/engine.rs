@@ -13,7 +13,10 @@ use hashbrown::HashMap;
 use siphasher::sip::SipHasher13;
 
 use super::wheel::Wheel;
-use super::{CloseReason, Connection, Segment, Seq, State, TcpConfig};
+use super::{
+    CloseReason, Connection, CookieHandshake, CookieOptions, Segment, Seq, State, TcpConfig,
+    window_shift_for,
+};
 use crate::Instant;
 use crate::rss::Steering;
 
@@ -548,12 +551,32 @@ impl Engine {
                     self.stats.syn_cookies_sent += 1;
                     l.cookie_slot = Some((now.as_micros() / 64_000_000) as u32);
                     let cookie = self.cookie(now, &tuple, seg.seq, seg.mss.unwrap_or(536));
+                    // With timestamps the other options ride in our TSval's
+                    // low bits (Linux's way): scaling, SACK and timestamps
+                    // survive the cookie.
+                    let tcp = &self.cfg.tcp;
+                    let ts = seg.timestamp.filter(|_| tcp.timestamps).map(|(tsval, _)| {
+                        let clock =
+                            ((now.as_micros() / 1000) as u32).wrapping_add(self.ts_offset(&tuple));
+                        let opts = CookieOptions::encode(&seg, tcp.sack);
+                        let mut ours = (clock & !CookieOptions::MASK) | opts;
+                        if Seq(ours).diff(Seq(clock)) > 0 {
+                            // Never ahead of the clock later segments carry.
+                            ours = ours.wrapping_sub(CookieOptions::MASK + 1);
+                        }
+                        (ours, tsval)
+                    });
                     let syn_ack = Segment {
                         seq: cookie,
                         ack: Some(seg.seq + 1),
                         syn: true,
-                        window: self.cfg.tcp.recv_buffer.min(u32::from(u16::MAX)) as u16,
-                        mss: Some(self.cfg.tcp.mss),
+                        window: tcp.recv_buffer.min(u32::from(u16::MAX)) as u16,
+                        mss: Some(tcp.mss),
+                        window_scale: ts
+                            .and(seg.window_scale)
+                            .map(|_| window_shift_for(tcp.recv_buffer)),
+                        sack_permitted: ts.is_some() && seg.sack_permitted && tcp.sack,
+                        timestamp: ts,
                         ..Default::default()
                     };
                     self.pending_rst.push_back((tuple, syn_ack));
@@ -588,14 +611,20 @@ impl Engine {
             match self.check_cookie(now, &tuple, irs, ack + u32::MAX) {
                 Some(mss) if self.len() < self.cfg.max_connections => {
                     self.stats.syn_cookies_accepted += 1;
-                    let conn = Connection::from_cookie(
-                        self.tcp.clone(),
-                        now,
+                    let opts =
+                        seg.timestamp
+                            .filter(|_| self.cfg.tcp.timestamps)
+                            .map(|(tsval, tsecr)| {
+                                CookieOptions::decode(tsecr & CookieOptions::MASK, tsval)
+                            });
+                    let handshake = CookieHandshake {
                         irs,
-                        ack + u32::MAX,
-                        mss,
-                        seg,
-                    );
+                        iss: ack + u32::MAX,
+                        peer_mss: mss,
+                        options: opts,
+                        ts_offset: self.ts_offset(&tuple),
+                    };
+                    let conn = Connection::from_cookie(self.tcp.clone(), now, handshake, seg);
                     if let Some(l) = self.listeners.get_mut(&local) {
                         l.pending += 1;
                     }

@@ -26,7 +26,8 @@ mod wheel;
 pub mod wire;
 
 pub use conn::{
-    CloseReason, Congestion, ConnStats, Connection, Keepalive, Segment, State, TcpConfig,
+    CloseReason, Congestion, ConnStats, Connection, CookieHandshake, CookieOptions, Keepalive,
+    Negotiated, Segment, State, TcpConfig, window_shift_for,
 };
 pub use engine::{ConnId, Engine, EngineConfig, EngineStats, Event, FourTuple};
 pub use seq::Seq;

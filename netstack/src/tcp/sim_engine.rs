@@ -342,6 +342,74 @@ fn handshakes_complete_through_syn_cookies_when_the_backlog_is_tiny() {
     assert_eq!(s.closed, 300);
 }
 
+/// Issue 18, point 1: with timestamps, a cookie keeps window scaling, SACK
+/// and timestamps (encoded in the SYN-ACK's TSval), so a connection born
+/// of a flood fills a window past 64 KiB like any other.
+#[test]
+fn a_syn_cookie_keeps_window_scaling_sack_and_timestamps() {
+    let mut w = World::new(
+        3,
+        Impair {
+            delay_us: 2_000,
+            ..Impair::default()
+        },
+        1,
+    );
+    // One handshake takes the backlog of 1 and stays unaccepted.
+    let first = w.engines[0].connect(w.now, CLIENT, (SERVER, PORT)).unwrap();
+    w.run(Duration::from_secs(5), |w| {
+        w.engines[0]
+            .connection(first)
+            .is_some_and(|c| c.is_established())
+    });
+    let id = w.engines[0].connect(w.now, CLIENT, (SERVER, PORT)).unwrap();
+    let port = w.engines[0].tuple(id).unwrap().local.1;
+    let data = Bytes::from(pattern(3, 2 << 20));
+    let (mut sent, mut got) = (0, Vec::new());
+    let mut accepted = Vec::new();
+    let mut server = None;
+    w.run(Duration::from_secs(60), |w| {
+        let c = &mut w.engines[0];
+        if c.connection(id).is_some_and(|c| c.is_established()) && sent < data.len() {
+            sent += c.send(id, data.slice(sent..));
+        }
+        let s = &mut w.engines[1];
+        while let Some(sid) = s.accept(SERVER, PORT) {
+            accepted.push(sid);
+        }
+        while s.poll_event().is_some() {}
+        for &sid in &accepted {
+            if s.tuple(sid).is_some_and(|t| t.remote.1 == port) {
+                server = Some(sid);
+                while let Some(b) = s.recv(sid) {
+                    got.extend_from_slice(&b);
+                }
+            }
+        }
+        got.len() == data.len()
+    });
+    assert_eq!(
+        w.engines[1].stats().syn_cookies_accepted,
+        1,
+        "{:?}",
+        w.engines[1].stats()
+    );
+    assert!(got[..] == data[..], "every byte, in order");
+    let shift = super::window_shift_for(cfg().recv_buffer);
+    assert!(shift > 0, "the receive buffer needs scaling");
+    let client = w.engines[0].connection(id).unwrap().negotiated();
+    assert_eq!(client.window_scale, Some((shift, shift)));
+    assert!(client.sack && client.timestamps);
+    // The server's half, rebuilt from the cookie, agrees.
+    let srv = w.engines[1]
+        .connection(server.unwrap())
+        .unwrap()
+        .negotiated();
+    assert_eq!(srv.window_scale, Some((shift, shift)));
+    assert!(srv.sack && srv.timestamps);
+    assert_eq!(w.engines[0].stats().rto_expirations, 0);
+}
+
 #[test]
 fn a_forged_cookie_gets_a_reset_and_no_connection() {
     let mut w = World::new(1, Impair::default(), 1);

@@ -245,12 +245,77 @@ pub struct Connection {
     stats: ConnStats,
 }
 
+/// What a SYN cookie carries beyond the MSS when the peer's SYN had
+/// timestamps: its other options, encoded in the low bits of our SYN-ACK's
+/// TSval and read back from the ACK's TSecr (as Linux does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CookieOptions {
+    /// The peer's window scale, if it offered one.
+    pub window_scale: Option<u8>,
+    pub sack: bool,
+    /// The peer's TSval on the ACK that completed the handshake.
+    pub ts_recent: u32,
+}
+
+impl CookieOptions {
+    /// Bits of the TSval that carry the options.
+    pub const MASK: u32 = 0x3f;
+
+    /// The options of a SYN, as TSval bits: the window scale (0-14, 15 for
+    /// none) and SACK.
+    pub fn encode(syn: &Segment, sack: bool) -> u32 {
+        let ws = syn.window_scale.map_or(15, |s| s.min(MAX_WINDOW_SHIFT));
+        u32::from(ws) | (u32::from(sack && syn.sack_permitted) << 4)
+    }
+
+    /// Read back from the ACK's TSecr.
+    pub fn decode(bits: u32, ts_recent: u32) -> CookieOptions {
+        let ws = (bits & 15) as u8;
+        CookieOptions {
+            window_scale: (ws <= MAX_WINDOW_SHIFT).then_some(ws),
+            sack: bits & 16 != 0,
+            ts_recent,
+        }
+    }
+}
+
+/// What the engine read back from a valid SYN cookie, to rebuild the
+/// connection with [`Connection::from_cookie`].
+#[derive(Debug, Clone, Copy)]
+pub struct CookieHandshake {
+    /// The peer's ISN and ours (the cookie).
+    pub irs: Seq,
+    pub iss: Seq,
+    pub peer_mss: u16,
+    /// With timestamps: the other options (see [`CookieOptions`]).
+    pub options: Option<CookieOptions>,
+    /// The timestamp clock's offset the SYN-ACK was stamped with.
+    pub ts_offset: u32,
+}
+
+/// The window scale we offer for a receive buffer (RFC 7323 §2.3): the
+/// smallest that lets the whole buffer be advertised.
+pub fn window_shift_for(recv_buffer: u32) -> u8 {
+    let mut shift = 0;
+    while shift < MAX_WINDOW_SHIFT && (recv_buffer >> shift) > u32::from(u16::MAX) {
+        shift += 1;
+    }
+    shift
+}
+
+/// Options both ends agreed on in the handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Negotiated {
+    pub mss: u32,
+    pub sack: bool,
+    pub timestamps: bool,
+    /// (the peer's, ours), when scaling is on.
+    pub window_scale: Option<(u8, u8)>,
+}
+
 impl Connection {
     fn new(cfg: Arc<TcpConfig>, iss: Seq, state: State) -> Connection {
-        let mut rcv_shift = 0;
-        while rcv_shift < MAX_WINDOW_SHIFT && (cfg.recv_buffer >> rcv_shift) > u32::from(u16::MAX) {
-            rcv_shift += 1;
-        }
+        let rcv_shift = window_shift_for(cfg.recv_buffer);
         let rto = cfg.initial_rto;
         let mss = u32::from(cfg.mss);
         Connection {
@@ -358,23 +423,48 @@ impl Connection {
     }
 
     /// A connection rebuilt from a valid SYN cookie (RFC 4987 §3.6): the
-    /// handshake finished with `ack`, which is processed at once. Window
-    /// scaling is off (a cookie cannot carry it without timestamps).
+    /// handshake finished with `ack`, which is processed at once. With
+    /// options (the SYN had timestamps) window scaling, SACK and timestamps
+    /// are as the SYN asked; without, all three are off, since the cookie
+    /// had nowhere to keep them.
     pub fn from_cookie(
         cfg: impl Into<Arc<TcpConfig>>,
         now: Instant,
-        irs: Seq,
-        iss: Seq,
-        peer_mss: u16,
-        ack: Segment,
+        h: CookieHandshake,
+        mut ack: Segment,
     ) -> Connection {
+        let (irs, iss) = (h.irs, h.iss);
         let mut c = Connection::new(cfg.into(), iss, State::SynReceived);
         c.irs = irs;
         c.rcv_nxt = irs + 1;
-        c.rcv_shift = 0;
-        c.snd_shift = 0;
-        c.scaling = false;
-        c.peer_mss = u32::from(peer_mss);
+        c.ts_offset = h.ts_offset;
+        match h.options {
+            Some(o) => {
+                c.ts_ok = c.cfg.timestamps;
+                c.ts_recent = o.ts_recent;
+                c.sack_ok = o.sack && c.cfg.sack;
+                match o.window_scale {
+                    Some(s) => {
+                        c.snd_shift = s;
+                        c.scaling = true;
+                    }
+                    None => {
+                        c.rcv_shift = 0;
+                        c.snd_shift = 0;
+                        c.scaling = false;
+                    }
+                }
+                // The cookie's TSval was rounded down to carry the options:
+                // no RTT sample from its echo.
+                ack.timestamp = None;
+            }
+            None => {
+                c.rcv_shift = 0;
+                c.snd_shift = 0;
+                c.scaling = false;
+            }
+        }
+        c.peer_mss = u32::from(h.peer_mss);
         c.cwnd = 10 * c.eff_mss();
         c.snd_nxt = iss + 1;
         c.snd_max = iss + 1;
@@ -386,6 +476,16 @@ impl Connection {
 
     pub fn state(&self) -> State {
         self.state
+    }
+
+    /// The options in force since the handshake.
+    pub fn negotiated(&self) -> Negotiated {
+        Negotiated {
+            mss: self.eff_mss(),
+            sack: self.sack_ok,
+            timestamps: self.ts_ok,
+            window_scale: self.scaling.then_some((self.snd_shift, self.rcv_shift)),
+        }
     }
 
     pub fn close_reason(&self) -> Option<CloseReason> {
