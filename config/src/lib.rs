@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod fuzzing;
 pub mod http;
 mod proxy;
 mod update;

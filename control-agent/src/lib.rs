@@ -23,6 +23,7 @@ pub mod bootstrap;
 pub mod client;
 pub mod config_dump;
 pub mod dataplane;
+pub mod fuzzing;
 pub mod node;
 pub mod translate;
 pub mod xds;

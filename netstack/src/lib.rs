@@ -29,6 +29,7 @@
 
 mod arp;
 mod frame;
+pub mod fuzzing;
 mod iface;
 mod route;
 pub mod rss;
