@@ -19,13 +19,15 @@ HUGEPAGES=${HUGEPAGES:-1024}
 # --- packages -------------------------------------------------------------
 # Build: DPDK 22.11 LTS headers/libs, bindgen's libclang, pkg-config.
 # Run/test: iproute2/ethtool for the topology, ping/scapy/tcpdump/nc/curl as
-# kernel-side peers, nftables for loss injection, wrk and h2load (HTTP/1.1
+# kernel-side peers, nftables for loss injection, trafgen (netsniff-ng) and
+# hping3 for floods, wrk and h2load (HTTP/1.1
 # with --h1) for load, prometheus (its promtool checks /stats/prometheus; a
 # test starts its own server in a namespace).
 PKGS=(
   dpdk dpdk-dev libdpdk-dev pkg-config clang libclang-dev
   iproute2 ethtool iputils-ping python3-scapy tcpdump netcat-openbsd
   nftables curl wrk nghttp2-client procps kmod nginx libnginx-mod-stream haproxy python3-venv
+  netsniff-ng hping3
   prometheus
 )
 missing=()

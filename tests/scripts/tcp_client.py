@@ -3,7 +3,9 @@
 
 usage:
   tcp_client.py echo    HOST PORT BYTES        send random bytes, read them back, compare sha256
-  tcp_client.py source  HOST PORT BYTES        read BYTES, check the i % 251 pattern, close
+  tcp_client.py source  HOST PORT BYTES [LOCALPORT]
+                                               read BYTES, check the i % 251 pattern, close
+                                               (from LOCALPORT if given)
   tcp_client.py discard HOST PORT BYTES        send BYTES, half-close, expect a clean close
   tcp_client.py upload  HOST PORT BYTES        send BYTES of random data, half-close, expect the
                                                sha256 (hex) of what was sent back (upstream.py sink)
@@ -12,6 +14,10 @@ usage:
                                                those still open ("open"); always "ok"
   tcp_client.py stall   HOST PORT BYTES SECONDS  like source, with a small receive buffer left unread
                                                for SECONDS first (the sender's window shuts)
+  tcp_client.py steady  HOST PORT SECONDS RATE BYTES
+                                               open RATE echo connections per second for SECONDS,
+                                               each with a 1 s connect timeout, echoing BYTES;
+                                               counts outcomes and connect times (always "ok")
   tcp_client.py many    HOST PORT CONNS BYTES [burst]
                                                CONNS concurrent echo connections of BYTES each;
                                                "burst" opens them all at once (no staggering)
@@ -49,8 +55,9 @@ def echo(host, port, size):
     return {"ok": ok, "sent": size, "received": len(got), "seconds": time.time() - t0}
 
 
-def source(host, port, size):
-    s = socket.create_connection((host, port), timeout=30)
+def source(host, port, size, local_port=0):
+    s = socket.create_connection((host, port), timeout=30,
+                                 source_address=("", local_port) if local_port else None)
     got = bytearray()
     while len(got) < size:
         b = s.recv(1 << 16)
@@ -158,12 +165,55 @@ async def many(host, port, conns, size, burst):
     return {"ok": good == conns, "good": good, "conns": conns, "errors": errors}
 
 
+async def steady(host, port, seconds, rate, size):
+    async def one_timed():
+        t0 = time.time()
+        try:
+            r, w = await asyncio.wait_for(asyncio.open_connection(host, port), 1.0)
+        except Exception as e:  # noqa: BLE001 - every failure is an outcome
+            return "connect", repr(e), None
+        connect = time.time() - t0
+        try:
+            data = os.urandom(size)
+            w.write(data)
+            await w.drain()
+            w.write_eof()
+            got = await asyncio.wait_for(r.read(), 10)
+            w.close()
+            return ("ok" if got == data else "data"), None, connect
+        except Exception as e:  # noqa: BLE001
+            return "io", repr(e), connect
+
+    n = int(seconds * rate)
+    start = time.time()
+    tasks = []
+    for i in range(n):
+        delay = start + i / rate - time.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one_timed()))
+    res = await asyncio.gather(*tasks)
+    outcomes = {}
+    for kind, _, _ in res:
+        outcomes[kind] = outcomes.get(kind, 0) + 1
+    times = sorted(c for _, _, c in res if c is not None)
+    pct = lambda q: round(1000 * times[min(len(times) - 1, int(q * len(times)))], 2) if times else None
+    return {"ok": True, "conns": n, "good": outcomes.get("ok", 0), "outcomes": outcomes,
+            "errors": [e for _, e, _ in res if e][:5], "connect_ms_p50": pct(0.5),
+            "connect_ms_p99": pct(0.99), "connect_ms_max": pct(1.0)}
+
+
 def main():
     mode, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
     if mode == "hold":
         out = hold(host, port, int(sys.argv[4]), float(sys.argv[5]))
     elif mode == "stall":
         out = stall(host, port, int(sys.argv[4]), float(sys.argv[5]))
+    elif mode == "source" and len(sys.argv) > 5:
+        out = source(host, port, int(sys.argv[4]), int(sys.argv[5]))
+    elif mode == "steady":
+        out = asyncio.run(steady(host, port, float(sys.argv[4]), float(sys.argv[5]),
+                                 int(sys.argv[6])))
     elif mode == "many":
         burst = len(sys.argv) > 6 and sys.argv[6] == "burst"
         out = asyncio.run(many(host, port, int(sys.argv[4]), int(sys.argv[5]), burst))

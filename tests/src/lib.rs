@@ -293,6 +293,17 @@ impl Dataplane {
             .unwrap_or_else(|| panic!("no counter {name} in {s}"))
     }
 
+    /// Resident memory of the data plane process, in kB (`VmRSS`).
+    pub fn rss_kb(&self) -> u64 {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no VmRSS for pid {pid}"))
+    }
+
     pub fn port_mac(&self, port: usize) -> String {
         self.stats()["ports"][port]["mac"]
             .as_str()
