@@ -348,6 +348,7 @@ counters! {
         rto_expirations,
         zero_window_probes,
         challenge_acks,
+        out_of_window,
         paws_rejected,
         syn_retried_after_rst,
         time_wait_reopened,
@@ -380,6 +381,7 @@ impl TcpCounters {
         self.rto_expirations.set(s.rto_expirations);
         self.zero_window_probes.set(s.zero_window_probes);
         self.challenge_acks.set(s.challenge_acks);
+        self.out_of_window.set(s.out_of_window);
         self.paws_rejected.set(s.paws_rejected);
         self.syn_retried_after_rst.set(s.syn_retried_after_rst);
         self.time_wait_reopened.set(s.time_wait_reopened);

@@ -3,9 +3,10 @@
 
 usage:
   tcp_client.py echo    HOST PORT BYTES        send random bytes, read them back, compare sha256
-  tcp_client.py source  HOST PORT BYTES [LOCALPORT]
+  tcp_client.py source  HOST PORT BYTES [LOCALPORT [RATE]]
                                                read BYTES, check the i % 251 pattern, close
-                                               (from LOCALPORT if given)
+                                               (from LOCALPORT if given, at most RATE bytes/s
+                                               if given)
   tcp_client.py discard HOST PORT BYTES        send BYTES, half-close, expect a clean close
   tcp_client.py upload  HOST PORT BYTES        send BYTES of random data, half-close, expect the
                                                sha256 (hex) of what was sent back (upstream.py sink)
@@ -55,15 +56,20 @@ def echo(host, port, size):
     return {"ok": ok, "sent": size, "received": len(got), "seconds": time.time() - t0}
 
 
-def source(host, port, size, local_port=0):
+def source(host, port, size, local_port=0, rate=0.0):
     s = socket.create_connection((host, port), timeout=30,
                                  source_address=("", local_port) if local_port else None)
     got = bytearray()
+    t0 = time.time()
     while len(got) < size:
         b = s.recv(1 << 16)
         if not b:
             break
         got.extend(b)
+        if rate:
+            ahead = len(got) / rate - (time.time() - t0)
+            if ahead > 0:
+                time.sleep(ahead)
     s.close()
     want = bytes(i % 251 for i in range(251)) * (size // 251 + 1)
     return {"ok": bytes(got[:size]) == want[:size], "received": len(got)}
@@ -210,7 +216,8 @@ def main():
     elif mode == "stall":
         out = stall(host, port, int(sys.argv[4]), float(sys.argv[5]))
     elif mode == "source" and len(sys.argv) > 5:
-        out = source(host, port, int(sys.argv[4]), int(sys.argv[5]))
+        out = source(host, port, int(sys.argv[4]), int(sys.argv[5]),
+                     float(sys.argv[6]) if len(sys.argv) > 6 else 0.0)
     elif mode == "steady":
         out = asyncio.run(steady(host, port, float(sys.argv[4]), float(sys.argv[5]),
                                  int(sys.argv[6])))

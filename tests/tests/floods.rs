@@ -182,9 +182,11 @@ fn blind_rst_ack_and_fin_floods_disturb_no_connection() {
         .collect();
     let mut f = flood(&topo, &packets, None);
     std::thread::sleep(Duration::from_millis(300));
-    // The victim, once the flood runs: 100 MB from our source service to a
-    // kernel client on the port the attacker aims at.
-    let r = client(&topo.prefix, "source 10.10.1.1 19 100000000 40000");
+    // The victim, once the flood runs: 50 MB from our source service to a
+    // kernel client on the port the attacker aims at, read at 25 MB/s so
+    // the transfer lasts two seconds and leaves the flooder (on the same
+    // CPU) time to aim at it.
+    let r = client(&topo.prefix, "source 10.10.1.1 19 50000000 40000 25000000");
     let rx1 = port_rx(&topo, &dp);
     let seconds = t0.elapsed().as_secs_f64();
     f.kill();
@@ -199,14 +201,14 @@ fn blind_rst_ack_and_fin_floods_disturb_no_connection() {
     let t = dp.stats()["totals"].clone();
     eprintln!(
         "RST/ACK/FIN flood: {offered:.0} packets/s offered (forged and real) for {seconds:.1} s; \
-         victim {r}; challenge ACKs {}, resets sent {}",
-        t["tcp_challenge_acks"], t["tcp_resets_sent"]
+         victim {r}; out of window {}, challenge ACKs {}, resets sent {}",
+        t["tcp_out_of_window"], t["tcp_challenge_acks"], t["tcp_resets_sent"]
     );
     assert_eq!(r["ok"], true, "{r}");
-    assert!(r["received"].as_u64().unwrap() >= 100_000_000, "{r}");
-    assert!(
-        t["tcp_challenge_acks"].as_u64().unwrap() > 0,
-        "the forged segments were seen: {t}"
-    );
+    assert!(r["received"].as_u64().unwrap() >= 50_000_000, "{r}");
+    // The forged segments reached the connection (a blind RST outside the
+    // window is dropped uncounted; ACKs and FINs are counted).
+    let seen = t["tcp_out_of_window"].as_u64().unwrap() + t["tcp_challenge_acks"].as_u64().unwrap();
+    assert!(seen > 1000, "the forged segments reached the victim: {t}");
     assert_eq!(dp.terminate(), Some(0), "{}", dp.log());
 }

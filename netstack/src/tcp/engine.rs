@@ -131,6 +131,9 @@ pub struct EngineStats {
     pub rto_expirations: u64,
     pub zero_window_probes: u64,
     pub challenge_acks: u64,
+    /// Segments outside a connection's receive window (answered with an
+    /// ACK; a blind injection's usual fate).
+    pub out_of_window: u64,
     /// Payload bytes held by every connection now (a gauge).
     pub buffered: u64,
     /// Segments whose payload was dropped because `max_buffered` was reached.
@@ -813,6 +816,7 @@ impl Engine {
             self.stats.rto_expirations += cs.rto_expirations;
             self.stats.zero_window_probes += cs.zero_window_probes;
             self.stats.challenge_acks += cs.challenge_acks;
+            self.stats.out_of_window += cs.out_of_window;
             self.stats.paws_rejected += cs.paws_rejected;
             self.stats.syn_retried_after_rst += cs.syn_retried_after_rst;
             self.stats.buffered -= e.buffered as u64;
