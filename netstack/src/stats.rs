@@ -349,6 +349,7 @@ counters! {
         zero_window_probes,
         challenge_acks,
         out_of_window,
+        overload_refused,
         paws_rejected,
         syn_retried_after_rst,
         time_wait_reopened,
@@ -382,6 +383,7 @@ impl TcpCounters {
         self.zero_window_probes.set(s.zero_window_probes);
         self.challenge_acks.set(s.challenge_acks);
         self.out_of_window.set(s.out_of_window);
+        self.overload_refused.set(s.overload_refused);
         self.paws_rejected.set(s.paws_rejected);
         self.syn_retried_after_rst.set(s.syn_retried_after_rst);
         self.time_wait_reopened.set(s.time_wait_reopened);

@@ -131,6 +131,8 @@ pub struct EngineStats {
     pub rto_expirations: u64,
     pub zero_window_probes: u64,
     pub challenge_acks: u64,
+    /// Handshakes refused while the engine was refusing (overload).
+    pub overload_refused: u64,
     /// Segments outside a connection's receive window (answered with an
     /// ACK; a blind injection's usual fate).
     pub out_of_window: u64,
@@ -196,6 +198,8 @@ pub struct Engine {
     next_port: u16,
     epoch: Instant,
     stats: EngineStats,
+    /// Overload: listeners answer new handshakes with a RST.
+    refusing: bool,
 }
 
 /// SipHash keyed by the engine's secret: 4-tuples are chosen by whoever
@@ -238,6 +242,7 @@ impl Engine {
                     % (*EPHEMERAL.end() - *EPHEMERAL.start()),
             epoch: now,
             stats: EngineStats::default(),
+            refusing: false,
             tcp: std::sync::Arc::new(cfg.tcp.clone()),
             cfg,
         }
@@ -245,6 +250,23 @@ impl Engine {
 
     pub fn stats(&self) -> &EngineStats {
         &self.stats
+    }
+
+    /// The limits this engine was made with.
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    /// While on, every listener refuses new connections: a SYN, or the ACK
+    /// completing a SYN cookie, gets a RST and is counted
+    /// (`overload_refused`); no state is kept. Connections already in the
+    /// table, half-open ones included, carry on.
+    pub fn set_refusing(&mut self, on: bool) {
+        self.refusing = on;
+    }
+
+    pub fn refusing(&self) -> bool {
+        self.refusing
     }
 
     /// Connections held (every state).
@@ -546,6 +568,11 @@ impl Engine {
         if seg.syn && seg.ack.is_none() && !seg.rst {
             self.stats.syns_received += 1;
             let table_full = self.len() >= self.cfg.max_connections;
+            if self.refusing && self.listeners.contains_key(&local) {
+                self.stats.overload_refused += 1;
+                self.reset_for(tuple, &seg);
+                return;
+            }
             if let Some(l) = self.listeners.get_mut(&local) {
                 if l.pending >= l.backlog {
                     // RFC 4987 §3.6: answer statelessly; the handshake is
@@ -612,6 +639,11 @@ impl Engine {
         {
             let irs = seg.seq + u32::MAX; // seq - 1
             match self.check_cookie(now, &tuple, irs, ack + u32::MAX) {
+                Some(_) if self.refusing => {
+                    self.stats.overload_refused += 1;
+                    self.reset_for(tuple, &seg);
+                    return;
+                }
                 Some(mss) if self.len() < self.cfg.max_connections => {
                     self.stats.syn_cookies_accepted += 1;
                     let opts =

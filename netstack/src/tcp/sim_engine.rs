@@ -488,6 +488,66 @@ fn a_cookie_with_altered_mss_bits_is_refused() {
     );
 }
 
+/// Overload: a refusing engine answers SYNs and cookie ACKs to its
+/// listeners with a RST and keeps nothing; connections it holds carry on,
+/// and once it stops refusing handshakes complete again.
+#[test]
+fn a_refusing_engine_resets_new_handshakes_and_keeps_its_connections() {
+    let mut w = World::new(1, Impair::default(), 1);
+    let now = w.now;
+    let e = &mut w.engines[1];
+    let syn = |seq: u32| Segment {
+        seq: Seq(seq),
+        syn: true,
+        window: 65535,
+        mss: Some(1460),
+        ..Default::default()
+    };
+    let ack = |seq: u32, a: Seq| Segment {
+        seq: Seq(seq + 1),
+        ack: Some(a + 1),
+        window: 1000,
+        ..Default::default()
+    };
+    // One handshake in the backlog, one answered with a cookie.
+    e.handle_segment(now, (SERVER, PORT), (CLIENT, 1), syn(100));
+    e.handle_segment(now, (SERVER, PORT), (CLIENT, 2), syn(200));
+    let (mut cookie, mut sa) = (None, None);
+    while let Some((t, s)) = e.poll_transmit(now) {
+        match t.remote.1 {
+            1 => sa = Some(s.seq),
+            _ => cookie = Some(s.seq),
+        }
+    }
+    let (cookie, sa) = (cookie.expect("a cookie SYN-ACK"), sa.expect("a SYN-ACK"));
+    assert_eq!(e.len(), 1);
+    e.set_refusing(true);
+    // A new SYN: a RST acknowledging it, nothing kept.
+    e.handle_segment(now, (SERVER, PORT), (CLIENT, 3), syn(300));
+    let (t, rst) = e.poll_transmit(now).expect("a RST");
+    assert_eq!(t.remote.1, 3);
+    assert!(rst.rst && rst.ack == Some(Seq(301)), "{rst:?}");
+    // The cookie's ACK would open a connection: refused the same way.
+    e.handle_segment(now, (SERVER, PORT), (CLIENT, 2), ack(200, cookie));
+    let (t, rst) = e.poll_transmit(now).expect("a RST");
+    assert_eq!(t.remote.1, 2);
+    assert!(rst.rst && rst.seq == cookie + 1, "{rst:?}");
+    assert_eq!(e.stats().overload_refused, 2);
+    assert_eq!(e.stats().syn_cookies_accepted, 0);
+    assert_eq!(e.len(), 1, "only the half-open connection it already held");
+    // The handshake under way completes: what the engine holds carries on.
+    e.handle_segment(now, (SERVER, PORT), (CLIENT, 1), ack(100, sa));
+    while e.poll_transmit(now).is_some() {}
+    assert!(matches!(e.poll_event(), Some(Event::Incoming { .. })));
+    assert!(e.accept(SERVER, PORT).is_some());
+    // Refusing no more: a new handshake is taken.
+    e.set_refusing(false);
+    e.handle_segment(now, (SERVER, PORT), (CLIENT, 4), syn(400));
+    let (t, sa) = e.poll_transmit(now).expect("a SYN-ACK");
+    assert!(t.remote.1 == 4 && sa.syn && !sa.rst, "{sa:?}");
+    assert_eq!(e.stats().overload_refused, 2);
+}
+
 #[test]
 fn data_that_arrived_before_accept_is_announced_after_it() {
     let mut w = World::new(
