@@ -14,6 +14,7 @@
 pub mod admin;
 pub mod fuzzing;
 pub mod http;
+pub mod overload;
 mod proxy;
 mod update;
 mod validate;
@@ -74,6 +75,10 @@ pub struct Config {
     /// What the workers measure beyond their counters.
     #[serde(default)]
     pub stats: StatsConfig,
+    /// What each worker does when its buffers or connection table run
+    /// short (nothing unless actions are configured).
+    #[serde(default)]
+    pub overload_manager: overload::OverloadManagerConfig,
 }
 
 /// `stats`.

@@ -92,6 +92,7 @@ impl Config {
         self.validate_proxy(&mut e);
         self.validate_admin(&mut e);
         self.validate_tracing(&mut e);
+        self.validate_overload(&mut e);
         if e.0.is_empty() {
             Ok(())
         } else {
@@ -515,6 +516,70 @@ impl Config {
             &z.service_name,
             "must be a non-empty name without quotes or backslashes",
         );
+    }
+
+    /// `overload_manager`: known actions and resources, thresholds in
+    /// (0, 1].
+    fn validate_overload(&self, e: &mut Errors) {
+        use crate::overload::{OverloadAction, Resource};
+        let o = &self.overload_manager;
+        e.check(
+            (1..=10_000).contains(&o.refresh_interval_ms),
+            "overload_manager.refresh_interval_ms",
+            o.refresh_interval_ms,
+            "must be between 1 and 10000",
+        );
+        let actions = OverloadAction::ALL.map(|a| a.name()).join(", ");
+        let resources = Resource::ALL.map(|r| r.name()).join(", ");
+        for (i, a) in o.actions.iter().enumerate() {
+            let p = format!("overload_manager.actions[{i}]");
+            e.check(
+                OverloadAction::from_name(&a.name).is_some(),
+                format!("{p}.name"),
+                &a.name,
+                format!("is not an action this data plane takes (one of {actions})"),
+            );
+            e.check(
+                !o.actions[..i].iter().any(|b| b.name == a.name),
+                format!("{p}.name"),
+                &a.name,
+                "is configured twice; give one action all its triggers",
+            );
+            e.check(
+                !a.triggers.is_empty(),
+                format!("{p}.triggers"),
+                "[]",
+                "needs at least one trigger",
+            );
+            for (j, t) in a.triggers.iter().enumerate() {
+                let tp = format!("{p}.triggers[{j}]");
+                e.check(
+                    Resource::from_name(&t.name).is_some(),
+                    format!("{tp}.name"),
+                    &t.name,
+                    format!("is not a resource this data plane monitors (one of {resources})"),
+                );
+                if t.scaled.is_some() {
+                    e.push(
+                        format!("{tp}.scaled"),
+                        "(set)",
+                        "scaled triggers are not supported (no action here scales); use threshold",
+                    );
+                }
+                match t.threshold {
+                    Some(th) => e.check(
+                        th.value > 0.0 && th.value <= 1.0,
+                        format!("{tp}.threshold.value"),
+                        th.value,
+                        "must be a fraction in (0, 1]",
+                    ),
+                    None if t.scaled.is_none() => {
+                        e.push(format!("{tp}.threshold"), "(unset)", "is required")
+                    }
+                    None => {}
+                }
+            }
+        }
     }
 
     /// `admin`: the socket, the HTTP address and the state file.
@@ -981,5 +1046,38 @@ clusters:
         let y = "eal: {no_huge: true, in_memory: true, memory_mb: 256}\nports:\n  - {name: a, device: x, address: 10.0.0.1/24}\n";
         let err = Config::from_yaml(y).unwrap_err();
         assert_eq!(err.0[0].path, "eal.no_huge");
+    }
+
+    #[test]
+    fn overload_actions_and_triggers_are_checked() {
+        let y = r#"
+ports: [{name: a, device: net_tap0, address: 10.0.0.1/24}]
+overload_manager:
+  refresh_interval_ms: 0
+  actions:
+    - name: envoy.overload_actions.shrink_heap
+      triggers: [{name: mbufs, threshold: {value: 0.9}}]
+    - name: envoy.overload_actions.disable_http_keepalive
+      triggers:
+        - {name: envoy.resource_monitors.fixed_heap, threshold: {value: 0.9}}
+        - {name: mbufs, threshold: {value: 1.5}}
+        - {name: connections, scaled: {scaling_threshold: 0.8, saturation_threshold: 0.9}}
+        - {name: connections}
+    - name: envoy.overload_actions.disable_http_keepalive
+      triggers: []
+"#;
+        let text = Config::from_yaml(y).unwrap_err().to_string();
+        for want in [
+            "overload_manager.refresh_interval_ms = 0: must be between 1 and 10000",
+            "overload_manager.actions[0].name = envoy.overload_actions.shrink_heap: is not an action this data plane takes (one of envoy.overload_actions.stop_accepting_connections, envoy.overload_actions.disable_http_keepalive)",
+            "overload_manager.actions[1].triggers[0].name = envoy.resource_monitors.fixed_heap: is not a resource this data plane monitors (one of mbufs, buffered_bytes, connections)",
+            "overload_manager.actions[1].triggers[1].threshold.value = 1.5: must be a fraction in (0, 1]",
+            "overload_manager.actions[1].triggers[2].scaled = (set): scaled triggers are not supported",
+            "overload_manager.actions[1].triggers[3].threshold = (unset): is required",
+            "overload_manager.actions[2].name = envoy.overload_actions.disable_http_keepalive: is configured twice",
+            "overload_manager.actions[2].triggers = []: needs at least one trigger",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
     }
 }
