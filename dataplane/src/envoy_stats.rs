@@ -185,6 +185,28 @@ impl StatSet {
             "total_listeners_active",
             published.listeners.len() as u64,
         );
+        // Envoy's overload gauges: an action is active if it is on any
+        // core, a resource's pressure is the highest of any core.
+        if !src.cfg.overload_manager.actions.is_empty() {
+            use dataplane_config::overload::{OverloadAction, Resource};
+            let om = Scope::new("overload.".into(), "envoy_overload_", vec![]);
+            let max = |f: &dyn Fn(&proxy::overload::OverloadCounters) -> u64| {
+                src.workers
+                    .iter()
+                    .filter_map(|w| w.proxy_stats.as_ref())
+                    .map(|p| f(&p.overload))
+                    .max()
+                    .unwrap_or(0)
+            };
+            for a in OverloadAction::ALL {
+                let v = max(&|o| o.active(a).get());
+                self.set(&om, &format!("{}.active", a.name()), v);
+            }
+            for r in Resource::ALL {
+                let v = max(&|o| o.pressure(r).get());
+                self.set(&om, &format!("{}.pressure", r.name()), v);
+            }
+        }
         let cm = Scope::new("cluster_manager.".into(), "envoy_cluster_manager_", vec![]);
         self.set(&cm, "active_clusters", published.clusters.len() as u64);
         for (scope, family, x) in [
@@ -645,6 +667,18 @@ impl StatSet {
                 }
             }
             if let Some(p) = &w.proxy_stats {
+                p.overload.for_each(|k, v| {
+                    let kind = if k.ends_with("_active") || k.ends_with("_pressure") {
+                        Kind::Gauge
+                    } else {
+                        Kind::Counter
+                    };
+                    let name = match kind {
+                        Kind::Counter => format!("overload_{k}_total"),
+                        _ => format!("overload_{k}"),
+                    };
+                    self.push(&ws, &name, kind, v);
+                });
                 self.set(&ws, "proxy_sessions", p.sessions.get());
                 self.push(
                     &ws,

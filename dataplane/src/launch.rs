@@ -75,6 +75,7 @@ pub fn launch(
             .collect();
         let seed = u64::from_le_bytes(crate::random_secret::<8>()?);
         let mut apps = Apps::new(wi, seed);
+        apps.set_overload(&cfg.overload_manager);
         if let Some(z) = &cfg.tracing.zipkin {
             apps.set_span_queue(z.queue_size as usize);
         }
@@ -124,6 +125,7 @@ pub fn launch(
             rx,
             tx,
             pool: ports[0].1[wi].clone(),
+            pools: ports.iter().map(|p| p.1[wi].clone()).collect(),
             engine,
             apps,
             steer: steer_links.pop(),

@@ -156,12 +156,23 @@ pub fn snapshot(
             });
             Value::Object(m)
         });
+        // This core's overload manager; pressures are per core, not summed.
+        let overload = w.proxy_stats.as_ref().map(|p| {
+            let mut m = Map::new();
+            p.overload.for_each(|k, v| {
+                m.insert(k.to_string(), json!(v));
+                if !k.ends_with("_pressure") {
+                    add(&format!("overload_{k}"), v);
+                }
+            });
+            Value::Object(m)
+        });
         // This core's share of the proxying.
         let proxy = w
             .proxy_stats
             .as_ref()
             .map(|_| Value::Object(sum(live.listeners.values().map(|l| l.stats.get(wi)), CORE)));
-        wj.push(json!({"lcore": w.lcore, "cpu": w.cpu, "loop": lp, "stack": stack, "services": services, "proxy": proxy}));
+        wj.push(json!({"lcore": w.lcore, "cpu": w.cpu, "loop": lp, "stack": stack, "services": services, "proxy": proxy, "overload": overload}));
     }
     let pj: Vec<Value> = cfg
         .ports

@@ -107,6 +107,8 @@ pub struct Worker {
     pub tx: Vec<TxQueue>,
     /// Buffers for packets the stack originates (ARP requests).
     pub pool: Arc<Mempool>,
+    /// This core's pools, one per port (the overload manager's `mbufs`).
+    pub pools: Vec<Arc<Mempool>>,
     pub engine: Engine,
     /// The users of the stack's TCP: the proxy and the test services (none
     /// in L2 reflect mode).
@@ -191,6 +193,10 @@ impl Worker {
                         self.apps.drain(e, now);
                     }
                     self.apps.tick(e, now);
+                    if self.apps.overload_due(now) {
+                        let mbufs = mbuf_pressure(&self.pools);
+                        self.apps.check_overload(e, now, mbufs);
+                    }
                 }
                 run_apps(stack, &mut self.apps, now, &mut pool, &mut tx);
                 next_tick = now.as_micros() + TIMER_TICK_US;
@@ -389,6 +395,17 @@ fn pass_on(stack: &mut Stack<Mbuf>, links: &SteerLinks, s: &LoopStats) {
             _ => s.steer_ring_full.inc(),
         }
     }
+}
+
+/// The fullest of `pools`: buffers in use over the pool's size.
+fn mbuf_pressure(pools: &[Arc<Mempool>]) -> f64 {
+    pools
+        .iter()
+        .map(|p| {
+            let used = p.in_use();
+            f64::from(used) / f64::from((used + p.available()).max(1))
+        })
+        .fold(0.0, f64::max)
 }
 
 /// A private copy of a single-segment frame, from `pool`.

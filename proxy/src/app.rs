@@ -14,8 +14,11 @@ use std::sync::atomic::Ordering::Relaxed;
 use netstack::Instant;
 use netstack::tcp::{ConnId, Engine, Event};
 
+use dataplane_config::overload::{OverloadAction, OverloadManagerConfig};
+
 use crate::live::Update;
 use crate::metrics::ProxyStats;
+use crate::overload::{Overload, Pressures};
 use crate::upstream::{ConnectError, Pick, Upstream, Upstreams};
 
 /// What an app is handed with each call: the core's engine, its upstream
@@ -83,6 +86,10 @@ pub trait App: std::fmt::Debug + Send {
 
     /// Reset every connection (the worker stops).
     fn abort_all(&mut self, _cx: &mut Cx<'_>) {}
+
+    /// An overload action went on or off on this core (the engine refuses
+    /// new connections itself; apps act on the others).
+    fn overload(&mut self, _cx: &mut Cx<'_>, _action: OverloadAction, _on: bool) {}
 }
 
 /// The apps of one core, in the order events are offered to them, and the
@@ -92,6 +99,7 @@ pub struct Apps {
     apps: Vec<Box<dyn App>>,
     upstreams: Upstreams,
     stats: Arc<ProxyStats>,
+    overload: Overload,
 }
 
 impl Apps {
@@ -102,6 +110,48 @@ impl Apps {
             apps: Vec::new(),
             upstreams: Upstreams::new(core, seed),
             stats: Arc::new(ProxyStats::default()),
+            overload: Overload::new(&OverloadManagerConfig::default()),
+        }
+    }
+
+    /// The overload manager's actions and triggers (`overload_manager`).
+    pub fn set_overload(&mut self, cfg: &OverloadManagerConfig) {
+        self.overload = Overload::new(cfg);
+    }
+
+    /// Whether [`Apps::check_overload`] has something to do now.
+    #[inline]
+    pub fn overload_due(&self, now: Instant) -> bool {
+        self.overload.due(now)
+    }
+
+    /// Measure this core's pressures (`mbufs` from the worker, the rest
+    /// from the engine) and carry out the actions that went on or off.
+    pub fn check_overload(&mut self, e: &mut Engine, now: Instant, mbufs: f64) {
+        let c = e.config();
+        let p = Pressures {
+            mbufs,
+            buffered_bytes: e.stats().buffered as f64 / c.max_buffered.max(1) as f64,
+            connections: e.len() as f64 / c.max_connections.max(1) as f64,
+        };
+        let changes = self.overload.update(now, &p, &self.stats.overload);
+        for (action, on) in changes {
+            tracing::warn!(
+                "overload: {} {} (mbufs {:.0} %, buffered bytes {:.0} %, connections {:.0} %)",
+                action.name(),
+                if on { "on" } else { "off" },
+                p.mbufs * 100.0,
+                p.buffered_bytes * 100.0,
+                p.connections * 100.0
+            );
+            if action == OverloadAction::StopAcceptingConnections {
+                e.set_refusing(on);
+            }
+            let (mut cx, apps) = self.cx(e, now);
+            for (i, app) in apps.iter_mut().enumerate() {
+                cx.app = i;
+                app.overload(&mut cx, action, on);
+            }
         }
     }
 

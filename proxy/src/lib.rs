@@ -32,6 +32,7 @@ pub mod http;
 pub mod listeners;
 pub mod live;
 pub mod metrics;
+pub mod overload;
 pub mod services;
 mod slab;
 pub mod tcp_proxy;

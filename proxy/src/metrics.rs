@@ -121,6 +121,8 @@ pub struct ProxyStats {
     /// queue drops the span and counts it).
     pub spans: crossbeam_queue::ArrayQueue<crate::http::trace::Span>,
     pub spans_dropped: Counter,
+    /// What this core's overload manager measured and did.
+    pub overload: crate::overload::OverloadCounters,
 }
 
 impl ProxyStats {
@@ -131,6 +133,7 @@ impl ProxyStats {
             sessions: Counter::default(),
             spans: crossbeam_queue::ArrayQueue::new(span_queue.max(1)),
             spans_dropped: Counter::default(),
+            overload: Default::default(),
         }
     }
 }

@@ -282,6 +282,7 @@ impl World {
         let proxy = engine(2);
         let live = Live::new(ProxyState::from_config(&cfg), &cfg, 1);
         let mut apps = Apps::new(0, seed);
+        apps.set_overload(&cfg.overload_manager);
         apps.push(Box::new(TcpProxy::new(
             0,
             &[PROXY_C, PROXY_U],

@@ -15,6 +15,16 @@ usage:
                                                those still open ("open"); always "ok"
   tcp_client.py stall   HOST PORT BYTES SECONDS  like source, with a small receive buffer left unread
                                                for SECONDS first (the sender's window shuts)
+  tcp_client.py keepalive HOST PORT CONNS SECONDS [IDLE]
+                                               (first IDLE connections with one GET each, left
+                                               idle: "idle_closed" or "idle_kept" by SECONDS
+                                               after the burst) then
+                                               open CONNS HTTP/1.1 connections at once, one GET
+                                               on each, then wait up to SECONDS for the far end
+                                               to close them; outcomes counted ("refused",
+                                               "closed" after the response, "kept" open, ...);
+                                               then one new connection with two requests
+                                               ("after": "keepalive" if both came on it)
   tcp_client.py steady  HOST PORT SECONDS RATE BYTES
                                                open RATE echo connections per second for SECONDS,
                                                each with a 1 s connect timeout, echoing BYTES;
@@ -209,6 +219,84 @@ async def steady(host, port, seconds, rate, size):
             "connect_ms_p99": pct(0.99), "connect_ms_max": pct(1.0)}
 
 
+async def http_exchange(r, w):
+    """One GET on an open connection: (status, head bytes) once the body is read."""
+    w.write(b"GET /keepalive HTTP/1.1\r\nHost: keepalive.test\r\n\r\n")
+    await w.drain()
+    head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 5)
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    await asyncio.wait_for(r.readexactly(length), 5)
+    return int(head.split()[1]), head.lower()
+
+
+async def keepalive(host, port, conns, seconds, idle=0):
+    async def held(r, w):
+        try:
+            more = await asyncio.wait_for(r.read(1), seconds + 1)
+            return "idle_closed" if more == b"" else "data"
+        except asyncio.TimeoutError:
+            return "idle_kept"
+        except OSError:
+            return "reset"
+        finally:
+            w.close()
+
+    warm = []
+    for _ in range(idle):
+        r, w = await asyncio.open_connection(host, port)
+        status, head = await http_exchange(r, w)
+        if status != 200 or b"connection: close" in head:
+            return {"ok": False, "warm": status}
+        warm.append(held(r, w))
+
+    async def one():
+        try:
+            r, w = await asyncio.wait_for(asyncio.open_connection(host, port), 2)
+        except ConnectionRefusedError:
+            return "refused"
+        except (OSError, asyncio.TimeoutError):
+            return "connect"
+        try:
+            status, head = await http_exchange(r, w)
+            if status != 200:
+                return f"status {status}"
+            more = await asyncio.wait_for(r.read(1), seconds)
+            return "closed" if more == b"" else "data"
+        except asyncio.TimeoutError:
+            return "kept"
+        except asyncio.IncompleteReadError:
+            return "truncated"
+        except OSError:
+            return "reset"
+        finally:
+            w.close()
+
+    outcomes = {}
+    for o in await asyncio.gather(*warm, *(one() for _ in range(conns))):
+        outcomes[o] = outcomes.get(o, 0) + 1
+    # Accepting and keep-alive again once the pressure is gone.
+    after = "refused"
+    for _ in range(50):
+        try:
+            r, w = await asyncio.open_connection(host, port)
+        except ConnectionRefusedError:
+            await asyncio.sleep(0.1)
+            continue
+        _, head = await http_exchange(r, w)
+        after = "close" if b"connection: close" in head else "keepalive"
+        if after == "keepalive":
+            await http_exchange(r, w)
+        w.close()
+        break
+    good = ("refused", "closed", "kept", "idle_closed", "idle_kept")
+    bad = sum(v for k, v in outcomes.items() if k not in good)
+    return {"ok": bad == 0, "outcomes": outcomes, "after": after}
+
+
 def main():
     mode, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
     if mode == "hold":
@@ -218,6 +306,9 @@ def main():
     elif mode == "source" and len(sys.argv) > 5:
         out = source(host, port, int(sys.argv[4]), int(sys.argv[5]),
                      float(sys.argv[6]) if len(sys.argv) > 6 else 0.0)
+    elif mode == "keepalive":
+        out = asyncio.run(keepalive(host, port, int(sys.argv[4]), float(sys.argv[5]),
+                                    int(sys.argv[6]) if len(sys.argv) > 6 else 0))
     elif mode == "steady":
         out = asyncio.run(steady(host, port, float(sys.argv[4]), float(sys.argv[5]),
                                  int(sys.argv[6])))

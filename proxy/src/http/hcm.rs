@@ -31,6 +31,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use dataplane_config::Filter;
 use dataplane_config::http::HttpConfig;
+use dataplane_config::overload::OverloadAction;
 use hashbrown::HashMap;
 use netstack::Instant;
 use netstack::tcp::{CloseReason, ConnId, Event};
@@ -301,6 +302,8 @@ pub struct HttpProxy {
     serial: u64,
     rng: u64,
     draining: bool,
+    /// Overload (`disable_http_keepalive`): every response closes.
+    keepalive_off: bool,
 }
 
 impl HttpProxy {
@@ -317,6 +320,7 @@ impl HttpProxy {
             serial: 0,
             rng: 0x2545_f491_4f6c_dd1d ^ (core as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
             draining: false,
+            keepalive_off: false,
         }
     }
 
@@ -671,6 +675,7 @@ impl HttpProxy {
         };
         if !keep
             || self.draining
+            || self.keepalive_off
             || (h.max_requests_per_connection > 0 && dn.requests >= h.max_requests_per_connection)
             || (h.max_connection_duration_ms > 0
                 && now >= dn.opened + Duration::from_millis(h.max_connection_duration_ms))
@@ -1511,7 +1516,11 @@ impl HttpProxy {
         if let Some(h) = cx.upstreams.histograms(&self.ups[u].up) {
             h.upstream_rq_time.record_us(us);
         }
-        let reusable = s.upstream_keepalive && s.req.done() && s.to_up.is_empty() && !self.draining;
+        let reusable = s.upstream_keepalive
+            && s.req.done()
+            && s.to_up.is_empty()
+            && !self.draining
+            && !self.keepalive_off;
         s.up = None;
         if reusable
             && cx
@@ -2113,6 +2122,42 @@ impl App for HttpProxy {
         }
     }
 
+    /// `disable_http_keepalive`: idle client connections close now, the
+    /// others after the response in progress (or their first); until it
+    /// goes off, every response says `connection: close`, and no upstream
+    /// connection is pooled (the pooled ones close now).
+    fn overload(&mut self, cx: &mut Cx<'_>, action: OverloadAction, on: bool) {
+        if action != OverloadAction::DisableHttpKeepalive {
+            return;
+        }
+        self.keepalive_off = on;
+        if !on {
+            return;
+        }
+        let mut told = 0u64;
+        for d in 0..self.downs.capacity() as u32 {
+            if let Some(dn) = self.downs.get_mut(d)
+                && dn.phase != Phase::Closing
+                && !dn.close_after
+            {
+                dn.close_after = true;
+                told += 1;
+            }
+        }
+        let shed = self.close_idle(cx, None);
+        // Idle pooled upstream connections hold table slots and buffers
+        // too; none is pooled while the action is on.
+        let pooled: Vec<u32> = self.pool.values().flatten().copied().collect();
+        for &x in &pooled {
+            self.unpool(x);
+            self.end_up(cx, x, false);
+        }
+        let o = &cx.stats.overload;
+        o.idle_connections_shed.add(shed);
+        o.keepalive_disabled.add(told.saturating_sub(shed));
+        o.upstream_idle_closed.add(pooled.len() as u64);
+    }
+
     fn abort_all(&mut self, cx: &mut Cx<'_>) {
         for d in 0..self.downs.capacity() as u32 {
             if self.downs.get(d).is_some() {
@@ -2129,8 +2174,11 @@ impl App for HttpProxy {
 }
 
 impl HttpProxy {
-    /// Close client connections between requests (of listener `li`, or all).
-    fn close_idle(&mut self, cx: &mut Cx<'_>, li: Option<u32>) {
+    /// Close client connections between requests (of listener `li`, or
+    /// all); those that have not had one yet close after their first.
+    /// Returns how many closed now.
+    fn close_idle(&mut self, cx: &mut Cx<'_>, li: Option<u32>) -> u64 {
+        let mut n = 0;
         for d in 0..self.downs.capacity() as u32 {
             let Some(dn) = self.downs.get_mut(d) else {
                 continue;
@@ -2138,11 +2186,21 @@ impl HttpProxy {
             if li.is_some_and(|l| l != dn.listener) {
                 continue;
             }
-            if dn.phase == Phase::Head && dn.inbuf.is_empty() && dn.head_since.is_none() {
-                dn.phase = Phase::Closing;
-                self.flush_down(cx, d);
+            if dn.phase != Phase::Head || !dn.inbuf.is_empty() || dn.head_since.is_some() {
+                continue;
             }
+            if dn.requests == 0 {
+                // Not idle but new: its first request may be on the wire
+                // already, and a client retries only on a connection it
+                // has used. It closes after its first response instead.
+                dn.close_after = true;
+                continue;
+            }
+            dn.phase = Phase::Closing;
+            self.flush_down(cx, d);
+            n += 1;
         }
+        n
     }
 }
 

@@ -256,6 +256,70 @@ fn a_pooled_connection_the_upstream_closed_is_not_used_again() {
     w.run_until(10 * SECOND, |w| w.sessions() == 0);
 }
 
+/// Overload: past the mbuf threshold new connections are refused with a
+/// RST, an idle keep-alive connection is closed at once, and a request in
+/// progress is answered in full, with `connection: close`; below it again,
+/// keep-alive and accepting come back.
+#[test]
+fn overload_refuses_new_connections_and_sheds_idle_keepalive_ones() {
+    let cfg = config(&format!(
+        "listeners:
+  - {{name: web, address: 0.0.0.0:{LISTEN}, filter_chains: [{{http: {{route_config: r}}}}]}}
+clusters:
+  - {{name: a, endpoints: [{{address: 10.10.2.2:80}}]}}
+  - {{name: b, endpoints: [{{address: 10.10.2.3:80}}]}}
+route_configs:{ROUTES}
+overload_manager:
+  actions:
+    - name: envoy.overload_actions.stop_accepting_connections
+      triggers: [{{name: mbufs, threshold: {{value: 0.9}}}}]
+    - name: envoy.overload_actions.disable_http_keepalive
+      triggers: [{{name: mbufs, threshold: {{value: 0.95}}}}]"
+    ));
+    let mut w = World::new(cfg, Mode::HttpEcho, 31, clean());
+    w.c.mode = Mode::Read;
+    let get = b"GET /x HTTP/1.1\r\nHost: b\r\n\r\n";
+    let idle = w.connect(get, false);
+    assert_eq!(wait_responses(&mut w, idle, 1).len(), 1);
+    // A request whose body has not all come yet.
+    let busy = w.connect(
+        b"POST /y HTTP/1.1\r\nHost: b\r\ncontent-length: 10\r\n\r\nabc",
+        false,
+    );
+    w.run_for(SECOND / 10);
+    assert!(responses(&w.client_conn(busy).got).is_empty());
+    let (now, stats) = (w.now, w.apps.stats().clone());
+    w.apps.check_overload(&mut w.proxy, now, 0.97);
+    assert_eq!(stats.overload.mbufs_pressure.get(), 97);
+    assert_eq!(stats.overload.stop_accepting_connections_active.get(), 1);
+    assert_eq!(stats.overload.disable_http_keepalive_active.get(), 1);
+    let refused = w.connect(get, false);
+    w.run_until(5 * SECOND, |w| {
+        w.client_conn(idle).eof && w.client_conn(refused).closed.is_some()
+    });
+    assert_eq!(w.client_conn(refused).closed, Some(CloseReason::Refused));
+    assert_eq!(w.proxy.stats().overload_refused, 1);
+    assert_eq!(responses(&w.client_conn(idle).got).len(), 1, "nothing more");
+    assert_eq!(stats.overload.idle_connections_shed.get(), 1);
+    assert_eq!(stats.overload.keepalive_disabled.get(), 1);
+    // The request in progress completes, and its connection closes.
+    send(&mut w, busy, b"defghij");
+    w.run_until(5 * SECOND, |w| w.client_conn(busy).eof);
+    let r = responses(&w.client_conn(busy).got);
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].0, 200);
+    assert!(r[0].2.ends_with(b"abcdefghij"));
+    assert_eq!(header(&r[0].1, "connection"), Some("close"));
+    // Pressure gone: accepting and keep-alive again.
+    let now = w.now;
+    w.apps.check_overload(&mut w.proxy, now + SECOND, 0.5);
+    assert_eq!(stats.overload.stop_accepting_connections_active.get(), 0);
+    let again = w.connect(get, false);
+    let r = wait_responses(&mut w, again, 1);
+    assert_eq!(header(&r[0].1, "connection"), None);
+    assert!(!w.client_conn(again).eof);
+}
+
 #[test]
 fn requests_past_the_limit_close_the_connection() {
     let mut w = world(6, clean(), ", max_requests_per_connection: 2");
