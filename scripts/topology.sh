@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Test topology: network namespaces joined by veth pairs.
 #
-#   scripts/topology.sh up   [-p PREFIX] [--impair]   build it (idempotent: rebuilds if present)
+#   scripts/topology.sh up   [-p PREFIX] [--impair] [--impair-upstream]
+#                                          build it (idempotent: rebuilds if present)
 #   scripts/topology.sh down [-p PREFIX]   remove it (idempotent, also after a crash;
 #                                          removes PREFIX-imp too if there is one)
 #   scripts/topology.sh show [-p PREFIX]   print what exists
@@ -19,7 +20,11 @@
 #
 #   ip netns exec PREFIX-imp tests/scripts/impair.py --a imp-c --b imp-d --seed 7 ...
 #
-# imp-c / imp-d carry no address and have GRO/GSO/TSO and checksum offloads
+# With --impair-upstream the upstream link goes through PREFIX-imp as well
+# (up0 <--veth--> imp-u, imp-v <--veth--> PREFIX-u0), for a second impair.py
+# with --a imp-v --b imp-u.
+#
+# imp-c / imp-d (and imp-u / imp-v) carry no address and have GRO/GSO/TSO and checksum offloads
 # off, so that AF_PACKET sees (and sends) plain frames of at most 1514 bytes.
 # Without impair.py running, nothing crosses PREFIX-imp.
 #
@@ -38,10 +43,12 @@ cmd=${1:-}
 shift || true
 P=dp
 IMPAIR=0
+IMPAIR_UP=0
 while [ $# -gt 0 ]; do
   case "$1" in
     -p|--prefix) P=$2; shift 2;;
     --impair) IMPAIR=1; shift;;
+    --impair-upstream) IMPAIR_UP=1; shift;;
     *) die "unknown argument $1 (see the header of $0)";;
   esac
 done
@@ -70,7 +77,7 @@ up() {
   command -v ethtool >/dev/null || die "ethtool missing: run scripts/setup-host.sh"
   down
   local nss=("$CLI" "$DUT" "$UP")
-  if [ "$IMPAIR" = 1 ]; then nss+=("$IMP"); fi
+  if [ "$IMPAIR" = 1 ] || [ "$IMPAIR_UP" = 1 ]; then nss+=("$IMP"); fi
   for ns in "${nss[@]}"; do
     ip netns add "$ns"
     # IPv4 only: no IPv6 neighbour/router chatter on the test links.
@@ -87,7 +94,16 @@ up() {
   else
     ip link add "$P-c0" netns "$DUT" type veth peer name cli0 netns "$CLI"
   fi
-  ip link add "$P-u0" netns "$DUT" type veth peer name up0 netns "$UP"
+  if [ "$IMPAIR_UP" = 1 ]; then
+    ip link add up0 netns "$UP" type veth peer name imp-u netns "$IMP"
+    ip link add "$P-u0" netns "$DUT" type veth peer name imp-v netns "$IMP"
+    for ifc in imp-u imp-v; do
+      ip -n "$IMP" link set "$ifc" mtu 1500 up
+      offloads_off "$IMP" "$ifc"
+    done
+  else
+    ip link add "$P-u0" netns "$DUT" type veth peer name up0 netns "$UP"
+  fi
 
   for ns in "${nss[@]}"; do ip -n "$ns" link set lo up; done
   for ifc in "$P-c0" "$P-u0"; do
@@ -124,5 +140,5 @@ case "$cmd" in
   up) up;;
   down) down;;
   show) show;;
-  *) die "usage: $0 up [-p PREFIX] [--impair] | down|show [-p PREFIX]";;
+  *) die "usage: $0 up [-p PREFIX] [--impair] [--impair-upstream] | down|show [-p PREFIX]";;
 esac

@@ -25,6 +25,16 @@ usage:
                                                "closed" after the response, "kept" open, ...);
                                                then one new connection with two requests
                                                ("after": "keepalive" if both came on it)
+  tcp_client.py soak    HOST PORT SECONDS CONCURRENCY MAXBYTES
+                                               CONCURRENCY loops of echo transfers (random
+                                               sizes up to MAXBYTES, random bytes) for SECONDS;
+                                               each transfer is "ok" (every byte back, equal),
+                                               "corrupt" (a byte differs), "short" (a clean
+                                               close before every byte came back), "reset",
+                                               "refused", "timeout" or "connect_error" (the
+                                               connect), or "stalled" (no progress for 20 s);
+                                               a failed loop waits 0.1 s; "ok" if none is
+                                               corrupt or short
   tcp_client.py steady  HOST PORT SECONDS RATE BYTES
                                                open RATE echo connections per second for SECONDS,
                                                each with a 1 s connect timeout, echoing BYTES;
@@ -297,6 +307,71 @@ async def keepalive(host, port, conns, seconds, idle=0):
     return {"ok": bad == 0, "outcomes": outcomes, "after": after}
 
 
+async def soak(host, port, seconds, concurrency, max_bytes):
+    import random
+    rng = random.Random(seconds * 1000 + concurrency)
+    deadline = time.time() + seconds
+    outcomes, durations = {}, []
+    sent_total = [0]
+
+    async def transfer(size):
+        data = os.urandom(size)
+        try:
+            r, w = await asyncio.wait_for(asyncio.open_connection(host, port), 5)
+        except ConnectionRefusedError:
+            return "refused"
+        except asyncio.TimeoutError:
+            return "timeout"
+        except OSError:
+            return "connect_error"
+        t0 = time.time()
+
+        async def send():
+            for i in range(0, size, 1 << 16):
+                w.write(data[i:i + (1 << 16)])
+                await w.drain()
+            w.write_eof()
+
+        sender = asyncio.ensure_future(send())
+        got = bytearray()
+        try:
+            while True:
+                b = await asyncio.wait_for(r.read(1 << 16), 20)
+                if not b:
+                    break
+                got.extend(b)
+            if bytes(got) != data[:len(got)]:
+                return "corrupt"
+            if len(got) < size:
+                return "short"
+            await asyncio.wait_for(sender, 5)
+            durations.append(time.time() - t0)
+            sent_total[0] += size
+            return "ok"
+        except asyncio.TimeoutError:
+            return "stalled"
+        except OSError:
+            return "corrupt" if bytes(got) != data[:len(got)] else "reset"
+        finally:
+            sender.cancel()
+            w.close()
+
+    async def loop():
+        while time.time() < deadline:
+            o = await transfer(rng.randint(1, max_bytes))
+            outcomes[o] = outcomes.get(o, 0) + 1
+            if o != "ok":
+                await asyncio.sleep(0.1)
+
+    await asyncio.gather(*(loop() for _ in range(concurrency)))
+    durations.sort()
+    p99 = durations[int(len(durations) * 0.99)] if durations else 0
+    return {"ok": outcomes.get("corrupt", 0) == 0 and outcomes.get("short", 0) == 0,
+            "outcomes": outcomes, "bytes_ok": sent_total[0],
+            "transfer_ms_p50": round(durations[len(durations) // 2] * 1000, 1) if durations else 0,
+            "transfer_ms_p99": round(p99 * 1000, 1)}
+
+
 def main():
     mode, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
     if mode == "hold":
@@ -306,6 +381,9 @@ def main():
     elif mode == "source" and len(sys.argv) > 5:
         out = source(host, port, int(sys.argv[4]), int(sys.argv[5]),
                      float(sys.argv[6]) if len(sys.argv) > 6 else 0.0)
+    elif mode == "soak":
+        out = asyncio.run(soak(host, port, float(sys.argv[4]), int(sys.argv[5]),
+                               int(sys.argv[6])))
     elif mode == "keepalive":
         out = asyncio.run(keepalive(host, port, int(sys.argv[4]), float(sys.argv[5]),
                                     int(sys.argv[6]) if len(sys.argv) > 6 else 0))

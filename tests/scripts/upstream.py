@@ -3,6 +3,10 @@
 
 usage:
   upstream.py echo ADDR PORT    echo every connection's bytes back; close after the client's FIN
+  upstream.py echo-rst ADDR PORT
+                                echo, and a connection the process leaves by dying (SIGKILL)
+                                is reset, never closed with a FIN (SO_LINGER 0 until its
+                                graceful end)
   upstream.py sink ADDR PORT    read a connection to its FIN, answer the sha256 (hex) of what
                                 came, then close
   upstream.py hold ADDR PORT    accept and keep connections open, sending nothing, until the
@@ -23,6 +27,7 @@ import asyncio
 import hashlib
 import resource
 import socket
+import struct
 import sys
 
 
@@ -34,6 +39,32 @@ async def echo(r, w):
                 break
             w.write(b)
             await w.drain()
+        w.write_eof()
+        await w.drain()
+    except ConnectionError:
+        pass
+    finally:
+        w.close()
+
+
+LINGER_RST = struct.pack("ii", 1, 0)
+LINGER_OFF = struct.pack("ii", 0, 0)
+
+
+async def echo_rst(r, w):
+    """echo, but a connection this process leaves by dying is reset (SO_LINGER
+    0 until the graceful end), never closed with a FIN that would look like a
+    complete answer."""
+    sock = w.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RST)
+    try:
+        while True:
+            b = await r.read(1 << 16)
+            if not b:
+                break
+            w.write(b)
+            await w.drain()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_OFF)
         w.write_eof()
         await w.drain()
     except ConnectionError:
@@ -99,7 +130,7 @@ async def main():
     mode, addr, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    handler = {"echo": echo, "sink": sink, "hold": hold, "finfirst": finfirst, "name": name}[mode]
+    handler = {"echo": echo, "echo-rst": echo_rst, "sink": sink, "hold": hold, "finfirst": finfirst, "name": name}[mode]
     if mode == "finfirst":
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

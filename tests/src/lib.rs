@@ -111,6 +111,12 @@ impl Topology {
     pub fn up_impaired(prefix: &str) -> Topology {
         Self::build(prefix, "--impair")
     }
+    /// Both links impaired: the client one as [`Topology::up_impaired`],
+    /// the upstream one through `imp-u` / `imp-v` in the same namespace
+    /// (`up0` ↔ `imp-u` | `imp-v` ↔ `<prefix>-u0`).
+    pub fn up_impaired_both(prefix: &str) -> Topology {
+        Self::build(prefix, "--impair --impair-upstream")
+    }
     fn build(prefix: &str, options: &str) -> Topology {
         // The guard exists before the script runs: a half-built topology
         // is torn down too.
@@ -162,12 +168,19 @@ impl Impairer {
     /// Start it with impair.py's options (`--seed 7 --drop 0.01 ...`) and
     /// wait until it forwards.
     pub fn start(topo: &Topology, options: &str) -> Impairer {
+        Self::start_on(topo, ("imp-c", "imp-d"), options)
+    }
+
+    /// The same between interfaces `a` and `b` of `<prefix>-imp`
+    /// (`("imp-v", "imp-u")`: the upstream link of
+    /// [`Topology::up_impaired_both`]).
+    pub fn start_on(topo: &Topology, (a, b): (&str, &str), options: &str) -> Impairer {
         use std::io::BufRead;
-        let stats = std::env::temp_dir().join(format!("impair-{}.json", topo.prefix));
+        let stats = std::env::temp_dir().join(format!("impair-{}-{a}.json", topo.prefix));
         let mut child = Command::new("ip")
             .args(["netns", "exec", &topo.ns("imp"), "/usr/bin/python3"])
             .arg(root().join("tests/scripts/impair.py"))
-            .args(["--a", "imp-c", "--b", "imp-d", "--stats"])
+            .args(["--a", a, "--b", b, "--stats"])
             .arg(&stats)
             .args(options.split_whitespace())
             .stdout(Stdio::piped())
